@@ -1,0 +1,399 @@
+/* orch.c — the orchestrator object: startup (runtime, lock, config, log,
+ * store, commands, control socket), signals, periodic housekeeping, status,
+ * and an orderly shutdown. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "build-config.h"
+#include "cmd.h"
+#include "ctl.h"
+#include "orch.h"
+#include "runtime.h"
+
+/* How often old log rows are pruned from the store. */
+#define ORCH_HOUSEKEEPING_MS (3600 * 1000)
+
+struct orch {
+	uv_loop_t *loop;
+	char *runtime;
+	char *mode;
+	struct runtime_lock lock;
+	struct config *cfg;
+	struct logmgr *log;
+	struct store *store;
+	struct cmd_table *cmds;
+	struct ctl_server *ctl;
+	char *db_path;
+	char *log_path;
+	char *sock_path;
+
+	uv_signal_t sig_int, sig_term, sig_hup;
+	uv_timer_t housekeeping;
+	bool handles_started;
+
+	int64_t started_ms;      /* wall */
+	int64_t started_mono_ms; /* monotonic */
+	bool quitting;
+	bool finished;
+	uint64_t commands_run;
+	void (*quit_cb)(void *);
+	void *quit_arg;
+};
+
+uv_loop_t *
+orch_loop(struct orch *o)
+{
+	return o->loop;
+}
+
+struct logmgr *
+orch_log(struct orch *o)
+{
+	return o->log;
+}
+
+struct store *
+orch_store(struct orch *o)
+{
+	return o->store;
+}
+
+const struct config *
+orch_config(struct orch *o)
+{
+	return o->cfg;
+}
+
+struct cmd_table *
+orch_cmds(struct orch *o)
+{
+	return o->cmds;
+}
+
+const char *
+orch_runtime(const struct orch *o)
+{
+	return o->runtime;
+}
+
+const char *
+orch_mode(const struct orch *o)
+{
+	return o->mode;
+}
+
+int64_t
+orch_started_ms(const struct orch *o)
+{
+	return o->started_ms;
+}
+
+bool
+orch_quitting(const struct orch *o)
+{
+	return o->quitting;
+}
+
+void
+orch_set_quit_cb(struct orch *o, void (*fn)(void *arg), void *arg)
+{
+	o->quit_cb = fn;
+	o->quit_arg = arg;
+}
+
+/* Store failures become error log records. */
+static void
+orch_store_error(void *arg, const char *msg)
+{
+	struct orch *o = arg;
+	log_error(o->log, "store", "%s", msg);
+}
+
+/* Resolves the configuration file: --config, $DREAMOS_CONFIG, then the XDG
+ * location if it exists.  Returns a malloc'd path, or NULL for built-in
+ * defaults; *explicit says whether it was asked for by name. */
+static char *
+orch_config_path(const char *opt, bool *explicit)
+{
+	const char *env;
+	*explicit = true;
+	if (opt != NULL && *opt != '\0')
+		return xstrdup(opt);
+	if ((env = getenv("DREAMOS_CONFIG")) != NULL && *env != '\0')
+		return xstrdup(env);
+	*explicit = false;
+	char *path;
+	if ((env = getenv("XDG_CONFIG_HOME")) != NULL && *env == '/')
+		path = xasprintf("%s/dreamos/dreamos.yaml", env);
+	else if ((env = getenv("HOME")) != NULL && *env != '\0')
+		path = xasprintf("%s/.config/dreamos/dreamos.yaml", env);
+	else
+		return NULL;
+	if (access(path, F_OK) != 0) {
+		free(path);
+		return NULL;
+	}
+	return path;
+}
+
+static void
+orch_on_signal(uv_signal_t *h, int signum)
+{
+	struct orch *o = h->data;
+	if (signum == SIGHUP) {
+		logmgr_reopen(o->log);
+		log_info(o->log, "orch", "SIGHUP: log file reopened");
+		return;
+	}
+	orch_request_quit(o, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* Deletes log rows older than logging.retention. */
+static void
+orch_prune(struct orch *o)
+{
+	if (o->cfg->logging.retention <= 0)
+		return;
+	sqlite3_stmt *st = store_stmt(o->store, "DELETE FROM logs WHERE ts_ms < ?1");
+	if (st == NULL)
+		return;
+	sqlite3_bind_int64(st, 1, time_wall_ms() - (int64_t)(o->cfg->logging.retention * 1000.0));
+	store_step_write(o->store, st);
+	int n = sqlite3_changes(store_db(o->store));
+	if (n > 0)
+		log_debug(o->log, "store", "pruned %d log records older than retention", n);
+}
+
+static void
+orch_on_housekeeping(uv_timer_t *t)
+{
+	orch_prune(t->data);
+}
+
+/* Frees what orch_new built; used on failure and by orch_free. */
+static void
+orch_release(struct orch *o)
+{
+	if (o->store != NULL) {
+		logmgr_set_store(o->log, NULL);
+		store_close(o->store);
+		o->store = NULL;
+	}
+	cmd_table_free(o->cmds);
+	o->cmds = NULL;
+	logmgr_free(o->log);
+	o->log = NULL;
+	config_free(o->cfg);
+	o->cfg = NULL;
+	runtime_unlock(&o->lock);
+	free(o->runtime);
+	free(o->mode);
+	free(o->db_path);
+	free(o->log_path);
+	free(o->sock_path);
+}
+
+int
+orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char **cause)
+{
+	struct orch *o = xcalloc(1, sizeof *o);
+	o->loop = loop;
+	o->lock.fd = -1;
+	o->mode = xstrdup(opts->mode ? opts->mode : "headless");
+	o->started_ms = time_wall_ms();
+	o->started_mono_ms = time_mono_ms();
+
+	/* Configuration first: nothing starts on a bad config. */
+	bool explicit;
+	char *cfgpath = orch_config_path(opts->config_path, &explicit);
+	if (cfgpath != NULL) {
+		if (config_load(cfgpath, &o->cfg, cause) != 0) {
+			free(cfgpath);
+			goto fail;
+		}
+		free(cfgpath);
+	} else {
+		o->cfg = config_defaults();
+	}
+	if (opts->bridge_port >= 0)
+		o->cfg->bridge.port = opts->bridge_port;
+
+	enum log_level level = o->cfg->logging.level;
+	/* The seed's monitoring.log_level, when given, wins (dreamos.yaml(5)). */
+	if (o->cfg->monitoring.log_level_set)
+		level = o->cfg->monitoring.log_level;
+	if (opts->log_level != NULL && !log_level_parse(opts->log_level, &level)) {
+		*cause = xasprintf("--log-level: unknown level '%s' (trace, debug, info, warn, "
+		                   "error, fatal)",
+		                   opts->log_level);
+		goto fail;
+	}
+
+	o->runtime = runtime_resolve(opts->runtime);
+	if (runtime_prepare(o->runtime, cause) != 0)
+		goto fail;
+	if (runtime_lock(o->runtime, &o->lock, cause) != 0)
+		goto fail;
+
+	struct log_opts lo = {.level = level, .ring_size = o->cfg->logging.ring};
+	o->log = logmgr_new(&lo);
+	logmgr_set_stderr(o->log, opts->log_stderr);
+	o->log_path = o->cfg->logging.file ? xstrdup(o->cfg->logging.file)
+	                                   : path_join(o->runtime, "logs/dreamos.log");
+	if (logmgr_open_file(o->log, o->log_path, o->cfg->logging.max_size, o->cfg->logging.keep,
+	                     cause) != 0)
+		goto fail;
+
+	o->db_path = path_join(o->runtime, "dreamos.db");
+	struct store_opts so = {
+	    .path = o->db_path,
+	    .durability = o->cfg->store.durability,
+	    .commit_interval_ms = (unsigned)o->cfg->store.commit_interval_ms,
+	};
+	if (store_open(&o->store, loop, &so, cause) != 0)
+		goto fail;
+	store_set_error_cb(o->store, orch_store_error, o);
+	logmgr_set_store(o->log, o->store);
+
+	o->cmds = cmd_table_new();
+	cmd_register(o->cmds, cmd_builtin_entries, cmd_builtin_count, "core");
+
+	o->sock_path = path_join(o->runtime, "dreamos.sock");
+	if (ctl_server_start(o, o->sock_path, &o->ctl, cause) != 0)
+		goto fail;
+
+	uv_signal_init(loop, &o->sig_int);
+	uv_signal_init(loop, &o->sig_term);
+	uv_signal_init(loop, &o->sig_hup);
+	o->sig_int.data = o->sig_term.data = o->sig_hup.data = o;
+	uv_signal_start(&o->sig_int, orch_on_signal, SIGINT);
+	uv_signal_start(&o->sig_term, orch_on_signal, SIGTERM);
+	uv_signal_start(&o->sig_hup, orch_on_signal, SIGHUP);
+	uv_timer_init(loop, &o->housekeeping);
+	o->housekeeping.data = o;
+	uv_timer_start(&o->housekeeping, orch_on_housekeeping, ORCH_HOUSEKEEPING_MS,
+	               ORCH_HOUSEKEEPING_MS);
+	uv_unref((uv_handle_t *)&o->housekeeping);
+	o->handles_started = true;
+
+	orch_prune(o);
+	log_info(o->log, "orch", "dreamos %s started (pid %ld, %s mode, runtime %s, config %s)",
+	         PACKAGE_VERSION, (long)getpid(), o->mode, o->runtime,
+	         o->cfg->path ? o->cfg->path : "built-in defaults");
+	*out = o;
+	return 0;
+
+fail:
+	orch_release(o);
+	free(o);
+	*out = NULL;
+	return -1;
+}
+
+/* Runs the last steps of shutdown once every component has stopped. */
+static void
+orch_finish(struct orch *o)
+{
+	if (o->finished)
+		return;
+	o->finished = true;
+	ctl_server_stop(o->ctl);
+	o->ctl = NULL;
+	if (o->handles_started) {
+		uv_close((uv_handle_t *)&o->sig_int, NULL);
+		uv_close((uv_handle_t *)&o->sig_term, NULL);
+		uv_close((uv_handle_t *)&o->sig_hup, NULL);
+		uv_close((uv_handle_t *)&o->housekeeping, NULL);
+	}
+	int64_t up = time_mono_ms() - o->started_mono_ms;
+	log_info(o->log, "orch", "stopped after %.1f s, %llu commands run", (double)up / 1000.0,
+	         (unsigned long long)o->commands_run);
+	char *cause = NULL;
+	if (store_flush(o->store, &cause) != 0) {
+		fprintf(stderr, "dreamos: final commit failed: %s\n", cause ? cause : "?");
+		free(cause);
+	}
+	logmgr_set_store(o->log, NULL);
+	store_close(o->store);
+	o->store = NULL;
+	runtime_unlock(&o->lock);
+	if (o->quit_cb != NULL)
+		o->quit_cb(o->quit_arg);
+}
+
+void
+orch_request_quit(struct orch *o, const char *why)
+{
+	if (o->quitting)
+		return;
+	o->quitting = true;
+	log_info(o->log, "orch", "shutting down (%s)", why);
+	/* Agents, the bridge and extensions will stop here, asynchronously,
+	 * before orch_finish; for now there is nothing to wait for. */
+	orch_finish(o);
+}
+
+int
+orch_free(struct orch *o)
+{
+	if (o == NULL)
+		return 0;
+	if (!o->finished) {
+		o->quitting = true;
+		orch_finish(o);
+	}
+	orch_release(o);
+	free(o);
+	return 0;
+}
+
+json_t *
+orch_status_json(struct orch *o)
+{
+	char started[40];
+	time_iso8601(o->started_ms, started, sizeof started);
+	struct store_stats ss = {0};
+	struct log_stats ls = {0};
+	if (o->store != NULL)
+		store_stats(o->store, &ss);
+	logmgr_stats(o->log, &ls);
+	json_t *db = json_pack("{s:s,s:I,s:s,s:i,s:I,s:f}", "path", o->db_path, "size_bytes",
+	                       (json_int_t)(o->store ? store_size_bytes(o->store) : 0), "state",
+	                       o->store ? store_state(o->store) : "closed", "schema",
+	                       o->store ? store_schema_version(o->store) : 0, "commits",
+	                       (json_int_t)ss.commits, "last_commit_ms", ss.last_commit_ms);
+	json_t *counts = json_pack("{s:i,s:i,s:i,s:I}", "agents", 0, "messages", 0, "tasks", 0,
+	                           "log_records", (json_int_t)ls.emitted);
+	return json_pack("{s:s,s:I,s:s,s:f,s:s,s:s,s:s?,s:s,s:o,s:o,s:n,s:s,s:I}", "version",
+	                 PACKAGE_VERSION, "pid", (json_int_t)getpid(), "mode", o->mode, "uptime_s",
+	                 (double)(time_mono_ms() - o->started_mono_ms) / 1000.0, "started", started,
+	                 "runtime", o->runtime, "config", o->cfg->path, "socket", o->sock_path,
+	                 "db", db, "counts", counts, "bridge", "log_level",
+	                 log_level_name(logmgr_level(o->log)), "ctl_clients",
+	                 (json_int_t)ctl_server_clients(o->ctl));
+}
+
+void
+orch_command_started(struct orch *o, struct cmd_ctx *ctx)
+{
+	o->commands_run++;
+	log_debug(o->log, "captain", "%s runs '%s'", ctx->client_name, ctx->entry->name);
+}
+
+void
+orch_complete(struct orch *o, const char *hint, const char *partial, cmd_complete_add_fn add,
+              void *arg)
+{
+	/* Agent names, task ids and extension names arrive with their
+	 * modules. */
+	(void)o;
+	(void)hint;
+	(void)partial;
+	(void)add;
+	(void)arg;
+}

@@ -1,0 +1,819 @@
+/* store.c — the SQLite store: WAL mode, versioned schema with ordered
+ * migrations, a cache of prepared statements, and group commit.
+ *
+ * Group commit works with libuv's loop phases.  The first write of a loop
+ * turn runs BEGIN IMMEDIATE and starts a uv_check handle (check handles run
+ * right after the poll phase, so writes made in I/O callbacks are committed
+ * in the same turn) and a uv_idle handle (it does nothing but keep the poll
+ * phase from blocking while a transaction is open, for writes made in timer
+ * callbacks).  The check callback commits, stops both handles, then runs the
+ * after-commit callbacks.  With commit_interval_ms a uv_timer replaces the
+ * pair; without a loop only store_flush commits.
+ *
+ * After a failed commit the next commit point is delayed by a timer
+ * (STORE_RETRY_MS): otherwise a full disk plus a log sink that writes the
+ * "commit failed" error back into the store would spin the loop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "util.h"
+
+#define STORE_BUSY_TIMEOUT_MS 5000
+#define STORE_CACHE_KIB       8192
+#define STORE_WAL_LIMIT       (64 * 1024 * 1024)
+#define STORE_RETRY_MS        250
+
+/* One schema migration: sql (and then fn, if set) upgrades the database from
+ * version i to version i + 1, where i is the index in store_migrations[].
+ * fn is for data migrations that need code; it returns a SQLite code and may
+ * set *errmsg (malloc'd, freed by the caller). */
+struct store_migration {
+	const char *sql;
+	int (*fn)(sqlite3 *db, char **errmsg);
+};
+
+/* The ordered schema migrations.  To change the schema, APPEND an entry (never
+ * edit or reorder a released one): entry i runs in its own transaction on a
+ * database at user_version i and leaves it at i + 1.  store_schema_latest()
+ * follows automatically. */
+static const struct store_migration store_migrations[] = {
+    /* 0 -> 1: metadata, extension key-value state, logs. */
+    {.sql = "CREATE TABLE meta (\n"
+            "  key TEXT PRIMARY KEY,\n"
+            "  value TEXT\n"
+            ");\n"
+            "CREATE TABLE kv (\n"
+            "  ns TEXT NOT NULL,\n"
+            "  key TEXT NOT NULL,\n"
+            "  value TEXT,\n"
+            "  updated_ms INTEGER,\n"
+            "  PRIMARY KEY (ns, key)\n"
+            ");\n"
+            "CREATE TABLE logs (\n"
+            "  id INTEGER PRIMARY KEY,\n"
+            "  ts_ms INTEGER NOT NULL,\n"
+            "  level INTEGER NOT NULL,\n"
+            "  source TEXT NOT NULL,\n"
+            "  msg TEXT NOT NULL,\n"
+            "  fields TEXT\n"
+            ");\n"
+            "CREATE INDEX logs_ts ON logs (ts_ms);\n"
+            "CREATE INDEX logs_source ON logs (source);\n"},
+};
+
+struct stmt_entry {
+	char *sql; /* NULL: empty slot */
+	uint32_t hash;
+	sqlite3_stmt *stmt;
+};
+
+struct commit_cb {
+	store_commit_fn fn;
+	void *arg;
+};
+
+struct store {
+	sqlite3 *db;
+	char *path;
+	uv_loop_t *loop;
+	enum store_durability durability;
+	unsigned commit_interval_ms;
+	int version;
+
+	/* Prepared statements: open addressing, keyed by SQL text. */
+	struct stmt_entry *stmts;
+	size_t nstmts;
+	size_t stmt_cap; /* power of two */
+
+	bool in_txn;
+	bool scheduled; /* a commit point is scheduled on the loop */
+	bool failing;   /* the last commit failed: retry on a timer */
+	struct commit_cb *cbs;
+	size_t ncbs;
+	size_t cbs_cap;
+	size_t nlost; /* cbs[0..nlost) belong to a transaction SQLite rolled back */
+	int lost_rc;
+
+	const char *state;
+	struct store_stats stats;
+
+	store_error_fn error_fn;
+	void *error_arg;
+	store_fault_fn fault_fn;
+	void *fault_arg;
+
+	int busy;           /* depth of store_commit_now calls */
+	bool closing;       /* store_close was called */
+	bool close_pending; /* ... from inside a commit; finish it there */
+
+	uv_check_t check;
+	uv_idle_t idle;
+	uv_timer_t timer;
+	int open_handles;
+};
+
+static int store_commit_now(struct store *st, char **cause, bool *closed);
+static void store_do_close(struct store *st);
+static void store_check_cb(uv_check_t *h);
+static void store_idle_cb(uv_idle_t *h);
+static void store_timer_cb(uv_timer_t *h);
+
+int
+store_schema_latest(void)
+{
+	return (int)nitems(store_migrations);
+}
+
+/* Reports a one-line error through the error callback, if any. */
+static void PRINTFLIKE(2, 3) store_error(struct store *st, const char *fmt, ...)
+{
+	if (st->error_fn == NULL)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	char *msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	st->error_fn(st->error_arg, msg);
+	free(msg);
+}
+
+/* Returns a short description of a SQLite result code (static string). */
+static const char *
+store_describe(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_FULL:
+		return "disk full";
+	case SQLITE_IOERR:
+		return "I/O error";
+	default:
+		return sqlite3_errstr(rc);
+	}
+}
+
+/* Returns the FNV-1a hash of s. */
+static uint32_t
+store_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 16777619u;
+	}
+	return h;
+}
+
+/* Returns the cache slot for sql: its entry, or the empty slot where it
+ * belongs. */
+static struct stmt_entry *
+store_slot(struct stmt_entry *tab, size_t cap, const char *sql, uint32_t hash)
+{
+	size_t i = hash & (cap - 1);
+	for (;;) {
+		struct stmt_entry *e = &tab[i];
+		if (e->sql == NULL || (e->hash == hash && strcmp(e->sql, sql) == 0))
+			return e;
+		i = (i + 1) & (cap - 1);
+	}
+}
+
+/* Doubles the statement cache. */
+static void
+store_cache_grow(struct store *st)
+{
+	size_t cap = st->stmt_cap ? st->stmt_cap * 2 : 32;
+	struct stmt_entry *tab = xcalloc(cap, sizeof *tab);
+	for (size_t i = 0; i < st->stmt_cap; i++) {
+		struct stmt_entry *e = &st->stmts[i];
+		if (e->sql != NULL)
+			*store_slot(tab, cap, e->sql, e->hash) = *e;
+	}
+	free(st->stmts);
+	st->stmts = tab;
+	st->stmt_cap = cap;
+}
+
+sqlite3_stmt *
+store_stmt(struct store *st, const char *sql)
+{
+	uint32_t hash = store_hash(sql);
+	if (st->stmt_cap != 0) {
+		struct stmt_entry *e = store_slot(st->stmts, st->stmt_cap, sql, hash);
+		if (e->sql != NULL) {
+			sqlite3_reset(e->stmt);
+			sqlite3_clear_bindings(e->stmt);
+			return e->stmt;
+		}
+	}
+	sqlite3_stmt *stmt;
+	int rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
+	if (rc != SQLITE_OK || stmt == NULL) {
+		store_error(st, "%s: cannot prepare \"%s\": %s", st->path, sql,
+		            rc != SQLITE_OK ? sqlite3_errmsg(st->db) : "empty statement");
+		return NULL;
+	}
+	if ((st->nstmts + 1) * 2 > st->stmt_cap)
+		store_cache_grow(st);
+	struct stmt_entry *e = store_slot(st->stmts, st->stmt_cap, sql, hash);
+	e->sql = xstrdup(sql);
+	e->hash = hash;
+	e->stmt = stmt;
+	st->nstmts++;
+	return stmt;
+}
+
+/* Resets cached statements a caller left mid-iteration, so that they hold
+ * no read snapshot across a commit point (that would stop checkpoints and
+ * let the WAL grow without bound). */
+static void
+store_reset_busy(struct store *st)
+{
+	for (size_t i = 0; i < st->stmt_cap; i++) {
+		struct stmt_entry *e = &st->stmts[i];
+		if (e->sql != NULL && sqlite3_stmt_busy(e->stmt))
+			sqlite3_reset(e->stmt);
+	}
+}
+
+/* Runs a cached statement that returns no rows (BEGIN, COMMIT...).  Returns
+ * the SQLite code of the step (SQLITE_DONE on success). */
+static int
+store_run(struct store *st, const char *sql)
+{
+	sqlite3_stmt *stmt = store_stmt(st, sql);
+	if (stmt == NULL)
+		return sqlite3_errcode(st->db) != SQLITE_OK ? sqlite3_errcode(st->db)
+		                                            : SQLITE_ERROR;
+	int rc = sqlite3_step(stmt);
+	sqlite3_reset(stmt);
+	return rc;
+}
+
+/* Returns the single integer that sql (a cached query) yields, or -1. */
+static int64_t
+store_query_int(struct store *st, const char *sql)
+{
+	sqlite3_stmt *stmt = store_stmt(st, sql);
+	if (stmt == NULL)
+		return -1;
+	int64_t v = -1;
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		v = sqlite3_column_int64(stmt, 0);
+	sqlite3_reset(stmt);
+	return v;
+}
+
+/* Arms the next commit point on the loop (nothing without a loop). */
+static void
+store_schedule(struct store *st)
+{
+	if (st->loop == NULL || st->scheduled || st->closing)
+		return;
+	st->scheduled = true;
+	if (st->failing || st->commit_interval_ms > 0)
+		uv_update_time(st->loop); /* the cached time may be stale */
+	if (st->failing)
+		uv_timer_start(&st->timer, store_timer_cb, STORE_RETRY_MS, 0);
+	else if (st->commit_interval_ms > 0)
+		uv_timer_start(&st->timer, store_timer_cb, st->commit_interval_ms, 0);
+	else {
+		uv_check_start(&st->check, store_check_cb);
+		uv_idle_start(&st->idle, store_idle_cb);
+	}
+}
+
+/* Disarms the commit point. */
+static void
+store_unschedule(struct store *st)
+{
+	if (st->loop == NULL || !st->scheduled)
+		return;
+	st->scheduled = false;
+	uv_check_stop(&st->check);
+	uv_idle_stop(&st->idle);
+	uv_timer_stop(&st->timer);
+}
+
+/* The loop reached the commit point. */
+static void
+store_commit_point(struct store *st)
+{
+	bool closed;
+	store_commit_now(st, NULL, &closed);
+}
+
+static void
+store_check_cb(uv_check_t *h)
+{
+	store_commit_point(h->data);
+}
+
+static void
+store_idle_cb(uv_idle_t *h)
+{
+	(void)h; /* only keeps the poll phase from blocking */
+}
+
+static void
+store_timer_cb(uv_timer_t *h)
+{
+	store_commit_point(h->data);
+}
+
+/* Notes that SQLite rolled the group transaction back on its own (after
+ * SQLITE_FULL, IOERR, ...): the callbacks registered so far will get -1. */
+static void
+store_check_lost(struct store *st, int rc)
+{
+	if (!st->in_txn || !sqlite3_get_autocommit(st->db))
+		return;
+	st->in_txn = false;
+	st->nlost = st->ncbs;
+	st->lost_rc = rc;
+	st->state = store_describe(rc);
+	st->stats.commit_failures++;
+	st->failing = true;
+	store_error(st, "%s: transaction rolled back: %s (%s)", st->path, store_describe(rc),
+	            sqlite3_errmsg(st->db));
+}
+
+void
+store_write_begin(struct store *st)
+{
+	if (!st->in_txn && !sqlite3_get_autocommit(st->db)) {
+		st->in_txn = true; /* a transaction is open already: adopt it */
+	} else if (!st->in_txn) {
+		int rc = store_run(st, "BEGIN IMMEDIATE");
+		if (rc == SQLITE_DONE)
+			st->in_txn = true;
+		else
+			store_error(st, "%s: cannot begin a transaction: %s", st->path,
+			            sqlite3_errmsg(st->db));
+	}
+	store_schedule(st);
+}
+
+int
+store_step_write(struct store *st, sqlite3_stmt *stmt)
+{
+	store_write_begin(st);
+	int rc;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		;
+	st->stats.writes++;
+	if (rc != SQLITE_DONE) {
+		store_error(st, "%s: write failed: %s: %s", st->path, sqlite3_errmsg(st->db),
+		            sqlite3_sql(stmt));
+		sqlite3_reset(stmt);
+		store_check_lost(st, rc);
+	} else
+		sqlite3_reset(stmt);
+	return rc;
+}
+
+int
+store_exec(struct store *st, const char *sql, char **cause)
+{
+	store_write_begin(st);
+	char *err = NULL;
+	int rc = sqlite3_exec(st->db, sql, NULL, NULL, &err);
+	st->stats.writes++;
+	if (rc != SQLITE_OK) {
+		if (cause != NULL)
+			*cause = xasprintf("%s: %s", st->path, err ? err : sqlite3_errstr(rc));
+		sqlite3_free(err);
+		store_check_lost(st, rc);
+		return -1;
+	}
+	return 0;
+}
+
+void
+store_after_commit(struct store *st, store_commit_fn fn, void *arg)
+{
+	if (st->ncbs == st->cbs_cap) {
+		st->cbs_cap = st->cbs_cap ? st->cbs_cap * 2 : 16;
+		st->cbs = xreallocarray(st->cbs, st->cbs_cap, sizeof *st->cbs);
+	}
+	st->cbs[st->ncbs].fn = fn;
+	st->cbs[st->ncbs].arg = arg;
+	st->ncbs++;
+	store_schedule(st);
+}
+
+/* Commits the open transaction (if any), then runs the pending after-commit
+ * callbacks.  Returns 0, or -1 with *cause set (if cause is not NULL; the
+ * caller frees it).  *closed is set if a callback closed the store: st is
+ * then gone. */
+static int
+store_commit_now(struct store *st, char **cause, bool *closed)
+{
+	*closed = false;
+	store_unschedule(st);
+	st->busy++;
+
+	int status = 0;
+	int rc = SQLITE_DONE;
+	if (st->in_txn) {
+		store_reset_busy(st);
+		int fault = st->fault_fn ? st->fault_fn(st->fault_arg, "commit") : 0;
+		uint64_t t0 = uv_hrtime();
+		if (fault != 0)
+			rc = fault;
+		else
+			rc = store_run(st, "COMMIT");
+		double ms = (double)(uv_hrtime() - t0) / 1e6;
+		st->in_txn = false;
+		if (rc == SQLITE_DONE) {
+			st->stats.commits++;
+			st->stats.last_commit_ms = ms;
+			if (ms > st->stats.max_commit_ms)
+				st->stats.max_commit_ms = ms;
+			st->state = "ok";
+			st->failing = false;
+		} else {
+			status = -1;
+			const char *why = fault != 0 ? sqlite3_errstr(rc) : sqlite3_errmsg(st->db);
+			char *msg = xasprintf("%s: commit failed: %s (%s)", st->path,
+			                      store_describe(rc), why);
+			if (!sqlite3_get_autocommit(st->db))
+				store_run(st, "ROLLBACK");
+			/* Should even ROLLBACK fail, retry at the next point. */
+			st->in_txn = !sqlite3_get_autocommit(st->db);
+			st->stats.commit_failures++;
+			st->state = store_describe(rc);
+			st->failing = true;
+			if (st->error_fn != NULL)
+				st->error_fn(st->error_arg, msg);
+			if (cause != NULL)
+				*cause = msg;
+			else
+				free(msg);
+		}
+	} else if (st->nlost > 0 && cause != NULL) {
+		*cause = xasprintf("%s: transaction rolled back: %s", st->path,
+		                   store_describe(st->lost_rc));
+	}
+	if (st->nlost > 0)
+		status = -1;
+
+	/* Take the callbacks: any registered from here on wait for the next
+	 * commit point. */
+	struct commit_cb *cbs = st->cbs;
+	size_t ncbs = st->ncbs, nlost = st->nlost;
+	st->cbs = NULL;
+	st->ncbs = st->cbs_cap = st->nlost = 0;
+	for (size_t i = 0; i < ncbs; i++)
+		cbs[i].fn(cbs[i].arg, i < nlost || rc != SQLITE_DONE ? -1 : 0);
+	free(cbs);
+
+	if (--st->busy == 0 && st->close_pending && !st->closing) {
+		store_do_close(st);
+		*closed = true;
+	}
+	return status;
+}
+
+int
+store_flush(struct store *st, char **cause)
+{
+	if (cause != NULL)
+		*cause = NULL;
+	bool closed;
+	return store_commit_now(st, cause, &closed);
+}
+
+bool
+store_pending(const struct store *st)
+{
+	return st->in_txn;
+}
+
+/* Frees the store once its handles are closed. */
+static void
+store_handle_closed(uv_handle_t *h)
+{
+	struct store *st = h->data;
+	if (--st->open_handles == 0)
+		free(st);
+}
+
+/* Commits what is pending (callbacks may write again: a few rounds),
+ * finalises the statements, closes the database and the handles; frees st
+ * now (no loop) or from the last close callback. */
+static void
+store_do_close(struct store *st)
+{
+	bool closed;
+	st->closing = true;
+	for (int i = 0; i < 8 && (st->in_txn || st->ncbs > 0); i++)
+		store_commit_now(st, NULL, &closed);
+	if (st->in_txn && store_run(st, "COMMIT") != SQLITE_DONE)
+		store_error(st, "%s: final commit failed: %s", st->path, sqlite3_errmsg(st->db));
+	for (size_t i = 0; i < st->ncbs; i++)
+		st->cbs[i].fn(st->cbs[i].arg, -1);
+	for (size_t i = 0; i < st->stmt_cap; i++) {
+		struct stmt_entry *e = &st->stmts[i];
+		if (e->sql != NULL) {
+			sqlite3_finalize(e->stmt);
+			free(e->sql);
+		}
+	}
+	free(st->stmts);
+	st->stmts = NULL;
+	st->stmt_cap = st->nstmts = 0;
+	if (sqlite3_next_stmt(st->db, NULL) != NULL)
+		store_error(st, "%s: closed with statements not finalised", st->path);
+	sqlite3_close_v2(st->db);
+	st->db = NULL;
+	free(st->cbs);
+	free(st->path);
+	if (st->loop == NULL) {
+		free(st);
+		return;
+	}
+	store_unschedule(st);
+	st->open_handles = 3;
+	uv_close((uv_handle_t *)&st->check, store_handle_closed);
+	uv_close((uv_handle_t *)&st->idle, store_handle_closed);
+	uv_close((uv_handle_t *)&st->timer, store_handle_closed);
+}
+
+void
+store_close(struct store *st)
+{
+	if (st == NULL || st->closing || st->close_pending)
+		return;
+	if (st->busy > 0) {
+		/* Called from an after-commit callback: finish after it. */
+		st->close_pending = true;
+		return;
+	}
+	store_do_close(st);
+}
+
+sqlite3 *
+store_db(struct store *st)
+{
+	return st->db;
+}
+
+int
+store_schema_version(struct store *st)
+{
+	return st->version;
+}
+
+int64_t
+store_size_bytes(struct store *st)
+{
+	int64_t pages = store_query_int(st, "PRAGMA page_count");
+	int64_t size = store_query_int(st, "PRAGMA page_size");
+	int64_t total = pages > 0 && size > 0 ? pages * size : 0;
+	if (strcmp(st->path, ":memory:") != 0 && st->path[0] != '\0') {
+		char *wal = xasprintf("%s-wal", st->path);
+		struct stat sb;
+		if (stat(wal, &sb) == 0)
+			total += (int64_t)sb.st_size;
+		free(wal);
+	}
+	return total;
+}
+
+const char *
+store_state(const struct store *st)
+{
+	return st->state;
+}
+
+void
+store_stats(const struct store *st, struct store_stats *out)
+{
+	*out = st->stats;
+}
+
+void
+store_set_error_cb(struct store *st, store_error_fn fn, void *arg)
+{
+	st->error_fn = fn;
+	st->error_arg = arg;
+}
+
+void
+store_set_fault_hook(struct store *st, store_fault_fn fn, void *arg)
+{
+	st->fault_fn = fn;
+	st->fault_arg = arg;
+}
+
+/* Runs sql outside the group transaction (setup and migrations).  Returns
+ * the SQLite code; on failure *cause is "PATH: what: error" (caller frees). */
+static int
+store_setup_exec(struct store *st, const char *sql, const char *what, char **cause)
+{
+	char *err = NULL;
+	int rc = sqlite3_exec(st->db, sql, NULL, NULL, &err);
+	if (rc != SQLITE_OK)
+		*cause = xasprintf("%s: %s: %s", st->path, what, err ? err : sqlite3_errstr(rc));
+	sqlite3_free(err);
+	return rc;
+}
+
+/* Applies the migrations from st->version up to the latest, each in its own
+ * transaction.  Returns 0, or -1 with *cause set. */
+static int
+store_migrate(struct store *st, char **cause)
+{
+	int latest = store_schema_latest();
+	while (st->version < latest) {
+		int v = st->version;
+		const struct store_migration *m = &store_migrations[v];
+		char what[64];
+		snprintf(what, sizeof what, "migration to schema version %d failed", v + 1);
+		if (store_setup_exec(st, "BEGIN IMMEDIATE", what, cause) != SQLITE_OK)
+			return -1;
+		int rc = SQLITE_OK;
+		if (m->sql != NULL)
+			rc = store_setup_exec(st, m->sql, what, cause);
+		if (rc == SQLITE_OK && m->fn != NULL) {
+			char *err = NULL;
+			rc = m->fn(st->db, &err);
+			if (rc != SQLITE_OK)
+				*cause = xasprintf("%s: %s: %s", st->path, what,
+				                   err ? err : sqlite3_errstr(rc));
+			free(err);
+		}
+		if (rc == SQLITE_OK) {
+			char sql[64];
+			snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v + 1);
+			rc = store_setup_exec(st, sql, what, cause);
+		}
+		if (rc == SQLITE_OK)
+			rc = store_setup_exec(st, "COMMIT", what, cause);
+		if (rc != SQLITE_OK) {
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+			return -1;
+		}
+		st->version = v + 1;
+	}
+	return 0;
+}
+
+/* Opens the connection and configures it.  Returns 0, or -1 with *cause. */
+static int
+store_connect(struct store *st, char **cause)
+{
+	bool file = strcmp(st->path, ":memory:") != 0 && st->path[0] != '\0';
+	if (file) {
+		/* Create it ourselves so that it is 0600 (the WAL and shm
+		 * files take the database file's mode). */
+		int fd = open(st->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd == -1) {
+			*cause =
+			    xasprintf("%s: cannot open database: %s", st->path, strerror(errno));
+			return -1;
+		}
+		close(fd);
+	}
+	int rc =
+	    sqlite3_open_v2(st->path, &st->db,
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		*cause = xasprintf("%s: cannot open database: %s", st->path,
+		                   st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+		return -1;
+	}
+	sqlite3_extended_result_codes(st->db, 1);
+	sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+
+	/* The first read of the file: this is where a file that is not a
+	 * database shows up. */
+	sqlite3_stmt *stmt;
+	rc = sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &stmt, NULL);
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(stmt);
+		if (rc == SQLITE_ROW) {
+			st->version = sqlite3_column_int(stmt, 0);
+			rc = SQLITE_OK;
+		}
+		sqlite3_finalize(stmt);
+	}
+	if (rc != SQLITE_OK) {
+		if ((rc & 0xff) == SQLITE_NOTADB)
+			*cause = xasprintf("%s: not a SQLite database", st->path);
+		else
+			*cause = xasprintf("%s: cannot read database: %s", st->path,
+			                   sqlite3_errmsg(st->db));
+		return -1;
+	}
+	if (st->version > store_schema_latest()) {
+		*cause = xasprintf("%s: database schema version %d is newer than this dreamos "
+		                   "supports (%d); upgrade dreamos",
+		                   st->path, st->version, store_schema_latest());
+		return -1;
+	}
+
+	if (file) {
+		rc = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL);
+		if (rc == SQLITE_OK) {
+			rc = sqlite3_step(stmt);
+			if (rc == SQLITE_ROW) {
+				const char *mode = (const char *)sqlite3_column_text(stmt, 0);
+				rc = mode != NULL && strcmp(mode, "wal") == 0 ? SQLITE_OK
+				                                              : SQLITE_ERROR;
+			}
+			sqlite3_finalize(stmt);
+		}
+		if (rc != SQLITE_OK) {
+			*cause = xasprintf("%s: cannot switch to WAL mode: %s", st->path,
+			                   sqlite3_errmsg(st->db));
+			return -1;
+		}
+	}
+	char *setup = xasprintf("PRAGMA synchronous = %s;"
+	                        "PRAGMA foreign_keys = ON;"
+	                        "PRAGMA cache_size = -%d;"
+	                        "PRAGMA temp_store = MEMORY;"
+	                        "PRAGMA journal_size_limit = %d;",
+	                        st->durability == STORE_STRICT ? "FULL" : "NORMAL", STORE_CACHE_KIB,
+	                        STORE_WAL_LIMIT);
+	rc = store_setup_exec(st, setup, "cannot configure the database", cause);
+	free(setup);
+	return rc == SQLITE_OK ? 0 : -1;
+}
+
+int
+store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, char **cause)
+{
+	*out = NULL;
+	struct store *st = xcalloc(1, sizeof *st);
+	st->path = xstrdup(opts->path ? opts->path : ":memory:");
+	st->loop = loop;
+	st->durability = opts->durability;
+	st->commit_interval_ms = opts->commit_interval_ms;
+	st->state = "ok";
+
+	if (store_connect(st, cause) != 0 || store_migrate(st, cause) != 0) {
+		sqlite3_close_v2(st->db);
+		free(st->path);
+		free(st);
+		return -1;
+	}
+	if (loop != NULL) {
+		uv_check_init(loop, &st->check);
+		uv_idle_init(loop, &st->idle);
+		uv_timer_init(loop, &st->timer);
+		st->check.data = st->idle.data = st->timer.data = st;
+	}
+	*out = st;
+	return 0;
+}
+
+/* Key-value state. */
+
+int
+store_kv_set(struct store *st, const char *ns, const char *key, const char *value)
+{
+	sqlite3_stmt *stmt = store_stmt(st, "INSERT INTO kv (ns, key, value, updated_ms) "
+	                                    "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (ns, key) "
+	                                    "DO UPDATE SET value = ?3, updated_ms = ?4");
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, ns, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 3, value, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 4, time_wall_ms());
+	return store_step_write(st, stmt) == SQLITE_DONE ? 0 : -1;
+}
+
+char *
+store_kv_get(struct store *st, const char *ns, const char *key)
+{
+	sqlite3_stmt *stmt = store_stmt(st, "SELECT value FROM kv WHERE ns = ?1 AND key = ?2");
+	if (stmt == NULL)
+		return NULL;
+	sqlite3_bind_text(stmt, 1, ns, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
+	char *value = NULL;
+	if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL)
+		value = xstrdup((const char *)sqlite3_column_text(stmt, 0));
+	sqlite3_reset(stmt);
+	return value;
+}
+
+int
+store_kv_del(struct store *st, const char *ns, const char *key)
+{
+	sqlite3_stmt *stmt = store_stmt(st, "DELETE FROM kv WHERE ns = ?1 AND key = ?2");
+	if (stmt == NULL)
+		return -1;
+	sqlite3_bind_text(stmt, 1, ns, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
+	return store_step_write(st, stmt) == SQLITE_DONE ? 0 : -1;
+}

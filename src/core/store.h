@@ -1,0 +1,104 @@
+/* store.h — the SQLite store: WAL mode, versioned schema with ordered
+ * migrations, cached prepared statements, and group commit.
+ *
+ * Group commit: the first write of a loop turn opens a transaction; every
+ * write of that turn joins it; it is committed at the end of the turn (or
+ * after commit_interval_ms), and only then do the after-commit callbacks run.
+ * That is how the bus answers `sent` only once a message is durable, while
+ * paying one commit for a whole burst of messages.  After a failed commit
+ * (disk full...), the next commit point comes after a short delay instead
+ * of at the end of the turn, until a commit succeeds again. */
+#ifndef DREAMOS_STORE_H
+#define DREAMOS_STORE_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+enum store_durability {
+	STORE_NORMAL, /* synchronous=NORMAL: survives a crash of dreamos */
+	STORE_STRICT, /* synchronous=FULL: fsync before every answer; survives power loss */
+};
+
+struct store_opts {
+	const char *path; /* database file; ":memory:" works for tests */
+	enum store_durability durability;
+	unsigned commit_interval_ms; /* 0: commit at the end of each loop turn */
+};
+
+struct store;
+
+/* The schema version this build writes. */
+int store_schema_latest(void);
+
+/* Opens (creating if needed) the database and migrates it to the latest
+ * schema.  loop may be NULL: then writes are committed by store_flush only.
+ * A database from a newer Dream.OS is refused.  Returns 0, or -1 with *cause
+ * set (caller frees). */
+int store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, char **cause);
+/* Commits what is pending, finalises statements, closes the database. The
+ * uv handles are closed; run the loop once more to release them. */
+void store_close(struct store *st);
+
+sqlite3 *store_db(struct store *st);
+int store_schema_version(struct store *st);
+
+/* Returns the prepared statement for sql, compiled once and cached (keyed by
+ * the text), reset and with bindings cleared.  NULL on a compile error (a
+ * programming error; logged through the error callback). */
+sqlite3_stmt *store_stmt(struct store *st, const char *sql);
+
+/* Opens the group transaction if none is open and schedules its commit.
+ * Call before a write statement. */
+void store_write_begin(struct store *st);
+/* store_write_begin, then steps stmt to completion and resets it.  Returns
+ * the SQLite result code (SQLITE_DONE on success). */
+int store_step_write(struct store *st, sqlite3_stmt *stmt);
+/* Runs one or more SQL statements as writes in the group transaction.
+ * Returns 0 or -1 with *cause set. */
+int store_exec(struct store *st, const char *sql, char **cause);
+
+typedef void (*store_commit_fn)(void *arg, int status);
+/* Calls fn(arg, 0) once the current group transaction is committed, or
+ * fn(arg, -1) if the commit failed.  With no write pending, it still runs
+ * after the next commit point (the end of this loop turn). */
+void store_after_commit(struct store *st, store_commit_fn fn, void *arg);
+/* Commits the open transaction now and runs the callbacks.  Returns 0, or
+ * -1 with *cause set (cause may be NULL). */
+int store_flush(struct store *st, char **cause);
+/* True while a group transaction is open. */
+bool store_pending(const struct store *st);
+
+/* Size of the database and its WAL in bytes. */
+int64_t store_size_bytes(struct store *st);
+/* "ok", or a short description of the last failure ("disk full"). */
+const char *store_state(const struct store *st);
+
+struct store_stats {
+	uint64_t commits;
+	uint64_t commit_failures;
+	uint64_t writes;
+	double last_commit_ms;
+	double max_commit_ms;
+};
+void store_stats(const struct store *st, struct store_stats *out);
+
+/* Called (if set) with a one-line message whenever a commit or statement
+ * fails, so the orchestrator can log it without store.c depending on log.c. */
+typedef void (*store_error_fn)(void *arg, const char *msg);
+void store_set_error_cb(struct store *st, store_error_fn fn, void *arg);
+
+/* Fault injection, like beanstalkd's falloc hook: when set, fn is asked
+ * before each commit and a non-zero SQLite code it returns makes the commit
+ * fail with that code (e.g. SQLITE_FULL).  For tests and `chaos`. */
+typedef int (*store_fault_fn)(void *arg, const char *op);
+void store_set_fault_hook(struct store *st, store_fault_fn fn, void *arg);
+
+/* Key-value state in the kv table (namespaced: extensions use their name).
+ * kv_get returns a malloc'd string or NULL. */
+int store_kv_set(struct store *st, const char *ns, const char *key, const char *value);
+char *store_kv_get(struct store *st, const char *ns, const char *key);
+int store_kv_del(struct store *st, const char *ns, const char *key);
+
+#endif

@@ -1,0 +1,380 @@
+/* util.c — allocation that never fails, strings, time, small helpers. */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "util.h"
+
+static void
+xalloc_fail(size_t size)
+{
+	fprintf(stderr, "dreamos: out of memory allocating %zu bytes\n", size);
+	abort();
+}
+
+void *
+xmalloc(size_t size)
+{
+	void *p = malloc(size ? size : 1);
+	if (p == NULL)
+		xalloc_fail(size);
+	return p;
+}
+
+void *
+xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (p == NULL)
+		xalloc_fail(n * size);
+	return p;
+}
+
+void *
+xrealloc(void *p, size_t size)
+{
+	void *q = realloc(p, size ? size : 1);
+	if (q == NULL)
+		xalloc_fail(size);
+	return q;
+}
+
+void *
+xreallocarray(void *p, size_t n, size_t size)
+{
+	if (size != 0 && n > SIZE_MAX / size)
+		xalloc_fail(SIZE_MAX);
+	return xrealloc(p, n * size);
+}
+
+char *
+xstrdup(const char *s)
+{
+	return xstrndup(s, strlen(s));
+}
+
+char *
+xstrndup(const char *s, size_t n)
+{
+	size_t len = strnlen(s, n);
+	char *p = xmalloc(len + 1);
+	memcpy(p, s, len);
+	p[len] = '\0';
+	return p;
+}
+
+char *
+xvasprintf(const char *fmt, va_list ap)
+{
+	char *s;
+	if (vasprintf(&s, fmt, ap) < 0)
+		xalloc_fail(strlen(fmt));
+	return s;
+}
+
+char *
+xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = xvasprintf(fmt, ap);
+	va_end(ap);
+	return s;
+}
+
+void
+buf_init(struct buf *b)
+{
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+void
+buf_free(struct buf *b)
+{
+	free(b->data);
+	buf_init(b);
+}
+
+void
+buf_reserve(struct buf *b, size_t extra)
+{
+	if (b->len + extra + 1 <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 64;
+	while (cap < b->len + extra + 1)
+		cap *= 2;
+	b->data = xrealloc(b->data, cap);
+	b->cap = cap;
+}
+
+void
+buf_add(struct buf *b, const void *p, size_t n)
+{
+	buf_reserve(b, n);
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+void
+buf_adds(struct buf *b, const char *s)
+{
+	buf_add(b, s, strlen(s));
+}
+
+void
+buf_addf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = xvasprintf(fmt, ap);
+	va_end(ap);
+	buf_adds(b, s);
+	free(s);
+}
+
+void
+buf_consume(struct buf *b, size_t n)
+{
+	if (n >= b->len) {
+		b->len = 0;
+	} else {
+		memmove(b->data, b->data + n, b->len - n);
+		b->len -= n;
+	}
+	if (b->data != NULL)
+		b->data[b->len] = '\0';
+}
+
+const char *
+buf_cstr(struct buf *b)
+{
+	buf_reserve(b, 0);
+	b->data[b->len] = '\0';
+	return b->data;
+}
+
+int64_t
+time_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+time_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+time_iso8601(int64_t wall_ms, char *out, size_t len)
+{
+	time_t t = (time_t)(wall_ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	char base[24];
+	strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, len, "%s.%03dZ", base, (int)(wall_ms % 1000));
+}
+
+/* Parses a leading non-negative decimal number; returns the end or NULL. */
+static const char *
+parse_number(const char *s, double *out)
+{
+	char *end;
+	if (!isdigit((unsigned char)*s) && *s != '.')
+		return NULL;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || errno != 0 || !isfinite(v) || v < 0)
+		return NULL;
+	*out = v;
+	return end;
+}
+
+bool
+parse_duration(const char *s, double *seconds)
+{
+	static const struct {
+		const char *unit;
+		double mult;
+	} units[] = {{"", 1},   {"ms", 0.001}, {"s", 1},    {"sec", 1},
+	             {"m", 60}, {"min", 60},   {"h", 3600}, {"d", 86400}};
+	double v;
+	const char *end = parse_number(s, &v);
+	if (end == NULL)
+		return false;
+	while (*end == ' ')
+		end++;
+	for (size_t i = 0; i < nitems(units); i++) {
+		if (strcmp(end, units[i].unit) == 0) {
+			*seconds = v * units[i].mult;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool
+parse_size(const char *s, uint64_t *bytes)
+{
+	static const struct {
+		const char *unit;
+		double mult;
+	} units[] = {{"", 1},
+	             {"b", 1},
+	             {"k", 1024.0},
+	             {"kb", 1024.0},
+	             {"kib", 1024.0},
+	             {"m", 1048576.0},
+	             {"mb", 1048576.0},
+	             {"mib", 1048576.0},
+	             {"g", 1073741824.0},
+	             {"gb", 1073741824.0},
+	             {"gib", 1073741824.0}};
+	double v;
+	const char *end = parse_number(s, &v);
+	if (end == NULL)
+		return false;
+	while (*end == ' ')
+		end++;
+	char unit[8];
+	size_t n = strlen(end);
+	if (n >= sizeof unit)
+		return false;
+	for (size_t i = 0; i <= n; i++)
+		unit[i] = (char)tolower((unsigned char)end[i]);
+	for (size_t i = 0; i < nitems(units); i++) {
+		if (strcmp(unit, units[i].unit) == 0) {
+			double b = v * units[i].mult;
+			if (b > 9.0e18)
+				return false;
+			*bytes = (uint64_t)b;
+			return true;
+		}
+	}
+	return false;
+}
+
+void
+format_duration(double seconds, char *out, size_t len)
+{
+	if (seconds < 0)
+		seconds = 0;
+	if (seconds < 60)
+		snprintf(out, len, "%.1f s", seconds);
+	else if (seconds < 3600)
+		snprintf(out, len, "%d m %d s", (int)seconds / 60, (int)seconds % 60);
+	else if (seconds < 86400)
+		snprintf(out, len, "%d h %d m", (int)seconds / 3600, ((int)seconds % 3600) / 60);
+	else
+		snprintf(out, len, "%d d %d h", (int)(seconds / 86400),
+		         (int)((int64_t)seconds % 86400) / 3600);
+}
+
+void
+format_size(uint64_t bytes, char *out, size_t len)
+{
+	static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	double v = (double)bytes;
+	size_t u = 0;
+	while (v >= 1024 && u + 1 < nitems(units)) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(out, len, "%llu B", (unsigned long long)bytes);
+	else
+		snprintf(out, len, "%.1f %s", v, units[u]);
+}
+
+int
+mkdir_p(const char *dir, int mode)
+{
+	char *p = xstrdup(dir);
+	for (char *s = p + 1; *s != '\0'; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, (mode_t)mode) != 0 && errno != EEXIST) {
+			int e = errno;
+			free(p);
+			return -e;
+		}
+		*s = '/';
+	}
+	int rc = 0;
+	if (mkdir(p, (mode_t)mode) != 0 && errno != EEXIST)
+		rc = -errno;
+	free(p);
+	return rc;
+}
+
+char *
+path_join(const char *a, const char *b)
+{
+	size_t la = strlen(a);
+	if (la > 0 && a[la - 1] == '/')
+		return xasprintf("%s%s", a, b);
+	return xasprintf("%s/%s", a, b);
+}
+
+bool
+utf8_valid(const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0;
+	while (i < len) {
+		unsigned char c = s[i];
+		size_t n;
+		uint32_t cp;
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if ((c & 0xe0) == 0xc0) {
+			n = 1;
+			cp = c & 0x1f;
+		} else if ((c & 0xf0) == 0xe0) {
+			n = 2;
+			cp = c & 0x0f;
+		} else if ((c & 0xf8) == 0xf0) {
+			n = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (i + n >= len)
+			return false;
+		for (size_t k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		/* Overlong forms, surrogates and values past U+10FFFF. */
+		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+		    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+			return false;
+		i += n + 1;
+	}
+	return true;
+}
+
+bool
+const_time_eq(const void *a, const void *b, size_t len)
+{
+	const volatile unsigned char *x = a, *y = b;
+	unsigned char d = 0;
+	for (size_t i = 0; i < len; i++)
+		d |= x[i] ^ y[i];
+	return d == 0;
+}

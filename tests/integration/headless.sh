@@ -1,0 +1,107 @@
+#!/bin/sh
+# headless.sh — dreamos --headless in a fresh runtime, driven by dreamos ctl:
+# status (text and JSON), the single-instance lock, exit codes, file modes,
+# logs, SIGHUP, clean shutdown on SIGTERM and `quit`, restart after kill -9,
+# and captain commands on stdin.
+. "${top_srcdir:-.}/tests/integration/lib.sh"
+
+"$DREAMOS" --version | grep -q '^dreamos [0-9]' || fail "--version"
+"$DREAMOS" --help | grep -q -- '--headless' || fail "--help"
+"$DREAMOS" --bogus >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad option must exit 2"
+ok "--help, --version, bad option"
+
+ctl status >/dev/null 2>"$T/noinst.err"; rc=$?
+[ $rc -eq 3 ] || fail "ctl without an instance must exit 3, got $rc"
+grep -q "no running dreamos instance" "$T/noinst.err" || fail "no-instance message"
+ok "ctl without an instance exits 3"
+
+start_headless
+ctl status >"$T/status.txt" || fail "ctl status"
+grep -q "^runtime   $RT" "$T/status.txt" || fail "status text: $(cat "$T/status.txt")"
+grep -q "pid $PID" "$T/status.txt" || fail "status shows the pid"
+ok "ctl status (text)"
+
+pid=$(ctl status --json | json_get 'j["pid"]')
+[ "$pid" = "$PID" ] || fail "status --json pid $pid != $PID"
+[ "$(ctl status --json | json_get 'j["db"]["state"]')" = ok ] || fail "db state"
+ok "ctl status --json parses"
+
+[ "$(stat -c %a "$RT")" = 700 ] || fail "runtime dir mode $(stat -c %a "$RT")"
+[ "$(stat -c %a "$RT/dreamos.sock")" = 600 ] || fail "socket mode"
+[ -f "$RT/dreamos.db" ] || fail "no dreamos.db"
+[ -f "$RT/logs/dreamos.log" ] || fail "no logs/dreamos.log"
+ok "runtime 0700, socket 0600, db and log present"
+
+"$DREAMOS" --headless --runtime "$RT" </dev/null >/dev/null 2>"$T/second.err"; rc=$?
+[ $rc -eq 1 ] || fail "second instance must exit 1, got $rc"
+grep -q "in use by dreamos pid $PID" "$T/second.err" || fail "second instance: $(cat "$T/second.err")"
+ok "second instance refused naming pid $PID"
+
+ctl frobnicate >/dev/null 2>"$T/unknown.err"; rc=$?
+[ $rc -eq 2 ] || fail "unknown command must exit 2, got $rc"
+grep -q "unknown command: frobnicate" "$T/unknown.err" || fail "unknown message"
+ctl logs --limit zero >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad value must exit 2"
+ok "usage errors exit 2 with one clear line"
+
+ctl log level debug | grep -q "log level: debug (was info)" || fail "log level"
+ctl logs --grep "log level changed" | grep -q "INFO  captain" || fail "logs shows the change"
+ctl logs --json --limit 5 | json_get 'len(j)' >/dev/null
+ok "log level and logs"
+
+# The log file holds JSON lines.
+head -n 3 "$RT/logs/dreamos.log" | while read -r line; do
+	echo "$line" | json_get 'j["level"]' >/dev/null
+done
+ok "log file is JSON lines"
+
+# SIGHUP reopens the log file after an outside rotation.
+mv "$RT/logs/dreamos.log" "$RT/logs/dreamos.log.old"
+kill -HUP "$PID"
+i=0
+while [ ! -s "$RT/logs/dreamos.log" ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i + 1)); done
+grep -q "SIGHUP" "$RT/logs/dreamos.log" || fail "log not reopened on SIGHUP"
+ok "SIGHUP reopens the log"
+
+kill -TERM "$PID"
+wait_exit "$PID"; rc=$RC
+[ "$rc" = 0 ] || fail "SIGTERM exit status $rc"
+[ ! -e "$RT/dreamos.sock" ] || fail "socket left behind"
+[ ! -e "$RT/dreamos.lock" ] || fail "lock left behind"
+grep -q "shutting down (SIGTERM)" "$T/headless.err" || fail "no shutdown log on stderr"
+ok "SIGTERM: exit 0, no socket, no lock"
+
+# kill -9 leaves a stale socket and lock file; the next start copes.
+start_headless
+kill -KILL "$PID"; wait "$PID" 2>/dev/null
+[ -e "$RT/dreamos.sock" ] || fail "expected a stale socket after kill -9"
+start_headless
+ctl status >/dev/null || fail "status after restart"
+ok "restart after kill -9"
+
+ctl quit | grep -q "shutting down" || fail "quit reply"
+wait_exit "$PID"; rc=$RC
+[ "$rc" = 0 ] || fail "quit exit status $rc"
+[ ! -e "$RT/dreamos.sock" ] || fail "socket left after quit"
+ok "ctl quit"
+
+# Captain commands on stdin when it is not a terminal.
+printf 'status --json\nnosuch\nlog level warn\nquit\n' |
+	"$DREAMOS" --headless --runtime "$RT" >"$T/stdin.out" 2>"$T/stdin.err" &
+SPID=$!
+PIDS="$PIDS $SPID"
+wait_exit "$SPID"; rc=$RC
+[ "$rc" = 0 ] || fail "stdin mode exit status $rc"
+grep -q '"pid"' "$T/stdin.out" || fail "stdin status output: $(cat "$T/stdin.out")"
+grep -q "log level: warn (was info)" "$T/stdin.out" || fail "stdin log level"
+grep -q "dreamos: unknown command: nosuch" "$T/stdin.err" || fail "stdin error line"
+ok "captain commands on stdin"
+
+# --demo runs in the foreground too.
+"$DREAMOS" --demo --runtime "$RT" </dev/null >/dev/null 2>"$T/demo.err" &
+PID=$!
+PIDS="$PIDS $PID"
+wait_ready
+ctl status --json | json_get 'j["mode"]' | grep -q demo || fail "demo mode"
+kill -TERM "$PID"
+wait_exit "$PID"; [ "$RC" = 0 ] || fail "demo exit"
+ok "--demo"

@@ -1,0 +1,71 @@
+# lib.sh — shared by the integration tests: a fresh temporary runtime per
+# test, helpers to start the real binary and drive it with `dreamos ctl`,
+# and cleanup of every process started.
+set -u
+: "${DREAMOS:?DREAMOS must point at the dreamos binary (make check sets it)}"
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/dreamos-it.XXXXXX")
+RT="$T/rt"
+PIDS=""
+export XDG_CONFIG_HOME="$T/xdg-config" DREAMOS_CONFIG="" DREAMOS_RUNTIME=""
+
+cleanup() {
+	for p in $PIDS; do kill -TERM "$p" 2>/dev/null; done
+	for p in $PIDS; do
+		i=0
+		while kill -0 "$p" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+		kill -KILL "$p" 2>/dev/null
+	done
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+fail() {
+	echo "FAIL: $*" >&2
+	for f in "$T"/*.err; do
+		[ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }
+	done
+	exit 1
+}
+ok() { echo "ok - $*"; }
+
+# start_headless [ARGS...]: starts dreamos --headless on $RT, sets $PID and
+# waits until its control socket answers.
+start_headless() {
+	"$DREAMOS" --headless --runtime "$RT" "$@" </dev/null >"$T/headless.out" 2>"$T/headless.err" &
+	PID=$!
+	PIDS="$PIDS $PID"
+	wait_ready
+}
+
+# wait_ready: until `ctl status` answers (5 s at most).
+wait_ready() {
+	i=0
+	while [ $i -lt 100 ]; do
+		if [ -S "$RT/dreamos.sock" ] && ctl status >/dev/null 2>&1; then return 0; fi
+		kill -0 "$PID" 2>/dev/null || fail "dreamos exited during startup"
+		sleep 0.05
+		i=$((i + 1))
+	done
+	fail "dreamos did not answer on $RT/dreamos.sock"
+}
+
+# wait_exit PID [SECONDS]: waits for the process (a child of this shell) to
+# end and sets RC to its exit status.
+wait_exit() {
+	n=$(( ${2:-5} * 20 ))
+	i=0
+	while kill -0 "$1" 2>/dev/null && [ $i -lt $n ]; do sleep 0.05; i=$((i + 1)); done
+	kill -0 "$1" 2>/dev/null && fail "process $1 did not exit"
+	wait "$1"
+	RC=$?
+}
+
+ctl() { "$DREAMOS" ctl --runtime "$RT" "$@"; }
+
+# json_get EXPR: reads JSON on stdin and prints the Python expression EXPR
+# evaluated on it as j (fails the test if stdin is not JSON).
+json_get() {
+	"${PYTHON3:-python3}" -c "import json,sys; j=json.load(sys.stdin); print($1)" ||
+		fail "not JSON or no $1"
+}

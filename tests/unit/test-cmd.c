@@ -1,0 +1,503 @@
+/* test-cmd.c — the command layer: splitting, lookup by exact name and
+ * unique prefix, option parsing, rendering, completion, and built-in
+ * commands run against a real orchestrator in a temporary runtime. */
+#include "testutil.h"
+
+#include <uv.h>
+
+#include "cmd.h"
+#include "orch.h"
+
+/* ---- a test table ------------------------------------------------------ */
+
+static enum cmd_retval
+echo_exec(struct cmd_ctx *ctx)
+{
+	json_t *r = json_object();
+	json_t *args = json_array();
+	for (int i = 0; i < ctx->argc; i++)
+		json_array_append_new(args, json_string(ctx->argv[i]));
+	json_object_set_new(r, "args", args);
+	json_object_set(r, "opts", ctx->opts);
+	return cmd_result(ctx, r);
+}
+
+static const struct cmd_opt echo_opts[] = {
+    {"priority", OPT_VALUE, "P", "priority"},
+    {"cap", OPT_MULTI, "C", NULL},
+    {"force", OPT_FLAG, NULL, NULL},
+    {"limit", OPT_VALUE, "N", NULL},
+    {NULL, 0, NULL, NULL},
+};
+
+static const struct cmd_entry test_entries[] = {
+    {.name = "agent list", .help = "List.", .max_args = 0, .exec = echo_exec},
+    {.name = "agent info", .usage = "NAME", .min_args = 1, .max_args = 1, .exec = echo_exec},
+    {.name = "agent spawn",
+     .usage = "NAME [--cap C]... -- PROGRAM [ARG...]",
+     .min_args = 1,
+     .max_args = -1,
+     .opts = echo_opts,
+     .exec = echo_exec},
+    {.name = "audit", .max_args = 0, .exec = echo_exec},
+    {.name = "history", .usage = "[NAME]", .max_args = 1, .exec = echo_exec},
+    {.name = "send",
+     .usage = "NAME TEXT...",
+     .min_args = 2,
+     .max_args = -1,
+     .opts = echo_opts,
+     .complete_args = "low|lower|high",
+     .exec = echo_exec},
+    {.name = "sync", .max_args = 0, .exec = echo_exec},
+};
+
+static struct cmd_table *
+test_table(void)
+{
+	struct cmd_table *t = cmd_table_new();
+	assert_int_equal(cmd_register(t, test_entries, nitems(test_entries), "test"), 0);
+	return t;
+}
+
+/* Looks up line in t; returns the entry name or the error text (static). */
+static const char *
+lookup(struct cmd_table *t, const char *line, int *consumed)
+{
+	static char out[256];
+	int argc;
+	char **argv;
+	char *cause = NULL;
+	assert_int_equal(cmd_split(line, &argc, &argv, &cause), 0);
+	const struct cmd_entry *e = cmd_find(t, argc, argv, consumed, &cause);
+	snprintf(out, sizeof out, "%s", e ? e->name : cause);
+	free(cause);
+	cmd_free_argv(argc, argv);
+	return out;
+}
+
+static void
+test_split(void **state)
+{
+	int argc;
+	char **argv;
+	char *cause = NULL;
+
+	assert_int_equal(cmd_split("  send  greeter 'hello world' \"a \\\"b\\\"\" c\\ d ''", &argc,
+	                           &argv, &cause),
+	                 0);
+	assert_int_equal(argc, 6);
+	assert_string_equal(argv[0], "send");
+	assert_string_equal(argv[1], "greeter");
+	assert_string_equal(argv[2], "hello world");
+	assert_string_equal(argv[3], "a \"b\"");
+	assert_string_equal(argv[4], "c d");
+	assert_string_equal(argv[5], "");
+	assert_null(argv[6]);
+	cmd_free_argv(argc, argv);
+
+	assert_int_equal(cmd_split("", &argc, &argv, &cause), 0);
+	assert_int_equal(argc, 0);
+	cmd_free_argv(argc, argv);
+
+	assert_int_equal(cmd_split("send 'oops", &argc, &argv, &cause), -1);
+	assert_string_equal(cause, "unterminated single quote");
+	free(cause);
+	assert_int_equal(cmd_split("send \"oops", &argc, &argv, &cause), -1);
+	assert_string_equal(cause, "unterminated double quote");
+	free(cause);
+	assert_int_equal(cmd_split("send x\\", &argc, &argv, &cause), -1);
+	assert_string_equal(cause, "trailing backslash");
+	free(cause);
+}
+
+static void
+test_lookup(void **state)
+{
+	struct cmd_table *t = test_table();
+	int consumed = 0;
+
+	assert_string_equal(lookup(t, "agent list", &consumed), "agent list");
+	assert_int_equal(consumed, 2);
+	assert_string_equal(lookup(t, "ag l", &consumed), "agent list");
+	assert_string_equal(lookup(t, "agent i bob", &consumed), "agent info");
+	assert_string_equal(lookup(t, "sen bob hi", &consumed), "send");
+	assert_int_equal(consumed, 1);
+	assert_string_equal(lookup(t, "history", &consumed), "history");
+	assert_string_equal(lookup(t, "a", &consumed),
+	                    "ambiguous command: a, could be: agent, audit");
+	assert_string_equal(lookup(t, "s x", &consumed),
+	                    "ambiguous command: s, could be: send, sync");
+	assert_string_equal(lookup(t, "frobnicate", &consumed),
+	                    "unknown command: frobnicate (try 'help')");
+	assert_string_equal(lookup(t, "agent", &consumed),
+	                    "agent: missing subcommand (one of: list, info, spawn)");
+	assert_string_equal(lookup(t, "agent zap", &consumed),
+	                    "agent: unknown subcommand 'zap' (one of: list, info, spawn)");
+	/* Exact beats prefix: "sync" is not ambiguous with nothing else. */
+	assert_string_equal(lookup(t, "sync", &consumed), "sync");
+
+	/* Registering a taken name fails and adds nothing. */
+	size_t before = cmd_table_count(t);
+	assert_int_equal(cmd_register(t, test_entries, 1, "other"), -1);
+	assert_int_equal(cmd_table_count(t), before);
+	assert_int_equal(cmd_unregister_owner(t, "test"), nitems(test_entries));
+	assert_int_equal(cmd_table_count(t), 0);
+	cmd_table_free(t);
+}
+
+static void
+add_word(const char *w, void *arg)
+{
+	struct buf *b = arg;
+	buf_addf(b, "%s%s", b->len ? " " : "", w);
+}
+
+/* Completes the last word of line (which may be empty) against t. */
+static char *
+complete(struct cmd_table *t, const char *line)
+{
+	int argc;
+	char **argv;
+	char *cause = NULL;
+	struct buf b;
+	buf_init(&b);
+	assert_int_equal(cmd_split(line, &argc, &argv, &cause), 0);
+	size_t n = strlen(line);
+	const char *partial = "";
+	int words = argc;
+	if (n > 0 && line[n - 1] != ' ') {
+		partial = argv[argc - 1];
+		words = argc - 1;
+	}
+	cmd_complete(t, NULL, words, argv, partial, add_word, &b);
+	cmd_free_argv(argc, argv);
+	return b.data ? b.data : strdup("");
+}
+
+static void
+test_complete(void **state)
+{
+	struct cmd_table *t = test_table();
+	char *s;
+
+	s = complete(t, "ag");
+	assert_string_equal(s, "agent");
+	free(s);
+	s = complete(t, "s");
+	assert_string_equal(s, "send sync");
+	free(s);
+	s = complete(t, "agent ");
+	assert_string_equal(s, "list info spawn");
+	free(s);
+	s = complete(t, "agent sp");
+	assert_string_equal(s, "spawn");
+	free(s);
+	s = complete(t, "send bob --pri");
+	assert_string_equal(s, "--priority");
+	free(s);
+	s = complete(t, "send bob --priority u");
+	assert_string_equal(s, "urgent");
+	free(s);
+	s = complete(t, "send lo");
+	assert_string_equal(s, "low lower");
+	free(s);
+	cmd_table_free(t);
+}
+
+static void
+test_render(void **state)
+{
+	struct buf b;
+	buf_init(&b);
+	json_t *rows =
+	    json_pack("[{s:s,s:i},{s:s,s:i}]", "name", "alpha", "n", 1, "name", "b", "n", 22);
+	cmd_render_generic(rows, &b);
+	assert_string_equal(b.data, "NAME   N\nalpha  1\nb      22\n");
+	json_decref(rows);
+	buf_free(&b);
+
+	json_t *msg = json_pack("{s:s}", "message", "done");
+	cmd_render_generic(msg, &b);
+	assert_string_equal(b.data, "done\n");
+	json_decref(msg);
+	buf_free(&b);
+
+	json_t *obj = json_pack("{s:s,s:b,s:{s:i}}", "a", "x", "flag", 1, "sub", "k", 3);
+	cmd_render_generic(obj, &b);
+	assert_string_equal(b.data, "a     x\nflag  yes\nsub:\n  k  3\n");
+	json_decref(obj);
+	buf_free(&b);
+}
+
+/* ---- against a real orchestrator -------------------------------------- */
+
+struct fixture {
+	char *dir;
+	uv_loop_t loop;
+	struct orch *orch;
+};
+
+static int
+setup_orch(void **state)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+	f->dir = testutil_tmpdir();
+	uv_loop_init(&f->loop);
+	struct orch_opts o = {.runtime = f->dir, .bridge_port = -1, .mode = "test"};
+	char *cause = NULL;
+	setenv("DREAMOS_CONFIG", "", 1);
+	setenv("XDG_CONFIG_HOME", f->dir, 1);
+	int rc = orch_new(&f->orch, &f->loop, &o, &cause);
+	if (rc != 0)
+		fprintf(stderr, "orch_new: %s\n", cause);
+	assert_int_equal(rc, 0);
+	assert_int_equal(
+	    cmd_register(orch_cmds(f->orch), test_entries, nitems(test_entries), "test"), 0);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown_orch(void **state)
+{
+	struct fixture *f = *state;
+	orch_free(f->orch);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&f->loop), 0);
+	testutil_rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+struct outcome {
+	int calls;
+	enum cmd_retval status;
+	char *text;
+	char *error;
+};
+
+static void
+capture_done(struct cmd_ctx *ctx, void *arg)
+{
+	struct outcome *o = arg;
+	o->calls++;
+	o->status = ctx->status;
+	o->text = strdup(ctx->text ? ctx->text : "");
+	o->error = ctx->error ? strdup(ctx->error) : NULL;
+}
+
+/* Runs line on f's orchestrator and returns the outcome (free its strings). */
+static struct outcome
+run(struct fixture *f, const char *line)
+{
+	struct outcome o = {0};
+	cmd_run_line(f->orch, line, CLIENT_INTERNAL, "test", ROLE_CAPTAIN, capture_done, NULL, &o);
+	assert_int_equal(o.calls, 1);
+	return o;
+}
+
+static void
+outcome_free(struct outcome *o)
+{
+	free(o->text);
+	free(o->error);
+}
+
+static void
+test_options(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o = run(f, "agent spawn w1 --cap a --cap=b --force --priority high -- "
+	                          "prog --cap x");
+	assert_int_equal(o.status, CMD_OK);
+	outcome_free(&o);
+
+	o = run(f, "agent spawn w1 --cap a --cap=b --force --priority high -- prog --cap x --json");
+	assert_int_equal(o.status, CMD_OK);
+	/* --json after -- belongs to the program, so output is text */
+	assert_null(strstr(o.text, "\"args\""));
+	outcome_free(&o);
+
+	o = run(f, "--json agent spawn w1 --cap a --cap=b --force --priority high -- prog --cap "
+	           "x");
+	/* --json first is not a command */
+	assert_int_equal(o.status, CMD_USAGE);
+	outcome_free(&o);
+
+	o = run(f, "agent spawn w1 --json --cap a --cap=b --priority low --priority high -- prog "
+	           "--cap x");
+	assert_int_equal(o.status, CMD_OK);
+	json_t *r = json_loads(o.text, 0, NULL);
+	assert_non_null(r);
+	json_t *args = json_object_get(r, "args");
+	assert_int_equal(json_array_size(args), 4);
+	assert_string_equal(json_string_value(json_array_get(args, 0)), "w1");
+	assert_string_equal(json_string_value(json_array_get(args, 1)), "prog");
+	assert_string_equal(json_string_value(json_array_get(args, 3)), "x");
+	json_t *opts = json_object_get(r, "opts");
+	assert_int_equal(json_array_size(json_object_get(opts, "cap")), 2);
+	assert_string_equal(json_string_value(json_object_get(opts, "priority")), "high");
+	json_decref(r);
+	outcome_free(&o);
+
+	o = run(f, "agent spawn w1 --bogus");
+	assert_int_equal(o.status, CMD_USAGE);
+	assert_string_equal(o.error, "agent spawn: unknown option --bogus (try 'help agent "
+	                             "spawn')");
+	outcome_free(&o);
+
+	o = run(f, "agent spawn w1 --priority");
+	assert_int_equal(o.status, CMD_USAGE);
+	assert_string_equal(o.error, "agent spawn: option --priority needs a value P");
+	outcome_free(&o);
+
+	o = run(f, "agent spawn w1 --force=yes");
+	assert_int_equal(o.status, CMD_USAGE);
+	outcome_free(&o);
+
+	o = run(f, "agent info");
+	assert_int_equal(o.status, CMD_USAGE);
+	assert_string_equal(o.error, "agent info: missing argument (usage: agent info NAME)");
+	outcome_free(&o);
+
+	o = run(f, "agent info a b");
+	assert_int_equal(o.status, CMD_USAGE);
+	assert_string_equal(o.error, "agent info: too many arguments (usage: agent info NAME)");
+	outcome_free(&o);
+
+	o = run(f, "nosuch --json");
+	assert_int_equal(o.status, CMD_USAGE);
+	r = json_loads(o.text, 0, NULL);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+	    "unknown command: nosuch (try 'help')");
+	json_decref(r);
+	outcome_free(&o);
+
+	o = run(f, "   ");
+	assert_int_equal(o.status, CMD_OK);
+	assert_string_equal(o.text, "");
+	outcome_free(&o);
+
+	o = run(f, "agent info --help");
+	assert_int_equal(o.status, CMD_OK);
+	assert_non_null(strstr(o.text, "usage: agent info NAME"));
+	outcome_free(&o);
+}
+
+static void
+test_builtin_status(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o = run(f, "status --json");
+	assert_int_equal(o.status, CMD_OK);
+	json_t *r = json_loads(o.text, 0, NULL);
+	assert_non_null(r);
+	assert_int_equal(json_integer_value(json_object_get(r, "pid")), getpid());
+	assert_string_equal(json_string_value(json_object_get(r, "runtime")), f->dir);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(r, "db"), "state")),
+	                    "ok");
+	json_decref(r);
+	outcome_free(&o);
+
+	o = run(f, "st");
+	assert_int_equal(o.status, CMD_OK);
+	assert_non_null(strstr(o.text, "runtime   "));
+	assert_non_null(strstr(o.text, f->dir));
+	outcome_free(&o);
+}
+
+static void
+test_builtin_help(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o = run(f, "help");
+	assert_int_equal(o.status, CMD_OK);
+	assert_non_null(strstr(o.text, "status"));
+	assert_non_null(strstr(o.text, "log level [LEVEL]"));
+	outcome_free(&o);
+
+	o = run(f, "help log level");
+	assert_int_equal(o.status, CMD_OK);
+	assert_non_null(strstr(o.text, "usage: log level [LEVEL]"));
+	outcome_free(&o);
+
+	o = run(f, "help nosuch");
+	assert_int_equal(o.status, CMD_USAGE);
+	assert_string_equal(o.error, "help: unknown command: nosuch (try 'help')");
+	outcome_free(&o);
+}
+
+static void
+test_builtin_logs(void **state)
+{
+	struct fixture *f = *state;
+	log_warn(orch_log(f->orch), "unit", "something odd %d", 42);
+	log_info(orch_log(f->orch), "unit", "all fine");
+	log_error(orch_log(f->orch), "other", "broken");
+
+	struct outcome o = run(f, "logs --source unit --level warn --json");
+	assert_int_equal(o.status, CMD_OK);
+	json_t *r = json_loads(o.text, 0, NULL);
+	assert_int_equal(json_array_size(r), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(r, 0), "msg")),
+	                    "something odd 42");
+	json_decref(r);
+	outcome_free(&o);
+
+	o = run(f, "logs --grep broken");
+	assert_int_equal(o.status, CMD_OK);
+	assert_non_null(strstr(o.text, "ERROR other: broken"));
+	outcome_free(&o);
+
+	o = run(f, "logs --level loud");
+	assert_int_equal(o.status, CMD_USAGE);
+	outcome_free(&o);
+	o = run(f, "logs --limit 0");
+	assert_int_equal(o.status, CMD_USAGE);
+	assert_string_equal(o.error, "logs: --limit must be between 1 and 100000, got 0");
+	outcome_free(&o);
+	o = run(f, "logs --limit ten");
+	assert_int_equal(o.status, CMD_USAGE);
+	outcome_free(&o);
+
+	o = run(f, "log level debug");
+	assert_int_equal(o.status, CMD_OK);
+	assert_string_equal(o.text, "log level: debug (was info)\n");
+	assert_int_equal(logmgr_level(orch_log(f->orch)), LVL_DEBUG);
+	outcome_free(&o);
+	o = run(f, "log level shout");
+	assert_int_equal(o.status, CMD_USAGE);
+	assert_int_equal(logmgr_level(orch_log(f->orch)), LVL_DEBUG);
+	outcome_free(&o);
+}
+
+static void
+test_role(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o = {0};
+	cmd_run_line(f->orch, "quit", CLIENT_BRIDGE, "bridge:obs", ROLE_OBSERVER, capture_done,
+	             NULL, &o);
+	assert_int_equal(o.status, CMD_ERROR);
+	assert_string_equal(o.error, "quit: permission denied (needs role captain)");
+	assert_false(orch_quitting(f->orch));
+	outcome_free(&o);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_split),
+	    cmocka_unit_test(test_lookup),
+	    cmocka_unit_test(test_complete),
+	    cmocka_unit_test(test_render),
+	    cmocka_unit_test_setup_teardown(test_options, setup_orch, teardown_orch),
+	    cmocka_unit_test_setup_teardown(test_builtin_status, setup_orch, teardown_orch),
+	    cmocka_unit_test_setup_teardown(test_builtin_help, setup_orch, teardown_orch),
+	    cmocka_unit_test_setup_teardown(test_builtin_logs, setup_orch, teardown_orch),
+	    cmocka_unit_test_setup_teardown(test_role, setup_orch, teardown_orch),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

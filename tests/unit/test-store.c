@@ -1,0 +1,625 @@
+/* test-store.c — the SQLite store: schema and migrations, refusal of newer
+ * or foreign files, group commit on a real loop, fault injection, kv, the
+ * statement cache and closing with and without a loop. */
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "testutil.h"
+
+#include "store.h"
+#include "util.h"
+
+/* A fresh directory and a database path in it. */
+struct fixture {
+	char *dir;
+	char *path;
+};
+
+static int
+setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+	f->dir = testutil_tmpdir();
+	f->path = path_join(f->dir, "dreamos.db");
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+	free(f->path);
+	testutil_rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+/* Opens path with no loop; fails the test on error. */
+static struct store *
+open_store(const char *path, uv_loop_t *loop, enum store_durability d)
+{
+	struct store_opts opts = {.path = path, .durability = d};
+	struct store *st = NULL;
+	char *cause = NULL;
+	int rc = store_open(&st, loop, &opts, &cause);
+	if (rc != 0)
+		fail_msg("store_open: %s", cause);
+	assert_non_null(st);
+	return st;
+}
+
+/* Returns the integer sql yields through a second, independent connection. */
+static int64_t
+peek_int(const char *path, const char *sql)
+{
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	sqlite3_stmt *stmt;
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+	int64_t v = -1;
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		v = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return v;
+}
+
+/* Returns the integer a query on the store's own connection yields. */
+static int64_t
+query_int(struct store *st, const char *sql)
+{
+	sqlite3_stmt *stmt = store_stmt(st, sql);
+	assert_non_null(stmt);
+	int64_t v = -1;
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		v = sqlite3_column_int64(stmt, 0);
+	sqlite3_reset(stmt);
+	return v;
+}
+
+static void
+test_open_creates_schema(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path, NULL, STORE_NORMAL);
+	assert_true(store_schema_latest() >= 1);
+	assert_int_equal(store_schema_version(st), store_schema_latest());
+	assert_int_equal(query_int(st, "PRAGMA user_version"), store_schema_latest());
+	assert_int_equal(query_int(st, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+	                               "AND name IN ('meta', 'kv', 'logs')"),
+	                 3);
+	assert_int_equal(query_int(st, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+	                               "AND tbl_name = 'logs' AND sql IS NOT NULL"),
+	                 2);
+	assert_int_equal(query_int(st, "PRAGMA foreign_keys"), 1);
+	assert_int_equal(query_int(st, "PRAGMA synchronous"), 1); /* NORMAL */
+	sqlite3_stmt *stmt = store_stmt(st, "PRAGMA journal_mode");
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(stmt, 0), "wal");
+	sqlite3_reset(stmt);
+	assert_string_equal(store_state(st), "ok");
+	assert_false(store_pending(st));
+	assert_true(store_size_bytes(st) > 0);
+
+	struct stat sb;
+	assert_int_equal(stat(f->path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	store_close(st);
+}
+
+static void
+test_reopen_keeps_data(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path, NULL, STORE_NORMAL);
+	assert_int_equal(store_kv_set(st, "test", "answer", "42"), 0);
+	assert_int_equal(store_flush(st, NULL), 0);
+	store_close(st);
+
+	st = open_store(f->path, NULL, STORE_NORMAL);
+	assert_int_equal(store_schema_version(st), store_schema_latest());
+	char *v = store_kv_get(st, "test", "answer");
+	assert_non_null(v);
+	assert_string_equal(v, "42");
+	free(v);
+	store_close(st);
+}
+
+static void
+test_newer_schema_refused(void **state)
+{
+	struct fixture *f = *state;
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	char sql[64];
+	snprintf(sql, sizeof sql, "PRAGMA user_version = %d", store_schema_latest() + 7);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+
+	struct store_opts opts = {.path = f->path};
+	struct store *st = (struct store *)1;
+	char *cause = NULL;
+	assert_int_equal(store_open(&st, NULL, &opts, &cause), -1);
+	assert_null(st);
+	char *want = xasprintf("%s: database schema version %d is newer than this dreamos "
+	                       "supports (%d); upgrade dreamos",
+	                       f->path, store_schema_latest() + 7, store_schema_latest());
+	assert_string_equal(cause, want);
+	free(want);
+	free(cause);
+	/* The file is left alone. */
+	assert_int_equal(peek_int(f->path, "PRAGMA user_version"), store_schema_latest() + 7);
+}
+
+static void
+test_not_a_database_refused(void **state)
+{
+	struct fixture *f = *state;
+	char text[2048];
+	memset(text, 'x', sizeof text - 1);
+	text[sizeof text - 1] = '\0';
+	memcpy(text, "agents:\n  - name: a\n", 20);
+	free(testutil_write(f->dir, "dreamos.db", text));
+
+	struct store_opts opts = {.path = f->path};
+	struct store *st = NULL;
+	char *cause = NULL;
+	assert_int_equal(store_open(&st, NULL, &opts, &cause), -1);
+	assert_null(st);
+	char *want = xasprintf("%s: not a SQLite database", f->path);
+	assert_string_equal(cause, want);
+	free(want);
+	free(cause);
+
+	/* A directory that does not exist. */
+	opts.path = "/nonexistent-dreamos-dir/x.db";
+	assert_int_equal(store_open(&st, NULL, &opts, &cause), -1);
+	assert_non_null(strstr(cause, "/nonexistent-dreamos-dir/x.db: cannot open database"));
+	free(cause);
+}
+
+struct commit_probe {
+	const char *path;
+	int calls;
+	int last_status;
+	int64_t rows_seen; /* through a second connection, inside the callback */
+};
+
+static void
+probe_cb(void *arg, int status)
+{
+	struct commit_probe *p = arg;
+	p->calls++;
+	p->last_status = status;
+	if (p->path != NULL)
+		p->rows_seen = peek_int(p->path, "SELECT count(*) FROM kv");
+}
+
+/* Writes several rows and registers callbacks from a timer callback. */
+struct burst {
+	struct store *st;
+	struct commit_probe *probe;
+	int base;
+};
+
+static void
+burst_timer_cb(uv_timer_t *t)
+{
+	struct burst *b = t->data;
+	for (int i = 0; i < 5; i++) {
+		char key[16];
+		snprintf(key, sizeof key, "k%d", b->base + i);
+		assert_int_equal(store_kv_set(b->st, "burst", key, "v"), 0);
+		if (i == 2)
+			store_after_commit(b->st, probe_cb, b->probe);
+	}
+	assert_true(store_pending(b->st));
+	store_after_commit(b->st, probe_cb, b->probe);
+	uv_close((uv_handle_t *)t, NULL);
+}
+
+/* Writes from an I/O callback (an async handle runs in the poll phase). */
+static void
+burst_async_cb(uv_async_t *a)
+{
+	struct burst *b = a->data;
+	assert_int_equal(store_kv_set(b->st, "io", "k", "v"), 0);
+	store_after_commit(b->st, probe_cb, b->probe);
+	uv_close((uv_handle_t *)a, NULL);
+}
+
+static void
+test_group_commit_loop(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	struct store *st = open_store(f->path, &loop, STORE_NORMAL);
+
+	/* Writes made before the loop runs. */
+	struct commit_probe p = {.path = f->path};
+	for (int i = 0; i < 4; i++) {
+		char key[16];
+		snprintf(key, sizeof key, "pre%d", i);
+		assert_int_equal(store_kv_set(st, "pre", key, "v"), 0);
+	}
+	store_after_commit(st, probe_cb, &p);
+	assert_true(store_pending(st));
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv"), 0);
+	assert_int_equal(p.calls, 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.last_status, 0);
+	assert_int_equal(p.rows_seen, 4);
+	assert_false(store_pending(st));
+
+	struct store_stats stats;
+	store_stats(st, &stats);
+	assert_int_equal(stats.commits, 1);
+	assert_int_equal(stats.writes, 4);
+	assert_int_equal(stats.commit_failures, 0);
+
+	/* A burst inside a timer callback: one commit in the same turn. */
+	struct commit_probe q = {.path = f->path};
+	struct burst b = {st, &q, 0};
+	uv_timer_t t;
+	uv_timer_init(&loop, &t);
+	t.data = &b;
+	uv_timer_start(&t, burst_timer_cb, 5, 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(q.calls, 2);
+	assert_int_equal(q.last_status, 0);
+	assert_int_equal(q.rows_seen, 9);
+	store_stats(st, &stats);
+	assert_int_equal(stats.commits, 2);
+	assert_true(stats.max_commit_ms >= stats.last_commit_ms);
+
+	/* Written in the poll phase: committed in that same loop turn. */
+	struct commit_probe io = {.path = f->path};
+	struct burst ib = {st, &io, 0};
+	uv_async_t as;
+	uv_async_init(&loop, &as, burst_async_cb);
+	as.data = &ib;
+	uv_async_send(&as);
+	uv_run(&loop, UV_RUN_ONCE);
+	assert_int_equal(io.calls, 1);
+	assert_int_equal(io.last_status, 0);
+	assert_int_equal(io.rows_seen, 10);
+	uv_run(&loop, UV_RUN_DEFAULT); /* the async handle's close */
+	store_stats(st, &stats);
+	assert_int_equal(stats.commits, 3);
+
+	/* A callback with nothing written still runs at the commit point. */
+	struct commit_probe r = {0};
+	store_after_commit(st, probe_cb, &r);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.last_status, 0);
+	store_stats(st, &stats);
+	assert_int_equal(stats.commits, 3);
+
+	store_close(st);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void
+test_commit_interval(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	struct store_opts opts = {.path = f->path, .commit_interval_ms = 30};
+	struct store *st;
+	char *cause = NULL;
+	assert_int_equal(store_open(&st, &loop, &opts, &cause), 0);
+	struct commit_probe p = {.path = f->path};
+	uint64_t t0 = uv_hrtime();
+	store_kv_set(st, "a", "1", "x");
+	store_kv_set(st, "a", "2", "x");
+	store_after_commit(st, probe_cb, &p);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_true(uv_hrtime() - t0 >= 25 * 1000000ull);
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.last_status, 0);
+	assert_int_equal(p.rows_seen, 2);
+	struct store_stats stats;
+	store_stats(st, &stats);
+	assert_int_equal(stats.commits, 1);
+	store_close(st);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void
+test_flush_without_loop(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path, NULL, STORE_NORMAL);
+	struct commit_probe p = {.path = f->path};
+	assert_int_equal(store_kv_set(st, "n", "k", "v"), 0);
+	char *cause = NULL;
+	assert_int_equal(store_exec(st,
+	                            "INSERT INTO meta VALUES ('a', 'b');"
+	                            "INSERT INTO meta VALUES ('c', 'd')",
+	                            &cause),
+	                 0);
+	store_after_commit(st, probe_cb, &p);
+	assert_true(store_pending(st));
+	assert_int_equal(p.calls, 0);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM meta"), 0);
+	assert_int_equal(store_flush(st, &cause), 0);
+	assert_null(cause);
+	assert_false(store_pending(st));
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.last_status, 0);
+	assert_int_equal(p.rows_seen, 1);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM meta"), 2);
+
+	/* A failing statement: -1 and a cause naming the database. */
+	assert_int_equal(store_exec(st, "INSERT INTO nosuchtable VALUES (1)", &cause), -1);
+	assert_non_null(strstr(cause, "no such table"));
+	assert_non_null(strstr(cause, f->path));
+	free(cause);
+	store_close(st);
+}
+
+static int fault_code;
+static int fault_calls;
+
+static int
+fault_hook(void *arg, const char *op)
+{
+	(void)arg;
+	assert_string_equal(op, "commit");
+	fault_calls++;
+	return fault_code;
+}
+
+struct errlog {
+	int n;
+	char last[512];
+};
+
+static void
+error_cb(void *arg, const char *msg)
+{
+	struct errlog *e = arg;
+	e->n++;
+	snprintf(e->last, sizeof e->last, "%s", msg);
+	assert_null(strchr(msg, '\n'));
+}
+
+static void
+test_fault_disk_full(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	struct store *st = open_store(f->path, &loop, STORE_NORMAL);
+	struct errlog e = {0};
+	store_set_error_cb(st, error_cb, &e);
+	fault_code = SQLITE_FULL;
+	fault_calls = 0;
+	store_set_fault_hook(st, fault_hook, NULL);
+
+	struct commit_probe p = {0};
+	assert_int_equal(store_kv_set(st, "f", "lost", "v"), 0);
+	store_after_commit(st, probe_cb, &p);
+	store_after_commit(st, probe_cb, &p);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(fault_calls, 1);
+	assert_int_equal(p.calls, 2);
+	assert_int_equal(p.last_status, -1);
+	assert_string_equal(store_state(st), "disk full");
+	assert_int_equal(e.n, 1);
+	assert_non_null(strstr(e.last, "disk full"));
+	assert_false(store_pending(st));
+	assert_null(store_kv_get(st, "f", "lost"));
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv"), 0);
+	struct store_stats stats;
+	store_stats(st, &stats);
+	assert_int_equal(stats.commits, 0);
+	assert_int_equal(stats.commit_failures, 1);
+
+	/* I/O errors are named too. */
+	fault_code = SQLITE_IOERR_WRITE;
+	char *cause = NULL;
+	store_kv_set(st, "f", "lost2", "v");
+	assert_int_equal(store_flush(st, &cause), -1);
+	assert_non_null(cause);
+	assert_non_null(strstr(cause, "I/O error"));
+	free(cause);
+	assert_string_equal(store_state(st), "I/O error");
+
+	/* The disk has room again: the store recovers. */
+	store_set_fault_hook(st, NULL, NULL);
+	struct commit_probe q = {.path = f->path};
+	assert_int_equal(store_kv_set(st, "f", "kept", "v"), 0);
+	store_after_commit(st, probe_cb, &q);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(q.calls, 1);
+	assert_int_equal(q.last_status, 0);
+	assert_int_equal(q.rows_seen, 1);
+	assert_string_equal(store_state(st), "ok");
+	char *v = store_kv_get(st, "f", "kept");
+	assert_non_null(v);
+	free(v);
+	store_stats(st, &stats);
+	assert_int_equal(stats.commits, 1);
+	assert_int_equal(stats.commit_failures, 2);
+
+	store_close(st);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void
+test_strict_durability(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path, NULL, STORE_STRICT);
+	assert_int_equal(query_int(st, "PRAGMA synchronous"), 2); /* FULL */
+	store_close(st);
+}
+
+static void
+test_kv(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path, NULL, STORE_NORMAL);
+	assert_null(store_kv_get(st, "ext", "k"));
+	assert_int_equal(store_kv_set(st, "ext", "k", "one"), 0);
+	assert_int_equal(store_kv_set(st, "other", "k", "two"), 0);
+	char *v = store_kv_get(st, "ext", "k");
+	assert_string_equal(v, "one");
+	free(v);
+	assert_int_equal(store_kv_set(st, "ext", "k", "three"), 0);
+	v = store_kv_get(st, "ext", "k");
+	assert_string_equal(v, "three");
+	free(v);
+	assert_int_equal(query_int(st, "SELECT count(*) FROM kv"), 2);
+	assert_true(query_int(st, "SELECT updated_ms FROM kv WHERE ns = 'ext'") > 0);
+	assert_int_equal(store_kv_del(st, "ext", "k"), 0);
+	assert_null(store_kv_get(st, "ext", "k"));
+	v = store_kv_get(st, "other", "k");
+	assert_string_equal(v, "two");
+	free(v);
+	assert_int_equal(store_kv_del(st, "ext", "absent"), 0);
+	store_close(st);
+}
+
+static void
+test_stmt_cache(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path, NULL, STORE_NORMAL);
+	struct errlog e = {0};
+	store_set_error_cb(st, error_cb, &e);
+
+	const char *sql = "SELECT ?1";
+	sqlite3_stmt *a = store_stmt(st, sql);
+	assert_non_null(a);
+	char copy[32];
+	snprintf(copy, sizeof copy, "%s", sql); /* keyed by text, not pointer */
+	assert_ptr_equal(store_stmt(st, copy), a);
+	assert_ptr_not_equal(store_stmt(st, "SELECT ?1 + 1"), a);
+
+	/* Returned reset, with bindings cleared. */
+	sqlite3_bind_int(a, 1, 99);
+	assert_int_equal(sqlite3_step(a), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(a, 0), 99);
+	a = store_stmt(st, sql);
+	assert_int_equal(sqlite3_step(a), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_type(a, 0), SQLITE_NULL);
+	sqlite3_reset(a);
+
+	/* Many statements: the cache grows and still finds each one. */
+	sqlite3_stmt *many[100];
+	for (int i = 0; i < 100; i++) {
+		char q[32];
+		snprintf(q, sizeof q, "SELECT %d", i);
+		many[i] = store_stmt(st, q);
+		assert_non_null(many[i]);
+	}
+	for (int i = 0; i < 100; i++) {
+		char q[32];
+		snprintf(q, sizeof q, "SELECT %d", i);
+		assert_ptr_equal(store_stmt(st, q), many[i]);
+	}
+
+	/* A compile error: NULL, reported once through the error callback. */
+	assert_null(store_stmt(st, "SELEKT nonsense"));
+	assert_int_equal(e.n, 1);
+	assert_non_null(strstr(e.last, "SELEKT nonsense"));
+	store_close(st);
+}
+
+/* Closes the store from inside its own after-commit callback. */
+static void
+close_from_cb(void *arg, int status)
+{
+	assert_int_equal(status, 0);
+	store_close(arg);
+}
+
+static void
+test_close_with_loop(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+
+	/* Closing commits what is pending and runs the callbacks. */
+	struct store *st = open_store(f->path, &loop, STORE_NORMAL);
+	struct commit_probe p = {.path = f->path};
+	store_kv_set(st, "c", "1", "x");
+	store_after_commit(st, probe_cb, &p);
+	store_close(st);
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.last_status, 0);
+	assert_int_equal(p.rows_seen, 1);
+	uv_run(&loop, UV_RUN_DEFAULT);
+
+	/* Closing from an after-commit callback. */
+	st = open_store(f->path, &loop, STORE_NORMAL);
+	store_kv_set(st, "c", "2", "x");
+	store_after_commit(st, close_from_cb, st);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv"), 2);
+
+	/* Opened and closed without ever writing. */
+	st = open_store(f->path, &loop, STORE_NORMAL);
+	store_close(st);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void
+test_close_without_loop(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path, NULL, STORE_NORMAL);
+	struct commit_probe p = {.path = f->path};
+	store_kv_set(st, "c", "1", "x");
+	store_after_commit(st, probe_cb, &p);
+	store_close(st);
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.last_status, 0);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv"), 1);
+	store_close(NULL);
+
+	/* In memory. */
+	struct store_opts opts = {.path = ":memory:"};
+	char *cause = NULL;
+	assert_int_equal(store_open(&st, NULL, &opts, &cause), 0);
+	assert_int_equal(store_schema_version(st), store_schema_latest());
+	store_kv_set(st, "m", "k", "v");
+	char *v = store_kv_get(st, "m", "k");
+	assert_string_equal(v, "v");
+	free(v);
+	assert_true(store_size_bytes(st) > 0);
+	store_close(st);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_open_creates_schema, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_not_a_database_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit_loop, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_interval, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_flush_without_loop, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fault_disk_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_strict_durability, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stmt_cache, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_with_loop, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_without_loop, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

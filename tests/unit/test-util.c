@@ -1,0 +1,158 @@
+/* test-util.c — parsing of durations and sizes, UTF-8 validation, buffers,
+ * formatting, and the runtime directory lock. */
+#include "testutil.h"
+
+#include <sys/stat.h>
+
+#include "runtime.h"
+#include "util.h"
+
+static void
+test_duration(void **state)
+{
+	double s;
+	assert_true(parse_duration("30", &s));
+	assert_true(s == 30.0);
+	assert_true(parse_duration("1.5", &s));
+	assert_true(s == 1.5);
+	assert_true(parse_duration("250ms", &s));
+	assert_true(s > 0.2499 && s < 0.2501);
+	assert_true(parse_duration("5m", &s));
+	assert_true(s == 300.0);
+	assert_true(parse_duration("2h", &s));
+	assert_true(s == 7200.0);
+	assert_true(parse_duration("7d", &s));
+	assert_true(s == 7 * 86400.0);
+	assert_true(parse_duration("10 s", &s));
+	assert_false(parse_duration("", &s));
+	assert_false(parse_duration("-1", &s));
+	assert_false(parse_duration("abc", &s));
+	assert_false(parse_duration("5 parsecs", &s));
+	assert_false(parse_duration("nan", &s));
+}
+
+static void
+test_size(void **state)
+{
+	uint64_t b;
+	assert_true(parse_size("1024", &b));
+	assert_int_equal(b, 1024);
+	assert_true(parse_size("64k", &b));
+	assert_int_equal(b, 65536);
+	assert_true(parse_size("10MB", &b));
+	assert_int_equal(b, 10 * 1048576);
+	assert_true(parse_size("1MiB", &b));
+	assert_int_equal(b, 1048576);
+	assert_true(parse_size("2G", &b));
+	assert_int_equal(b, 2ULL * 1073741824);
+	assert_false(parse_size("ten", &b));
+	assert_false(parse_size("1 parsec", &b));
+	assert_false(parse_size("1e30", &b));
+}
+
+static void
+test_utf8(void **state)
+{
+	assert_true(utf8_valid("plain", 5));
+	assert_true(utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
+	assert_false(utf8_valid("\xc3", 1));             /* truncated */
+	assert_false(utf8_valid("\xc0\xaf", 2));         /* overlong */
+	assert_false(utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+	assert_false(utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+	assert_false(utf8_valid("\xff", 1));
+	assert_false(utf8_valid("a\x80", 2));
+}
+
+static void
+test_buf(void **state)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_adds(&b, "hello ");
+	buf_addf(&b, "%d %s", 42, "world");
+	assert_string_equal(buf_cstr(&b), "hello 42 world");
+	buf_consume(&b, 6);
+	assert_string_equal(buf_cstr(&b), "42 world");
+	buf_consume(&b, 100);
+	assert_int_equal(b.len, 0);
+	for (int i = 0; i < 10000; i++)
+		buf_add(&b, "x", 1);
+	assert_int_equal(b.len, 10000);
+	buf_free(&b);
+}
+
+static void
+test_format(void **state)
+{
+	char s[32];
+	format_duration(3.44, s, sizeof s);
+	assert_string_equal(s, "3.4 s");
+	format_duration(125, s, sizeof s);
+	assert_string_equal(s, "2 m 5 s");
+	format_duration(3720, s, sizeof s);
+	assert_string_equal(s, "1 h 2 m");
+	format_size(512, s, sizeof s);
+	assert_string_equal(s, "512 B");
+	format_size(1536, s, sizeof s);
+	assert_string_equal(s, "1.5 KiB");
+	time_iso8601(1700000000123LL, s, sizeof s);
+	assert_string_equal(s, "2023-11-14T22:13:20.123Z");
+}
+
+static void
+test_runtime_lock(void **state)
+{
+	char *dir = testutil_tmpdir();
+	char *rt = path_join(dir, "a/b/runtime");
+	char *cause = NULL;
+	assert_int_equal(runtime_prepare(rt, &cause), 0);
+	struct stat sb;
+	assert_int_equal(stat(rt, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0700);
+	char *logs = path_join(rt, "logs");
+	assert_int_equal(stat(logs, &sb), 0);
+	free(logs);
+
+	struct runtime_lock l1 = {.fd = -1}, l2 = {.fd = -1};
+	assert_int_equal(runtime_lock(rt, &l1, &cause), 0);
+	assert_int_equal(runtime_lock_holder(rt), getpid());
+	assert_int_equal(runtime_lock(rt, &l2, &cause), -1);
+	char want[256];
+	snprintf(want, sizeof want, "runtime directory %s is in use by dreamos pid %ld", rt,
+	         (long)getpid());
+	assert_string_equal(cause, want);
+	free(cause);
+	runtime_unlock(&l1);
+	char *lockfile = path_join(rt, "dreamos.lock");
+	assert_int_not_equal(access(lockfile, F_OK), 0);
+	free(lockfile);
+	assert_int_equal(runtime_lock_holder(rt), 0);
+	assert_int_equal(runtime_lock(rt, &l2, &cause), 0);
+	runtime_unlock(&l2);
+
+	setenv("DREAMOS_RUNTIME", "/x/y", 1);
+	char *r = runtime_resolve(NULL);
+	assert_string_equal(r, "/x/y");
+	free(r);
+	r = runtime_resolve("/opt/z");
+	assert_string_equal(r, "/opt/z");
+	free(r);
+	unsetenv("DREAMOS_RUNTIME");
+	setenv("XDG_STATE_HOME", "/state", 1);
+	r = runtime_resolve(NULL);
+	assert_string_equal(r, "/state/dreamos");
+	free(r);
+	free(rt);
+	testutil_rmdir(dir);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_duration), cmocka_unit_test(test_size),
+	    cmocka_unit_test(test_utf8),     cmocka_unit_test(test_buf),
+	    cmocka_unit_test(test_format),   cmocka_unit_test(test_runtime_lock),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
