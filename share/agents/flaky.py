@@ -6,11 +6,13 @@ messages), then crashes: usually with exit status 1, sometimes by killing
 itself with SIGSEGV.  The orchestrator restarts it after its backoff delay.
 
 Environment: DREAMOS_FLAKY_SEED seeds the randomness (same lifetime and
-way of dying on every run) when set.
+way of dying on every run) when set; DREAMOS_FLAKY_LIFETIME (seconds)
+overrides the lifetime (tests use it).
 """
 
 import os
 import random
+import resource
 import signal
 import sys
 import time
@@ -29,6 +31,10 @@ class Flaky(Agent):
         seed = os.environ.get("DREAMOS_FLAKY_SEED")
         self.rng = random.Random(seed) if seed else random.Random()
         self.lifetime = self.rng.uniform(5.0, 20.0)
+        try:
+            self.lifetime = float(os.environ["DREAMOS_FLAKY_LIFETIME"])
+        except (KeyError, ValueError):
+            pass
         self.segv = self.rng.random() < 0.25
         self.born = time.monotonic()
 
@@ -57,6 +63,10 @@ class Flaky(Agent):
         sys.stderr.write("flaky: crashing (%s)\n" % how)
         sys.stderr.flush()
         if self.segv:
+            try:    # no core file in the runtime directory, please
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            except (ValueError, OSError):
+                pass
             signal.signal(signal.SIGSEGV, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGSEGV)
             time.sleep(1)

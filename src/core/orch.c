@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 #include "build-config.h"
+#include "agent.h"
 #include "cmd.h"
 #include "ctl.h"
 #include "orch.h"
 #include "runtime.h"
+#include "strmap.h"
 
 /* How often old log rows are pruned from the store. */
 #define ORCH_HOUSEKEEPING_MS (3600 * 1000)
@@ -28,6 +30,9 @@ struct orch {
 	struct store *store;
 	struct cmd_table *cmds;
 	struct ctl_server *ctl;
+	struct agents *agents;
+	bool demo;
+	char *share_dir;
 	char *db_path;
 	char *log_path;
 	char *sock_path;
@@ -73,6 +78,43 @@ struct cmd_table *
 orch_cmds(struct orch *o)
 {
 	return o->cmds;
+}
+
+struct agents *
+orch_agents(struct orch *o)
+{
+	return o->agents;
+}
+
+const char *
+orch_share_dir(const struct orch *o)
+{
+	return o->share_dir;
+}
+
+/* Finds the shared files: $DREAMOS_SHARE, the source tree beside the binary
+ * (running from a build tree), else the installed location. */
+static char *
+orch_find_share(void)
+{
+	const char *env = getenv("DREAMOS_SHARE");
+	if (env != NULL && *env != '\0')
+		return xstrdup(env);
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		char *slash = strrchr(exe, '/');
+		if (slash != NULL) {
+			*slash = '\0';
+			char *cand = xasprintf("%s/share/agents", exe);
+			bool ok = access(cand, F_OK) == 0;
+			free(cand);
+			if (ok)
+				return xasprintf("%s/share", exe);
+		}
+	}
+	return xstrdup(DREAMOS_PKGDATADIR);
 }
 
 const char *
@@ -184,6 +226,8 @@ orch_release(struct orch *o)
 		store_close(o->store);
 		o->store = NULL;
 	}
+	agents_free(o->agents);
+	o->agents = NULL;
 	cmd_table_free(o->cmds);
 	o->cmds = NULL;
 	logmgr_free(o->log);
@@ -193,6 +237,7 @@ orch_release(struct orch *o)
 	runtime_unlock(&o->lock);
 	free(o->runtime);
 	free(o->mode);
+	free(o->share_dir);
 	free(o->db_path);
 	free(o->log_path);
 	free(o->sock_path);
@@ -262,6 +307,10 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 
 	o->cmds = cmd_table_new();
 	cmd_register(o->cmds, cmd_builtin_entries, cmd_builtin_count, "core");
+	cmd_register(o->cmds, cmd_agent_entries, cmd_agent_count, "core");
+	o->agents = agents_new(o);
+	o->demo = opts->demo;
+	o->share_dir = orch_find_share();
 
 	o->sock_path = path_join(o->runtime, "dreamos.sock");
 	if (ctl_server_start(o, o->sock_path, &o->ctl, cause) != 0)
@@ -326,6 +375,12 @@ orch_finish(struct orch *o)
 		o->quit_cb(o->quit_arg);
 }
 
+static void
+orch_agents_stopped(void *arg)
+{
+	orch_finish(arg);
+}
+
 void
 orch_request_quit(struct orch *o, const char *why)
 {
@@ -333,9 +388,8 @@ orch_request_quit(struct orch *o, const char *why)
 		return;
 	o->quitting = true;
 	log_info(o->log, "orch", "shutting down (%s)", why);
-	/* Agents, the bridge and extensions will stop here, asynchronously,
-	 * before orch_finish; for now there is nothing to wait for. */
-	orch_finish(o);
+	/* Agents stop asynchronously, in reverse start order; then the rest. */
+	agents_stop_all(o->agents, orch_agents_stopped, o);
 }
 
 int
@@ -345,6 +399,7 @@ orch_free(struct orch *o)
 		return 0;
 	if (!o->finished) {
 		o->quitting = true;
+		agents_abandon(o->agents);
 		orch_finish(o);
 	}
 	orch_release(o);
@@ -389,11 +444,110 @@ void
 orch_complete(struct orch *o, const char *hint, const char *partial, cmd_complete_add_fn add,
               void *arg)
 {
-	/* Agent names, task ids and extension names arrive with their
-	 * modules. */
+	if (strcmp(hint, "agent") == 0) {
+		for (size_t i = 0; i < agents_count(o->agents); i++) {
+			const char *name = agents_at(o->agents, i)->name;
+			if (strncmp(name, partial, strlen(partial)) == 0)
+				add(name, arg);
+		}
+	} else if (strcmp(hint, "cap") == 0) {
+		struct strmap seen;
+		strmap_init(&seen);
+		for (size_t i = 0; i < agents_count(o->agents); i++) {
+			struct agent *a = agents_at(o->agents, i);
+			for (size_t k = 0; k < a->ncaps; k++) {
+				const char *c = a->caps[k];
+				if (strncmp(c, partial, strlen(partial)) == 0 &&
+				    strmap_get(&seen, c) == NULL) {
+					strmap_set(&seen, c, a);
+					add(c, arg);
+				}
+			}
+		}
+		strmap_free(&seen);
+	}
+}
+
+void
+orch_agent_state(struct orch *o, struct agent *a, int old_state)
+{
 	(void)o;
-	(void)hint;
-	(void)partial;
-	(void)add;
-	(void)arg;
+	(void)a;
+	(void)old_state;
+}
+
+void
+orch_agent_ready(struct orch *o, struct agent *a)
+{
+	(void)o;
+	(void)a;
+}
+
+void
+orch_agent_gone(struct orch *o, struct agent *a)
+{
+	(void)o;
+	(void)a;
+}
+
+bool
+orch_agent_message(struct orch *o, struct agent *a, const struct proto_msg *m)
+{
+	(void)o;
+	(void)a;
+	(void)m;
+	return false;
+}
+
+/* The demo fleet: Python agents from share/agents. */
+static void
+orch_start_demo(struct orch *o)
+{
+	static const struct {
+		const char *name;
+		const char *script;
+		const char *caps;
+		int max_tasks;
+	} demo[] = {
+	    {"greeter", "greeter.py", NULL, 1},      {"worker-1", "worker.py", "compute", 2},
+	    {"worker-2", "worker.py", "compute", 2}, {"flaky", "flaky.py", NULL, 1},
+	    {"chatter", "chatter.py", NULL, 1},
+	};
+	const char *python = getenv("PYTHON3");
+	if (python == NULL || *python == '\0')
+		python = "python3";
+	for (size_t i = 0; i < nitems(demo); i++) {
+		if (agents_find(o->agents, demo[i].name) != NULL)
+			continue;
+		struct agent_cfg ac;
+		agent_cfg_init(&ac, o->cfg);
+		ac.name = xstrdup(demo[i].name);
+		ac.command = xstrdup(python);
+		ac.args = xcalloc(2, sizeof(char *));
+		ac.args[ac.nargs++] = xasprintf("%s/agents/%s", o->share_dir, demo[i].script);
+		ac.max_tasks = demo[i].max_tasks;
+		ac.restart = RESTART_ALWAYS;
+		if (demo[i].caps != NULL) {
+			ac.caps = xcalloc(2, sizeof(char *));
+			ac.caps[ac.ncaps++] = xstrdup(demo[i].caps);
+		}
+		char *cause = NULL;
+		/* Marked as config agents: not remembered once the demo ends. */
+		if (agents_spawn(o->agents, &ac, true, &cause) == NULL) {
+			log_error(o->log, "demo", "%s", cause);
+			free(cause);
+		}
+		agent_cfg_clear(&ac);
+	}
+	log_info(o->log, "demo", "demo fleet started from %s/agents", o->share_dir);
+}
+
+int
+orch_start(struct orch *o, char **cause)
+{
+	(void)cause;
+	agents_start_configured(o->agents);
+	if (o->demo)
+		orch_start_demo(o);
+	return 0;
 }

@@ -33,6 +33,10 @@ struct orch;
  * frees); on failure nothing is left behind (no lock, no socket). */
 int orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char **cause);
 
+/* Starts the agents of the configuration (and, with --demo, the demo
+ * fleet).  Returns 0 or -1 with *cause. */
+int orch_start(struct orch *o, char **cause);
+
 /* Asks the orchestrator to stop: agents are stopped, the store flushed, the
  * socket and lock removed; then the quit callback runs.  Safe to call more
  * than once.  why is logged. */
@@ -52,6 +56,21 @@ struct cmd_table *orch_cmds(struct orch *o);
 const char *orch_runtime(const struct orch *o);
 const char *orch_mode(const struct orch *o);
 int64_t orch_started_ms(const struct orch *o);
+
+struct agents *orch_agents(struct orch *o);
+/* Directory of the shared files (demo agents, SDK): $DREAMOS_SHARE, else the
+ * source tree next to the binary, else the installed $(pkgdatadir). */
+const char *orch_share_dir(const struct orch *o);
+
+/* Hooks from agent.c: state changes, an agent that said hello (or was
+ * resumed), an agent whose connection ended, and protocol messages for the
+ * bus and the task manager (returns false if nobody handles the type). */
+struct agent;
+void orch_agent_state(struct orch *o, struct agent *a, int old_state);
+void orch_agent_ready(struct orch *o, struct agent *a);
+void orch_agent_gone(struct orch *o, struct agent *a);
+struct proto_msg;
+bool orch_agent_message(struct orch *o, struct agent *a, const struct proto_msg *m);
 
 /* Builds the `status` document (also used by the TUI's status bar and the
  * Bridge's /healthz).  Caller owns the result. */

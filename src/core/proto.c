@@ -589,6 +589,7 @@ check_range(const char *type, const struct field *fd, json_t *v, struct proto_er
 	            got);
 }
 
+/* hello.proto: only PROTO_VERSION is spoken (bad_proto). */
 static bool
 check_proto(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
 {
@@ -600,6 +601,7 @@ check_proto(const char *type, const struct field *fd, json_t *v, struct proto_er
 	            type, json_integer_value(v), PROTO_VERSION);
 }
 
+/* hello.name: a valid agent name. */
 static bool
 check_agent_name(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
 {
@@ -626,6 +628,7 @@ cap_ok(const char *type, const char *field, const char *s, struct proto_err *err
 	            type, field, snip(s, sn));
 }
 
+/* hello.capabilities: an array of valid capabilities. */
 static bool
 check_caps(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
 {
@@ -640,12 +643,14 @@ check_caps(const char *type, const struct field *fd, json_t *v, struct proto_err
 	return true;
 }
 
+/* task.submit.capability: one valid capability. */
 static bool
 check_cap(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
 {
 	return cap_ok(type, fd->name, json_string_value(v), err);
 }
 
+/* send.to: an agent name, '*', or '#' and a valid topic (bad_topic). */
 static bool
 check_to(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
 {
@@ -666,6 +671,7 @@ check_to(const char *type, const struct field *fd, json_t *v, struct proto_err *
 	            fd->name, snip(s, sn));
 }
 
+/* A priority name (bad_priority). */
 static bool
 check_priority(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
 {
@@ -678,6 +684,7 @@ check_priority(const char *type, const struct field *fd, json_t *v, struct proto
 	            snip(json_string_value(v), sn));
 }
 
+/* A mode name, any case (bad_mode). */
 static bool
 check_mode(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
 {
@@ -691,6 +698,7 @@ check_mode(const char *type, const struct field *fd, json_t *v, struct proto_err
 	            type, snip(json_string_value(v), sn));
 }
 
+/* A topic, with or without its '#' (bad_topic). */
 static bool
 check_topic(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
 {
@@ -704,6 +712,7 @@ check_topic(const char *type, const struct field *fd, json_t *v, struct proto_er
 	            type, snip(s, sn));
 }
 
+/* task.submit.title: 1 to 200 characters (code points). */
 static bool
 check_title(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
 {
@@ -717,6 +726,7 @@ check_title(const char *type, const struct field *fd, json_t *v, struct proto_er
 	            type, fd->name, chars);
 }
 
+/* task.submit.after: an array of task ids. */
 static bool
 check_ids(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
 {
@@ -730,6 +740,7 @@ check_ids(const char *type, const struct field *fd, json_t *v, struct proto_err 
 	return true;
 }
 
+/* log.level: one of the log levels. */
 static bool
 check_level(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
 {

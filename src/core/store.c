@@ -65,6 +65,24 @@ static const struct store_migration store_migrations[] = {
             ");\n"
             "CREATE INDEX logs_ts ON logs (ts_ms);\n"
             "CREATE INDEX logs_source ON logs (source);\n"},
+    /* 1 -> 2: the agent registry (agent.c). */
+    {.sql = "CREATE TABLE agents (\n"
+            "  name TEXT PRIMARY KEY,\n"
+            "  spec TEXT NOT NULL,\n"
+            "  from_config INTEGER NOT NULL,\n"
+            "  wanted INTEGER NOT NULL DEFAULT 1,\n"
+            "  state TEXT NOT NULL,\n"
+            "  pid INTEGER,\n"
+            "  restarts INTEGER NOT NULL DEFAULT 0,\n"
+            "  last_exit_status INTEGER,\n"
+            "  last_signal INTEGER,\n"
+            "  started_ms INTEGER,\n"
+            "  last_heartbeat_ms INTEGER,\n"
+            "  tokens_in INTEGER NOT NULL DEFAULT 0,\n"
+            "  tokens_out INTEGER NOT NULL DEFAULT 0,\n"
+            "  cost_usd REAL NOT NULL DEFAULT 0,\n"
+            "  updated_ms INTEGER NOT NULL\n"
+            ");\n"},
 };
 
 struct stmt_entry {

@@ -51,6 +51,17 @@ static const struct cmd_entry test_entries[] = {
     {.name = "sync", .max_args = 0, .exec = echo_exec},
 };
 
+/* Registered into a real orchestrator (whose table has the real "agent"). */
+static const struct cmd_entry robot_entries[] = {
+    {.name = "robot info", .usage = "NAME", .min_args = 1, .max_args = 1, .exec = echo_exec},
+    {.name = "robot spawn",
+     .usage = "NAME [--cap C]... -- PROGRAM [ARG...]",
+     .min_args = 1,
+     .max_args = -1,
+     .opts = echo_opts,
+     .exec = echo_exec},
+};
+
 static struct cmd_table *
 test_table(void)
 {
@@ -252,7 +263,7 @@ setup_orch(void **state)
 		fprintf(stderr, "orch_new: %s\n", cause);
 	assert_int_equal(rc, 0);
 	assert_int_equal(
-	    cmd_register(orch_cmds(f->orch), test_entries, nitems(test_entries), "test"), 0);
+	    cmd_register(orch_cmds(f->orch), robot_entries, nitems(robot_entries), "test"), 0);
 	*state = f;
 	return 0;
 }
@@ -307,24 +318,24 @@ static void
 test_options(void **state)
 {
 	struct fixture *f = *state;
-	struct outcome o = run(f, "agent spawn w1 --cap a --cap=b --force --priority high -- "
+	struct outcome o = run(f, "robot spawn w1 --cap a --cap=b --force --priority high -- "
 	                          "prog --cap x");
 	assert_int_equal(o.status, CMD_OK);
 	outcome_free(&o);
 
-	o = run(f, "agent spawn w1 --cap a --cap=b --force --priority high -- prog --cap x --json");
+	o = run(f, "robot spawn w1 --cap a --cap=b --force --priority high -- prog --cap x --json");
 	assert_int_equal(o.status, CMD_OK);
 	/* --json after -- belongs to the program, so output is text */
 	assert_null(strstr(o.text, "\"args\""));
 	outcome_free(&o);
 
-	o = run(f, "--json agent spawn w1 --cap a --cap=b --force --priority high -- prog --cap "
+	o = run(f, "--json robot spawn w1 --cap a --cap=b --force --priority high -- prog --cap "
 	           "x");
 	/* --json first is not a command */
 	assert_int_equal(o.status, CMD_USAGE);
 	outcome_free(&o);
 
-	o = run(f, "agent spawn w1 --json --cap a --cap=b --priority low --priority high -- prog "
+	o = run(f, "robot spawn w1 --json --cap a --cap=b --priority low --priority high -- prog "
 	           "--cap x");
 	assert_int_equal(o.status, CMD_OK);
 	json_t *r = json_loads(o.text, 0, NULL);
@@ -340,29 +351,29 @@ test_options(void **state)
 	json_decref(r);
 	outcome_free(&o);
 
-	o = run(f, "agent spawn w1 --bogus");
+	o = run(f, "robot spawn w1 --bogus");
 	assert_int_equal(o.status, CMD_USAGE);
-	assert_string_equal(o.error, "agent spawn: unknown option --bogus (try 'help agent "
+	assert_string_equal(o.error, "robot spawn: unknown option --bogus (try 'help robot "
 	                             "spawn')");
 	outcome_free(&o);
 
-	o = run(f, "agent spawn w1 --priority");
+	o = run(f, "robot spawn w1 --priority");
 	assert_int_equal(o.status, CMD_USAGE);
-	assert_string_equal(o.error, "agent spawn: option --priority needs a value P");
+	assert_string_equal(o.error, "robot spawn: option --priority needs a value P");
 	outcome_free(&o);
 
-	o = run(f, "agent spawn w1 --force=yes");
+	o = run(f, "robot spawn w1 --force=yes");
 	assert_int_equal(o.status, CMD_USAGE);
 	outcome_free(&o);
 
-	o = run(f, "agent info");
+	o = run(f, "robot info");
 	assert_int_equal(o.status, CMD_USAGE);
-	assert_string_equal(o.error, "agent info: missing argument (usage: agent info NAME)");
+	assert_string_equal(o.error, "robot info: missing argument (usage: robot info NAME)");
 	outcome_free(&o);
 
-	o = run(f, "agent info a b");
+	o = run(f, "robot info a b");
 	assert_int_equal(o.status, CMD_USAGE);
-	assert_string_equal(o.error, "agent info: too many arguments (usage: agent info NAME)");
+	assert_string_equal(o.error, "robot info: too many arguments (usage: robot info NAME)");
 	outcome_free(&o);
 
 	o = run(f, "nosuch --json");
@@ -379,9 +390,9 @@ test_options(void **state)
 	assert_string_equal(o.text, "");
 	outcome_free(&o);
 
-	o = run(f, "agent info --help");
+	o = run(f, "robot info --help");
 	assert_int_equal(o.status, CMD_OK);
-	assert_non_null(strstr(o.text, "usage: agent info NAME"));
+	assert_non_null(strstr(o.text, "usage: robot info NAME"));
 	outcome_free(&o);
 }
 

@@ -1,0 +1,194 @@
+/* agent.h — the agent registry and lifecycle: the state machine (one
+ * function per edge, each logged and persisted), restart policies with
+ * exponential backoff and restart intensity, heartbeats, discovery by
+ * capability, and the CellPhone session of each agent (hello/welcome and
+ * the dispatch of its protocol lines).
+ *
+ * How an agent is reached is a link (struct agent_link): a child process
+ * (spawn.c) now, a WebSocket connection through the Bridge later.  The
+ * fields of struct agent are read by other core modules (bus, tasks, TUI);
+ * only agent.c and spawn.c change them. */
+#ifndef DREAMOS_AGENT_H
+#define DREAMOS_AGENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "cmd.h"
+#include "config.h"
+#include "proto.h"
+#include "strmap.h"
+
+struct orch;
+struct agent;
+
+enum agent_state {
+	AGENT_STARTING,  /* spawned, waiting for hello */
+	AGENT_READY,     /* connected, has free task slots */
+	AGENT_BUSY,      /* connected, every task slot taken */
+	AGENT_PAUSED,    /* connected, gets no new work */
+	AGENT_UNHEALTHY, /* missed heartbeats; being restarted */
+	AGENT_BACKOFF,   /* exited; restarts at next_restart_ms */
+	AGENT_STOPPING,  /* asked to stop; escalating to signals */
+	AGENT_STOPPED,   /* not running, by request or clean exit */
+	AGENT_FAILED,    /* gave up: restart intensity exceeded or policy */
+	AGENT_NSTATES
+};
+const char *agent_state_name(enum agent_state s);
+bool agent_state_parse(const char *s, enum agent_state *out);
+/* True in the states where the agent is connected (ready, busy, paused). */
+bool agent_state_connected(enum agent_state s);
+
+/* A transport to one agent. */
+struct agent_link_ops {
+	const char *kind; /* "process", "remote" */
+	/* Queues a protocol line (with its '\n') to the agent.  Returns 0, or
+	 * -1 if the link is gone. */
+	int (*send)(struct agent *a, const char *line, size_t len);
+	/* Bytes queued towards the agent and not yet written. */
+	size_t (*queued)(struct agent *a);
+	/* Stops or resumes reading from the agent (back-pressure). */
+	void (*set_reading)(struct agent *a, bool on);
+};
+
+/* Why an agent's connection ended, for the restart policy. */
+struct agent_exit {
+	bool exited;     /* a process exit (else a disconnect) */
+	int64_t status;  /* exit status */
+	int signal;      /* terminating signal, 0 if none */
+	const char *why; /* "exited", "killed", "no hello", "protocol", ... */
+};
+
+struct process_link; /* spawn.c */
+
+struct agent {
+	struct orch *orch;
+	char *name;
+	struct agent_cfg cfg; /* a copy: command, args, caps, policy, ... */
+	bool from_config;     /* listed in the config file (else agent spawn) */
+	enum agent_state state;
+	int64_t state_since_ms; /* monotonic */
+	int start_seq;          /* order of the last start, for shutdown */
+
+	/* Connection. */
+	const struct agent_link_ops *link_ops;
+	struct process_link *proc; /* when a child process */
+	void *link;                /* other links' state */
+	pid_t pid;
+	char *session;
+	bool hello_done;
+	int bad_lines;
+	struct proto_framer framer;
+	char **caps; /* capabilities in force: config ∪ hello */
+	size_t ncaps;
+	int max_tasks;
+	char *version;
+
+	/* Health and restarts. */
+	int64_t started_ms;   /* monotonic time of the last spawn */
+	int64_t ready_ms;     /* monotonic time of the last hello */
+	int64_t last_seen_ms; /* monotonic time of the last line */
+	double load;
+	int restarts;            /* total since dreamos started the agent */
+	int attempt;             /* consecutive failed runs (backoff exponent) */
+	int64_t next_restart_ms; /* monotonic, in backoff */
+	int64_t *restart_times;  /* ring of recent restart times (intensity) */
+	int nrestart_times;
+	int64_t last_exit_status;
+	int last_signal;
+	char *last_exit_why;
+	char *kill_reason;      /* why we are ending it, until the end is seen */
+	bool stop_requested;    /* by the captain or shutdown */
+	bool wanted;            /* should run: false once the captain stops it */
+	bool restart_requested; /* stop, then start again */
+	bool paused_flag;       /* stays paused across reconnects */
+	int stop_phase;         /* 0 command stop, 1 SIGTERM, 2 SIGKILL */
+	uv_timer_t timer;       /* hello timeout, backoff, stop escalation */
+	uv_timer_t hb_timer;    /* heartbeat deadline */
+	int open_handles;       /* handles to close before freeing */
+	bool freeing;
+
+	/* Work and accounting (bus and tasks update these). */
+	int running_tasks;
+	int64_t tokens_in, tokens_out;
+	double cost_usd;
+	uint64_t msgs_in, msgs_out;
+};
+
+/* The registry. */
+struct agents;
+
+struct agents *agents_new(struct orch *o);
+/* Frees every agent (their handles must be closed: call agents_stop_all
+ * and run the loop first). */
+void agents_free(struct agents *as);
+
+/* Loads agents persisted by earlier runs (agent spawn) and the config's
+ * agents, and starts those set to autostart, in order. */
+void agents_start_configured(struct agents *as);
+
+/* Creates an agent from cfg (copied) and starts it.  Returns it, or NULL
+ * with *cause (name taken, bad name). */
+struct agent *agents_spawn(struct agents *as, const struct agent_cfg *cfg, bool from_config,
+                           char **cause);
+
+struct agent *agents_find(struct agents *as, const char *name);
+size_t agents_count(const struct agents *as);
+/* Agents in creation order; i < agents_count. */
+struct agent *agents_at(struct agents *as, size_t i);
+/* Number of agents in a connected state. */
+size_t agents_up(const struct agents *as);
+
+/* Captain actions.  Each returns 0, or -1 with *cause. */
+int agent_stop(struct agent *a, char **cause);
+int agent_start(struct agent *a, char **cause); /* a stopped or failed agent */
+int agent_restart(struct agent *a, char **cause);
+int agent_kill(struct agent *a, int sig, char **cause);
+int agent_pause(struct agent *a, char **cause);
+int agent_resume(struct agent *a, char **cause);
+
+/* True if the agent has capability cap. */
+bool agent_has_cap(const struct agent *a, const char *cap);
+/* True if the agent may be given new work (ready with a free slot). */
+bool agent_can_take_task(const struct agent *a);
+
+/* Sends a protocol line to a connected agent; line is freed.  Returns 0 or
+ * -1 if it is not connected. */
+int agent_send_line(struct agent *a, char *line);
+/* Sends a `command` message (pause, resume, stop, ping, ...). */
+int agent_send_command(struct agent *a, const char *name, json_t *args);
+/* Sends an `error` reply. */
+void agent_send_error(struct agent *a, const char *code, const char *detail, const char *ref);
+
+/* Tells the registry a task slot was taken or freed (ready <-> busy). */
+void agent_tasks_changed(struct agent *a);
+
+/* Stops every agent in reverse start order; calls done(arg) when all have
+ * stopped (at once if none runs). */
+void agents_stop_all(struct agents *as, void (*done)(void *arg), void *arg);
+
+/* Tears every agent down at once, without waiting (SIGKILL, handles
+ * closed); for orch_free without an orderly shutdown. */
+void agents_abandon(struct agents *as);
+
+/* JSON views for agent list / agent info / status / the TUI. */
+json_t *agent_json(const struct agent *a, bool detail);
+/* "restart in 3.4 s, attempt 5", "up 2 m 5 s", "failed: 6 restarts in 60 s". */
+void agent_describe(const struct agent *a, char *out, size_t len);
+
+/* ---- for links (spawn.c, the Bridge) ----------------------------------- */
+
+/* Feeds bytes read from the agent (protocol lines). */
+void agent_link_input(struct agent *a, const char *data, size_t len);
+/* The connection ended (process exit, disconnect). */
+void agent_link_closed(struct agent *a, const struct agent_exit *ex);
+/* A handle of the agent was closed (to know when it can be freed). */
+void agent_handle_closed(struct agent *a);
+
+/* The captain commands (cmd-agent.c). */
+extern const struct cmd_entry cmd_agent_entries[];
+extern const size_t cmd_agent_count;
+
+#endif

@@ -1,0 +1,385 @@
+/* spawn.c — child-process agents: uv_spawn with pipes, the write path with
+ * back-pressure, stderr captured as log records, process-group signals, and
+ * the end of a child (exit plus end of its output). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "log.h"
+#include "orch.h"
+#include "spawn.h"
+
+extern char **environ;
+
+/* Reading from an agent stops while this much is queued towards it (it is
+ * not reading its stdin), and resumes below the low mark. */
+#define SPAWN_HIGH_WATER (1024 * 1024)
+#define SPAWN_LOW_WATER  (256 * 1024)
+/* After the process exits, how long to wait for the rest of its stdout. */
+#define SPAWN_DRAIN_MS 500
+
+struct process_link {
+	struct agent *agent; /* NULL once the agent let go of the link */
+	uv_process_t proc;
+	uv_pipe_t in, out, err;
+	uv_timer_t drain;
+	struct proto_framer errf;
+	int open;          /* handles not yet closed */
+	bool exited;       /* exit callback seen */
+	bool out_eof;      /* stdout ended */
+	bool finished;     /* agent_link_closed called */
+	bool reading;      /* stdout read active */
+	bool want_reading; /* the agent's wish (back-pressure) */
+	int64_t exit_status;
+	int term_signal;
+	pid_t pid;
+	char rbuf[65536];
+	char ebuf[8192];
+};
+
+struct spawn_write {
+	uv_write_t req;
+	struct process_link *pl;
+	size_t len;
+	char data[];
+};
+
+static void
+pl_handle_closed(uv_handle_t *h)
+{
+	struct process_link *pl = h->data;
+	if (--pl->open == 0) {
+		proto_framer_free(&pl->errf);
+		free(pl);
+	}
+}
+
+/* Closes every handle of the link; the link frees itself afterwards. */
+static void
+pl_close(struct process_link *pl)
+{
+	uv_handle_t *hs[] = {(uv_handle_t *)&pl->proc, (uv_handle_t *)&pl->in,
+	                     (uv_handle_t *)&pl->out, (uv_handle_t *)&pl->err,
+	                     (uv_handle_t *)&pl->drain};
+	for (size_t i = 0; i < nitems(hs); i++) {
+		if (!uv_is_closing(hs[i]))
+			uv_close(hs[i], pl_handle_closed);
+	}
+}
+
+/* Reports the end of the child to the agent once it has exited and its
+ * stdout has ended (or the drain time has passed). */
+static void
+pl_maybe_finish(struct process_link *pl, bool force)
+{
+	if (pl->finished || !pl->exited || (!pl->out_eof && !force))
+		return;
+	pl->finished = true;
+	/* Anything the agent left running in its process group goes too. */
+	if (pl->pid > 0)
+		kill(-pl->pid, SIGKILL);
+	struct agent *a = pl->agent;
+	pl->agent = NULL;
+	pl_close(pl);
+	if (a != NULL) {
+		a->proc = NULL;
+		struct agent_exit ex = {
+		    .exited = true,
+		    .status = pl->exit_status,
+		    .signal = pl->term_signal,
+		    .why = pl->term_signal ? "killed" : "exited",
+		};
+		agent_link_closed(a, &ex);
+	}
+}
+
+static void
+pl_on_drain(uv_timer_t *t)
+{
+	pl_maybe_finish(t->data, true);
+}
+
+static void
+pl_on_exit(uv_process_t *p, int64_t status, int sig)
+{
+	struct process_link *pl = p->data;
+	pl->exited = true;
+	pl->exit_status = status;
+	pl->term_signal = sig;
+	if (!pl->out_eof)
+		uv_timer_start(&pl->drain, pl_on_drain, SPAWN_DRAIN_MS, 0);
+	pl_maybe_finish(pl, false);
+}
+
+static void
+pl_alloc_out(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct process_link *pl = h->data;
+	b->base = pl->rbuf;
+	b->len = sizeof pl->rbuf;
+}
+
+static void
+pl_alloc_err(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct process_link *pl = h->data;
+	b->base = pl->ebuf;
+	b->len = sizeof pl->ebuf;
+}
+
+static void
+pl_on_out(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct process_link *pl = s->data;
+	if (n < 0) {
+		uv_read_stop(s);
+		pl->reading = false;
+		pl->out_eof = true;
+		pl_maybe_finish(pl, false);
+		return;
+	}
+	if (n > 0 && pl->agent != NULL)
+		agent_link_input(pl->agent, b->base, (size_t)n);
+}
+
+/* A stderr line becomes a log record of the agent. */
+static void
+pl_on_err_line(void *arg, const char *line, size_t len)
+{
+	struct process_link *pl = arg;
+	if (pl->agent == NULL || len == 0)
+		return;
+	log_emit(orch_log(pl->agent->orch), LVL_INFO, pl->agent->name,
+	         json_pack("{s:s}", "stream", "stderr"), "%.*s", (int)len, line);
+}
+
+static void
+pl_on_err_overflow(void *arg, size_t len)
+{
+	struct process_link *pl = arg;
+	if (pl->agent != NULL)
+		log_warn(orch_log(pl->agent->orch), pl->agent->name,
+		         "stderr line longer than %zu bytes dropped", pl->errf.max_line);
+}
+
+static void
+pl_on_err(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct process_link *pl = s->data;
+	if (n < 0) {
+		uv_read_stop(s);
+		return;
+	}
+	proto_framer_feed(&pl->errf, b->base, (size_t)n);
+}
+
+/* Starts or stops reading stdout per the agent's wish and the queue. */
+static void
+pl_update_reading(struct process_link *pl)
+{
+	if (pl->out_eof || uv_is_closing((uv_handle_t *)&pl->out))
+		return;
+	size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&pl->in);
+	bool on = pl->want_reading && (pl->reading ? q < SPAWN_HIGH_WATER : q < SPAWN_LOW_WATER);
+	if (on && !pl->reading)
+		uv_read_start((uv_stream_t *)&pl->out, pl_alloc_out, pl_on_out);
+	else if (!on && pl->reading)
+		uv_read_stop((uv_stream_t *)&pl->out);
+	pl->reading = on;
+}
+
+static void
+pl_write_done(uv_write_t *req, int status)
+{
+	struct spawn_write *w = (struct spawn_write *)req;
+	struct process_link *pl = w->pl;
+	free(w);
+	if (pl->agent != NULL)
+		pl_update_reading(pl);
+}
+
+static int
+pl_send(struct agent *a, const char *line, size_t len)
+{
+	struct process_link *pl = a->proc;
+	if (pl == NULL || pl->exited || uv_is_closing((uv_handle_t *)&pl->in))
+		return -1;
+	uv_stream_t *s = (uv_stream_t *)&pl->in;
+	size_t off = 0;
+	/* Write at once when nothing is queued: no allocation in the usual case. */
+	if (uv_stream_get_write_queue_size(s) == 0) {
+		uv_buf_t b = uv_buf_init((char *)line, (unsigned)len);
+		int n = uv_try_write(s, &b, 1);
+		if (n == (int)len)
+			return 0;
+		if (n > 0)
+			off = (size_t)n;
+		else if (n != UV_EAGAIN && n != UV_ENOSYS)
+			return -1;
+	}
+	struct spawn_write *w = xmalloc(sizeof *w + len - off);
+	w->pl = pl;
+	w->len = len - off;
+	memcpy(w->data, line + off, len - off);
+	uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+	if (uv_write(&w->req, s, &b, 1, pl_write_done) != 0) {
+		free(w);
+		return -1;
+	}
+	pl_update_reading(pl);
+	return 0;
+}
+
+static size_t
+pl_queued(struct agent *a)
+{
+	struct process_link *pl = a->proc;
+	return pl ? uv_stream_get_write_queue_size((uv_stream_t *)&pl->in) : 0;
+}
+
+static void
+pl_set_reading(struct agent *a, bool on)
+{
+	struct process_link *pl = a->proc;
+	if (pl == NULL)
+		return;
+	pl->want_reading = on;
+	pl_update_reading(pl);
+}
+
+static const struct agent_link_ops process_ops = {
+    .kind = "process",
+    .send = pl_send,
+    .queued = pl_queued,
+    .set_reading = pl_set_reading,
+};
+
+/* Builds the child's environment: ours, the agent's env, and DREAMOS_*.
+ * Returns a NULL-terminated array; free with free_env. */
+static char **
+build_env(struct agent *a)
+{
+	size_t n = 0;
+	while (environ[n] != NULL)
+		n++;
+	char **env = xcalloc(n + a->cfg.nenv + 8, sizeof(char *));
+	size_t k = 0;
+	static const char *const ours[] = {"DREAMOS_AGENT_NAME=", "DREAMOS_HEARTBEAT_INTERVAL=",
+	                                   "DREAMOS_RUNTIME=", "DREAMOS_SESSION="};
+	for (size_t i = 0; i < n; i++) {
+		bool skip = false;
+		for (size_t j = 0; j < nitems(ours) && !skip; j++)
+			skip = strncmp(environ[i], ours[j], strlen(ours[j])) == 0;
+		for (size_t j = 0; j < a->cfg.nenv && !skip; j++) {
+			size_t kl = strcspn(a->cfg.env[j], "=");
+			skip = strncmp(environ[i], a->cfg.env[j], kl + 1) == 0;
+		}
+		if (!skip)
+			env[k++] = xstrdup(environ[i]);
+	}
+	for (size_t j = 0; j < a->cfg.nenv; j++)
+		env[k++] = xstrdup(a->cfg.env[j]);
+	env[k++] = xasprintf("DREAMOS_AGENT_NAME=%s", a->name);
+	double hb = a->cfg.heartbeat_timeout > 0 ? a->cfg.heartbeat_timeout / 3.0 : 10.0;
+	env[k++] = xasprintf("DREAMOS_HEARTBEAT_INTERVAL=%.3f", hb);
+	env[k++] = xasprintf("DREAMOS_RUNTIME=%s", orch_runtime(a->orch));
+	env[k] = NULL;
+	return env;
+}
+
+static void
+free_env(char **env)
+{
+	for (size_t i = 0; env[i] != NULL; i++)
+		free(env[i]);
+	free(env);
+}
+
+int
+spawn_process(struct agent *a, char **cause)
+{
+	uv_loop_t *loop = orch_loop(a->orch);
+	struct process_link *pl = xcalloc(1, sizeof *pl);
+	pl->agent = a;
+	pl->want_reading = true;
+	uv_pipe_init(loop, &pl->in, 0);
+	uv_pipe_init(loop, &pl->out, 0);
+	uv_pipe_init(loop, &pl->err, 0);
+	uv_timer_init(loop, &pl->drain);
+	pl->in.data = pl->out.data = pl->err.data = pl->drain.data = pl->proc.data = pl;
+	pl->open = 4;
+	proto_framer_init(&pl->errf, 16384, pl_on_err_line, pl_on_err_overflow, pl);
+
+	char **args = xcalloc(a->cfg.nargs + 2, sizeof(char *));
+	args[0] = a->cfg.command;
+	for (size_t i = 0; i < a->cfg.nargs; i++)
+		args[i + 1] = a->cfg.args[i];
+	char **env = build_env(a);
+	uv_stdio_container_t stdio[3] = {
+	    {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&pl->in},
+	    {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&pl->out},
+	    {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&pl->err},
+	};
+	uv_process_options_t opts = {
+	    .exit_cb = pl_on_exit,
+	    .file = a->cfg.command,
+	    .args = args,
+	    .env = env,
+	    .cwd = a->cfg.cwd ? a->cfg.cwd : orch_runtime(a->orch),
+	    /* Its own session and process group, so signals reach its
+	     * children and a Ctrl-C at the terminal does not. */
+	    .flags = UV_PROCESS_DETACHED,
+	    .stdio_count = 3,
+	    .stdio = stdio,
+	};
+	int rc = uv_spawn(loop, &pl->proc, &opts);
+	free(args);
+	free_env(env);
+	if (rc != 0) {
+		*cause = xasprintf("cannot start '%s': %s", a->cfg.command, uv_strerror(rc));
+		pl->agent = NULL;
+		/* uv_spawn leaves the process handle initialised on failure. */
+		pl->open = 5;
+		pl_close(pl);
+		return -1;
+	}
+	pl->open = 5;
+	pl->pid = pl->proc.pid;
+	a->pid = pl->proc.pid;
+	a->proc = pl;
+	a->link_ops = &process_ops;
+	uv_read_start((uv_stream_t *)&pl->out, pl_alloc_out, pl_on_out);
+	pl->reading = true;
+	uv_read_start((uv_stream_t *)&pl->err, pl_alloc_err, pl_on_err);
+	return 0;
+}
+
+int
+spawn_signal(struct agent *a, int sig)
+{
+	struct process_link *pl = a->proc;
+	if (pl == NULL || pl->exited || pl->pid <= 0)
+		return -1;
+	if (kill(-pl->pid, sig) != 0 && kill(pl->pid, sig) != 0)
+		return -1;
+	return 0;
+}
+
+void
+spawn_abandon(struct agent *a)
+{
+	struct process_link *pl = a->proc;
+	if (pl == NULL)
+		return;
+	if (!pl->exited && pl->pid > 0)
+		kill(-pl->pid, SIGKILL);
+	pl->agent = NULL;
+	pl->finished = true;
+	a->proc = NULL;
+	a->link_ops = NULL;
+	pl_close(pl);
+}
