@@ -1,6 +1,7 @@
 /* tiny-agent.c — the smallest useful CellPhone v1 agent, for benchmarks.  Plain C, libc only.
  * Usage: tiny-agent [CAPABILITY...].  Environment: DREAMOS_AGENT_NAME (default "tiny"),
- * TINY_AGENT_MAX_TASKS (default 1), TINY_AGENT_HEARTBEAT_MS (heartbeat period; 0/unset: none).
+ * TINY_AGENT_MAX_TASKS (default 1), TINY_AGENT_HEARTBEAT_MS (heartbeat period; 0: none; unset:
+ * DREAMOS_HEARTBEAT_INTERVAL, which the orchestrator sets, else none).
  * Sends hello, then for each line: "message" -> ack its id, "task.assign" -> task.done at
  * once, command "ping" -> heartbeat, command "stop" -> exit 0.  Input is read(2) into one
  * growing buffer (many lines per system call), not stdio, since poll(2) cannot see lines
@@ -37,15 +38,11 @@ static void
 put_json_str(const char *s)
 {
 	putchar('"');
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			printf("\\%c", c);
-		else if (c < 0x20)
-			printf("\\u%04x", c);
-		else
-			putchar(c);
-	}
+	for (; *s; s++) /* escape '"' and '\\', control characters as \u00XX */
+		printf(*s == '"' || *s == '\\' ? "\\%c"
+		       : (*s > 0 && *s < 0x20) ? "\\u%04x"
+		                               : "%c",
+		       *s);
 	putchar('"');
 }
 
@@ -138,8 +135,10 @@ main(int argc, char **argv)
 {
 	const char *name = getenv("DREAMOS_AGENT_NAME"), *e;
 	long max_tasks = (e = getenv("TINY_AGENT_MAX_TASKS")) ? strtol(e, NULL, 10) : 1;
-	long hb_ms = (e = getenv("TINY_AGENT_HEARTBEAT_MS")) ? strtol(e, NULL, 10) : 0;
-	size_t cap = 65536, len = 0, skip = 0;
+	long hb_ms =
+	    (e = getenv("DREAMOS_HEARTBEAT_INTERVAL")) ? (long)(strtod(e, NULL) * 1000) : 0;
+	hb_ms = (e = getenv("TINY_AGENT_HEARTBEAT_MS")) ? strtol(e, NULL, 10) : hb_ms;
+	size_t cap = 65536, len = 0, skip = 0; /* buf grows to hold the longest line */
 	char *buf = malloc(cap);
 	if (!buf)
 		return 1;

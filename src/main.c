@@ -278,10 +278,11 @@ run_foreground(const struct orch_opts *opts)
 	}
 	rs.loop = &loop;
 	orch_set_quit_cb(o, on_quit, &rs);
-	if (opts->demo)
-		log_warn(orch_log(o), "demo",
-		         "demo agents are not there yet: this build runs the orchestrator "
-		         "only (see 'help')");
+	if (orch_start(o, &cause) != 0) {
+		fprintf(stderr, "dreamos: %s\n", cause);
+		free(cause);
+		orch_request_quit(o, "startup failed");
+	}
 	stdin_start(&rs.stdin_reader, &loop, o);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	int rc = orch_free(o);

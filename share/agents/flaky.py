@@ -40,7 +40,7 @@ class Flaky(Agent):
 
     def on_welcome(self, info):
         self.log("info", "flaky up; will crash in %.1f s" % self.lifetime,
-                 lifetime_s=round(self.lifetime, 1), how="SIGSEGV" if self.segv else "exit 1")
+                 lifetime_ms=int(self.lifetime * 1000), how="SIGSEGV" if self.segv else "exit 1")
         self.call_later(self.lifetime, self.crash)
 
     def left(self):

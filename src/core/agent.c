@@ -568,6 +568,15 @@ agent_on_line(void *arg, const char *line, size_t len)
 	case PROTO_USAGE:
 		agent_on_usage(a, &m);
 		break;
+	case PROTO_DEVLOG: {
+		/* Narrative entries: a log record tagged devlog (Dreamscribe
+		 * ingests them when loaded). */
+		json_int_t task = proto_int(&m, "task", 0);
+		json_t *fields = task > 0 ? json_pack("{s:b,s:I}", "devlog", 1, "task", task)
+		                          : json_pack("{s:b}", "devlog", 1);
+		log_emit(orch_log(a->orch), LVL_INFO, a->name, fields, "%s", proto_str(&m, "text"));
+		break;
+	}
 	default:
 		if (!orch_agent_message(a->orch, a, &m))
 			agent_send_error(a, PERR_UNKNOWN_TYPE, "not supported by this orchestrator",

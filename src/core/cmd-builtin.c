@@ -121,10 +121,20 @@ cmd_status_print(struct cmd_ctx *ctx, const json_t *r, struct buf *out)
 	         json_string_value(json_object_get(db, "path")), size,
 	         (long long)json_integer_value(json_object_get(db, "schema")),
 	         json_string_value(json_object_get(db, "state")));
-	buf_addf(out, "agents    %lld   messages %lld   tasks %lld   log records %lld\n",
-	         (long long)json_integer_value(json_object_get(counts, "agents")),
-	         (long long)json_integer_value(json_object_get(counts, "messages")),
-	         (long long)json_integer_value(json_object_get(counts, "tasks")),
+	buf_addf(out, "agents    %lld up of %lld\n",
+	         (long long)json_integer_value(json_object_get(counts, "agents_up")),
+	         (long long)json_integer_value(json_object_get(counts, "agents")));
+	buf_addf(
+	    out,
+	    "messages  %lld accepted, %lld pending (%lld in flight), %lld dead, last id %lld\n",
+	    (long long)json_integer_value(json_object_get(counts, "messages")),
+	    (long long)json_integer_value(json_object_get(counts, "messages_pending")),
+	    (long long)json_integer_value(json_object_get(counts, "messages_inflight")),
+	    (long long)json_integer_value(json_object_get(counts, "messages_dead")),
+	    (long long)json_integer_value(json_object_get(counts, "last_message_id")));
+	buf_addf(out, "tasks     %lld\n",
+	         (long long)json_integer_value(json_object_get(counts, "tasks")));
+	buf_addf(out, "logs      %lld records this run\n",
 	         (long long)json_integer_value(json_object_get(counts, "log_records")));
 	if (json_is_object(bridge))
 		buf_addf(out, "bridge    %s\n",

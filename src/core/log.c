@@ -572,7 +572,8 @@ log_stderr_value(struct buf *b, json_t *v)
 		else
 			log_json_quote(b, s);
 	} else
-		json_dump_callback(v, log_dump_cb, b, JSON_COMPACT | JSON_ENCODE_ANY);
+		json_dump_callback(v, log_dump_cb, b,
+		                   JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
 }
 
 /* "2026-11-21T07:08:09.123Z INFO  source: msg k=v" on stderr. */
@@ -773,7 +774,8 @@ log_emitv(struct logmgr *lm, enum log_level level, const char *source, json_t *f
 		log_iso(lm, rec.ts_ms, iso);
 	if (fields != NULL && (want_file || want_store)) {
 		sc->fields.len = 0;
-		json_dump_callback(fields, log_dump_cb, &sc->fields, JSON_COMPACT);
+		json_dump_callback(fields, log_dump_cb, &sc->fields,
+		                   JSON_COMPACT | JSON_REAL_PRECISION(15));
 		buf_cstr(&sc->fields);
 	}
 	if (lm->to_stderr)

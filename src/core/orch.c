@@ -11,6 +11,7 @@
 
 #include "build-config.h"
 #include "agent.h"
+#include "bus.h"
 #include "cmd.h"
 #include "ctl.h"
 #include "orch.h"
@@ -31,6 +32,7 @@ struct orch {
 	struct cmd_table *cmds;
 	struct ctl_server *ctl;
 	struct agents *agents;
+	struct bus *bus;
 	bool demo;
 	char *share_dir;
 	char *db_path;
@@ -86,6 +88,12 @@ orch_agents(struct orch *o)
 	return o->agents;
 }
 
+struct bus *
+orch_bus(struct orch *o)
+{
+	return o->bus;
+}
+
 const char *
 orch_share_dir(const struct orch *o)
 {
@@ -114,6 +122,11 @@ orch_find_share(void)
 				return xasprintf("%s/share", exe);
 		}
 	}
+	if (access(DREAMOS_PKGDATADIR "/agents", F_OK) == 0)
+		return xstrdup(DREAMOS_PKGDATADIR);
+	/* Not installed: a build tree outside the source tree. */
+	if (access(DREAMOS_SRCDIR "/share/agents", F_OK) == 0)
+		return xstrdup(DREAMOS_SRCDIR "/share");
 	return xstrdup(DREAMOS_PKGDATADIR);
 }
 
@@ -214,7 +227,9 @@ orch_prune(struct orch *o)
 static void
 orch_on_housekeeping(uv_timer_t *t)
 {
-	orch_prune(t->data);
+	struct orch *o = t->data;
+	orch_prune(o);
+	bus_prune(o->bus);
 }
 
 /* Frees what orch_new built; used on failure and by orch_free. */
@@ -228,6 +243,8 @@ orch_release(struct orch *o)
 	}
 	agents_free(o->agents);
 	o->agents = NULL;
+	bus_free(o->bus);
+	o->bus = NULL;
 	cmd_table_free(o->cmds);
 	o->cmds = NULL;
 	logmgr_free(o->log);
@@ -308,7 +325,11 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	o->cmds = cmd_table_new();
 	cmd_register(o->cmds, cmd_builtin_entries, cmd_builtin_count, "core");
 	cmd_register(o->cmds, cmd_agent_entries, cmd_agent_count, "core");
+	cmd_register(o->cmds, cmd_bus_entries, cmd_bus_count, "core");
 	o->agents = agents_new(o);
+	o->bus = bus_new(o);
+	if (bus_recover(o->bus, cause) != 0)
+		goto fail;
 	o->demo = opts->demo;
 	o->share_dir = orch_find_share();
 
@@ -353,6 +374,7 @@ orch_finish(struct orch *o)
 	o->finished = true;
 	ctl_server_stop(o->ctl);
 	o->ctl = NULL;
+	bus_close(o->bus);
 	if (o->handles_started) {
 		uv_close((uv_handle_t *)&o->sig_int, NULL);
 		uv_close((uv_handle_t *)&o->sig_term, NULL);
@@ -479,24 +501,19 @@ orch_agent_state(struct orch *o, struct agent *a, int old_state)
 void
 orch_agent_ready(struct orch *o, struct agent *a)
 {
-	(void)o;
-	(void)a;
+	bus_agent_ready(o->bus, a);
 }
 
 void
 orch_agent_gone(struct orch *o, struct agent *a)
 {
-	(void)o;
-	(void)a;
+	bus_agent_gone(o->bus, a);
 }
 
 bool
 orch_agent_message(struct orch *o, struct agent *a, const struct proto_msg *m)
 {
-	(void)o;
-	(void)a;
-	(void)m;
-	return false;
+	return bus_agent_message(o->bus, a, m);
 }
 
 /* The demo fleet: Python agents from share/agents. */
@@ -527,6 +544,8 @@ orch_start_demo(struct orch *o)
 		ac.args[ac.nargs++] = xasprintf("%s/agents/%s", o->share_dir, demo[i].script);
 		ac.max_tasks = demo[i].max_tasks;
 		ac.restart = RESTART_ALWAYS;
+		ac.env = xcalloc(2, sizeof(char *));
+		ac.env[ac.nenv++] = xstrdup("CHATTER_PEERS=greeter,worker-1,worker-2,flaky");
 		if (demo[i].caps != NULL) {
 			ac.caps = xcalloc(2, sizeof(char *));
 			ac.caps[ac.ncaps++] = xstrdup(demo[i].caps);

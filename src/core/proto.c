@@ -656,7 +656,7 @@ check_to(const char *type, const struct field *fd, json_t *v, struct proto_err *
 {
 	const char *s = json_string_value(v);
 	char sn[SNIP_MAX + 4];
-	if (strcmp(s, "*") == 0 || proto_valid_agent_name(s))
+	if (strcmp(s, "*") == 0 || strcmp(s, "captain") == 0 || proto_valid_agent_name(s))
 		return true;
 	if (s[0] == '#') {
 		if (proto_valid_topic(s + 1))

@@ -83,6 +83,34 @@ static const struct store_migration store_migrations[] = {
             "  cost_usd REAL NOT NULL DEFAULT 0,\n"
             "  updated_ms INTEGER NOT NULL\n"
             ");\n"},
+    /* 2 -> 3: the message bus (bus.c).  AUTOINCREMENT: ids never go back,
+     * even after the newest message is pruned. */
+    {.sql = "CREATE TABLE messages (\n"
+            "  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+            "  ts_ms INTEGER NOT NULL,\n"
+            "  sender TEXT NOT NULL,\n"
+            "  target TEXT NOT NULL,\n"
+            "  priority INTEGER NOT NULL,\n"
+            "  mode TEXT NOT NULL,\n"
+            "  body TEXT NOT NULL,\n"
+            "  reply_to INTEGER\n"
+            ");\n"
+            "CREATE INDEX messages_ts ON messages (ts_ms);\n"
+            "CREATE TABLE deliveries (\n"
+            "  recipient TEXT NOT NULL,\n"
+            "  msg_id INTEGER NOT NULL,\n"
+            "  state INTEGER NOT NULL,\n"
+            "  attempt INTEGER NOT NULL DEFAULT 0,\n"
+            "  updated_ms INTEGER,\n"
+            "  PRIMARY KEY (recipient, msg_id)\n"
+            ") WITHOUT ROWID;\n"
+            "CREATE INDEX deliveries_msg ON deliveries (msg_id);\n"
+            "CREATE INDEX deliveries_open ON deliveries (state) WHERE state != 1;\n"
+            "CREATE TABLE subscriptions (\n"
+            "  agent TEXT NOT NULL,\n"
+            "  topic TEXT NOT NULL,\n"
+            "  PRIMARY KEY (agent, topic)\n"
+            ") WITHOUT ROWID;\n"},
 };
 
 struct stmt_entry {

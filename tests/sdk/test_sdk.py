@@ -65,7 +65,7 @@ class T(Agent):
             self.unsubscribe("#" + body["publish"])
         if "submit" in body:
             ref = self.submit(body["submit"], payload={"k": 1}, capability="compute",
-                              priority="low", after=[3], timeout_s=30, max_retries=2)
+                              priority="low", after=3, timeout_s=30, max_retries=2)
             self.log("info", "submit-ref", ref=ref)
         if body.get("misc"):
             self.devlog("a devlog line", task=5)

@@ -60,6 +60,9 @@ event              method                      called on
 
 Notes:
 
+* Handlers run inside the loop, one at a time: keep them short.  To wait,
+  schedule a timer (``call_later``) instead of sleeping; while a handler
+  blocks, no heartbeats go out and the orchestrator may restart the agent.
 * Standard output is the protocol channel.  On the first protocol write the
   SDK moves it to a private file descriptor and points fd 1 (and
   ``sys.stdout``) at stderr, so a stray ``print()`` in an agent, or the output
@@ -484,7 +487,10 @@ class Agent(object):
     def submit(self, title, payload=None, priority=None, capability=None,
                after=None, timeout_s=None, max_retries=None):
         """Submits a new task (like the captain's ``task add``); returns the
-        request ref, which the orchestrator's answer carries."""
+        request ref, which the orchestrator's answer carries.  after is a
+        task id or a list of them (dependencies)."""
+        if isinstance(after, int) and not isinstance(after, bool):
+            after = [after]
         ref = self._new_ref("t")
         msg = {"type": "task.submit", "title": title, "ref": ref}
         for key, val in (("payload", payload), ("priority", priority),
@@ -887,9 +893,9 @@ class Agent(object):
             pass
 
     def _stderr(self, text):
-        """Writes a line to stderr (the central log, as this agent)."""
+        """Writes a line to stderr, which the orchestrator logs as ours."""
         try:
-            sys.stderr.write("%s: %s\n" % (self.agent, text))
+            sys.stderr.write(text + "\n")
             sys.stderr.flush()
         except Exception:
             pass

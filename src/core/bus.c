@@ -1,0 +1,1029 @@
+/* bus.c — the UnifiedMessageSystem (see bus.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "bus.h"
+#include "intmap.h"
+#include "log.h"
+#include "orch.h"
+#include "store.h"
+#include "strmap.h"
+
+/* A recipient whose queue holds this many messages makes new sends to it
+ * fail with `backpressure` until it catches up. */
+#define BUS_MAX_INBOX 100000
+
+/* One accepted message, shared by its deliveries. */
+struct bmsg {
+	int64_t id;
+	int refs;
+	char *from;
+	char *to;
+	char *body; /* JSON text */
+	enum proto_priority prio;
+	enum proto_mode mode;
+	int64_t ts_ms;
+	int64_t reply_to;
+};
+
+struct inbox;
+
+/* One message for one recipient, queued or in flight. */
+struct delivery {
+	struct bmsg *msg;
+	struct inbox *inbox;
+	int attempt;
+	bool inflight;
+	int64_t deadline;               /* monotonic ms, when in flight */
+	struct delivery *prev, *next;   /* in a queue or the inbox's in-flight list */
+	struct delivery *gprev, *gnext; /* in the bus's in-flight list */
+};
+
+struct dlist {
+	struct delivery *head, *tail;
+	size_t n;
+};
+
+struct inbox {
+	char *name;
+	struct dlist q[PRIO_N];
+	struct dlist inflight;
+	struct intmap byid; /* msg id -> delivery */
+	double drop_rate;
+};
+
+/* A message accepted in this group transaction, answered after commit. */
+struct pending {
+	struct bmsg *msg;
+	struct inbox **to;
+	size_t nto;
+	char *sender; /* agent to answer `sent`, or NULL */
+	char *ref;
+	bus_sent_fn done;
+	void *done_arg;
+	struct pending *next;
+};
+
+struct bus_listener {
+	int id;
+	bus_event_fn fn;
+	void *arg;
+};
+
+struct bus {
+	struct orch *orch;
+	struct strmap inboxes;          /* name -> inbox */
+	struct strmap topics;           /* topic -> struct strmap * of subscriber names */
+	struct intmap msgs;             /* id -> bmsg, while any delivery is pending */
+	struct delivery *ghead, *gtail; /* in flight, by deadline */
+	uv_timer_t timer;
+	bool timer_closed;
+	struct pending *batch, **batch_tail;
+	bool batch_armed;
+	struct bus_stats st;
+	struct bus_listener *listeners;
+	size_t nlisteners;
+	int next_listener;
+	uint64_t rng;
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void
+dlist_push_back(struct dlist *l, struct delivery *d)
+{
+	d->next = NULL;
+	d->prev = l->tail;
+	if (l->tail)
+		l->tail->next = d;
+	else
+		l->head = d;
+	l->tail = d;
+	l->n++;
+}
+
+static void
+dlist_push_front(struct dlist *l, struct delivery *d)
+{
+	d->prev = NULL;
+	d->next = l->head;
+	if (l->head)
+		l->head->prev = d;
+	else
+		l->tail = d;
+	l->head = d;
+	l->n++;
+}
+
+static void
+dlist_remove(struct dlist *l, struct delivery *d)
+{
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		l->head = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	else
+		l->tail = d->prev;
+	d->prev = d->next = NULL;
+	l->n--;
+}
+
+static void
+bmsg_unref(struct bus *b, struct bmsg *m)
+{
+	if (--m->refs > 0)
+		return;
+	if (intmap_get(&b->msgs, m->id) == m)
+		intmap_del(&b->msgs, m->id);
+	free(m->from);
+	free(m->to);
+	free(m->body);
+	free(m);
+}
+
+static struct inbox *
+bus_inbox(struct bus *b, const char *name, bool create)
+{
+	struct inbox *ib = strmap_get(&b->inboxes, name);
+	if (ib == NULL && create) {
+		ib = xcalloc(1, sizeof *ib);
+		ib->name = xstrdup(name);
+		intmap_init(&ib->byid);
+		strmap_set(&b->inboxes, name, ib);
+	}
+	return ib;
+}
+
+static size_t
+inbox_queued(const struct inbox *ib)
+{
+	size_t n = 0;
+	for (int p = 0; p < PRIO_N; p++)
+		n += ib->q[p].n;
+	return n;
+}
+
+/* Returns a pseudo-random number in [0, 1) (xorshift; chaos only). */
+static double
+bus_random(struct bus *b)
+{
+	b->rng ^= b->rng << 13;
+	b->rng ^= b->rng >> 7;
+	b->rng ^= b->rng << 17;
+	return (double)(b->rng >> 11) / 9007199254740992.0;
+}
+
+static void
+bus_emit(struct bus *b, const char *event, const struct bmsg *m, const char *recipient, int attempt)
+{
+	if (b->nlisteners == 0)
+		return;
+	json_t *body = json_loads(m->body, JSON_DECODE_ANY, NULL);
+	json_t *j =
+	    json_pack("{s:I,s:s,s:s,s:s?,s:s,s:s,s:I,s:o,s:i}", "id", (json_int_t)m->id, "from",
+	              m->from, "to", m->to, "recipient", recipient, "priority",
+	              proto_priority_name(m->prio), "mode", proto_mode_name(m->mode), "ts_ms",
+	              (json_int_t)m->ts_ms, "body", body ? body : json_null(), "attempt", attempt);
+	for (size_t i = 0; i < b->nlisteners; i++)
+		b->listeners[i].fn(b->listeners[i].arg, event, j);
+	json_decref(j);
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+static void bus_on_timer(uv_timer_t *t);
+
+struct bus *
+bus_new(struct orch *o)
+{
+	struct bus *b = xcalloc(1, sizeof *b);
+	b->orch = o;
+	strmap_init(&b->inboxes);
+	strmap_init(&b->topics);
+	intmap_init(&b->msgs);
+	b->batch_tail = &b->batch;
+	b->rng = (uint64_t)time_mono_ms() * 2654435761ULL + 1;
+	uv_timer_init(orch_loop(o), &b->timer);
+	b->timer.data = b;
+	return b;
+}
+
+static void
+bus_timer_closed(uv_handle_t *h)
+{
+	struct bus *b = h->data;
+	b->timer_closed = true;
+}
+
+void
+bus_close(struct bus *b)
+{
+	if (b != NULL && !uv_is_closing((uv_handle_t *)&b->timer))
+		uv_close((uv_handle_t *)&b->timer, bus_timer_closed);
+}
+
+static void
+inbox_free(struct bus *b, struct inbox *ib)
+{
+	struct dlist *lists[PRIO_N + 1];
+	for (int p = 0; p < PRIO_N; p++)
+		lists[p] = &ib->q[p];
+	lists[PRIO_N] = &ib->inflight;
+	for (int i = 0; i <= PRIO_N; i++) {
+		struct delivery *d = lists[i]->head, *next;
+		for (; d != NULL; d = next) {
+			next = d->next;
+			bmsg_unref(b, d->msg);
+			free(d);
+		}
+	}
+	intmap_free(&ib->byid);
+	free(ib->name);
+	free(ib);
+}
+
+void
+bus_free(struct bus *b)
+{
+	if (b == NULL)
+		return;
+	size_t it = 0;
+	void *v;
+	while (strmap_next(&b->inboxes, &it, NULL, &v))
+		inbox_free(b, v);
+	strmap_free(&b->inboxes);
+	it = 0;
+	while (strmap_next(&b->topics, &it, NULL, &v)) {
+		strmap_free(v);
+		free(v);
+	}
+	strmap_free(&b->topics);
+	for (struct pending *p = b->batch, *next; p != NULL; p = next) {
+		next = p->next;
+		bmsg_unref(b, p->msg);
+		free(p->to);
+		free(p->sender);
+		free(p->ref);
+		free(p);
+	}
+	intmap_free(&b->msgs);
+	free(b->listeners);
+	free(b);
+}
+
+/* ---- delivery --------------------------------------------------------- */
+
+static void
+bus_arm_timer(struct bus *b)
+{
+	if (b->ghead == NULL) {
+		uv_timer_stop(&b->timer);
+		return;
+	}
+	int64_t wait = b->ghead->deadline - time_mono_ms();
+	uv_timer_start(&b->timer, bus_on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
+}
+
+static void
+global_remove(struct bus *b, struct delivery *d)
+{
+	if (d->gprev)
+		d->gprev->gnext = d->gnext;
+	else
+		b->ghead = d->gnext;
+	if (d->gnext)
+		d->gnext->gprev = d->gprev;
+	else
+		b->gtail = d->gprev;
+	d->gprev = d->gnext = NULL;
+}
+
+/* Takes d out of flight (not out of the inbox's id map). */
+static void
+delivery_unflight(struct bus *b, struct delivery *d)
+{
+	if (!d->inflight)
+		return;
+	dlist_remove(&d->inbox->inflight, d);
+	global_remove(b, d);
+	d->inflight = false;
+	b->st.inflight--;
+}
+
+/* Removes a delivery entirely and frees it. */
+static void
+delivery_drop(struct bus *b, struct delivery *d)
+{
+	if (d->inflight)
+		delivery_unflight(b, d);
+	else
+		dlist_remove(&d->inbox->q[d->msg->prio], d);
+	intmap_del(&d->inbox->byid, d->msg->id);
+	b->st.pending--;
+	bmsg_unref(b, d->msg);
+	free(d);
+}
+
+/* Builds the `message` line for a delivery.  Names and topics are from a
+ * safe character set and the body is already JSON, so no re-encoding. */
+static char *
+delivery_line(const struct delivery *d)
+{
+	const struct bmsg *m = d->msg;
+	char ts[40];
+	time_iso8601(m->ts_ms, ts, sizeof ts);
+	if (m->reply_to > 0)
+		return xasprintf("{\"type\":\"message\",\"id\":%lld,\"from\":\"%s\",\"to\":\"%s\","
+		                 "\"body\":%s,\"priority\":\"%s\",\"mode\":\"%s\",\"ts\":\"%s\","
+		                 "\"attempt\":%d,\"reply_to\":%lld}\n",
+		                 (long long)m->id, m->from, m->to, m->body,
+		                 proto_priority_name(m->prio), proto_mode_name(m->mode), ts,
+		                 d->attempt, (long long)m->reply_to);
+	return xasprintf("{\"type\":\"message\",\"id\":%lld,\"from\":\"%s\",\"to\":\"%s\","
+	                 "\"body\":%s,\"priority\":\"%s\",\"mode\":\"%s\",\"ts\":\"%s\","
+	                 "\"attempt\":%d}\n",
+	                 (long long)m->id, m->from, m->to, m->body, proto_priority_name(m->prio),
+	                 proto_mode_name(m->mode), ts, d->attempt);
+}
+
+/* Marks a delivery dead in the store and drops it. */
+static void
+delivery_dead(struct bus *b, struct delivery *d)
+{
+	struct store *st = orch_store(b->orch);
+	sqlite3_stmt *s = store_stmt(st, "UPDATE deliveries SET state = 2, attempt = ?1, "
+	                                 "updated_ms = ?2 WHERE recipient = ?3 AND msg_id = ?4");
+	if (s != NULL) {
+		sqlite3_bind_int(s, 1, d->attempt);
+		sqlite3_bind_int64(s, 2, time_wall_ms());
+		sqlite3_bind_text(s, 3, d->inbox->name, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(s, 4, d->msg->id);
+		store_step_write(st, s);
+	}
+	log_warn(orch_log(b->orch), "bus",
+	         "message %lld from %s to %s is dead after %d attempts ('dead requeue %lld' "
+	         "retries it)",
+	         (long long)d->msg->id, d->msg->from, d->inbox->name, d->attempt,
+	         (long long)d->msg->id);
+	b->st.dead++;
+	bus_emit(b, "dead", d->msg, d->inbox->name, d->attempt);
+	delivery_drop(b, d);
+}
+
+/* Sends queued messages of an inbox while its window has room. */
+static void
+bus_dispatch(struct bus *b, struct inbox *ib)
+{
+	struct agent *a = agents_find(orch_agents(b->orch), ib->name);
+	if (a == NULL || (a->state != AGENT_READY && a->state != AGENT_BUSY))
+		return;
+	const struct config *cfg = orch_config(b->orch);
+	size_t window = (size_t)cfg->bus.window;
+	int64_t now = time_mono_ms();
+	bool armed = b->ghead != NULL;
+	while (ib->inflight.n < window) {
+		struct delivery *d = NULL;
+		for (int p = PRIO_N - 1; p >= 0 && d == NULL; p--)
+			d = ib->q[p].head;
+		if (d == NULL)
+			break;
+		dlist_remove(&ib->q[d->msg->prio], d);
+		d->attempt++;
+		d->inflight = true;
+		d->deadline = now + (int64_t)(cfg->bus.ack_timeout * 1000.0);
+		dlist_push_back(&ib->inflight, d);
+		d->gprev = b->gtail;
+		d->gnext = NULL;
+		if (b->gtail)
+			b->gtail->gnext = d;
+		else
+			b->ghead = d;
+		b->gtail = d;
+		b->st.inflight++;
+		if (d->attempt > 1) {
+			b->st.redelivered++;
+			struct store *st = orch_store(b->orch);
+			sqlite3_stmt *s = store_stmt(st, "UPDATE deliveries SET attempt = ?1 WHERE "
+			                                 "recipient = ?2 AND msg_id = ?3");
+			if (s != NULL) {
+				sqlite3_bind_int(s, 1, d->attempt);
+				sqlite3_bind_text(s, 2, ib->name, -1, SQLITE_TRANSIENT);
+				sqlite3_bind_int64(s, 3, d->msg->id);
+				store_step_write(st, s);
+			}
+		}
+		if (ib->drop_rate > 0 && bus_random(b) < ib->drop_rate) {
+			b->st.dropped++; /* chaos: lost on the way; redelivered later */
+			continue;
+		}
+		agent_send_line(a, delivery_line(d));
+		b->st.delivered++;
+		bus_emit(b, "delivered", d->msg, ib->name, d->attempt);
+	}
+	if (!armed && b->ghead != NULL)
+		bus_arm_timer(b);
+}
+
+/* Ack deadlines: overdue messages go back to the front of their queue, or
+ * die after max_attempts. */
+static void
+bus_on_timer(uv_timer_t *t)
+{
+	struct bus *b = t->data;
+	int64_t now = time_mono_ms();
+	int max = orch_config(b->orch)->bus.max_attempts;
+	struct strmap touched;
+	strmap_init(&touched);
+	while (b->ghead != NULL && b->ghead->deadline <= now) {
+		struct delivery *d = b->ghead;
+		delivery_unflight(b, d);
+		if (d->attempt >= max) {
+			delivery_dead(b, d);
+			continue;
+		}
+		dlist_push_front(&d->inbox->q[d->msg->prio], d);
+		log_debug(orch_log(b->orch), "bus",
+		          "message %lld to %s not acked in time (attempt %d)",
+		          (long long)d->msg->id, d->inbox->name, d->attempt);
+		strmap_set(&touched, d->inbox->name, d->inbox);
+	}
+	size_t it = 0;
+	void *v;
+	while (strmap_next(&touched, &it, NULL, &v))
+		bus_dispatch(b, v);
+	strmap_free(&touched);
+	bus_arm_timer(b);
+}
+
+void
+bus_agent_ready(struct bus *b, struct agent *a)
+{
+	struct inbox *ib = bus_inbox(b, a->name, false);
+	if (ib != NULL)
+		bus_dispatch(b, ib);
+}
+
+void
+bus_agent_gone(struct bus *b, struct agent *a)
+{
+	struct inbox *ib = bus_inbox(b, a->name, false);
+	if (ib == NULL)
+		return;
+	/* Its unacked messages come back first, in their order. */
+	while (ib->inflight.tail != NULL) {
+		struct delivery *d = ib->inflight.tail;
+		delivery_unflight(b, d);
+		dlist_push_front(&ib->q[d->msg->prio], d);
+	}
+	bus_arm_timer(b);
+}
+
+/* ---- accepting -------------------------------------------------------- */
+
+/* After the group commit: answer the senders and route the messages. */
+static void
+bus_batch_committed(void *arg, int status)
+{
+	struct bus *b = arg;
+	struct pending *p = b->batch;
+	b->batch = NULL;
+	b->batch_tail = &b->batch;
+	b->batch_armed = false;
+	struct strmap touched;
+	strmap_init(&touched);
+	for (struct pending *next; p != NULL; p = next) {
+		next = p->next;
+		struct agent *sender =
+		    p->sender ? agents_find(orch_agents(b->orch), p->sender) : NULL;
+		if (status != 0) {
+			if (sender != NULL)
+				agent_send_error(
+				    sender, PERR_STORE,
+				    "message not stored (store failure); send it again", p->ref);
+			if (p->done)
+				p->done(p->done_arg, 0, 0, PERR_STORE,
+				        "message not stored (store failure)");
+		} else {
+			struct bmsg *m = p->msg;
+			intmap_set(&b->msgs, m->id, m);
+			for (size_t i = 0; i < p->nto; i++) {
+				struct inbox *ib = p->to[i];
+				struct delivery *d = xcalloc(1, sizeof *d);
+				d->msg = m;
+				d->inbox = ib;
+				m->refs++;
+				dlist_push_back(&ib->q[m->prio], d);
+				intmap_set(&ib->byid, m->id, d);
+				b->st.pending++;
+				strmap_set(&touched, ib->name, ib);
+			}
+			b->st.accepted++;
+			if (sender != NULL) {
+				sender->msgs_in++;
+				agent_send_line(sender, proto_sent(p->ref, m->id));
+			}
+			bus_emit(b, "accepted", m, NULL, 0);
+			if (p->done)
+				p->done(p->done_arg, m->id, (int)p->nto, NULL, NULL);
+		}
+		bmsg_unref(b, p->msg);
+		free(p->to);
+		free(p->sender);
+		free(p->ref);
+		free(p);
+	}
+	size_t it = 0;
+	void *v;
+	while (strmap_next(&touched, &it, NULL, &v))
+		bus_dispatch(b, v);
+	strmap_free(&touched);
+}
+
+/* Resolves the recipients of `to`.  Returns the count (array in *out, may
+ * be empty for a topic) or -1 with an error code and detail. */
+static long
+bus_route(struct bus *b, const char *from, const char *to, struct inbox ***out, const char **code,
+          char **detail)
+{
+	struct agents *as = orch_agents(b->orch);
+	struct inbox **v = NULL;
+	size_t n = 0;
+	if (strcmp(to, "*") == 0) {
+		v = xcalloc(agents_count(as) + 1, sizeof *v);
+		for (size_t i = 0; i < agents_count(as); i++) {
+			struct agent *a = agents_at(as, i);
+			if (strcmp(a->name, from) != 0)
+				v[n++] = bus_inbox(b, a->name, true);
+		}
+	} else if (to[0] == '#') {
+		if (!proto_valid_topic(to + 1)) {
+			*code = PERR_BAD_TOPIC;
+			*detail = xasprintf("'%s' is not a valid topic", to);
+			return -1;
+		}
+		struct strmap *subs = strmap_get(&b->topics, to + 1);
+		v = xcalloc((subs ? subs->n : 0) + 1, sizeof *v);
+		size_t it = 0;
+		const char *name;
+		while (subs != NULL && strmap_next(subs, &it, &name, NULL)) {
+			if (strcmp(name, from) != 0)
+				v[n++] = bus_inbox(b, name, true);
+		}
+	} else if (strcmp(to, "captain") == 0) {
+		/* To the operator: stored and shown (history, the TUI), with no
+		 * delivery to wait for. */
+		v = xcalloc(1, sizeof *v);
+	} else {
+		if (strcmp(to, from) == 0) {
+			*code = PERR_SEND_TO_SELF;
+			*detail = xasprintf("an agent cannot send a message to itself");
+			return -1;
+		}
+		if (agents_find(as, to) == NULL) {
+			*code = PERR_UNKNOWN_RECIPIENT;
+			*detail = xasprintf("no agent named '%s'", to);
+			return -1;
+		}
+		v = xcalloc(2, sizeof *v);
+		v[n++] = bus_inbox(b, to, true);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (inbox_queued(v[i]) >= BUS_MAX_INBOX) {
+			*code = PERR_BACKPRESSURE;
+			*detail = xasprintf("'%s' has %d messages waiting; try again later",
+			                    v[i]->name, BUS_MAX_INBOX);
+			free(v);
+			return -1;
+		}
+	}
+	*out = v;
+	return (long)n;
+}
+
+/* Validates, stores and batches one message.  Returns 0, or -1 with an
+ * error code and detail (caller frees detail). */
+static int
+bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, const char *ref,
+           bus_sent_fn done, void *done_arg, const char **code, char **detail)
+{
+	const struct config *cfg = orch_config(b->orch);
+	size_t blen = strlen(req->body);
+	if (blen > cfg->bus.max_body) {
+		*code = PERR_BODY_TOO_LARGE;
+		*detail = xasprintf("body is %zu bytes, bus.max_body is %llu", blen,
+		                    (unsigned long long)cfg->bus.max_body);
+		return -1;
+	}
+	struct inbox **to = NULL;
+	long n = bus_route(b, req->from, req->to, &to, code, detail);
+	if (n < 0)
+		return -1;
+
+	struct store *st = orch_store(b->orch);
+	sqlite3_stmt *s =
+	    store_stmt(st, "INSERT INTO messages (ts_ms, sender, target, priority, "
+	                   "mode, body, reply_to) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+	int64_t now = time_wall_ms();
+	int rc = SQLITE_ERROR;
+	if (s != NULL) {
+		sqlite3_bind_int64(s, 1, now);
+		sqlite3_bind_text(s, 2, req->from, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, req->to, -1, SQLITE_STATIC);
+		sqlite3_bind_int(s, 4, req->priority);
+		sqlite3_bind_text(s, 5, proto_mode_name(req->mode), -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 6, req->body, (int)blen, SQLITE_STATIC);
+		if (req->reply_to > 0)
+			sqlite3_bind_int64(s, 7, req->reply_to);
+		rc = store_step_write(st, s);
+	}
+	if (rc != SQLITE_DONE) {
+		free(to);
+		*code = PERR_STORE;
+		*detail = xasprintf("message not stored: %s", store_state(st));
+		return -1;
+	}
+	int64_t id = sqlite3_last_insert_rowid(store_db(st));
+	sqlite3_stmt *ds = store_stmt(st, "INSERT INTO deliveries (msg_id, recipient, state, "
+	                                  "attempt, updated_ms) VALUES (?1, ?2, 0, 0, ?3)");
+	for (long i = 0; i < n && ds != NULL; i++) {
+		sqlite3_bind_int64(ds, 1, id);
+		sqlite3_bind_text(ds, 2, to[i]->name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(ds, 3, now);
+		store_step_write(st, ds);
+	}
+	struct bmsg *m = xcalloc(1, sizeof *m);
+	m->id = id;
+	m->refs = 1;
+	m->from = xstrdup(req->from);
+	m->to = xstrdup(req->to);
+	m->body = xstrndup(req->body, blen);
+	m->prio = req->priority;
+	m->mode = req->mode;
+	m->ts_ms = now;
+	m->reply_to = req->reply_to;
+	if (id > b->st.last_id)
+		b->st.last_id = id;
+
+	struct pending *p = xcalloc(1, sizeof *p);
+	p->msg = m;
+	p->to = to;
+	p->nto = (size_t)n;
+	p->sender = sender ? xstrdup(sender) : NULL;
+	p->ref = ref ? xstrdup(ref) : NULL;
+	p->done = done;
+	p->done_arg = done_arg;
+	*b->batch_tail = p;
+	b->batch_tail = &p->next;
+	if (!b->batch_armed) {
+		b->batch_armed = true;
+		store_after_commit(st, bus_batch_committed, b);
+	}
+	return 0;
+}
+
+void
+bus_send(struct bus *b, const struct bus_send_req *req, bus_sent_fn done, void *arg)
+{
+	const char *code = NULL;
+	char *detail = NULL;
+	if (bus_accept(b, req, NULL, NULL, done, arg, &code, &detail) != 0) {
+		done(arg, 0, 0, code, detail);
+		free(detail);
+	}
+}
+
+/* send from an agent. */
+static void
+bus_on_send(struct bus *b, struct agent *a, const struct proto_msg *m)
+{
+	const char *ref = proto_str(m, "ref");
+	struct bus_send_req req = {.from = a->name, .to = proto_str(m, "to")};
+	const char *ps = proto_str(m, "priority"), *ms = proto_str(m, "mode");
+	req.priority = PRIO_NORMAL;
+	req.mode = MODE_NORMAL;
+	if (ps != NULL)
+		proto_priority_parse(ps, &req.priority);
+	if (ms != NULL)
+		proto_mode_parse(ms, &req.mode);
+	req.reply_to = proto_int(m, "reply_to", 0);
+	char *body = json_dumps(proto_get(m, "body"), JSON_COMPACT | JSON_ENCODE_ANY);
+	req.body = body;
+	const char *code = NULL;
+	char *detail = NULL;
+	if (bus_accept(b, &req, a->name, ref, NULL, NULL, &code, &detail) != 0) {
+		char *d = xasprintf("send: %s", detail);
+		agent_send_error(a, code, d, ref);
+		free(d);
+		free(detail);
+	}
+	free(body);
+}
+
+/* ack from an agent. */
+static void
+bus_on_ack(struct bus *b, struct agent *a, const struct proto_msg *m)
+{
+	int64_t id = proto_int(m, "id", 0);
+	struct inbox *ib = bus_inbox(b, a->name, false);
+	struct delivery *d = ib ? intmap_get(&ib->byid, id) : NULL;
+	struct store *st = orch_store(b->orch);
+	if (d != NULL) {
+		sqlite3_stmt *s = store_stmt(st, "UPDATE deliveries SET state = 1, updated_ms = ?1 "
+		                                 "WHERE recipient = ?2 AND msg_id = ?3");
+		if (s != NULL) {
+			sqlite3_bind_int64(s, 1, time_wall_ms());
+			sqlite3_bind_text(s, 2, ib->name, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_int64(s, 3, id);
+			store_step_write(st, s);
+		}
+		b->st.acked++;
+		bus_emit(b, "acked", d->msg, ib->name, d->attempt);
+		delivery_drop(b, d);
+		if (b->ghead == NULL)
+			uv_timer_stop(&b->timer);
+		bus_dispatch(b, ib);
+		return;
+	}
+	/* Not pending for this agent: a repeated ack is harmless; anything
+	 * else is an error. */
+	sqlite3_stmt *s = store_stmt(st, "SELECT (SELECT state FROM deliveries WHERE recipient = "
+	                                 "?1 AND msg_id = ?2), EXISTS (SELECT 1 FROM messages "
+	                                 "WHERE id = ?2)");
+	int mine = -1, exists = 0;
+	if (s != NULL) {
+		sqlite3_bind_text(s, 1, a->name, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(s, 2, id);
+		if (sqlite3_step(s) == SQLITE_ROW) {
+			mine = sqlite3_column_type(s, 0) == SQLITE_NULL ? -1
+			                                                : sqlite3_column_int(s, 0);
+			exists = sqlite3_column_int(s, 1);
+		}
+		sqlite3_reset(s);
+	}
+	if (mine >= 0)
+		return;
+	char why[96];
+	if (exists) {
+		snprintf(why, sizeof why, "ack: message %lld was not sent to you", (long long)id);
+		agent_send_error(a, PERR_NOT_YOUR_MESSAGE, why, proto_str(m, "ref"));
+	} else {
+		snprintf(why, sizeof why, "ack: no message %lld", (long long)id);
+		agent_send_error(a, PERR_UNKNOWN_MESSAGE, why, proto_str(m, "ref"));
+	}
+}
+
+/* subscribe / unsubscribe from an agent. */
+static void
+bus_on_subscribe(struct bus *b, struct agent *a, const struct proto_msg *m, bool on)
+{
+	const char *topic = proto_str(m, "topic");
+	if (topic[0] == '#')
+		topic++;
+	struct strmap *subs = strmap_get(&b->topics, topic);
+	struct store *st = orch_store(b->orch);
+	if (on) {
+		if (subs == NULL) {
+			subs = xcalloc(1, sizeof *subs);
+			strmap_init(subs);
+			strmap_set(&b->topics, topic, subs);
+		}
+		strmap_set(subs, a->name, a);
+		sqlite3_stmt *s = store_stmt(st, "INSERT OR IGNORE INTO subscriptions (agent, "
+		                                 "topic) VALUES (?1, ?2)");
+		if (s != NULL) {
+			sqlite3_bind_text(s, 1, a->name, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(s, 2, topic, -1, SQLITE_TRANSIENT);
+			store_step_write(st, s);
+		}
+	} else {
+		if (subs != NULL)
+			strmap_del(subs, a->name);
+		sqlite3_stmt *s = store_stmt(st, "DELETE FROM subscriptions WHERE agent = ?1 AND "
+		                                 "topic = ?2");
+		if (s != NULL) {
+			sqlite3_bind_text(s, 1, a->name, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(s, 2, topic, -1, SQLITE_TRANSIENT);
+			store_step_write(st, s);
+		}
+	}
+	log_debug(orch_log(b->orch), a->name, "%s #%s", on ? "subscribed to" : "unsubscribed from",
+	          topic);
+}
+
+bool
+bus_agent_message(struct bus *b, struct agent *a, const struct proto_msg *m)
+{
+	switch (m->type) {
+	case PROTO_SEND:
+		bus_on_send(b, a, m);
+		return true;
+	case PROTO_ACK:
+		bus_on_ack(b, a, m);
+		return true;
+	case PROTO_SUBSCRIBE:
+	case PROTO_UNSUBSCRIBE:
+		bus_on_subscribe(b, a, m, m->type == PROTO_SUBSCRIBE);
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* ---- recovery --------------------------------------------------------- */
+
+int
+bus_recover(struct bus *b, char **cause)
+{
+	struct store *st = orch_store(b->orch);
+	sqlite3_stmt *s = store_stmt(st, "SELECT seq FROM sqlite_sequence WHERE name = 'messages'");
+	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
+		b->st.last_id = sqlite3_column_int64(s, 0);
+	if (s != NULL)
+		sqlite3_reset(s);
+
+	s = store_stmt(st, "SELECT agent, topic FROM subscriptions");
+	while (s != NULL && sqlite3_step(s) == SQLITE_ROW) {
+		const char *agent = (const char *)sqlite3_column_text(s, 0);
+		const char *topic = (const char *)sqlite3_column_text(s, 1);
+		struct strmap *subs = strmap_get(&b->topics, topic);
+		if (subs == NULL) {
+			subs = xcalloc(1, sizeof *subs);
+			strmap_init(subs);
+			strmap_set(&b->topics, topic, subs);
+		}
+		strmap_set(subs, agent, b);
+	}
+	if (s != NULL)
+		sqlite3_reset(s);
+
+	s = store_stmt(st, "SELECT d.recipient, d.attempt, m.id, m.ts_ms, m.sender, m.target, "
+	                   "m.priority, m.mode, m.body, m.reply_to FROM deliveries d JOIN "
+	                   "messages m ON m.id = d.msg_id WHERE d.state = 0 ORDER BY m.id");
+	size_t n = 0;
+	while (s != NULL && sqlite3_step(s) == SQLITE_ROW) {
+		int64_t id = sqlite3_column_int64(s, 2);
+		struct bmsg *m = intmap_get(&b->msgs, id);
+		if (m == NULL) {
+			m = xcalloc(1, sizeof *m);
+			m->id = id;
+			m->ts_ms = sqlite3_column_int64(s, 3);
+			m->from = xstrdup((const char *)sqlite3_column_text(s, 4));
+			m->to = xstrdup((const char *)sqlite3_column_text(s, 5));
+			int prio = sqlite3_column_int(s, 6);
+			m->prio =
+			    prio >= 0 && prio < PRIO_N ? (enum proto_priority)prio : PRIO_NORMAL;
+			m->mode = MODE_NORMAL;
+			proto_mode_parse((const char *)sqlite3_column_text(s, 7), &m->mode);
+			m->body = xstrdup((const char *)sqlite3_column_text(s, 8));
+			m->reply_to = sqlite3_column_int64(s, 9);
+			intmap_set(&b->msgs, id, m);
+		}
+		struct inbox *ib = bus_inbox(b, (const char *)sqlite3_column_text(s, 0), true);
+		struct delivery *d = xcalloc(1, sizeof *d);
+		d->msg = m;
+		d->inbox = ib;
+		d->attempt = sqlite3_column_int(s, 1);
+		m->refs++;
+		dlist_push_back(&ib->q[m->prio], d);
+		intmap_set(&ib->byid, id, d);
+		b->st.pending++;
+		n++;
+	}
+	if (s != NULL)
+		sqlite3_reset(s);
+	if (n > 0)
+		log_info(orch_log(b->orch), "bus",
+		         "recovered %zu pending deliveries (last id %lld)", n,
+		         (long long)b->st.last_id);
+	(void)cause;
+	return 0;
+}
+
+/* ---- misc ------------------------------------------------------------- */
+
+void
+bus_stats(const struct bus *b, struct bus_stats *out)
+{
+	*out = b->st;
+}
+
+void
+bus_set_drop(struct bus *b, const char *name, double rate)
+{
+	struct inbox *ib = bus_inbox(b, name, true);
+	ib->drop_rate = rate;
+}
+
+int
+bus_subscribe_events(struct bus *b, bus_event_fn fn, void *arg)
+{
+	b->listeners = xreallocarray(b->listeners, b->nlisteners + 1, sizeof *b->listeners);
+	b->listeners[b->nlisteners] = (struct bus_listener){++b->next_listener, fn, arg};
+	b->nlisteners++;
+	return b->next_listener;
+}
+
+void
+bus_unsubscribe_events(struct bus *b, int id)
+{
+	for (size_t i = 0; i < b->nlisteners; i++) {
+		if (b->listeners[i].id == id) {
+			memmove(&b->listeners[i], &b->listeners[i + 1],
+			        (b->nlisteners - i - 1) * sizeof *b->listeners);
+			b->nlisteners--;
+			return;
+		}
+	}
+}
+
+/* Requeues a dead message for all its dead deliveries.  Returns the number
+ * requeued, or -1 if the id has no dead delivery. */
+int
+bus_dead_requeue(struct bus *b, int64_t id)
+{
+	struct store *st = orch_store(b->orch);
+	sqlite3_stmt *s =
+	    store_stmt(st, "SELECT d.recipient, m.ts_ms, m.sender, m.target, "
+	                   "m.priority, m.mode, m.body, m.reply_to FROM deliveries d "
+	                   "JOIN messages m ON m.id = d.msg_id WHERE d.msg_id = ?1 AND "
+	                   "d.state = 2");
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, id);
+	char **names = NULL;
+	size_t n = 0;
+	struct bmsg *m = intmap_get(&b->msgs, id);
+	bool fresh = m == NULL;
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		if (m == NULL) {
+			m = xcalloc(1, sizeof *m);
+			m->id = id;
+			m->ts_ms = sqlite3_column_int64(s, 1);
+			m->from = xstrdup((const char *)sqlite3_column_text(s, 2));
+			m->to = xstrdup((const char *)sqlite3_column_text(s, 3));
+			int prio = sqlite3_column_int(s, 4);
+			m->prio =
+			    prio >= 0 && prio < PRIO_N ? (enum proto_priority)prio : PRIO_NORMAL;
+			proto_mode_parse((const char *)sqlite3_column_text(s, 5), &m->mode);
+			m->body = xstrdup((const char *)sqlite3_column_text(s, 6));
+			m->reply_to = sqlite3_column_int64(s, 7);
+		}
+		names = xreallocarray(names, n + 1, sizeof *names);
+		names[n++] = xstrdup((const char *)sqlite3_column_text(s, 0));
+	}
+	sqlite3_reset(s);
+	if (n == 0) {
+		free(names);
+		return -1;
+	}
+	if (fresh)
+		intmap_set(&b->msgs, id, m);
+	sqlite3_stmt *u = store_stmt(st, "UPDATE deliveries SET state = 0, attempt = 0, "
+	                                 "updated_ms = ?1 WHERE msg_id = ?2 AND state = 2");
+	if (u != NULL) {
+		sqlite3_bind_int64(u, 1, time_wall_ms());
+		sqlite3_bind_int64(u, 2, id);
+		store_step_write(st, u);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct inbox *ib = bus_inbox(b, names[i], true);
+		struct delivery *d = xcalloc(1, sizeof *d);
+		d->msg = m;
+		d->inbox = ib;
+		m->refs++;
+		dlist_push_back(&ib->q[m->prio], d);
+		intmap_set(&ib->byid, id, d);
+		b->st.pending++;
+		bus_dispatch(b, ib);
+		free(names[i]);
+	}
+	free(names);
+	return (int)n;
+}
+
+/* Deletes acknowledged history older than bus.retention. */
+void
+bus_prune(struct bus *b)
+{
+	double keep = orch_config(b->orch)->bus.retention;
+	if (keep <= 0)
+		return;
+	struct store *st = orch_store(b->orch);
+	int64_t before = time_wall_ms() - (int64_t)(keep * 1000.0);
+	sqlite3_stmt *s = store_stmt(st, "DELETE FROM deliveries WHERE state = 1 AND msg_id IN "
+	                                 "(SELECT id FROM messages WHERE ts_ms < ?1)");
+	if (s != NULL) {
+		sqlite3_bind_int64(s, 1, before);
+		store_step_write(st, s);
+	}
+	s = store_stmt(st, "DELETE FROM messages WHERE ts_ms < ?1 AND NOT EXISTS (SELECT 1 FROM "
+	                   "deliveries d WHERE d.msg_id = messages.id)");
+	if (s != NULL) {
+		sqlite3_bind_int64(s, 1, before);
+		store_step_write(st, s);
+	}
+}

@@ -1,0 +1,81 @@
+/* bus.h — the UnifiedMessageSystem: routing (direct, broadcast, topics),
+ * priorities, durability before `sent`, at-least-once delivery with acks,
+ * redelivery, dead letters, history.
+ *
+ * Every accepted message gets a monotonic id and is written to SQLite (one
+ * row in messages, one per recipient in deliveries) in the current group
+ * transaction; the sender hears `sent` and the recipients get the message
+ * only after that transaction commits.  Each recipient has an inbox: four
+ * FIFO queues (one per priority, higher first) and an in-flight list bounded
+ * by bus.window.  An in-flight message comes back to the front of its queue
+ * when its ack does not arrive within bus.ack_timeout or when its recipient
+ * disconnects; after bus.max_attempts it is dead. */
+#ifndef DREAMOS_BUS_H
+#define DREAMOS_BUS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cmd.h"
+#include "proto.h"
+
+struct orch;
+struct agent;
+struct bus;
+
+struct bus *bus_new(struct orch *o);
+void bus_free(struct bus *b);
+/* Loads pending deliveries and subscriptions from the store. */
+int bus_recover(struct bus *b, char **cause);
+/* Closes the timer (run the loop afterwards). */
+void bus_close(struct bus *b);
+
+/* Agent hooks. */
+void bus_agent_ready(struct bus *b, struct agent *a);
+void bus_agent_gone(struct bus *b, struct agent *a);
+/* Handles send, ack, subscribe, unsubscribe; false for other types. */
+bool bus_agent_message(struct bus *b, struct agent *a, const struct proto_msg *m);
+
+/* Done callback of a send: id > 0 once durable, or 0 with an error. */
+typedef void (*bus_sent_fn)(void *arg, int64_t id, int nrecipients, const char *err_code,
+                            const char *err_detail);
+
+struct bus_send_req {
+	const char *from; /* agent name or "captain" */
+	const char *to;   /* name, "*", "#topic" */
+	const char *body; /* JSON text */
+	enum proto_priority priority;
+	enum proto_mode mode;
+	int64_t reply_to; /* 0: none */
+};
+/* Accepts a message (validates, stores, and routes after commit); done is
+ * called once (possibly before return on a validation error). */
+void bus_send(struct bus *b, const struct bus_send_req *req, bus_sent_fn done, void *arg);
+
+struct bus_stats {
+	uint64_t accepted, delivered, redelivered, acked, dead, dropped;
+	uint64_t pending; /* queued + in flight */
+	uint64_t inflight;
+	int64_t last_id;
+};
+void bus_stats(const struct bus *b, struct bus_stats *out);
+
+/* Chaos: drop a share (0..1) of the deliveries to agent name (they are
+ * redelivered after ack_timeout).  0 turns it off. */
+void bus_set_drop(struct bus *b, const char *name, double rate);
+
+/* Listeners for live traffic (TUI, Bridge observers). */
+typedef void (*bus_event_fn)(void *arg, const char *event, const json_t *msg);
+int bus_subscribe_events(struct bus *b, bus_event_fn fn, void *arg);
+void bus_unsubscribe_events(struct bus *b, int id);
+
+/* Requeues the dead deliveries of message id; returns how many, or -1. */
+int bus_dead_requeue(struct bus *b, int64_t id);
+/* Deletes acknowledged history older than bus.retention. */
+void bus_prune(struct bus *b);
+
+extern const struct cmd_entry cmd_bus_entries[];
+extern const size_t cmd_bus_count;
+
+#endif

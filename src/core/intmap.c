@@ -1,0 +1,122 @@
+/* intmap.c — linear probing with a multiplicative hash. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "intmap.h"
+#include "util.h"
+
+#define INTMAP_EMPTY 0
+#define INTMAP_TOMB  (-1)
+
+static size_t
+intmap_hash(int64_t k)
+{
+	uint64_t x = (uint64_t)k * 0x9E3779B97F4A7C15ULL;
+	return (size_t)(x ^ (x >> 29));
+}
+
+void
+intmap_init(struct intmap *m)
+{
+	memset(m, 0, sizeof *m);
+}
+
+void
+intmap_free(struct intmap *m)
+{
+	free(m->slots);
+	intmap_init(m);
+}
+
+static struct intmap_slot *
+intmap_find(const struct intmap *m, int64_t key)
+{
+	if (m->cap == 0)
+		return NULL;
+	size_t mask = m->cap - 1;
+	for (size_t i = intmap_hash(key) & mask;; i = (i + 1) & mask) {
+		struct intmap_slot *s = &m->slots[i];
+		if (s->key == INTMAP_EMPTY)
+			return NULL;
+		if (s->key == key)
+			return s;
+	}
+}
+
+void *
+intmap_get(const struct intmap *m, int64_t key)
+{
+	struct intmap_slot *s = intmap_find(m, key);
+	return s ? s->value : NULL;
+}
+
+static void
+intmap_resize(struct intmap *m, size_t cap)
+{
+	struct intmap_slot *old = m->slots;
+	size_t oldcap = m->cap;
+	m->slots = xcalloc(cap, sizeof *m->slots);
+	m->cap = cap;
+	m->used = m->n;
+	for (size_t i = 0; i < oldcap; i++) {
+		if (old[i].key <= 0)
+			continue;
+		size_t j = intmap_hash(old[i].key) & (cap - 1);
+		while (m->slots[j].key != INTMAP_EMPTY)
+			j = (j + 1) & (cap - 1);
+		m->slots[j] = old[i];
+	}
+	free(old);
+}
+
+void
+intmap_set(struct intmap *m, int64_t key, void *value)
+{
+	struct intmap_slot *s = intmap_find(m, key);
+	if (s != NULL) {
+		s->value = value;
+		return;
+	}
+	if ((m->used + 1) * 4 >= m->cap * 3)
+		intmap_resize(m, m->cap == 0                   ? 16
+		                 : (m->n + 1) * 4 > m->cap * 2 ? m->cap * 2
+		                                               : m->cap);
+	size_t mask = m->cap - 1;
+	size_t i = intmap_hash(key) & mask;
+	while (m->slots[i].key > 0)
+		i = (i + 1) & mask;
+	if (m->slots[i].key == INTMAP_EMPTY)
+		m->used++;
+	m->slots[i].key = key;
+	m->slots[i].value = value;
+	m->n++;
+}
+
+void *
+intmap_del(struct intmap *m, int64_t key)
+{
+	struct intmap_slot *s = intmap_find(m, key);
+	if (s == NULL)
+		return NULL;
+	void *v = s->value;
+	s->key = INTMAP_TOMB;
+	s->value = NULL;
+	m->n--;
+	return v;
+}
+
+int
+intmap_next(const struct intmap *m, size_t *iter, int64_t *key, void **value)
+{
+	while (*iter < m->cap) {
+		struct intmap_slot *s = &m->slots[(*iter)++];
+		if (s->key > 0) {
+			if (key)
+				*key = s->key;
+			if (value)
+				*value = s->value;
+			return 1;
+		}
+	}
+	return 0;
+}
