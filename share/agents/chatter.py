@@ -39,7 +39,7 @@ class Chatter(Agent):
     """Sends and publishes chit-chat."""
 
     def __init__(self, peers):
-        super().__init__(capabilities=["chat"], version="1.0")
+        super().__init__(capabilities=["chat"], max_tasks=0, version="1.0")
         self.peers = peers
         self.interval = max(0.1, env_float("CHATTER_INTERVAL", 3.0))
         self.submit_every = env_float("CHATTER_SUBMIT_EVERY", 20.0)

@@ -27,7 +27,7 @@ class Flaky(Agent):
     """Works for a while, then dies."""
 
     def __init__(self):
-        super().__init__(capabilities=["flaky"], version="1.0")
+        super().__init__(capabilities=["flaky"], max_tasks=0, version="1.0")
         seed = os.environ.get("DREAMOS_FLAKY_SEED")
         self.rng = random.Random(seed) if seed else random.Random()
         self.lifetime = self.rng.uniform(5.0, 20.0)

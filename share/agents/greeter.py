@@ -35,7 +35,7 @@ class Greeter(Agent):
     """Greets senders, listens to #greetings."""
 
     def __init__(self):
-        super().__init__(capabilities=["greet"], version="1.0")
+        super().__init__(capabilities=["greet"], max_tasks=0, version="1.0")
         self.greeted = 0
         self.heard = 0
         self.rng = random.Random()

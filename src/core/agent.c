@@ -60,8 +60,8 @@ agent_state_connected(enum agent_state s)
 /* The edges of the state machine: allowed[from] is a bit set of targets. */
 #define B(s) (1u << (s))
 static const unsigned allowed[AGENT_NSTATES] = {
-    [AGENT_STARTING] = B(AGENT_READY) | B(AGENT_PAUSED) | B(AGENT_BACKOFF) | B(AGENT_STOPPING) |
-                       B(AGENT_STOPPED) | B(AGENT_FAILED) | B(AGENT_STARTING),
+    [AGENT_STARTING] = B(AGENT_READY) | B(AGENT_BUSY) | B(AGENT_PAUSED) | B(AGENT_BACKOFF) |
+                       B(AGENT_STOPPING) | B(AGENT_STOPPED) | B(AGENT_FAILED) | B(AGENT_STARTING),
     [AGENT_READY] = B(AGENT_BUSY) | B(AGENT_PAUSED) | B(AGENT_UNHEALTHY) | B(AGENT_BACKOFF) |
                     B(AGENT_STOPPING) | B(AGENT_STOPPED) | B(AGENT_FAILED) | B(AGENT_STARTING),
     [AGENT_BUSY] = B(AGENT_READY) | B(AGENT_PAUSED) | B(AGENT_UNHEALTHY) | B(AGENT_BACKOFF) |
@@ -212,7 +212,7 @@ agent_live_state(const struct agent *a)
 {
 	if (a->paused_flag)
 		return AGENT_PAUSED;
-	return a->running_tasks >= a->max_tasks ? AGENT_BUSY : AGENT_READY;
+	return a->max_tasks > 0 && a->running_tasks >= a->max_tasks ? AGENT_BUSY : AGENT_READY;
 }
 
 static void agent_on_timer(uv_timer_t *t);
@@ -995,7 +995,7 @@ agent_can_take_task(const struct agent *a)
 void
 agent_tasks_changed(struct agent *a)
 {
-	if (a->state == AGENT_READY && a->running_tasks >= a->max_tasks)
+	if (a->state == AGENT_READY && a->max_tasks > 0 && a->running_tasks >= a->max_tasks)
 		agent_set_state(a, AGENT_BUSY, LVL_DEBUG, NULL);
 	else if (a->state == AGENT_BUSY && a->running_tasks < a->max_tasks)
 		agent_set_state(a, AGENT_READY, LVL_DEBUG, NULL);

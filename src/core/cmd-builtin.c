@@ -132,8 +132,14 @@ cmd_status_print(struct cmd_ctx *ctx, const json_t *r, struct buf *out)
 	    (long long)json_integer_value(json_object_get(counts, "messages_inflight")),
 	    (long long)json_integer_value(json_object_get(counts, "messages_dead")),
 	    (long long)json_integer_value(json_object_get(counts, "last_message_id")));
-	buf_addf(out, "tasks     %lld\n",
-	         (long long)json_integer_value(json_object_get(counts, "tasks")));
+	json_t *ts = json_object_get(counts, "task_states");
+#define TS(k) ((long long)json_integer_value(json_object_get(ts, (k))))
+	buf_addf(out,
+	         "tasks     %lld queued, %lld blocked, %lld running, %lld failed, %lld done, %lld "
+	         "dead, %lld cancelled\n",
+	         TS("queued"), TS("blocked"), TS("assigned") + TS("running"), TS("failed"),
+	         TS("done"), TS("dead"), TS("cancelled"));
+#undef TS
 	buf_addf(out, "logs      %lld records this run\n",
 	         (long long)json_integer_value(json_object_get(counts, "log_records")));
 	if (json_is_object(bridge))

@@ -373,7 +373,7 @@ static const struct cfg_key agent_keys[] = {
     KENV("env", A(env), A(nenv)),
     KSTR("cwd", A(cwd), NULL, .flags = F_NULLABLE),
     KSTRLIST("capabilities", A(caps), A(ncaps)),
-    KINT("max_tasks", A(max_tasks), 1, 1000, 1, .flags = F_AGENTDEF),
+    KINT("max_tasks", A(max_tasks), 0, 1000, 1, .flags = F_AGENTDEF),
     KENUM("restart", A(restart), &restart_enum, RESTART_ON_FAILURE, .flags = F_AGENTDEF),
     KMAP("backoff", A(backoff), agent_backoff_keys, .flags = F_AGENTDEF),
     KDUR("heartbeat_timeout", A(heartbeat_timeout), 30, .flags = F_AGENTDEF),

@@ -12,6 +12,7 @@
 #include "build-config.h"
 #include "agent.h"
 #include "bus.h"
+#include "task.h"
 #include "cmd.h"
 #include "ctl.h"
 #include "orch.h"
@@ -33,6 +34,7 @@ struct orch {
 	struct ctl_server *ctl;
 	struct agents *agents;
 	struct bus *bus;
+	struct tasks *tasks;
 	bool demo;
 	char *share_dir;
 	char *db_path;
@@ -92,6 +94,12 @@ struct bus *
 orch_bus(struct orch *o)
 {
 	return o->bus;
+}
+
+struct tasks *
+orch_tasks(struct orch *o)
+{
+	return o->tasks;
 }
 
 const char *
@@ -245,6 +253,8 @@ orch_release(struct orch *o)
 	o->agents = NULL;
 	bus_free(o->bus);
 	o->bus = NULL;
+	tasks_free(o->tasks);
+	o->tasks = NULL;
 	cmd_table_free(o->cmds);
 	o->cmds = NULL;
 	logmgr_free(o->log);
@@ -326,9 +336,13 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	cmd_register(o->cmds, cmd_builtin_entries, cmd_builtin_count, "core");
 	cmd_register(o->cmds, cmd_agent_entries, cmd_agent_count, "core");
 	cmd_register(o->cmds, cmd_bus_entries, cmd_bus_count, "core");
+	cmd_register(o->cmds, cmd_task_entries, cmd_task_count, "core");
 	o->agents = agents_new(o);
 	o->bus = bus_new(o);
 	if (bus_recover(o->bus, cause) != 0)
+		goto fail;
+	o->tasks = tasks_new(o);
+	if (tasks_recover(o->tasks, cause) != 0)
 		goto fail;
 	o->demo = opts->demo;
 	o->share_dir = orch_find_share();
@@ -375,6 +389,7 @@ orch_finish(struct orch *o)
 	ctl_server_stop(o->ctl);
 	o->ctl = NULL;
 	bus_close(o->bus);
+	tasks_close(o->tasks);
 	if (o->handles_started) {
 		uv_close((uv_handle_t *)&o->sig_int, NULL);
 		uv_close((uv_handle_t *)&o->sig_term, NULL);
@@ -444,8 +459,22 @@ orch_status_json(struct orch *o)
 	                       o->store ? store_state(o->store) : "closed", "schema",
 	                       o->store ? store_schema_version(o->store) : 0, "commits",
 	                       (json_int_t)ss.commits, "last_commit_ms", ss.last_commit_ms);
-	json_t *counts = json_pack("{s:i,s:i,s:i,s:I}", "agents", 0, "messages", 0, "tasks", 0,
-	                           "log_records", (json_int_t)ls.emitted);
+	struct bus_stats bs;
+	struct task_counts tc;
+	bus_stats(o->bus, &bs);
+	tasks_counts(o->tasks, &tc);
+	json_t *tstates = json_object();
+	for (int i = 0; i < TASK_NSTATES; i++)
+		json_object_set_new(tstates, task_state_name((enum task_state)i),
+		                    json_integer((json_int_t)tc.n[i]));
+	json_t *counts = json_pack(
+	    "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I}", "agents",
+	    (json_int_t)agents_count(o->agents), "agents_up", (json_int_t)agents_up(o->agents),
+	    "messages", (json_int_t)bs.accepted, "messages_pending", (json_int_t)bs.pending,
+	    "messages_inflight", (json_int_t)bs.inflight, "messages_dead", (json_int_t)bs.dead,
+	    "last_message_id", (json_int_t)bs.last_id, "tasks", (json_int_t)tc.submitted,
+	    "last_task_id", (json_int_t)tc.last_id, "task_states", tstates, "log_records",
+	    (json_int_t)ls.emitted);
 	return json_pack("{s:s,s:I,s:s,s:f,s:s,s:s,s:s?,s:s,s:o,s:o,s:n,s:s,s:I}", "version",
 	                 PACKAGE_VERSION, "pid", (json_int_t)getpid(), "mode", o->mode, "uptime_s",
 	                 (double)(time_mono_ms() - o->started_mono_ms) / 1000.0, "started", started,
@@ -471,6 +500,30 @@ orch_complete(struct orch *o, const char *hint, const char *partial, cmd_complet
 			const char *name = agents_at(o->agents, i)->name;
 			if (strncmp(name, partial, strlen(partial)) == 0)
 				add(name, arg);
+		}
+	} else if (strcmp(hint, "task") == 0) {
+		/* Unfinished tasks, newest first. */
+		struct task_counts tc;
+		tasks_counts(o->tasks, &tc);
+		for (int64_t id = tc.last_id; id > 0 && id > tc.last_id - 10000; id--) {
+			if (tasks_get(o->tasks, id) == NULL)
+				continue;
+			char w[24];
+			snprintf(w, sizeof w, "%lld", (long long)id);
+			if (strncmp(w, partial, strlen(partial)) == 0)
+				add(w, arg);
+		}
+	} else if (strcmp(hint, "task") == 0) {
+		/* Unfinished tasks, newest first. */
+		struct task_counts tc;
+		tasks_counts(o->tasks, &tc);
+		for (int64_t id = tc.last_id; id > 0 && id > tc.last_id - 10000; id--) {
+			if (tasks_get(o->tasks, id) == NULL)
+				continue;
+			char w[24];
+			snprintf(w, sizeof w, "%lld", (long long)id);
+			if (strncmp(w, partial, strlen(partial)) == 0)
+				add(w, arg);
 		}
 	} else if (strcmp(hint, "cap") == 0) {
 		struct strmap seen;
@@ -502,18 +555,20 @@ void
 orch_agent_ready(struct orch *o, struct agent *a)
 {
 	bus_agent_ready(o->bus, a);
+	tasks_agent_ready(o->tasks, a);
 }
 
 void
 orch_agent_gone(struct orch *o, struct agent *a)
 {
 	bus_agent_gone(o->bus, a);
+	tasks_agent_gone(o->tasks, a);
 }
 
 bool
 orch_agent_message(struct orch *o, struct agent *a, const struct proto_msg *m)
 {
-	return bus_agent_message(o->bus, a, m);
+	return bus_agent_message(o->bus, a, m) || tasks_agent_message(o->tasks, a, m);
 }
 
 /* The demo fleet: Python agents from share/agents. */
@@ -558,7 +613,42 @@ orch_start_demo(struct orch *o)
 		}
 		agent_cfg_clear(&ac);
 	}
-	log_info(o->log, "demo", "demo fleet started from %s/agents", o->share_dir);
+	/* A few tasks, so the task pane moves from the first second: one
+	 * fails once and is retried, two form a chain. */
+	static const struct {
+		const char *title, *cap, *payload;
+		enum proto_priority prio;
+		int after; /* index into this table + 1, or 0 */
+	} tasks[] = {
+	    {"count the words of a poem", "text",
+	     "{\"text\": \"the quick brown fox jumps over the lazy dog\"}", PRIO_NORMAL, 0},
+	    {"sum the numbers to 100000", "compute", "{\"n\": 100000}", PRIO_HIGH, 0},
+	    {"a job that fails once", "compute", "{\"fail\": true}", PRIO_NORMAL, 0},
+	    {"prepare the report", "compute", "{\"duration\": 2}", PRIO_LOW, 0},
+	    {"publish the report", "text", "{\"text\": \"report ready\"}", PRIO_URGENT, 4},
+	};
+	int64_t ids[nitems(tasks)] = {0};
+	for (size_t i = 0; i < nitems(tasks); i++) {
+		int64_t dep = tasks[i].after > 0 ? ids[tasks[i].after - 1] : 0;
+		struct task_spec spec = {.title = tasks[i].title,
+		                         .payload = tasks[i].payload,
+		                         .priority = tasks[i].prio,
+		                         .capability = tasks[i].cap,
+		                         .after = dep > 0 ? &dep : NULL,
+		                         .nafter = dep > 0 ? 1 : 0,
+		                         .max_retries = -1,
+		                         .submitter = "demo"};
+		char *cause = NULL;
+		struct task *t = tasks_submit(o->tasks, &spec, &cause);
+		if (t == NULL) {
+			log_error(o->log, "demo", "%s", cause);
+			free(cause);
+			continue;
+		}
+		ids[i] = t->id;
+	}
+	log_info(o->log, "demo", "demo fleet started from %s/agents, %zu tasks queued",
+	         o->share_dir, nitems(tasks));
 }
 
 int

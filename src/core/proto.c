@@ -431,7 +431,7 @@ static const struct msg_schema schemas[PROTO_NTYPES] = {
         REQ("proto", T_INT, .check = check_proto),
         REQ("name", T_STR, .check = check_agent_name),
         OPT("capabilities", T_ARR, .check = check_caps),
-        OPT("max_tasks", T_INT, .range = R_MIN | R_MAX, .lo = 1, .hi = 1000),
+        OPT("max_tasks", T_INT, .range = R_MIN | R_MAX, .lo = 0, .hi = 1000),
         OPT("version", T_STR),
     }},
     [PROTO_HEARTBEAT] = {{

@@ -111,6 +111,33 @@ static const struct store_migration store_migrations[] = {
             "  topic TEXT NOT NULL,\n"
             "  PRIMARY KEY (agent, topic)\n"
             ") WITHOUT ROWID;\n"},
+    /* 3 -> 4: the task manager (task.c). */
+    {.sql = "CREATE TABLE tasks (\n"
+            "  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+            "  title TEXT NOT NULL,\n"
+            "  payload TEXT,\n"
+            "  priority INTEGER NOT NULL,\n"
+            "  capability TEXT,\n"
+            "  timeout_s REAL NOT NULL,\n"
+            "  max_retries INTEGER NOT NULL,\n"
+            "  attempt INTEGER NOT NULL DEFAULT 0,\n"
+            "  state TEXT NOT NULL,\n"
+            "  agent TEXT,\n"
+            "  progress REAL NOT NULL DEFAULT 0,\n"
+            "  note TEXT,\n"
+            "  result TEXT,\n"
+            "  error TEXT,\n"
+            "  submitter TEXT,\n"
+            "  created_ms INTEGER NOT NULL,\n"
+            "  updated_ms INTEGER NOT NULL,\n"
+            "  retry_at_ms INTEGER\n"
+            ");\n"
+            "CREATE INDEX tasks_state ON tasks (state);\n"
+            "CREATE TABLE task_deps (\n"
+            "  task INTEGER NOT NULL,\n"
+            "  after INTEGER NOT NULL,\n"
+            "  PRIMARY KEY (task, after)\n"
+            ") WITHOUT ROWID;\n"},
 };
 
 struct stmt_entry {

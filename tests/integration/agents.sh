@@ -163,9 +163,8 @@ ok "agent find: capabilities from hello ∪ config"
 ctl agent spawn p1 --cap spawncap --env PROBE_MODE=normal -- "$PYBIN" -u "$PROBE" >"$T/spawn.out" 2>&1 ||
 	fail "agent spawn p1: $(cat "$T/spawn.out")"
 grep -q "agent p1 spawned" "$T/spawn.out" || fail "spawn message: $(cat "$T/spawn.out")"
-wait_for 10 "p1 ready in agent list" sh -c "\"\$DREAMOS\" ctl --runtime \"\$1\" agent list --json |
-	\"\$2\" -c 'import json,sys; sys.exit(0 if any(a[\"name\"] == \"p1\" and a[\"state\"] == \"ready\" for a in json.load(sys.stdin)) else 1)'" \
-	sh "$RT" "$PY"
+p1_listed_ready() { ctl agent list --json | jtest "any(a['name'] == 'p1' and a['state'] == 'ready' for a in j)"; }
+wait_for 10 "p1 ready in agent list" p1_listed_ready
 agent_is p1 "j['source'] == 'spawn' and j['capabilities'] == ['spawncap'] and j['restart'] == 'on-failure'" ||
 	fail "agent info p1: $(ctl agent info p1)"
 ctl agent find spawncap --json | jtest "[a['name'] for a in j] == ['p1']" || fail "find spawncap"

@@ -828,8 +828,6 @@ test_error_range(void **state)
 	     "t.yaml:2: agents.max_line: 100 is out of range (1KiB-64MiB)"},
 	    {"agents:\n  backoff:\n    factor: 0.5\n",
 	     "t.yaml:3: agents.backoff.factor: 0.5 is out of range (1-1000)"},
-	    {"agents:\n  - name: a\n    command: x\n    max_tasks: 0\n",
-	     "t.yaml:4: agents[0].max_tasks: 0 is out of range (1-1000)"},
 	    {"agents:\n  - name: a\n    command: x\n    intensity:\n      period: 0\n",
 	     "t.yaml:5: agents[0].intensity.period: 0 is out of range (more than 0, at most "
 	     "3650d)"},

@@ -547,8 +547,6 @@ test_parse_errors(void **state)
 	          "hello: field 'name': 'captain' is not a valid agent name (1 to 64 letters, "
 	          "digits, '_', '.' or '-'; not 'captain')");
 	parse_bad("{\"type\":\"hello\",\"proto\":1,\"name\":\"\"}", PERR_BAD_FIELD, NULL);
-	parse_bad("{\"type\":\"hello\",\"proto\":1,\"name\":\"a\",\"max_tasks\":0}", PERR_BAD_FIELD,
-	          "hello: field 'max_tasks' must be between 1 and 1000, not 0");
 	parse_bad("{\"type\":\"hello\",\"proto\":1,\"name\":\"a\",\"max_tasks\":1001}",
 	          PERR_BAD_FIELD, NULL);
 	parse_bad("{\"type\":\"hello\",\"proto\":1,\"name\":\"a\",\"max_tasks\":1e2}",
