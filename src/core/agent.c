@@ -236,7 +236,8 @@ agent_do_start(struct agent *a)
 	uv_timer_stop(&a->hb_timer);
 
 	if (a->cfg.type != NULL && strcmp(a->cfg.type, "process") != 0) {
-		agent_set_state(a, AGENT_FAILED, LVL_ERROR, "unknown agent type");
+		/* Attached agents come back by reattaching, not by spawning. */
+		agent_set_state(a, AGENT_STOPPED, LVL_INFO, "waiting for its link to reconnect");
 		return;
 	}
 	if (spawn_process(a, &cause) != 0) {
@@ -1074,6 +1075,74 @@ agents_stop_all(struct agents *as, void (*done)(void *arg), void *arg)
 		log_info(orch_log(as->orch), "agents", "stopping %zu agents in reverse start order",
 		         agents_up(as));
 	agents_stop_next(as);
+}
+
+struct agent *
+agents_attach(struct agents *as, const char *name, const char *type, const char *const *caps,
+	      size_t ncaps, int max_tasks, const struct agent_link_ops *ops, void *link,
+	      char **cause)
+{
+	struct agent *a = agents_find(as, name);
+	if (a != NULL) {
+		if (agent_state_connected(a->state) || a->proc != NULL ||
+		    a->state == AGENT_STARTING || a->state == AGENT_STOPPING) {
+			*cause = xasprintf("agent '%s' is already connected (%s)", name,
+					   agent_state_name(a->state));
+			return NULL;
+		}
+		if (a->cfg.command != NULL) {
+			*cause = xasprintf("agent '%s' is a process agent", name);
+			return NULL;
+		}
+		uv_timer_stop(&a->timer);
+	} else {
+		if (!proto_valid_agent_name(name)) {
+			*cause = xasprintf("invalid agent name '%s'", name);
+			return NULL;
+		}
+		struct agent_cfg ac;
+		agent_cfg_init(&ac, orch_config(as->orch));
+		ac.name = xstrdup(name);
+		free(ac.type);
+		ac.type = xstrdup(type);
+		ac.restart = RESTART_NEVER;
+		ac.autostart = false;
+		a = agent_new(as, &ac, true);
+		agent_cfg_clear(&ac);
+	}
+	for (size_t i = 0; i < a->ncaps; i++)
+		free(a->caps[i]);
+	a->caps = xreallocarray(a->caps, ncaps + 1, sizeof(char *));
+	a->ncaps = 0;
+	for (size_t i = 0; i < ncaps; i++)
+		a->caps[a->ncaps++] = xstrdup(caps[i]);
+	a->max_tasks = max_tasks;
+	a->link_ops = ops;
+	a->link = link;
+	a->hello_done = true;
+	a->stop_requested = false;
+	a->start_seq = ++as->next_seq;
+	a->started_ms = a->ready_ms = a->last_seen_ms = time_mono_ms();
+	free(a->session);
+	a->session = agent_session_id();
+	agent_set_state(a, AGENT_STARTING, LVL_DEBUG, type);
+	agent_set_state(a, agent_live_state(a), LVL_INFO, "connected");
+	if (a->cfg.heartbeat_timeout > 0)
+		uv_timer_start(&a->hb_timer, agent_on_hb_timer,
+			       (uint64_t)(a->cfg.heartbeat_timeout * 1000.0), 0);
+	orch_agent_ready(a->orch, a);
+	return a;
+}
+
+void
+agent_detach(struct agent *a, const char *why)
+{
+	if (!a->hello_done)
+		return;
+	a->link = NULL;
+	/* Not a crash: it stops and waits to be reattached. */
+	struct agent_exit ex = {.exited = true, .status = 0, .why = why};
+	agent_link_closed(a, &ex);
 }
 
 void

@@ -169,6 +169,18 @@ void agent_tasks_changed(struct agent *a);
  * stopped (at once if none runs). */
 void agents_stop_all(struct agents *as, void (*done)(void *arg), void *arg);
 
+/* Connects an agent that is not a child process: an in-process agent of an
+ * extension, a remote agent of the Bridge, or a test double.  ops sends its
+ * lines; link is its state (a->link).  If an agent of that name exists and
+ * is not connected and not a process, it is reattached (a reconnect: its
+ * inbox and tasks come back).  The agent is ready at once (no hello).
+ * Returns it, or NULL with *cause. */
+struct agent *agents_attach(struct agents *as, const char *name, const char *type,
+			    const char *const *caps, size_t ncaps, int max_tasks,
+			    const struct agent_link_ops *ops, void *link, char **cause);
+/* The link of an attached agent went away (why: "disconnected", ...). */
+void agent_detach(struct agent *a, const char *why);
+
 /* Tears every agent down at once, without waiting (SIGKILL, handles
  * closed); for orch_free without an orderly shutdown. */
 void agents_abandon(struct agents *as);
