@@ -522,6 +522,8 @@ class DreamosSide:
         if r.get("source") != "tiny":
             return None
         to = (r.get("fields") or {}).get("to")
+        if to == "backoff":
+            return ("exited", iso_ms(r["ts"]), None)
         if to == "starting":
             m = RE_DOS_PID.search(r.get("msg", ""))
             return ("spawned", iso_ms(r["ts"]), int(m.group(1)) if m else None)
@@ -614,6 +616,8 @@ stderr_logfile=%(dir)s/tiny.err
         s = RE_SV_SPAWNED.search(msg)
         if s:
             return ("spawned", ts, int(s.group(1)))
+        if msg.startswith("exited: tiny "):
+            return ("exited", ts, None)
         if msg.startswith("success: tiny entered RUNNING state"):
             return ("up", ts, None)
         return None
@@ -636,11 +640,12 @@ def _user():
 def kill_and_watch_log(side, pid, timeout=15.0):
     """Unobserved run: SIGKILL, then read the supervisor's log file (no request
     is made to the supervisor) until it records the program up again.
-    Returns (kill->spawned ms, kill->up ms, new pid) from the log timestamps."""
+    Returns (kill->exit noticed, kill->spawned, kill->up) in ms from the log
+    timestamps, and the new pid."""
     side.tail.skip_to_end()
     kill_ms = time.time() * 1000.0
     os.kill(pid, signal.SIGKILL)
-    spawned = up = new_pid = None
+    exited = spawned = up = new_pid = None
     end = time.monotonic() + timeout
     while up is None:
         for line in side.tail.lines():
@@ -648,7 +653,9 @@ def kill_and_watch_log(side, pid, timeout=15.0):
             if ev is None:
                 continue
             kind, ts, p = ev
-            if kind == "spawned" and spawned is None:
+            if kind == "exited" and exited is None:
+                exited = ts
+            elif kind == "spawned" and spawned is None:
                 spawned, new_pid = ts, p
             elif kind == "up" and spawned is not None:
                 up = ts
@@ -660,7 +667,8 @@ def kill_and_watch_log(side, pid, timeout=15.0):
             time.sleep(side.args.poll_ms / 1000.0)
     # Log times are whole milliseconds (truncated): compare with the kill's.
     k = math.floor(kill_ms)
-    return max(0.0, spawned - k), max(0.0, up - k), new_pid
+    return tuple(max(0.0, t - k) if t is not None else float("nan")
+                 for t in (exited, spawned, up)) + (new_pid,)
 
 
 def kill_and_poll_api(side, pid, timeout=15.0):
@@ -674,7 +682,7 @@ def kill_and_poll_api(side, pid, timeout=15.0):
 
 def run_restart(args, side, rng):
     """Both methods for one supervisor.  Returns a dict of latency lists (ms)."""
-    out = {"spawned": [], "up": [], "api": []}
+    out = {"exited": [], "spawned": [], "up": [], "api": []}
     side.start()
     try:
         pid = side.wait_api_up(None, 10.0)
@@ -682,7 +690,8 @@ def run_restart(args, side, rng):
         # at a random phase of any periodic (1 s) wake-up of the supervisor.
         for _ in range(args.iterations):
             time.sleep(rng.uniform(0.05, 1.05))
-            s, u, pid = kill_and_watch_log(side, pid)
+            e, s, u, pid = kill_and_watch_log(side, pid)
+            out["exited"].append(e)
             out["spawned"].append(s)
             out["up"].append(u)
         time.sleep(0.2)
@@ -804,9 +813,11 @@ def report_restart(dos, sv, args):
         return None
 
     say("  unobserved (times from each supervisor's own log, 1 ms resolution; no requests made):")
+    row("dreamos      kill -> exit noticed (-> backoff)", dos["exited"])
     row("dreamos      kill -> new process (-> starting)", dos["spawned"])
     row("dreamos      kill -> ready (hello received)", dos["up"])
     if sv:
+        row("supervisord  kill -> exit noticed (exited:)", sv["exited"])
         row("supervisord  kill -> new process (spawned:)", sv["spawned"])
         row("supervisord  kill -> RUNNING (startsecs=0)", sv["up"])
     r_up = ratio("ratio supervisord/dreamos, kill -> up" + (" (1 ms floor)"), dos["up"],

@@ -17,6 +17,7 @@
 #include "ctl.h"
 #include "orch.h"
 #include "runtime.h"
+#include "tui.h"
 #include "util.h"
 
 static void
@@ -251,6 +252,7 @@ stdin_stop(struct stdin_reader *r)
 struct run_state {
 	struct stdin_reader stdin_reader;
 	uv_loop_t *loop;
+	struct tui *tui;
 };
 
 static void
@@ -258,10 +260,11 @@ on_quit(void *arg)
 {
 	struct run_state *rs = arg;
 	stdin_stop(&rs->stdin_reader);
+	tui_stop(rs->tui);
 }
 
 static int
-run_foreground(const struct orch_opts *opts)
+run_foreground(const struct orch_opts *opts, bool tui)
 {
 	uv_loop_t loop;
 	struct orch *o;
@@ -277,13 +280,20 @@ run_foreground(const struct orch_opts *opts)
 		return 1;
 	}
 	rs.loop = &loop;
+	rs.tui = NULL;
 	orch_set_quit_cb(o, on_quit, &rs);
 	if (orch_start(o, &cause) != 0) {
 		fprintf(stderr, "dreamos: %s\n", cause);
 		free(cause);
 		orch_request_quit(o, "startup failed");
 	}
-	stdin_start(&rs.stdin_reader, &loop, o);
+	if (tui && tui_start(o, &rs.tui, &cause) != 0) {
+		fprintf(stderr, "dreamos: %s\n", cause);
+		free(cause);
+		orch_request_quit(o, "no terminal for the TUI");
+	}
+	if (!tui)
+		stdin_start(&rs.stdin_reader, &loop, o);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	int rc = orch_free(o);
 	/* Close anything a component left open, then let the loop drain. */
@@ -291,6 +301,7 @@ run_foreground(const struct orch_opts *opts)
 	if (uv_loop_close(&loop) != 0)
 		fprintf(stderr, "dreamos: warning: handles left open at exit\n");
 	buf_free(&rs.stdin_reader.in);
+	tui_free(rs.tui);
 	return rc;
 }
 
@@ -363,9 +374,14 @@ main(int argc, char **argv)
 		        argv[optind], argv[optind]);
 		return 2;
 	}
-	/* The TUI arrives with its own issue; until then every mode runs the
-	 * orchestrator in the foreground with logs on stderr. */
-	opts.log_stderr = true;
-	opts.mode = opts.demo ? "demo" : headless ? "headless" : "foreground";
-	return run_foreground(&opts);
+	/* Without a terminal there is no TUI: say so and run headless. */
+	bool tui = !headless;
+	if (tui && (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))) {
+		fprintf(stderr, "dreamos: no terminal for the TUI: running headless (logs on "
+		                "stderr)\n");
+		tui = false;
+	}
+	opts.log_stderr = !tui;
+	opts.mode = opts.demo ? "demo" : tui ? "tui" : "headless";
+	return run_foreground(&opts, tui);
 }

@@ -1079,15 +1079,15 @@ agents_stop_all(struct agents *as, void (*done)(void *arg), void *arg)
 
 struct agent *
 agents_attach(struct agents *as, const char *name, const char *type, const char *const *caps,
-	      size_t ncaps, int max_tasks, const struct agent_link_ops *ops, void *link,
-	      char **cause)
+              size_t ncaps, int max_tasks, const struct agent_link_ops *ops, void *link,
+              char **cause)
 {
 	struct agent *a = agents_find(as, name);
 	if (a != NULL) {
 		if (agent_state_connected(a->state) || a->proc != NULL ||
 		    a->state == AGENT_STARTING || a->state == AGENT_STOPPING) {
 			*cause = xasprintf("agent '%s' is already connected (%s)", name,
-					   agent_state_name(a->state));
+			                   agent_state_name(a->state));
 			return NULL;
 		}
 		if (a->cfg.command != NULL) {
@@ -1129,7 +1129,7 @@ agents_attach(struct agents *as, const char *name, const char *type, const char 
 	agent_set_state(a, agent_live_state(a), LVL_INFO, "connected");
 	if (a->cfg.heartbeat_timeout > 0)
 		uv_timer_start(&a->hb_timer, agent_on_hb_timer,
-			       (uint64_t)(a->cfg.heartbeat_timeout * 1000.0), 0);
+		               (uint64_t)(a->cfg.heartbeat_timeout * 1000.0), 0);
 	orch_agent_ready(a->orch, a);
 	return a;
 }

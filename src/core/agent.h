@@ -176,8 +176,8 @@ void agents_stop_all(struct agents *as, void (*done)(void *arg), void *arg);
  * inbox and tasks come back).  The agent is ready at once (no hello).
  * Returns it, or NULL with *cause. */
 struct agent *agents_attach(struct agents *as, const char *name, const char *type,
-			    const char *const *caps, size_t ncaps, int max_tasks,
-			    const struct agent_link_ops *ops, void *link, char **cause);
+                            const char *const *caps, size_t ncaps, int max_tasks,
+                            const struct agent_link_ops *ops, void *link, char **cause);
 /* The link of an attached agent went away (why: "disconnected", ...). */
 void agent_detach(struct agent *a, const char *why);
 

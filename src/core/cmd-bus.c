@@ -77,6 +77,12 @@ cmd_bus_send_common(struct cmd_ctx *ctx, const char *to, int first, enum proto_m
 	return CMD_WAIT;
 }
 
+static void
+cmd_bus_sent_print(struct cmd_ctx *ctx, const json_t *r, struct buf *out)
+{
+	buf_addf(out, "%s\n", json_string_value(json_object_get(r, "message")));
+}
+
 static enum cmd_retval
 cmd_send_exec(struct cmd_ctx *ctx)
 {
