@@ -799,6 +799,7 @@ def report_restart(dos, sv, args):
     say("  %-52s %10s %10s %10s" % ("", "p50", "p90", "max"))
 
     def row(label, v):
+        v = [x for x in v if not math.isnan(x)]
         if not v:
             say("  %-52s %10s %10s %10s" % (label, "-", "-", "-"))
         else:
@@ -903,6 +904,11 @@ def main():
                              text=True).stdout.split("\n")[0]
     say("Dream.OS agent benchmarks: %s" % version)
     say("machine: %s" % machine())
+    try:
+        with open("/proc/loadavg") as f:
+            say("load average at start: %s" % " ".join(f.read().split()[:3]))
+    except OSError:
+        pass
     want_fds = 6 * args.agents + 256
     nofile, problem = raise_nofile(want_fds)
     say("open-files limit: %s%s" % (nofile, "" if problem is None else " -- " + problem))

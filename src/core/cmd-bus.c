@@ -314,6 +314,7 @@ const struct cmd_entry cmd_bus_entries[] = {
         .complete_args = "agent",
         .role = ROLE_OPERATOR,
         .exec = cmd_send_exec,
+        .print = cmd_bus_sent_print,
     },
     {
         .name = "broadcast",
@@ -324,6 +325,7 @@ const struct cmd_entry cmd_bus_entries[] = {
         .opts = send_opts,
         .role = ROLE_OPERATOR,
         .exec = cmd_broadcast_exec,
+        .print = cmd_bus_sent_print,
     },
     {
         .name = "publish",
@@ -334,6 +336,7 @@ const struct cmd_entry cmd_bus_entries[] = {
         .opts = send_opts,
         .role = ROLE_OPERATOR,
         .exec = cmd_publish_exec,
+        .print = cmd_bus_sent_print,
     },
     {
         .name = "captain",
@@ -346,6 +349,7 @@ const struct cmd_entry cmd_bus_entries[] = {
         .complete_args = "agent",
         .role = ROLE_CAPTAIN,
         .exec = cmd_captain_exec,
+        .print = cmd_bus_sent_print,
     },
     {
         .name = "history",

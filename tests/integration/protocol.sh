@@ -17,6 +17,17 @@ export PROBE_LOGDIR PROBE_PIDFILE
 mkdir -p "$PROBE_LOGDIR"
 : >"$PROBE_PIDFILE"
 
+# alive PID: true if the process exists and is not a zombie.
+alive() {
+	kill -0 "$1" 2>/dev/null || return 1
+	if [ -r "/proc/$1/stat" ]; then
+		st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
+		[ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+		return
+	fi
+	return 0
+}
+
 proto_cleanup() {
 	leftover=$(cat "$PROBE_PIDFILE" 2>/dev/null)
 	cleanup
@@ -316,9 +327,7 @@ kill -TERM "$PID"
 wait_exit "$PID" 15
 [ "$RC" = 0 ] || fail "shutdown exit status $RC"
 for p in $(cat "$PROBE_PIDFILE"); do
-	if kill -0 "$p" 2>/dev/null && ! grep -q '^[^ ]* ([^)]*) Z' "/proc/$p/stat" 2>/dev/null; then
-		fail "process $p left after shutdown"
-	fi
+	alive "$p" && fail "process $p left after shutdown"
 done
 ok "shutdown: exit 0, no probe left"
 
