@@ -5,20 +5,25 @@
 # A producer agent sends MESSAGES messages to a consumer agent as fast as the
 # protocol allows and records the id of every `sent` answer (the message is
 # durable from then on); the consumer records every message it receives
-# before acking it.  dreamos is killed with SIGKILL at a random moment
-# (MIN_DELAY..MAX_DELAY seconds after each start) ITERATIONS times and
-# started again on the same runtime each time; the config agents come back
-# with it, the producer goes on where it stopped.  After the last kill
-# dreamos runs until the producer is done and the consumer has drained.
+# before acking it.  dreamos is killed with SIGKILL ITERATIONS times, each
+# time at a random moment: after a random number (MIN_GAP..MAX_GAP) of
+# further `sent` answers, or, once the producer is done, a random delay
+# (MIN_DELAY..MAX_DELAY seconds) after the start, while the consumer drains.
+# Each time it is started again on the same runtime; the config agents come
+# back with it and the producer goes on where it stopped.  After the last
+# kill dreamos runs until the producer is done and the consumer has drained.
 # Every id recorded as sent must have been received at least once.
+# --iterations 0 is one long uninterrupted run.
 #
-# Usage: bench/bus-crash.sh [--iterations N] [--messages N] [--min-delay S]
-#                           [--max-delay S] [--seed N] [--keep]
+# Usage: bench/bus-crash.sh [--iterations N] [--messages N] [--min-gap N]
+#            [--max-gap N] [--min-delay S] [--max-delay S] [--seed N] [--keep]
 # The same settings from the environment: BUS_ITERATIONS (default 10),
-# BUS_MESSAGES (default 100000), BUS_MIN_DELAY (0.2), BUS_MAX_DELAY (1.5),
-# BUS_SEED (default: from the clock).  --keep keeps the scratch directory.
+# BUS_MESSAGES (default 100000), BUS_MIN_GAP (1000), BUS_MAX_GAP (10000),
+# BUS_MIN_DELAY (0.2), BUS_MAX_DELAY (1.5), BUS_SEED (default: from the
+# clock).  --keep keeps the scratch directory.
 # DREAMOS names the binary (default: _build/dreamos or ./dreamos of the tree,
-# else dreamos in PATH); PYTHON3 the interpreter (default python3).
+# else dreamos in PATH; a private copy is run); PYTHON3 the interpreter
+# (default python3).
 #
 # Prints one line per kill, then a summary:
 #   iterations 10, messages 100000, sent 100000, received 100412,
@@ -37,9 +42,12 @@ if [ -z "${DREAMOS:-}" ]; then
 		{ echo "bus-crash: no dreamos binary: set DREAMOS" >&2; exit 2; }
 fi
 export DREAMOS
+DREAMOS_ORIG=$DREAMOS
 
 ITER=${BUS_ITERATIONS:-10}
 N=${BUS_MESSAGES:-100000}
+GMIN=${BUS_MIN_GAP:-1000}
+GMAX=${BUS_MAX_GAP:-10000}
 MIN=${BUS_MIN_DELAY:-0.2}
 MAX=${BUS_MAX_DELAY:-1.5}
 SEED=${BUS_SEED:-$(date +%s)}
@@ -52,6 +60,8 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--iterations) ITER=${2:?}; shift 2 ;;
 	--messages) N=${2:?}; shift 2 ;;
+	--min-gap) GMIN=${2:?}; shift 2 ;;
+	--max-gap) GMAX=${2:?}; shift 2 ;;
 	--min-delay) MIN=${2:?}; shift 2 ;;
 	--max-delay) MAX=${2:?}; shift 2 ;;
 	--seed) SEED=${2:?}; shift 2 ;;
@@ -60,9 +70,15 @@ while [ $# -gt 0 ]; do
 	*) echo "bus-crash: unknown argument '$1'" >&2; usage ;;
 	esac
 done
-case "$ITER$N$SEED" in *[!0-9]*) echo "bus-crash: iterations, messages and seed are integers" >&2; exit 2 ;; esac
+case "$ITER$N$SEED$GMIN$GMAX" in
+*[!0-9]*) echo "bus-crash: iterations, messages, gaps and seed are integers" >&2; exit 2 ;;
+esac
+[ "$GMAX" -ge "$GMIN" ] || { echo "bus-crash: --max-gap < --min-gap" >&2; exit 2; }
 
 . "$top_srcdir/tests/integration/lib.sh"
+# A private copy, so that a rebuild of the tree during the run changes nothing.
+cp "$DREAMOS" "$T/dreamos" || fail "cannot copy $DREAMOS"
+DREAMOS=$T/dreamos
 
 PY=${PYTHON3:-python3}
 PYBIN=$(command -v "$PY") || fail "no $PY"
@@ -143,19 +159,31 @@ agents:
       env: {BUS_LOG: "$RECV"}
 EOF
 
-echo "bus-crash: dreamos $DREAMOS, $N messages, $ITER kills $MIN..$MAX s after each start, seed $SEED"
+echo "bus-crash: dreamos $DREAMOS_ORIG, $N messages, $ITER kills (every $GMIN..$GMAX sent, or $MIN..$MAX s into the drain), seed $SEED"
+# Line k: the gap and the delay of kill k.
+PLAN=$(awk -v s="$SEED" -v n="$ITER" -v g0="$GMIN" -v g1="$GMAX" -v lo="$MIN" -v hi="$MAX" \
+	'BEGIN { srand(s); for (i = 1; i <= n; i++) printf "%d %.3f\n", g0 + int(rand() * (g1 - g0 + 1)), lo + rand() * (hi - lo) }')
 t0=$(now)
 k=0
 while [ $k -lt "$ITER" ]; do
 	k=$((k + 1))
-	delay=$(awk -v s="$SEED" -v k="$k" -v lo="$MIN" -v hi="$MAX" \
-		'BEGIN { srand(s + k * 7919); printf "%.3f", lo + rand() * (hi - lo) }')
+	set -- $(echo "$PLAN" | sed -n "${k}p")
+	gap=$1 delay=$2
+	before=$(nsent)
 	start_headless --config "$T/crash.yaml"
-	sleep "$delay"
+	if [ "$before" -lt "$N" ]; then
+		target=$((before + gap))
+		[ "$target" -le "$N" ] || target=$N
+		wait_for 120 "$target sent" sent_at_least "$target"
+		how="after $(($(nsent) - before)) more sent"
+	else
+		sleep "$delay"
+		how="$delay s after the start"
+	fi
 	kill -KILL "$PID"
 	wait "$PID" 2>/dev/null
 	wait_for 20 "the agents to end after kill $k" agents_gone
-	echo "kill $k after $delay s: sent $(nsent) of $N, received $(count msg "$RECV")"
+	echo "kill $k $how: sent $(nsent) of $N, received $(count msg "$RECV")"
 done
 
 start_headless --config "$T/crash.yaml"
@@ -168,7 +196,7 @@ total=$(elapsed "$t0")
 res=$(verify --json) || true
 summary=$(echo "$res" | "$PY" -c "import json,sys; j=json.load(sys.stdin); print('sent %d, received %d, lost %d, duplicates %d, unrecorded %d' % (j['sent'], j['received'], j['lost'], j['duplicates'], j['unrecorded']))")
 echo "iterations $ITER, messages $N, $summary, elapsed $total s (drain $drain s)"
-ctl quit >/dev/null 2>&1
+ctl quit >/dev/null || fail "quit"
 wait_exit "$PID" 30
 echo "$res" | "$PY" -c "import json,sys; sys.exit(0 if json.load(sys.stdin)['lost'] == 0 else 1)" ||
 	fail "messages lost: $(verify)"

@@ -216,6 +216,20 @@ agent_live_state(const struct agent *a)
 }
 
 static void agent_on_timer(uv_timer_t *t);
+
+/* Ends the agent's connection: a signal to a child process, or closing
+ * another link.  Returns 0, or -1 if there is nothing to end. */
+static int
+agent_end_link(struct agent *a, int sig)
+{
+	if (a->proc != NULL)
+		return spawn_signal(a, sig);
+	if (a->link_ops != NULL && a->link_ops->close != NULL && a->hello_done) {
+		a->link_ops->close(a);
+		return 0;
+	}
+	return -1;
+}
 static void agent_on_hb_timer(uv_timer_t *t);
 static void agents_stop_next(struct agents *as);
 
@@ -268,7 +282,7 @@ agent_stop_step(struct agent *a)
 	}
 	if (a->stop_phase == 1) {
 		a->stop_phase = 2;
-		if (spawn_signal(a, SIGTERM) == 0) {
+		if (agent_end_link(a, SIGTERM) == 0) {
 			uv_timer_start(&a->timer, agent_on_timer, grace, 0);
 			return;
 		}
@@ -278,7 +292,7 @@ agent_stop_step(struct agent *a)
 			log_warn(orch_log(a->orch), a->name,
 			         "did not exit %.1f s after SIGTERM: SIGKILL", a->cfg.stop_grace);
 		a->stop_phase = 3;
-		spawn_signal(a, SIGKILL);
+		agent_end_link(a, SIGKILL);
 		uv_timer_start(&a->timer, agent_on_timer, grace, 0);
 	}
 }
@@ -293,7 +307,7 @@ agent_on_timer(uv_timer_t *t)
 		log_warn(orch_log(a->orch), a->name, "no hello within %.1f s: killing it",
 		         a->cfg.hello_timeout);
 		agent_set_kill_reason(a, "no hello");
-		spawn_signal(a, SIGKILL);
+		agent_end_link(a, SIGKILL);
 		break;
 	case AGENT_BACKOFF:
 		agent_do_start(a);
@@ -353,7 +367,7 @@ agent_after_failure(struct agent *a, bool failure, const char *desc)
 			recent++;
 	}
 	if (c->intensity_max > 0 && recent >= c->intensity_max) {
-		char why[160];
+		char why[512];
 		snprintf(why, sizeof why,
 		         "%s; %d restarts in %.0f s, giving up (restart intensity); 'agent "
 		         "restart %s' tries again",
@@ -380,7 +394,7 @@ agent_after_failure(struct agent *a, bool failure, const char *desc)
 		delay = c->backoff.cap;
 	a->restarts++;
 	a->next_restart_ms = now + (int64_t)(delay * 1000.0);
-	char why[160];
+	char why[512];
 	snprintf(why, sizeof why, "%s; restart in %.1f s, attempt %d", desc, delay, a->attempt);
 	agent_set_state(a, AGENT_BACKOFF, failure ? LVL_WARN : LVL_INFO, why);
 	uv_timer_start(&a->timer, agent_on_timer, (uint64_t)(delay * 1000.0), 0);
@@ -406,7 +420,7 @@ agent_link_closed(struct agent *a, const struct agent_exit *ex)
 		orch_agent_gone(a->orch, a);
 	a->running_tasks = 0;
 
-	char desc[128];
+	char desc[256];
 	if (ex->signal != 0)
 		snprintf(desc, sizeof desc, "%s (signal %d)", a->last_exit_why, ex->signal);
 	else if (ex->exited)
@@ -449,7 +463,7 @@ agent_bad_line(struct agent *a, const char *code, const char *detail, const char
 		agent_send_error(a, PERR_TOO_MANY_ERRORS, d, NULL);
 		agent_set_kill_reason(a, "protocol errors");
 		proto_framer_stop(&a->framer);
-		spawn_signal(a, SIGKILL);
+		agent_end_link(a, SIGKILL);
 	}
 }
 
@@ -478,7 +492,7 @@ agent_on_hello(struct agent *a, const struct proto_msg *m)
 		log_error(orch_log(a->orch), a->name, "hello: %s", d);
 		agent_set_kill_reason(a, "name mismatch");
 		proto_framer_stop(&a->framer);
-		spawn_signal(a, SIGKILL);
+		agent_end_link(a, SIGKILL);
 		return;
 	}
 	for (size_t i = 0; i < a->ncaps; i++)
@@ -599,7 +613,7 @@ agent_on_overflow(void *arg, size_t len)
 	         PERR_LINE_TOO_LONG, d);
 	agent_set_kill_reason(a, "line too long");
 	proto_framer_stop(&a->framer);
-	spawn_signal(a, SIGKILL);
+	agent_end_link(a, SIGKILL);
 }
 
 void

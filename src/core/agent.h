@@ -51,6 +51,9 @@ struct agent_link_ops {
 	size_t (*queued)(struct agent *a);
 	/* Stops or resumes reading from the agent (back-pressure). */
 	void (*set_reading)(struct agent *a, bool on);
+	/* Closes a link that is not a child process (NULL for processes: they
+	 * get signals); agent_detach follows when it is closed. */
+	void (*close)(struct agent *a);
 };
 
 /* Why an agent's connection ended, for the restart policy. */

@@ -58,11 +58,11 @@ cmd_agent_list_print(struct cmd_ctx *ctx, const json_t *rows, struct buf *out)
 	json_t *r;
 	json_array_foreach(rows, i, r)
 	{
-		char tasks[32], tok[48], hb[24];
+		char tasks[48], tok[128], hb[32];
 		snprintf(tasks, sizeof tasks, "%lld/%lld",
 		         (long long)json_integer_value(json_object_get(r, "tasks")),
 		         (long long)json_integer_value(json_object_get(r, "max_tasks")));
-		char ti[16], to[16];
+		char ti[32], to[32];
 		fmt_tokens(json_integer_value(json_object_get(r, "tokens_in")), ti, sizeof ti);
 		fmt_tokens(json_integer_value(json_object_get(r, "tokens_out")), to, sizeof to);
 		snprintf(tok, sizeof tok, "%s/%s $%.2f", ti, to,

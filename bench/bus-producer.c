@@ -1,0 +1,374 @@
+/* bus-producer.c — the sending side of bench/bus.sh: a CellPhone v1 agent (plain C, libc only)
+ * that sends `send` messages with fixed-size bodies to another agent through dreamos.
+ *
+ * Usage: bus-producer --to NAME --count N --out FILE [--window W] [--rate R] [--size S]
+ *                     [--go FILE]
+ *   --count N   messages to send (and to see answered with `sent`)
+ *   --window W  throughput mode: at most W sends without their `sent` answer (default 1000)
+ *   --rate R    latency mode: send R messages per second at a fixed pace instead (window
+ *               unlimited); 0 (default) is throughput mode
+ *   --size S    bytes of each body as compact JSON, quotes included (default 256, min 64)
+ *   --go FILE   after `welcome`, create OUT.ready and wait for FILE to exist before sending,
+ *               so that several producers start together
+ *   --out FILE  where the result goes, written once every `sent` has come back
+ * The agent's name comes from DREAMOS_AGENT_NAME.
+ *
+ * Each body is a JSON string "t=<CLOCK_MONOTONIC ns, 20 digits> s=<seq> xxx...", padded to
+ * --size bytes; bus-consumer takes the one-way latency from it.  Each send carries ref=<seq>,
+ * so the `sent` answer gives the durability round trip (send written -> `sent` read).
+ *
+ * Result (one line): sent=N errors=E start_ns=T0 end_ns=T1 rate=R(msgs/s) sent_p50_us=..
+ * sent_p99_us=..  where start is when the first send was written and end when the last `sent`
+ * was read.  After that the agent stays connected (answering ping, stopping on stop or EOF).
+ *
+ * I/O: stdin is read(2) in big chunks and stdout written non-blocking from one buffer, both
+ * driven by poll(2), so the producer never blocks writing while dreamos waits for it to read
+ * its `sent` answers. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long
+now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void
+die(const char *msg)
+{
+	fprintf(stderr, "bus-producer: %s\n", msg);
+	exit(1);
+}
+
+/* ---- output buffer, written without blocking ---------------------------- */
+
+static char *obuf;
+static size_t olen, ocap, ooff;
+
+static void
+out_add(const char *s, size_t n)
+{
+	if (olen + n > ocap) {
+		if (ooff > 0) { /* compact first */
+			memmove(obuf, obuf + ooff, olen - ooff);
+			olen -= ooff;
+			ooff = 0;
+		}
+		while (olen + n > ocap)
+			ocap = ocap ? ocap * 2 : 1 << 20;
+		if (!(obuf = realloc(obuf, ocap)))
+			die("out of memory");
+	}
+	memcpy(obuf + olen, s, n);
+	olen += n;
+}
+
+/* Writes what it can; exits if dreamos is gone. */
+static void
+out_flush(void)
+{
+	while (ooff < olen) {
+		ssize_t n = write(1, obuf + ooff, olen - ooff);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0)
+			exit(errno == EPIPE ? 0 : 1);
+		ooff += (size_t)n;
+	}
+	olen = ooff = 0;
+}
+
+/* ---- line scanning ------------------------------------------------------- */
+
+/* Finds top-level "key": in line and copies its value (string contents, or the bare token)
+ * to out.  Enough for the orchestrator's lines, whose top-level values we need are strings
+ * and integers; nested objects are skipped by depth. */
+static int
+get_field(const char *p, const char *key, char *out, size_t cap)
+{
+	int depth = 0;
+	size_t klen = strlen(key);
+	while (*p) {
+		if (*p == '"') {
+			const char *q = p + 1;
+			while (*q && *q != '"')
+				q += (*q == '\\' && q[1]) ? 2 : 1;
+			if (!*q)
+				return 0;
+			const char *r = q + 1;
+			while (*r == ' ')
+				r++;
+			if (depth == 1 && *r == ':' && (size_t)(q - p - 1) == klen &&
+			    !memcmp(p + 1, key, klen)) {
+				for (r++; *r == ' '; r++)
+					;
+				const char *s = r, *e;
+				if (*r == '"') {
+					s = r + 1;
+					for (e = s; *e && *e != '"'; e += (*e == '\\' && e[1]) ? 2 : 1)
+						;
+				} else
+					e = r + strcspn(r, ",} \t\r");
+				size_t n = (size_t)(e - s) < cap - 1 ? (size_t)(e - s) : cap - 1;
+				memcpy(out, s, n);
+				out[n] = '\0';
+				return 1;
+			}
+			p = q + 1;
+			continue;
+		}
+		depth += (*p == '{' || *p == '[') - (*p == '}' || *p == ']');
+		p++;
+	}
+	return 0;
+}
+
+/* ---- state --------------------------------------------------------------- */
+
+static const char *to = NULL, *out_path = NULL, *go_path = NULL, *name = NULL;
+static long count = 0, window = 1000, size = 256;
+static double rate = 0;
+static long nsent, nanswered, nerrors;
+static int welcomed, stopping;
+static long long *sent_at, *rtt; /* per seq: when written; send -> `sent` in ns */
+static long nrtt;
+
+static void
+handle(char *line)
+{
+	char type[32], ref[32];
+	if (!get_field(line, "type", type, sizeof type))
+		return;
+	if (!strcmp(type, "welcome")) {
+		welcomed = 1;
+	} else if (!strcmp(type, "sent") || !strcmp(type, "error")) {
+		if (!strcmp(type, "error")) {
+			nerrors++;
+			if (nerrors <= 5)
+				fprintf(stderr, "bus-producer: %s\n", line);
+			if (!welcomed)
+				die("rejected by dreamos");
+		}
+		if (get_field(line, "ref", ref, sizeof ref)) {
+			char *end;
+			long seq = strtol(ref, &end, 10);
+			if (*end == '\0' && seq >= 0 && seq < count && sent_at[seq] > 0) {
+				if (!strcmp(type, "sent"))
+					rtt[nrtt++] = now_ns() - sent_at[seq];
+				sent_at[seq] = 0;
+				nanswered++;
+			}
+		}
+	} else if (!strcmp(type, "command")) {
+		char cname[32];
+		if (get_field(line, "name", cname, sizeof cname)) {
+			if (!strcmp(cname, "ping"))
+				out_add("{\"type\":\"heartbeat\"}\n", 21);
+			else if (!strcmp(cname, "stop"))
+				stopping = 1;
+		}
+	}
+}
+
+/* Reads what is there; returns 0 on EOF. */
+static int
+read_input(void)
+{
+	static char *buf;
+	static size_t len, cap;
+	if (!buf && !(buf = malloc(cap = 1 << 20)))
+		die("out of memory");
+	if (len == cap && !(buf = realloc(buf, cap *= 2)))
+		die("out of memory");
+	ssize_t n = read(0, buf + len, cap - len);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return 1;
+	if (n <= 0)
+		return 0;
+	len += (size_t)n;
+	char *start = buf, *nl;
+	while ((nl = memchr(start, '\n', len - (size_t)(start - buf)))) {
+		*nl = '\0';
+		handle(start);
+		start = nl + 1;
+	}
+	len -= (size_t)(start - buf);
+	memmove(buf, start, len);
+	return 1;
+}
+
+static char *pad;
+
+static void
+add_send(long seq)
+{
+	char line[512];
+	char head[64];
+	long long t = now_ns();
+	int h = snprintf(head, sizeof head, "t=%020lld s=%010ld ", t, seq);
+	/* body = '"' + head + padding + '"' = size bytes */
+	int padn = (int)size - 2 - h;
+	int n = snprintf(line, sizeof line,
+	                 "{\"type\":\"send\",\"to\":\"%s\",\"ref\":\"%ld\",\"body\":\"%s%.*s\"}\n", to,
+	                 seq, head, padn, pad);
+	if (n <= 0 || (size_t)n >= sizeof line)
+		die("line too long");
+	sent_at[seq] = t;
+	out_add(line, (size_t)n);
+	nsent++;
+}
+
+static int
+cmp_ll(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+	return (x > y) - (x < y);
+}
+
+static double
+pct_us(long long *v, long n, double p)
+{
+	if (n == 0)
+		return 0;
+	long i = (long)(p * (double)n + 0.999999) - 1;
+	if (i < 0)
+		i = 0;
+	if (i >= n)
+		i = n - 1;
+	return (double)v[i] / 1000.0;
+}
+
+static void
+wait_poll(int timeout_ms)
+{
+	struct pollfd p[2] = {{.fd = 0, .events = POLLIN}, {.fd = 1, .events = POLLOUT}};
+	int np = olen > ooff ? 2 : 1;
+	int r = poll(p, (nfds_t)np, timeout_ms);
+	if (r < 0 && errno != EINTR)
+		die("poll failed");
+	if (r > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR)) && !read_input())
+		exit(0); /* dreamos is gone */
+	if (olen > ooff)
+		out_flush();
+}
+
+int
+main(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!v)
+			die("missing value");
+		if (!strcmp(a, "--to"))
+			to = v;
+		else if (!strcmp(a, "--count"))
+			count = atol(v);
+		else if (!strcmp(a, "--window"))
+			window = atol(v);
+		else if (!strcmp(a, "--rate"))
+			rate = atof(v);
+		else if (!strcmp(a, "--size"))
+			size = atol(v);
+		else if (!strcmp(a, "--go"))
+			go_path = v;
+		else if (!strcmp(a, "--out"))
+			out_path = v;
+		else
+			die("usage: bus-producer --to NAME --count N --out FILE [--window W] "
+			    "[--rate R] [--size S] [--go FILE]");
+		i++;
+	}
+	if (!to || !out_path || count <= 0 || window <= 0 || size < 64 || size > 400)
+		die("bad arguments (see the file comment)");
+	name = getenv("DREAMOS_AGENT_NAME");
+	if (!name || !*name)
+		name = "producer";
+	signal(SIGPIPE, SIG_IGN);
+	fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
+	sent_at = calloc((size_t)count, sizeof *sent_at);
+	rtt = calloc((size_t)count, sizeof *rtt);
+	pad = malloc((size_t)size + 1);
+	if (!sent_at || !rtt || !pad)
+		die("out of memory");
+	memset(pad, 'x', (size_t)size);
+	pad[size] = '\0';
+
+	char hello[256];
+	int n = snprintf(hello, sizeof hello,
+	                 "{\"type\":\"hello\",\"proto\":1,\"name\":\"%s\",\"capabilities\":"
+	                 "[\"bench\"],\"max_tasks\":0,\"version\":\"bus-producer-1\"}\n",
+	                 name);
+	out_add(hello, (size_t)n);
+	while (!welcomed)
+		wait_poll(-1);
+	if (go_path) {
+		char ready[4096];
+		snprintf(ready, sizeof ready, "%s.ready", out_path);
+		FILE *f = fopen(ready, "w");
+		if (!f)
+			die("cannot create the ready file");
+		fclose(f);
+		struct stat sb;
+		while (stat(go_path, &sb) != 0)
+			wait_poll(1);
+	}
+
+	long long t0 = now_ns();
+	if (rate > 0) {
+		/* Latency mode: a fixed pace, one send every 1/rate s. */
+		double step = 1e9 / rate;
+		while (nanswered < count) {
+			long long now = now_ns();
+			while (nsent < count && now >= t0 + (long long)(step * (double)nsent)) {
+				add_send(nsent);
+				now = now_ns();
+			}
+			out_flush();
+			/* Sleep until the next send is due (poll rounds up to the millisecond; the
+			 * body's timestamp is taken when the line is made, so lateness does not
+			 * count as latency). */
+			long long next = t0 + (long long)(step * (double)nsent);
+			long long left = next - now_ns();
+			int ms = nsent < count ? (left > 0 ? (int)((left + 999999) / 1000000) : 0) : 100;
+			wait_poll(ms);
+		}
+	} else {
+		while (nanswered < count) {
+			while (nsent < count && nsent - nanswered < window)
+				add_send(nsent);
+			out_flush();
+			wait_poll(-1);
+		}
+	}
+	long long t1 = now_ns();
+	qsort(rtt, (size_t)nrtt, sizeof *rtt, cmp_ll);
+	char tmp[4096];
+	snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		die("cannot write the result");
+	fprintf(f,
+	        "sent=%ld errors=%ld start_ns=%lld end_ns=%lld rate=%.0f sent_p50_us=%.1f "
+	        "sent_p99_us=%.1f\n",
+	        nsent - nerrors, nerrors, t0, t1, (double)count * 1e9 / (double)(t1 - t0),
+	        pct_us(rtt, nrtt, 0.50), pct_us(rtt, nrtt, 0.99));
+	fclose(f);
+	rename(tmp, out_path);
+	while (!stopping)
+		wait_poll(-1);
+	out_flush();
+	return 0;
+}
