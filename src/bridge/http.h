@@ -111,4 +111,26 @@ void ws_close(struct ws_conn *ws, int code, const char *reason);
 void ws_set_reading(struct ws_conn *ws, bool on);
 const char *ws_peer(const struct ws_conn *ws);
 
+/* Fills l with the defaults that http_server_start uses for any zero field
+ * of opts->limits: 1024 connections, 60 s idle, 30 s per request, 32 KiB
+ * of headers, 100 headers, 1 MiB bodies and WebSocket messages. */
+void http_limits_default(struct http_limits *l);
+
+/* For tests and the fuzz target: the connection logic without a socket.
+ * http_conn_test_new returns a connection on a private server (no loop, no
+ * timers) whose output is kept in memory and whose deferred work runs at
+ * once; free it with http_conn_test_free, which closes it as if the peer
+ * had gone (WebSockets see on_close 1006) and frees the private server. */
+struct http_conn *http_conn_test_new(const struct http_limits *limits, http_handler_fn handler,
+				     void *arg);
+/* Feeds bytes received from the peer (plain text, after TLS): to the HTTP
+ * parser, or to the WebSocket frame reader after an upgrade.  The server's
+ * read path uses it too. */
+void http_conn_feed(struct http_conn *c, const char *data, size_t len);
+/* Returns every byte written so far (the connection keeps ownership). */
+const char *http_conn_test_output(struct http_conn *c, size_t *len);
+/* True once the connection is closed or closing. */
+bool http_conn_test_closed(const struct http_conn *c);
+void http_conn_test_free(struct http_conn *c);
+
 #endif

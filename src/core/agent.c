@@ -247,7 +247,7 @@ agent_do_start(struct agent *a)
 	a->last_seen_ms = 0;
 	proto_framer_free(&a->framer);
 	proto_framer_init(&a->framer, orch_config(a->orch)->agents.max_line, NULL, NULL, a);
-	uv_timer_stop(&a->hb_timer);
+	uv_timer_stop(a->hb_timer);
 
 	if (a->cfg.type != NULL && strcmp(a->cfg.type, "process") != 0) {
 		/* Attached agents come back by reattaching, not by spawning. */
@@ -265,7 +265,7 @@ agent_do_start(struct agent *a)
 	char why[64];
 	snprintf(why, sizeof why, "pid %ld", (long)a->pid);
 	agent_set_state(a, AGENT_STARTING, LVL_INFO, why);
-	uv_timer_start(&a->timer, agent_on_timer, (uint64_t)(a->cfg.hello_timeout * 1000.0), 0);
+	uv_timer_start(a->timer, agent_on_timer, (uint64_t)(a->cfg.hello_timeout * 1000.0), 0);
 }
 
 /* Escalates a stop: command stop, then SIGTERM, then SIGKILL. */
@@ -276,14 +276,14 @@ agent_stop_step(struct agent *a)
 	if (a->stop_phase == 0) {
 		a->stop_phase = 1;
 		if (a->hello_done && agent_send_command(a, "stop", NULL) == 0) {
-			uv_timer_start(&a->timer, agent_on_timer, grace, 0);
+			uv_timer_start(a->timer, agent_on_timer, grace, 0);
 			return;
 		}
 	}
 	if (a->stop_phase == 1) {
 		a->stop_phase = 2;
 		if (agent_end_link(a, SIGTERM) == 0) {
-			uv_timer_start(&a->timer, agent_on_timer, grace, 0);
+			uv_timer_start(a->timer, agent_on_timer, grace, 0);
 			return;
 		}
 	}
@@ -293,7 +293,7 @@ agent_stop_step(struct agent *a)
 			         "did not exit %.1f s after SIGTERM: SIGKILL", a->cfg.stop_grace);
 		a->stop_phase = 3;
 		agent_end_link(a, SIGKILL);
-		uv_timer_start(&a->timer, agent_on_timer, grace, 0);
+		uv_timer_start(a->timer, agent_on_timer, grace, 0);
 	}
 }
 
@@ -332,7 +332,7 @@ agent_on_hb_timer(uv_timer_t *t)
 	int64_t idle = time_mono_ms() - a->last_seen_ms;
 	int64_t limit = (int64_t)(timeout * 1000.0);
 	if (idle < limit) {
-		uv_timer_start(&a->hb_timer, agent_on_hb_timer, (uint64_t)(limit - idle), 0);
+		uv_timer_start(a->hb_timer, agent_on_hb_timer, (uint64_t)(limit - idle), 0);
 		return;
 	}
 	char why[96];
@@ -397,7 +397,7 @@ agent_after_failure(struct agent *a, bool failure, const char *desc)
 	char why[512];
 	snprintf(why, sizeof why, "%s; restart in %.1f s, attempt %d", desc, delay, a->attempt);
 	agent_set_state(a, AGENT_BACKOFF, failure ? LVL_WARN : LVL_INFO, why);
-	uv_timer_start(&a->timer, agent_on_timer, (uint64_t)(delay * 1000.0), 0);
+	uv_timer_start(a->timer, agent_on_timer, (uint64_t)(delay * 1000.0), 0);
 }
 
 void
@@ -405,8 +405,8 @@ agent_link_closed(struct agent *a, const struct agent_exit *ex)
 {
 	bool was_connected = a->hello_done;
 	enum agent_state prev = a->state;
-	uv_timer_stop(&a->timer);
-	uv_timer_stop(&a->hb_timer);
+	uv_timer_stop(a->timer);
+	uv_timer_stop(a->hb_timer);
 	a->hello_done = false;
 	a->link_ops = NULL;
 	a->pid = 0;
@@ -451,6 +451,23 @@ agent_link_closed(struct agent *a, const struct agent_exit *ex)
 
 /* ---- the protocol session --------------------------------------------- */
 
+static void
+agent_on_close_timer(uv_timer_t *t)
+{
+	agent_end_link(t->data, SIGKILL);
+}
+
+/* Ends the connection shortly after a fatal protocol error, so that the
+ * agent can still read the error reply sent just before. */
+static void
+agent_close_after_error(struct agent *a, const char *why)
+{
+	agent_set_kill_reason(a, why);
+	proto_framer_stop(&a->framer);
+	uv_timer_stop(a->hb_timer);
+	uv_timer_start(a->timer, agent_on_close_timer, 250, 0);
+}
+
 /* Counts a bad line; replies with an error, and disconnects after too many. */
 static void
 agent_bad_line(struct agent *a, const char *code, const char *detail, const char *ref)
@@ -461,9 +478,7 @@ agent_bad_line(struct agent *a, const char *code, const char *detail, const char
 		char d[64];
 		snprintf(d, sizeof d, "%d bad lines in a row", a->bad_lines);
 		agent_send_error(a, PERR_TOO_MANY_ERRORS, d, NULL);
-		agent_set_kill_reason(a, "protocol errors");
-		proto_framer_stop(&a->framer);
-		agent_end_link(a, SIGKILL);
+		agent_close_after_error(a, "protocol errors");
 	}
 }
 
@@ -490,9 +505,7 @@ agent_on_hello(struct agent *a, const struct proto_msg *m)
 		snprintf(d, sizeof d, "this agent is '%s', hello says '%s'", a->name, name);
 		agent_send_error(a, PERR_NAME_MISMATCH, d, NULL);
 		log_error(orch_log(a->orch), a->name, "hello: %s", d);
-		agent_set_kill_reason(a, "name mismatch");
-		proto_framer_stop(&a->framer);
-		agent_end_link(a, SIGKILL);
+		agent_close_after_error(a, "name mismatch");
 		return;
 	}
 	for (size_t i = 0; i < a->ncaps; i++)
@@ -518,10 +531,10 @@ agent_on_hello(struct agent *a, const struct proto_msg *m)
 	a->session = agent_session_id();
 	a->hello_done = true;
 	a->ready_ms = time_mono_ms();
-	uv_timer_stop(&a->timer);
+	uv_timer_stop(a->timer);
 	agent_send_line(a, proto_welcome(a->name, a->session));
 	if (a->cfg.heartbeat_timeout > 0)
-		uv_timer_start(&a->hb_timer, agent_on_hb_timer,
+		uv_timer_start(a->hb_timer, agent_on_hb_timer,
 		               (uint64_t)(a->cfg.heartbeat_timeout * 1000.0), 0);
 	char why[96];
 	snprintf(why, sizeof why, "hello, %zu capabilities, max_tasks %d", a->ncaps, a->max_tasks);
@@ -551,15 +564,23 @@ agent_on_line(void *arg, const char *line, size_t len)
 
 	a->last_seen_ms = time_mono_ms();
 	if (proto_parse(line, len, &m, &e) != 0) {
-		agent_bad_line(a, e.code, e.detail, e.ref);
+		if (strcmp(e.code, PERR_BAD_PROTO) == 0) {
+			/* A protocol we do not speak: nothing else can work. */
+			agent_send_error(a, e.code, e.detail, e.ref);
+			log_warn(orch_log(a->orch), a->name, "protocol error %s: %s; disconnecting",
+			         e.code, e.detail);
+			agent_close_after_error(a, "bad protocol version");
+		} else {
+			agent_bad_line(a, e.code, e.detail, e.ref);
+		}
 		proto_err_clear(&e);
 		return;
 	}
-	a->bad_lines = 0;
 	if (!a->hello_done) {
-		if (m.type == PROTO_HELLO && a->state == AGENT_STARTING)
+		if (m.type == PROTO_HELLO && a->state == AGENT_STARTING) {
+			a->bad_lines = 0;
 			agent_on_hello(a, &m);
-		else
+		} else
 			agent_bad_line(a, PERR_HELLO_FIRST, "the first message must be hello",
 			               proto_str(&m, "ref"));
 		proto_msg_free(&m);
@@ -567,8 +588,10 @@ agent_on_line(void *arg, const char *line, size_t len)
 	}
 	switch (m.type) {
 	case PROTO_HELLO:
-		agent_send_error(a, PERR_DUPLICATE_HELLO, "hello was already received", NULL);
-		break;
+		agent_bad_line(a, PERR_DUPLICATE_HELLO, "hello was already received",
+		               proto_str(&m, "ref"));
+		proto_msg_free(&m);
+		return;
 	case PROTO_HEARTBEAT:
 		a->load = proto_num(&m, "load", a->load);
 		break;
@@ -593,11 +616,16 @@ agent_on_line(void *arg, const char *line, size_t len)
 		break;
 	}
 	default:
-		if (!orch_agent_message(a->orch, a, &m))
-			agent_send_error(a, PERR_UNKNOWN_TYPE, "not supported by this orchestrator",
-			                 proto_str(&m, "ref"));
+		if (!orch_agent_message(a->orch, a, &m)) {
+			agent_bad_line(a, PERR_UNKNOWN_TYPE, "not supported by this orchestrator",
+			               proto_str(&m, "ref"));
+			proto_msg_free(&m);
+			return;
+		}
 		break;
 	}
+	/* Only a line that was accepted ends a run of bad ones. */
+	a->bad_lines = 0;
 	proto_msg_free(&m);
 }
 
@@ -611,9 +639,7 @@ agent_on_overflow(void *arg, size_t len)
 	agent_send_error(a, PERR_LINE_TOO_LONG, d, NULL);
 	log_warn(orch_log(a->orch), a->name, "protocol error %s: %s; disconnecting",
 	         PERR_LINE_TOO_LONG, d);
-	agent_set_kill_reason(a, "line too long");
-	proto_framer_stop(&a->framer);
-	agent_end_link(a, SIGKILL);
+	agent_close_after_error(a, "line too long");
 }
 
 void
@@ -734,9 +760,11 @@ agent_new(struct agents *as, const struct agent_cfg *cfg, bool from_config)
 	    xcalloc((size_t)(cfg->intensity_max > 0 ? cfg->intensity_max : 1), sizeof(int64_t));
 	proto_framer_init(&a->framer, orch_config(as->orch)->agents.max_line, agent_on_line,
 	                  agent_on_overflow, a);
-	uv_timer_init(orch_loop(as->orch), &a->timer);
-	uv_timer_init(orch_loop(as->orch), &a->hb_timer);
-	a->timer.data = a->hb_timer.data = a;
+	a->timer = xmalloc(sizeof *a->timer);
+	a->hb_timer = xmalloc(sizeof *a->hb_timer);
+	uv_timer_init(orch_loop(as->orch), a->timer);
+	uv_timer_init(orch_loop(as->orch), a->hb_timer);
+	a->timer->data = a->hb_timer->data = a;
 	a->caps = xcalloc(cfg->ncaps + 1, sizeof(char *));
 	for (size_t i = 0; i < cfg->ncaps; i++)
 		a->caps[a->ncaps++] = xstrdup(cfg->caps[i]);
@@ -879,7 +907,7 @@ agent_stop(struct agent *a, char **cause)
 	case AGENT_STOPPING:
 		return 0;
 	case AGENT_BACKOFF:
-		uv_timer_stop(&a->timer);
+		uv_timer_stop(a->timer);
 		agent_set_state(a, AGENT_STOPPED, LVL_INFO, "stopped while in backoff");
 		if (orch_agents(a->orch)->stopping_all)
 			agents_stop_next(orch_agents(a->orch));
@@ -891,7 +919,7 @@ agent_stop(struct agent *a, char **cause)
 	a->stop_phase = a->state == AGENT_UNHEALTHY ? a->stop_phase : 0;
 	if (a->state != AGENT_UNHEALTHY) {
 		agent_set_state(a, AGENT_STOPPING, LVL_INFO, "stop requested");
-		uv_timer_stop(&a->hb_timer);
+		uv_timer_stop(a->hb_timer);
 		agent_stop_step(a);
 	}
 	return 0;
@@ -920,7 +948,7 @@ agent_restart(struct agent *a, char **cause)
 	case AGENT_FAILED:
 		return agent_start(a, cause);
 	case AGENT_BACKOFF:
-		uv_timer_stop(&a->timer);
+		uv_timer_stop(a->timer);
 		a->attempt = 0;
 		agent_do_start(a);
 		return 0;
@@ -934,7 +962,7 @@ agent_restart(struct agent *a, char **cause)
 		if (a->state != AGENT_UNHEALTHY) {
 			a->stop_requested = true;
 			agent_set_state(a, AGENT_STOPPING, LVL_INFO, "restart requested");
-			uv_timer_stop(&a->hb_timer);
+			uv_timer_stop(a->hb_timer);
 			a->stop_phase = 0;
 			agent_stop_step(a);
 		} else {
@@ -1028,7 +1056,7 @@ cmp_start_seq_desc(const void *x, const void *y)
 static void
 agent_handle_closed_cb(uv_handle_t *h)
 {
-	agent_handle_closed(h->data);
+	free(h);
 }
 
 void
@@ -1065,9 +1093,8 @@ agents_stop_next(struct agents *as)
 	for (size_t i = 0; i < as->n; i++) {
 		struct agent *a = as->list[i];
 		agent_persist(a);
-		uv_close((uv_handle_t *)&a->timer, agent_handle_closed_cb);
-		uv_close((uv_handle_t *)&a->hb_timer, agent_handle_closed_cb);
-		a->open_handles += 2;
+		uv_close((uv_handle_t *)a->timer, agent_handle_closed_cb);
+		uv_close((uv_handle_t *)a->hb_timer, agent_handle_closed_cb);
 	}
 	if (as->all_done != NULL)
 		as->all_done(as->all_arg);
@@ -1081,7 +1108,8 @@ agents_stop_all(struct agents *as, void (*done)(void *arg), void *arg)
 	as->stopping_all = true;
 	free(as->stop_order);
 	as->stop_order = xcalloc(as->n + 1, sizeof *as->stop_order);
-	memcpy(as->stop_order, as->list, as->n * sizeof *as->list);
+	if (as->n > 0)
+		memcpy(as->stop_order, as->list, as->n * sizeof *as->list);
 	as->nstop = as->n;
 	as->stop_next = 0;
 	qsort(as->stop_order, as->nstop, sizeof *as->stop_order, cmp_start_seq_desc);
@@ -1108,7 +1136,7 @@ agents_attach(struct agents *as, const char *name, const char *type, const char 
 			*cause = xasprintf("agent '%s' is a process agent", name);
 			return NULL;
 		}
-		uv_timer_stop(&a->timer);
+		uv_timer_stop(a->timer);
 	} else {
 		if (!proto_valid_agent_name(name)) {
 			*cause = xasprintf("invalid agent name '%s'", name);
@@ -1142,7 +1170,7 @@ agents_attach(struct agents *as, const char *name, const char *type, const char 
 	agent_set_state(a, AGENT_STARTING, LVL_DEBUG, type);
 	agent_set_state(a, agent_live_state(a), LVL_INFO, "connected");
 	if (a->cfg.heartbeat_timeout > 0)
-		uv_timer_start(&a->hb_timer, agent_on_hb_timer,
+		uv_timer_start(a->hb_timer, agent_on_hb_timer,
 		               (uint64_t)(a->cfg.heartbeat_timeout * 1000.0), 0);
 	orch_agent_ready(a->orch, a);
 	return a;
@@ -1166,10 +1194,9 @@ agents_abandon(struct agents *as)
 	for (size_t i = 0; i < as->n; i++) {
 		struct agent *a = as->list[i];
 		spawn_abandon(a);
-		if (!uv_is_closing((uv_handle_t *)&a->timer)) {
-			uv_close((uv_handle_t *)&a->timer, agent_handle_closed_cb);
-			uv_close((uv_handle_t *)&a->hb_timer, agent_handle_closed_cb);
-			a->open_handles += 2;
+		if (!uv_is_closing((uv_handle_t *)a->timer)) {
+			uv_close((uv_handle_t *)a->timer, agent_handle_closed_cb);
+			uv_close((uv_handle_t *)a->hb_timer, agent_handle_closed_cb);
 		}
 	}
 }

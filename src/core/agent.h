@@ -108,9 +108,11 @@ struct agent {
 	bool restart_requested; /* stop, then start again */
 	bool paused_flag;       /* stays paused across reconnects */
 	int stop_phase;         /* 0 command stop, 1 SIGTERM, 2 SIGKILL */
-	uv_timer_t timer;       /* hello timeout, backoff, stop escalation */
-	uv_timer_t hb_timer;    /* heartbeat deadline */
-	int open_handles;       /* handles to close before freeing */
+	/* Allocated apart, so the agent can be freed before the loop has
+	 * released them (each frees itself in its close callback). */
+	uv_timer_t *timer;    /* hello timeout, backoff, stop escalation */
+	uv_timer_t *hb_timer; /* heartbeat deadline */
+	int open_handles;     /* handles to close before freeing */
 	bool freeing;
 
 	/* Work and accounting (bus and tasks update these). */

@@ -212,18 +212,13 @@ bus_new(struct orch *o)
 	return b;
 }
 
-static void
-bus_timer_closed(uv_handle_t *h)
-{
-	struct bus *b = h->data;
-	b->timer_closed = true;
-}
-
 void
 bus_close(struct bus *b)
 {
+	/* No close callback: bus_free may run before the loop releases the
+	 * handle, and the embedded handle needs nothing more from us. */
 	if (b != NULL && !uv_is_closing((uv_handle_t *)&b->timer))
-		uv_close((uv_handle_t *)&b->timer, bus_timer_closed);
+		uv_close((uv_handle_t *)&b->timer, NULL);
 }
 
 static void

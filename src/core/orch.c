@@ -13,6 +13,8 @@
 #include "agent.h"
 #include "bus.h"
 #include "task.h"
+#include "../bridge/auth.h"
+#include "../bridge/bridge.h"
 #include "cmd.h"
 #include "ctl.h"
 #include "orch.h"
@@ -35,6 +37,8 @@ struct orch {
 	struct agents *agents;
 	struct bus *bus;
 	struct tasks *tasks;
+	struct auth *auth;
+	struct bridge *bridge;
 	bool demo;
 	char *share_dir;
 	char *db_path;
@@ -100,6 +104,18 @@ struct tasks *
 orch_tasks(struct orch *o)
 {
 	return o->tasks;
+}
+
+struct auth *
+orch_auth(struct orch *o)
+{
+	return o->auth;
+}
+
+struct bridge *
+orch_bridge(struct orch *o)
+{
+	return o->bridge;
 }
 
 const char *
@@ -255,6 +271,12 @@ orch_release(struct orch *o)
 	o->bus = NULL;
 	tasks_free(o->tasks);
 	o->tasks = NULL;
+#ifdef DREAMOS_BRIDGE
+	bridge_free(o->bridge);
+	o->bridge = NULL;
+#endif
+	auth_free(o->auth);
+	o->auth = NULL;
 	cmd_table_free(o->cmds);
 	o->cmds = NULL;
 	logmgr_free(o->log);
@@ -337,10 +359,15 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	cmd_register(o->cmds, cmd_agent_entries, cmd_agent_count, "core");
 	cmd_register(o->cmds, cmd_bus_entries, cmd_bus_count, "core");
 	cmd_register(o->cmds, cmd_task_entries, cmd_task_count, "core");
+	cmd_register(o->cmds, auth_cmd_entries, auth_cmd_count, "core");
+#ifdef DREAMOS_BRIDGE
+	cmd_register(o->cmds, bridge_cmd_entries, bridge_cmd_count, "core");
+#endif
 	o->agents = agents_new(o);
 	o->bus = bus_new(o);
 	if (bus_recover(o->bus, cause) != 0)
 		goto fail;
+	o->auth = auth_new(o);
 	o->tasks = tasks_new(o);
 	if (tasks_recover(o->tasks, cause) != 0)
 		goto fail;
@@ -388,6 +415,9 @@ orch_finish(struct orch *o)
 	o->finished = true;
 	ctl_server_stop(o->ctl);
 	o->ctl = NULL;
+#ifdef DREAMOS_BRIDGE
+	bridge_stop(o->bridge);
+#endif
 	bus_close(o->bus);
 	tasks_close(o->tasks);
 	if (o->handles_started) {
@@ -475,12 +505,17 @@ orch_status_json(struct orch *o)
 	    "last_message_id", (json_int_t)bs.last_id, "tasks", (json_int_t)tc.submitted,
 	    "last_task_id", (json_int_t)tc.last_id, "task_states", tstates, "log_records",
 	    (json_int_t)ls.emitted);
-	return json_pack("{s:s,s:I,s:s,s:f,s:s,s:s,s:s?,s:s,s:o,s:o,s:n,s:s,s:I}", "version",
+#ifdef DREAMOS_BRIDGE
+	json_t *bridge = bridge_status_json(o->bridge);
+#else
+	json_t *bridge = NULL;
+#endif
+	return json_pack("{s:s,s:I,s:s,s:f,s:s,s:s,s:s?,s:s,s:o,s:o,s:o,s:s,s:I}", "version",
 	                 PACKAGE_VERSION, "pid", (json_int_t)getpid(), "mode", o->mode, "uptime_s",
 	                 (double)(time_mono_ms() - o->started_mono_ms) / 1000.0, "started", started,
 	                 "runtime", o->runtime, "config", o->cfg->path, "socket", o->sock_path,
-	                 "db", db, "counts", counts, "bridge", "log_level",
-	                 log_level_name(logmgr_level(o->log)), "ctl_clients",
+	                 "db", db, "counts", counts, "bridge", bridge ? bridge : json_null(),
+	                 "log_level", log_level_name(logmgr_level(o->log)), "ctl_clients",
 	                 (json_int_t)ctl_server_clients(o->ctl));
 }
 
@@ -489,6 +524,15 @@ orch_command_started(struct orch *o, struct cmd_ctx *ctx)
 {
 	o->commands_run++;
 	log_debug(o->log, "captain", "%s runs '%s'", ctx->client_name, ctx->entry->name);
+	/* Commands that change something go to the audit log, from every
+	 * front end. */
+	if (o->auth != NULL && ctx->entry->role > ROLE_OBSERVER) {
+		char *args = cmd_args_join(ctx, 0);
+		char *detail = xasprintf("%s%s%s", ctx->entry->name, *args ? " " : "", args);
+		auth_audit(o->auth, ctx->client_name, "command", detail, true);
+		free(detail);
+		free(args);
+	}
 }
 
 void
@@ -546,9 +590,13 @@ orch_complete(struct orch *o, const char *hint, const char *partial, cmd_complet
 void
 orch_agent_state(struct orch *o, struct agent *a, int old_state)
 {
+#ifdef DREAMOS_BRIDGE
+	bridge_agent_event(o->bridge, a, old_state);
+#else
 	(void)o;
 	(void)a;
 	(void)old_state;
+#endif
 }
 
 void
@@ -655,6 +703,17 @@ int
 orch_start(struct orch *o, char **cause)
 {
 	(void)cause;
+#ifdef DREAMOS_BRIDGE
+	if (o->cfg->bridge.enabled) {
+		char *why = NULL;
+		/* A Bridge that cannot listen is an error, not a reason to
+		 * stop the agents: everything else keeps working. */
+		if (bridge_start(o, &o->bridge, &why) != 0) {
+			log_error(o->log, "bridge", "%s; the Bridge is off", why);
+			free(why);
+		}
+	}
+#endif
 	agents_start_configured(o->agents);
 	if (o->demo)
 		orch_start_demo(o);

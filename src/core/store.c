@@ -138,6 +138,31 @@ static const struct store_migration store_migrations[] = {
             "  after INTEGER NOT NULL,\n"
             "  PRIMARY KEY (task, after)\n"
             ") WITHOUT ROWID;\n"},
+    /* 4 -> 5: the Bridge's keys, session tokens and audit chain (auth.c). */
+    {.sql = "CREATE TABLE apikeys (\n"
+            "  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+            "  name TEXT NOT NULL,\n"
+            "  role TEXT NOT NULL,\n"
+            "  hash TEXT NOT NULL UNIQUE,\n"
+            "  created_ms INTEGER NOT NULL,\n"
+            "  revoked_ms INTEGER,\n"
+            "  last_used_ms INTEGER\n"
+            ");\n"
+            "CREATE TABLE tokens (\n"
+            "  hash TEXT PRIMARY KEY,\n"
+            "  key_id INTEGER NOT NULL,\n"
+            "  expires_ms INTEGER NOT NULL\n"
+            ") WITHOUT ROWID;\n"
+            "CREATE TABLE audit (\n"
+            "  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+            "  ts_ms INTEGER NOT NULL,\n"
+            "  actor TEXT NOT NULL,\n"
+            "  action TEXT NOT NULL,\n"
+            "  detail TEXT NOT NULL,\n"
+            "  ok INTEGER NOT NULL,\n"
+            "  prev_hash TEXT NOT NULL,\n"
+            "  hash TEXT NOT NULL\n"
+            ");\n"},
 };
 
 struct stmt_entry {
