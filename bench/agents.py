@@ -343,6 +343,7 @@ def run_fleet(args, path):
     names = {"a%04d" % i for i in range(n)}
     if pids_running(args.agent):
         raise BenchError("tiny agents from %s are already running" % args.agent)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         d.start()
         ctl = ctl_connect(d.sock, d.proc)
@@ -423,6 +424,10 @@ def run_fleet(args, path):
         res["agent_procs"] = len(pids_running(args.agent))
         ctl.close()
         res["shutdown_s"], res["exit_status"] = d.stop()
+        # dreamos reaped the agents and was reaped by us: our children's
+        # rusage now holds the CPU time of dreamos and all its agents.
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        res["cpu_all_s"] = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         time.sleep(0.2)
         left = pids_running(args.agent)
         res["left_after_stop"] = len(left)
@@ -683,8 +688,8 @@ def kill_and_poll_api(side, pid, timeout=15.0):
 def run_restart(args, side, rng):
     """Both methods for one supervisor.  Returns a dict of latency lists (ms)."""
     out = {"exited": [], "spawned": [], "up": [], "api": []}
-    side.start()
     try:
+        side.start()
         pid = side.wait_api_up(None, 10.0)
         # Unobserved: settle a random 0.05-1.05 s first, so that the kill falls
         # at a random phase of any periodic (1 s) wake-up of the supervisor.
@@ -760,6 +765,7 @@ def report_fleet(by_path, args):
         ("all spawn requests answered", lambda rs: t(rs, "spawn_replies_s")),
         ("peak RSS of dreamos (VmHWM, largest)", lambda rs: mx(rs, "vmhwm", fmt_mb)),
         ("CPU time of dreamos (user+sys)", lambda rs: t(rs, "cpu_s")),
+        ("CPU, dreamos + agents, start to exit", lambda rs: t(rs, "cpu_all_s")),
         ("open fds of dreamos", lambda rs: mx(rs, "fds", str)),
         ("agent processes running (fewest)", lambda rs: mn(rs, "agent_procs", str)),
         ("shutdown: SIGTERM to exit", lambda rs: t(rs, "shutdown_s")),
@@ -963,6 +969,12 @@ def main():
             missed |= met is not True
         figures["restart_method"] = {"poll_ms": args.poll_ms, "iterations": args.iterations}
 
+    try:
+        with open("/proc/loadavg") as f:
+            say("")
+            say("load average at the end: %s" % " ".join(f.read().split()[:3]))
+    except OSError:
+        pass
     say("")
     say("targets: %s" % ("all met" if not missed and not failed else
                          "NOT all met (see above)" if not failed else "benchmark failed"))

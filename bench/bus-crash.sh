@@ -119,7 +119,7 @@ wait_for() {
 	wf_end=$(($(date +%s) + wf_secs))
 	until "$@"; do
 		[ "$(date +%s)" -le "$wf_end" ] || fail "timed out (${wf_secs}s) waiting for $wf_what"
-		sleep 0.1
+		sleep 0.02
 	done
 }
 count() {

@@ -122,6 +122,7 @@ def _read_log(path):
 
 
 def make_agent():
+    sys.dont_write_bytecode = True  # no __pycache__ in the source tree
     _find_sdk()
     from dreamos_agent import Agent
 

@@ -911,6 +911,38 @@ test_capability(void **state)
 	assert_int_equal(count_lines(cy, "task.assign", third), 0);
 }
 
+/* A paused agent gets no new work (its running task finishes normally); on
+ * resume it takes the queue.  An agent with max_tasks 0 takes no tasks and
+ * does not count as capable. */
+static void
+test_paused_and_zero_slots(void **state)
+{
+	struct fixture *f = *state;
+	struct capture *c = cap_of(f, "w1");
+	struct agent *w1 = attach(f, "w1", NULL, 2);
+	static const char *const xcaps[] = {"x", NULL};
+	struct capture *cz = cap_of(f, "zero");
+	attach(f, "zero", xcaps, 0);
+	int64_t a = submit(f, "A");
+	char *cause = NULL;
+	assert_int_equal(agent_pause(w1, &cause), 0);
+	int64_t b = submit(f, "B");
+	assert_string_equal(state_of(f, b), "queued");
+	feed(f, w1, "{\"type\":\"task.done\",\"task\":%lld}", (long long)a);
+	assert_string_equal(state_of(f, a), "done");
+	assert_string_equal(state_of(f, b), "queued");
+	assert_string_equal(str_field(f, b, "waiting"),
+	                    "waiting for a free slot on a capable agent");
+	assert_int_equal(agent_resume(w1, &cause), 0);
+	assert_string_equal(state_of(f, b), "assigned");
+	assert_string_equal(assigned(c, 0), "1,2");
+
+	int64_t x = submit_full(f, "needs x", PRIO_NORMAL, "x", NULL, 0, -1, 0);
+	assert_string_equal(state_of(f, x), "queued");
+	assert_string_equal(str_field(f, x, "waiting"), "no capable agent");
+	assert_int_equal(count_lines(cz, "task.assign", 0), 0);
+}
+
 /* Least loaded first, ties round robin: 6 tasks over 3 agents of 4 slots
  * go 2 to each, in turn; then the least-loaded agent gets the next ones. */
 static void
@@ -1566,6 +1598,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_retry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_priority_fifo, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_capability, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_paused_and_zero_slots, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_least_loaded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dependency_chain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dependency_dead, setup, teardown),
