@@ -13,8 +13,9 @@
 #include "agent.h"
 #include "bus.h"
 #include "task.h"
-#include "../bridge/auth.h"
-#include "../bridge/bridge.h"
+#include "auth.h"
+#include "bridge.h"
+#include "outbound.h"
 #include "cmd.h"
 #include "ctl.h"
 #include "orch.h"
@@ -39,6 +40,7 @@ struct orch {
 	struct tasks *tasks;
 	struct auth *auth;
 	struct bridge *bridge;
+	struct outbound *outbound;
 	bool demo;
 	char *share_dir;
 	char *db_path;
@@ -110,6 +112,12 @@ struct auth *
 orch_auth(struct orch *o)
 {
 	return o->auth;
+}
+
+struct outbound *
+orch_outbound(struct orch *o)
+{
+	return o->outbound;
 }
 
 struct bridge *
@@ -277,6 +285,8 @@ orch_release(struct orch *o)
 #endif
 	auth_free(o->auth);
 	o->auth = NULL;
+	outbound_free(o->outbound);
+	o->outbound = NULL;
 	cmd_table_free(o->cmds);
 	o->cmds = NULL;
 	logmgr_free(o->log);
@@ -360,6 +370,7 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	cmd_register(o->cmds, cmd_bus_entries, cmd_bus_count, "core");
 	cmd_register(o->cmds, cmd_task_entries, cmd_task_count, "core");
 	cmd_register(o->cmds, auth_cmd_entries, auth_cmd_count, "core");
+	cmd_register(o->cmds, outbound_cmd_entries, outbound_cmd_count, "core");
 #ifdef DREAMOS_BRIDGE
 	cmd_register(o->cmds, bridge_cmd_entries, bridge_cmd_count, "core");
 #endif
@@ -368,6 +379,14 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	if (bus_recover(o->bus, cause) != 0)
 		goto fail;
 	o->auth = auth_new(o);
+	o->outbound =
+	    outbound_new(loop, o->log, o->cfg->bridge.retry_attempts, o->cfg->bridge.retry_delay);
+	if (o->outbound == NULL) {
+		*cause = xstrdup("cannot initialise libcurl");
+		goto fail;
+	}
+	if (outbound_add_config_services(o->outbound, o->cfg, cause) != 0)
+		goto fail;
 	o->tasks = tasks_new(o);
 	if (tasks_recover(o->tasks, cause) != 0)
 		goto fail;
@@ -418,6 +437,8 @@ orch_finish(struct orch *o)
 #ifdef DREAMOS_BRIDGE
 	bridge_stop(o->bridge);
 #endif
+	outbound_free(o->outbound);
+	o->outbound = NULL;
 	bus_close(o->bus);
 	tasks_close(o->tasks);
 	if (o->handles_started) {

@@ -62,6 +62,8 @@ struct bus *orch_bus(struct orch *o);
 struct tasks *orch_tasks(struct orch *o);
 struct auth *orch_auth(struct orch *o);
 struct bridge *orch_bridge(struct orch *o);
+struct outbound;
+struct outbound *orch_outbound(struct orch *o);
 /* Directory of the shared files (demo agents, SDK): $DREAMOS_SHARE, else the
  * source tree next to the binary, else the installed $(pkgdatadir). */
 const char *orch_share_dir(const struct orch *o);
