@@ -133,7 +133,6 @@ agents_gone() {
 	return 0
 }
 verify() { "$PY" "$BUSAGENT" verify "$SENT" "$RECV" "$@"; }
-all_received() { verify >/dev/null; }
 drained() {
 	ctl status --json 2>/dev/null |
 		"$PY" -c "import json,sys; sys.exit(0 if json.load(sys.stdin)['counts']['messages_pending'] == 0 else 1)" 2>/dev/null
@@ -189,8 +188,9 @@ done
 start_headless --config "$T/crash.yaml"
 t1=$(now)
 wait_for 600 "the producer to finish ($(nsent) of $N)" sent_at_least "$N"
-wait_for 600 "the consumer to get every sent id ($(verify 2>&1))" all_received
-wait_for 120 "no message pending" drained
+# Every sent message is stored before its `sent`: once none is pending, the
+# consumer has acked (and so recorded) every one that was not lost.
+wait_for 600 "no message pending" drained
 drain=$(elapsed "$t1")
 total=$(elapsed "$t0")
 res=$(verify --json) || true

@@ -399,17 +399,18 @@ bus_dispatch(struct bus *b, struct inbox *ib)
 			b->ghead = d;
 		b->gtail = d;
 		b->st.inflight++;
-		if (d->attempt > 1) {
+		if (d->attempt > 1)
 			b->st.redelivered++;
-			struct store *st = orch_store(b->orch);
-			sqlite3_stmt *s = store_stmt(st, "UPDATE deliveries SET attempt = ?1 WHERE "
-			                                 "recipient = ?2 AND msg_id = ?3");
-			if (s != NULL) {
-				sqlite3_bind_int(s, 1, d->attempt);
-				sqlite3_bind_text(s, 2, ib->name, -1, SQLITE_TRANSIENT);
-				sqlite3_bind_int64(s, 3, d->msg->id);
-				store_step_write(st, s);
-			}
+		/* Every attempt is recorded, so that after a crash the count goes
+		 * on and max_attempts holds even for a message that crashes us. */
+		struct store *st = orch_store(b->orch);
+		sqlite3_stmt *s = store_stmt(st, "UPDATE deliveries SET attempt = ?1 WHERE "
+		                                 "recipient = ?2 AND msg_id = ?3");
+		if (s != NULL) {
+			sqlite3_bind_int(s, 1, d->attempt);
+			sqlite3_bind_text(s, 2, ib->name, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_int64(s, 3, d->msg->id);
+			store_step_write(st, s);
 		}
 		if (ib->drop_rate > 0 && bus_random(b) < ib->drop_rate) {
 			b->st.dropped++; /* chaos: lost on the way; redelivered later */
@@ -568,6 +569,10 @@ bus_route(struct bus *b, const char *from, const char *to, struct inbox ***out, 
 			if (strcmp(name, from) != 0)
 				v[n++] = bus_inbox(b, name, true);
 		}
+	} else if (strcmp(to, from) == 0) {
+		*code = PERR_SEND_TO_SELF;
+		*detail = xasprintf("%s cannot send a message to itself", from);
+		return -1;
 	} else if (strcmp(to, "captain") == 0) {
 		/* To the operator: stored and shown (history, the TUI), with no
 		 * delivery to wait for. */
@@ -726,6 +731,14 @@ bus_on_ack(struct bus *b, struct agent *a, const struct proto_msg *m)
 	struct inbox *ib = bus_inbox(b, a->name, false);
 	struct delivery *d = ib ? intmap_get(&ib->byid, id) : NULL;
 	struct store *st = orch_store(b->orch);
+	if (d != NULL && d->attempt == 0) {
+		/* Queued for this agent but never delivered: it cannot know the id. */
+		char why[96];
+		snprintf(why, sizeof why, "ack: message %lld was not delivered to you yet",
+		         (long long)id);
+		agent_send_error(a, PERR_UNKNOWN_MESSAGE, why, proto_str(m, "ref"));
+		return;
+	}
 	if (d != NULL) {
 		sqlite3_stmt *s = store_stmt(st, "UPDATE deliveries SET state = 1, updated_ms = ?1 "
 		                                 "WHERE recipient = ?2 AND msg_id = ?3");
@@ -890,6 +903,11 @@ bus_recover(struct bus *b, char **cause)
 	}
 	if (s != NULL)
 		sqlite3_reset(s);
+	s = store_stmt(st, "SELECT count(*) FROM deliveries WHERE state = 2");
+	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
+		b->st.dead = (uint64_t)sqlite3_column_int64(s, 0);
+	if (s != NULL)
+		sqlite3_reset(s);
 	if (n > 0)
 		log_info(orch_log(b->orch), "bus",
 		         "recovered %zu pending deliveries (last id %lld)", n,
@@ -977,6 +995,7 @@ bus_dead_requeue(struct bus *b, int64_t id)
 	}
 	if (fresh)
 		intmap_set(&b->msgs, id, m);
+	b->st.dead = b->st.dead >= (uint64_t)n ? b->st.dead - (uint64_t)n : 0;
 	sqlite3_stmt *u = store_stmt(st, "UPDATE deliveries SET state = 0, attempt = 0, "
 	                                 "updated_ms = ?1 WHERE msg_id = ?2 AND state = 2");
 	if (u != NULL) {

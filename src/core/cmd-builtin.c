@@ -126,7 +126,7 @@ cmd_status_print(struct cmd_ctx *ctx, const json_t *r, struct buf *out)
 	         (long long)json_integer_value(json_object_get(counts, "agents")));
 	buf_addf(
 	    out,
-	    "messages  %lld accepted, %lld pending (%lld in flight), %lld dead, last id %lld\n",
+	    "messages  %lld accepted this run, %lld pending (%lld in flight), %lld dead, last id %lld\n",
 	    (long long)json_integer_value(json_object_get(counts, "messages")),
 	    (long long)json_integer_value(json_object_get(counts, "messages_pending")),
 	    (long long)json_integer_value(json_object_get(counts, "messages_inflight")),

@@ -1,15 +1,16 @@
 #!/bin/sh
-# bus-crash.sh — no message is lost when the orchestrator is killed: a
-# producer agent sends BUS_CRASH_N messages (default 10000) to a consumer as
-# fast as the protocol allows and records the id of every `sent` answer;
-# dreamos is killed with SIGKILL in the middle of the stream (BUS_CRASH_AT
-# more `sent` after each start, default 300), BUS_CRASH_KILLS times (default
-# 2), each time started again on the same runtime.  The agents (config
-# agents, started at launch) come back, the producer sends the rest, the
-# consumer drains its inbox.  Every id the producer
-# recorded must reach the consumer at least once ("lost" must be 0);
-# duplicates are allowed (at-least-once) and reported.  Ids must go on
-# increasing after the restart.  bench/bus-crash.sh is the long version.
+# bus-crash.sh — no message is lost when the orchestrator is killed.  A
+# producer agent sends BUS_CRASH_N messages (default 10000) to a consumer
+# agent as fast as the protocol allows and records the id of every `sent`
+# answer; the consumer records every message before it acks it.  dreamos is
+# killed with SIGKILL in the middle of the stream, BUS_CRASH_KILLS times
+# (default 2: each time once BUS_CRASH_AT more `sent` came, default 300, and
+# the consumer is receiving), and started again on the same runtime; its
+# config agents come back with it, the producer sends the rest, the consumer
+# drains its inbox.  Every id the producer recorded must reach the consumer
+# at least once ("lost" must be 0); duplicates are allowed (at-least-once)
+# and reported.  Ids must go on increasing across the restarts.
+# bench/bus-crash.sh is the long version.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 
 PY=${PYTHON3:-python3}
@@ -70,7 +71,6 @@ agents_gone() {
 	return 0
 }
 verify() { "$PY" "$BUSAGENT" verify "$SENT" "$RECV" "$@"; }
-all_received() { verify >/dev/null; }
 jtest() {
 	"$PY" -c "import json,sys
 j=json.load(sys.stdin)
@@ -97,7 +97,6 @@ agents:
 EOF
 
 k=0
-target=0
 while [ $k -lt "$KILLS" ]; do
 	k=$((k + 1))
 	target=$(($(nsent) + AT))
@@ -117,11 +116,10 @@ while [ $k -lt "$KILLS" ]; do
 done
 
 start_headless --config "$T/crash.yaml"
-grep -q "recovered [0-9]* pending deliveries" "$RT/logs/dreamos.log" ||
-	echo "# note: no 'recovered ... pending deliveries' log (nothing was pending?)"
 wait_for 60 "the producer to finish ($(nsent) of $N sent)" sent_at_least "$N"
-wait_for 60 "the consumer to get every sent id ($(verify 2>&1))" all_received
-wait_for 30 "no message pending" drained
+# Every sent message is stored before its `sent`: once none is pending, the
+# consumer has acked (and so recorded) every one that was not lost.
+wait_for 60 "no message pending ($(verify 2>&1))" drained
 res=$(verify --json)
 echo "$res" | jtest "j['sent'] == $N and j['sent_distinct'] == $N" || fail "producer log: $res"
 echo "$res" | jtest "j['lost'] == 0" || fail "lost messages: $res"

@@ -358,7 +358,7 @@ done
 wait_delivered "$B1" "holder:acked other:acked prio:acked rec:acked"
 lt s1 "not any(m['id'] == $B1 for m in M)" || fail "s1 got its own broadcast"
 wait_delivered "$T1" "rec:acked"
-ht "[(r['from'], r['to'], r['body'], r['deliveries']) for r in j] == [('s1', 'captain', 's1 to captain', '')]" --grep "s1 to captain" ||
+ht "[(r['id'], r['from'], r['to'], r['body'], r['deliveries']) for r in j] == [($C1, 's1', 'captain', 's1 to captain', '')]" --grep "s1 to captain" ||
 	fail "message to the captain: $(ctl history --grep 's1 to captain')"
 ok "agent send: reply_to, URGENT/integrate → urgent/INTEGRATE, 1024-byte body, broadcast not to itself, #news, to captain"
 
@@ -389,9 +389,10 @@ ht "[(r['from'], r['to'], r['priority'], r['mode'], r['body']) for r in j] == [(
 ctl history --grep quokka | grep -Eq "^#$H3 [0-9T:.-]+Z captain -> other \[urgent NORMAL\] hf quokka three  \(other:acked\)$" ||
 	fail "history text: $(ctl history --grep quokka)"
 ht "j == []" --grep no-such-text-anywhere || fail "--grep with no match"
-sleep 1.5
+sleep 2
 H4=$(sendid other "hf quokka four")
-ht "[r['id'] for r in j] == [$H4]" --grep quokka --since 1s || fail "history --since 1s: $(ctl history --grep quokka --since 1s)"
+ht "[r['id'] for r in j] == [$H4]" --grep quokka --since 1.5s ||
+	fail "history --since 1.5s: $(ctl history --grep quokka --since 1.5s)"
 ht "[r['id'] for r in j] == [$H1, $H3, $H4]" --grep quokka --since 1h || fail "history --since 1h"
 ctl history --since soon >/dev/null 2>&1
 [ $? -eq 2 ] || fail "history --since soon must be a usage error"
@@ -431,6 +432,8 @@ wait_exit "$PID" 15
 
 # ---- ack timeout: redelivery, dead letters, requeue --------------------------
 
+# A second runtime (lib.sh's ctl and start_headless use $RT).
+# shellcheck disable=SC2034
 RT="$T/rt2"
 {
 	cat <<-EOF
@@ -452,7 +455,7 @@ X=$(sendid lazy "never acked")
 wait_for 10 "3 attempts of $X" lt lazy "len([m for m in M if m['id'] == $X]) >= 3"
 wait_for 5 "$X in dead list" dead_is "[(r['id'], r['to'], r['from'], r['attempts'], r['body']) for r in j] == [($X, 'lazy', 'captain', 3, '\"never acked\"')]"
 lt lazy "[m['attempt'] for m in M if m['id'] == $X] == [1, 2, 3]" || fail "attempts: $(lq lazy M)"
-lt lazy "(lambda t: all(b - a >= 0.3 for a, b in zip(t, t[1:])))([m['t'] for m in M if m['id'] == $X])" ||
+lt lazy "(lambda t: t[2] - t[0] >= 0.7)([m['t'] for m in M if m['id'] == $X])" ||
 	fail "redeliveries came before bus.ack_timeout: $(lq lazy "[m['t'] for m in M]")"
 [ "$(deliv "$X")" = "lazy:dead" ] || fail "history shows $(deliv "$X"), want lazy:dead"
 ctl logs --limit 1000 --grep "is dead after 3 attempts" | grep -q "message $X" || fail "no log about the dead message"
@@ -460,7 +463,7 @@ ctl dead list | grep -q "never acked" || fail "dead list (text): $(ctl dead list
 counts_check "c['messages_dead'] >= 1 and c['messages_pending'] == 0"
 sleep 1.2
 lt lazy "len([m for m in M if m['id'] == $X]) == 3" || fail "a dead message was delivered again: $(lq lazy M)"
-ok "ack timeout: $X redelivered with attempt 1, 2, 3 (ack_timeout apart), then dead (dead list, history, log)"
+ok "ack timeout: $X redelivered with attempt 1, 2, 3 (after bus.ack_timeout each), then dead (dead list, history, log)"
 
 : >"$T/release2"
 ctl dead requeue "$X" --json >"$T/rq.out" || fail "dead requeue: $(cat "$T/rq.out")"
