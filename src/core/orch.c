@@ -279,10 +279,8 @@ orch_release(struct orch *o)
 	o->bus = NULL;
 	tasks_free(o->tasks);
 	o->tasks = NULL;
-#ifdef DREAMOS_BRIDGE
 	bridge_free(o->bridge);
 	o->bridge = NULL;
-#endif
 	auth_free(o->auth);
 	o->auth = NULL;
 	outbound_free(o->outbound);
@@ -371,9 +369,7 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	cmd_register(o->cmds, cmd_task_entries, cmd_task_count, "core");
 	cmd_register(o->cmds, auth_cmd_entries, auth_cmd_count, "core");
 	cmd_register(o->cmds, outbound_cmd_entries, outbound_cmd_count, "core");
-#ifdef DREAMOS_BRIDGE
 	cmd_register(o->cmds, bridge_cmd_entries, bridge_cmd_count, "core");
-#endif
 	o->agents = agents_new(o);
 	o->bus = bus_new(o);
 	if (bus_recover(o->bus, cause) != 0)
@@ -434,9 +430,7 @@ orch_finish(struct orch *o)
 	o->finished = true;
 	ctl_server_stop(o->ctl);
 	o->ctl = NULL;
-#ifdef DREAMOS_BRIDGE
 	bridge_stop(o->bridge);
-#endif
 	outbound_free(o->outbound);
 	o->outbound = NULL;
 	bus_close(o->bus);
@@ -526,11 +520,7 @@ orch_status_json(struct orch *o)
 	    "last_message_id", (json_int_t)bs.last_id, "tasks", (json_int_t)tc.submitted,
 	    "last_task_id", (json_int_t)tc.last_id, "task_states", tstates, "log_records",
 	    (json_int_t)ls.emitted);
-#ifdef DREAMOS_BRIDGE
 	json_t *bridge = bridge_status_json(o->bridge);
-#else
-	json_t *bridge = NULL;
-#endif
 	return json_pack("{s:s,s:I,s:s,s:f,s:s,s:s,s:s?,s:s,s:o,s:o,s:o,s:s,s:I}", "version",
 	                 PACKAGE_VERSION, "pid", (json_int_t)getpid(), "mode", o->mode, "uptime_s",
 	                 (double)(time_mono_ms() - o->started_mono_ms) / 1000.0, "started", started,
@@ -611,13 +601,7 @@ orch_complete(struct orch *o, const char *hint, const char *partial, cmd_complet
 void
 orch_agent_state(struct orch *o, struct agent *a, int old_state)
 {
-#ifdef DREAMOS_BRIDGE
 	bridge_agent_event(o->bridge, a, old_state);
-#else
-	(void)o;
-	(void)a;
-	(void)old_state;
-#endif
 }
 
 void
@@ -724,7 +708,6 @@ int
 orch_start(struct orch *o, char **cause)
 {
 	(void)cause;
-#ifdef DREAMOS_BRIDGE
 	if (o->cfg->bridge.enabled) {
 		char *why = NULL;
 		/* A Bridge that cannot listen is an error, not a reason to
@@ -734,7 +717,6 @@ orch_start(struct orch *o, char **cause)
 			free(why);
 		}
 	}
-#endif
 	agents_start_configured(o->agents);
 	if (o->demo)
 		orch_start_demo(o);
