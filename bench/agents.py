@@ -510,16 +510,20 @@ class DreamosSide:
 
     def wait_api_up(self, old_pid, timeout):
         end = time.monotonic() + timeout
+        why = ""
         while True:
-            up, pid = self.api_up()
+            try:
+                up, pid = self.api_up()
+            except (BenchError, OSError, xmlrpc.client.Error, http.client.HTTPException) as e:
+                up, pid, why = False, None, " (last answer: %s)" % e
             if up and pid and pid != old_pid:
                 return pid
             if time.monotonic() > end:
-                raise BenchError("%s: tiny not up again within %.0f s" % (self.label, timeout))
+                raise BenchError("%s: tiny not up again within %.0f s%s" % (self.label, timeout, why))
             time.sleep(self.args.poll_ms / 1000.0)
 
     def parse(self, line):
-        """A log line -> (event, ts_ms, pid) with event 'spawned'/'up', or None."""
+        """A log line -> (event, ts_ms, pid), event 'exited', 'spawned' or 'up'; or None."""
         try:
             r = json.loads(line)
         except ValueError:

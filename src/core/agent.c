@@ -397,7 +397,10 @@ agent_after_failure(struct agent *a, bool failure, const char *desc)
 	char why[512];
 	snprintf(why, sizeof why, "%s; restart in %.1f s, attempt %d", desc, delay, a->attempt);
 	agent_set_state(a, AGENT_BACKOFF, failure ? LVL_WARN : LVL_INFO, why);
-	uv_timer_start(a->timer, agent_on_timer, (uint64_t)(delay * 1000.0), 0);
+	/* At least 1 ms: a 0 ms timer re-armed from its own callback would run
+	 * again in the same loop pass and starve everything else. */
+	uint64_t ms = (uint64_t)(delay * 1000.0);
+	uv_timer_start(a->timer, agent_on_timer, ms > 0 ? ms : 1, 0);
 }
 
 void

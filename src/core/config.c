@@ -347,8 +347,7 @@ static int set_agents(struct cfg_ctx *c, const struct cfg_key *k, yaml_node_t *v
  * their defaults. */
 #define BACKOFF_KEYS(d_initial, d_cap, d_reset)                                                    \
 	{                                                                                          \
-		KDUR("initial", B(initial), d_initial, .flags = F_POSITIVE),                       \
-		    KFLOAT("factor", B(factor), 1, 1000, 2),                                       \
+		KDUR("initial", B(initial), d_initial), KFLOAT("factor", B(factor), 1, 1000, 2),   \
 		    KDUR("cap", B(cap), d_cap, .flags = F_POSITIVE),                               \
 		    KDUR("reset_after", B(reset_after), d_reset), KEND                             \
 	}
