@@ -13,11 +13,14 @@
  *   --out FILE  where the result goes, written once every `sent` has come back
  * The agent's name comes from DREAMOS_AGENT_NAME.
  *
+ * A send refused with `backpressure` (the consumer's inbox is full) is sent again after a
+ * backoff (1 ms, doubling while refused, up to 64 ms), and no new ones go out meanwhile.
+ *
  * Each body is a JSON string "t=<CLOCK_MONOTONIC ns, 20 digits> s=<seq> xxx...", padded to
  * --size bytes; bus-consumer takes the one-way latency from it.  Each send carries ref=<seq>,
  * so the `sent` answer gives the durability round trip (send written -> `sent` read).
  *
- * Result (one line): sent=N errors=E start_ns=T0 end_ns=T1 rate=R(msgs/s) sent_p50_us=..
+ * Result (one line): sent=N errors=E retries=B start_ns=T0 end_ns=T1 rate=R(msgs/s) sent_p50_us=..
  * sent_p99_us=..  where start is when the first send was written and end when the last `sent`
  * was read.  After that the agent stays connected (answering ping, stopping on stop or EOF).
  *
@@ -141,7 +144,14 @@ get_field(const char *p, const char *key, char *out, size_t cap)
 static const char *to = NULL, *out_path = NULL, *go_path = NULL, *name = NULL;
 static long count = 0, window = 1000, size = 256;
 static double rate = 0;
-static long nsent, nanswered, nerrors;
+static long nnew;              /* sequence numbers used so far (each sent at least once) */
+static long inflight;          /* sends written, not yet answered */
+static long nok, nerrors;      /* answered with `sent`; with an error other than backpressure */
+static long nretries;          /* sends answered with `backpressure`, sent again */
+static long *retry_q;          /* those, to send again (a ring of count entries) */
+static long rq_head, rq_len;
+static long long retry_at;     /* not before this (monotonic ns) */
+static long long backoff = 1000000; /* ns; doubles while refused, up to 64 ms */
 static int welcomed, stopping;
 static long long *sent_at, *rtt; /* per seq: when written; send -> `sent` in ns */
 static long nrtt;
@@ -155,23 +165,42 @@ handle(char *line)
 	if (!strcmp(type, "welcome")) {
 		welcomed = 1;
 	} else if (!strcmp(type, "sent") || !strcmp(type, "error")) {
-		if (!strcmp(type, "error")) {
-			nerrors++;
-			if (nerrors <= 5)
-				fprintf(stderr, "bus-producer: %s\n", line);
+		int is_sent = !strcmp(type, "sent");
+		char code[64] = "";
+		if (!is_sent) {
+			get_field(line, "code", code, sizeof code);
 			if (!welcomed)
 				die("rejected by dreamos");
 		}
+		long seq = -1;
 		if (get_field(line, "ref", ref, sizeof ref)) {
 			char *end;
-			long seq = strtol(ref, &end, 10);
-			if (*end == '\0' && seq >= 0 && seq < count && sent_at[seq] > 0) {
-				if (!strcmp(type, "sent"))
-					rtt[nrtt++] = now_ns() - sent_at[seq];
-				sent_at[seq] = 0;
-				nanswered++;
-			}
+			seq = strtol(ref, &end, 10);
+			if (*end != '\0' || seq < 0 || seq >= count || sent_at[seq] == 0)
+				seq = -1;
 		}
+		if (seq < 0) {
+			fprintf(stderr, "bus-producer: unexpected answer: %s\n", line);
+			return;
+		}
+		inflight--;
+		if (is_sent) {
+			rtt[nrtt++] = now_ns() - sent_at[seq];
+			nok++;
+			backoff = 1000000;
+		} else if (!strcmp(code, "backpressure")) {
+			/* The consumer's inbox is full: send it again a little later, as an
+			 * agent should. */
+			retry_q[(rq_head + rq_len++) % count] = seq;
+			retry_at = now_ns() + backoff;
+			if (backoff < 64000000)
+				backoff *= 2;
+			nretries++;
+		} else {
+			if (++nerrors <= 5)
+				fprintf(stderr, "bus-producer: %s\n", line);
+		}
+		sent_at[seq] = 0;
 	} else if (!strcmp(type, "command")) {
 		char cname[32];
 		if (get_field(line, "name", cname, sizeof cname)) {
@@ -228,7 +257,31 @@ add_send(long seq)
 		die("line too long");
 	sent_at[seq] = t;
 	out_add(line, (size_t)n);
-	nsent++;
+	inflight++;
+}
+
+/* Sends again what was refused with backpressure, if it is time, within the window. */
+static void
+send_retries(long limit)
+{
+	if (rq_len == 0 || now_ns() < retry_at)
+		return;
+	while (rq_len > 0 && inflight < limit) {
+		add_send(retry_q[rq_head]);
+		rq_head = (rq_head + 1) % count;
+		rq_len--;
+	}
+}
+
+/* The poll timeout: until the next retry is due, or timeout_ms. */
+static int
+retry_wait(int timeout_ms)
+{
+	if (rq_len == 0)
+		return timeout_ms;
+	long long left = retry_at - now_ns();
+	int ms = left > 0 ? (int)((left + 999999) / 1000000) : 0;
+	return timeout_ms < 0 || ms < timeout_ms ? ms : timeout_ms;
 }
 
 static int
@@ -299,9 +352,10 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
 	sent_at = calloc((size_t)count, sizeof *sent_at);
+	retry_q = calloc((size_t)count, sizeof *retry_q);
 	rtt = calloc((size_t)count, sizeof *rtt);
 	pad = malloc((size_t)size + 1);
-	if (!sent_at || !rtt || !pad)
+	if (!sent_at || !rtt || !pad || !retry_q)
 		die("out of memory");
 	memset(pad, 'x', (size_t)size);
 	pad[size] = '\0';
@@ -330,27 +384,25 @@ main(int argc, char **argv)
 	if (rate > 0) {
 		/* Latency mode: a fixed pace, one send every 1/rate s. */
 		double step = 1e9 / rate;
-		while (nanswered < count) {
-			long long now = now_ns();
-			while (nsent < count && now >= t0 + (long long)(step * (double)nsent)) {
-				add_send(nsent);
-				now = now_ns();
-			}
+		while (nok + nerrors < count) {
+			while (nnew < count && now_ns() >= t0 + (long long)(step * (double)nnew))
+				add_send(nnew++);
+			send_retries(count);
 			out_flush();
 			/* Sleep until the next send is due (poll rounds up to the millisecond; the
 			 * body's timestamp is taken when the line is made, so lateness does not
 			 * count as latency). */
-			long long next = t0 + (long long)(step * (double)nsent);
-			long long left = next - now_ns();
-			int ms = nsent < count ? (left > 0 ? (int)((left + 999999) / 1000000) : 0) : 100;
-			wait_poll(ms);
+			long long left = t0 + (long long)(step * (double)nnew) - now_ns();
+			int ms = nnew < count ? (left > 0 ? (int)((left + 999999) / 1000000) : 0) : -1;
+			wait_poll(retry_wait(ms));
 		}
 	} else {
-		while (nanswered < count) {
-			while (nsent < count && nsent - nanswered < window)
-				add_send(nsent);
+		while (nok + nerrors < count) {
+			send_retries(window);
+			while (rq_len == 0 && nnew < count && inflight < window)
+				add_send(nnew++); /* nothing new while refused ones wait */
 			out_flush();
-			wait_poll(-1);
+			wait_poll(retry_wait(-1));
 		}
 	}
 	long long t1 = now_ns();
@@ -361,9 +413,9 @@ main(int argc, char **argv)
 	if (!f)
 		die("cannot write the result");
 	fprintf(f,
-	        "sent=%ld errors=%ld start_ns=%lld end_ns=%lld rate=%.0f sent_p50_us=%.1f "
-	        "sent_p99_us=%.1f\n",
-	        nsent - nerrors, nerrors, t0, t1, (double)count * 1e9 / (double)(t1 - t0),
+	        "sent=%ld errors=%ld retries=%ld start_ns=%lld end_ns=%lld rate=%.0f "
+	        "sent_p50_us=%.1f sent_p99_us=%.1f\n",
+	        nok, nerrors, nretries, t0, t1, (double)count * 1e9 / (double)(t1 - t0),
 	        pct_us(rtt, nrtt, 0.50), pct_us(rtt, nrtt, 0.99));
 	fclose(f);
 	rename(tmp, out_path);

@@ -408,8 +408,8 @@ count_lines(const struct capture *c, const char *type, int64_t id)
 	return n;
 }
 
-/* The last line of c, which must be an error: its code, and its detail
- * (static copies). */
+/* The last line of c, which must be an error: returns its code, and sets
+ * last_error_detail to its detail (static copies). */
 static const char *last_error_detail;
 static const char *
 last_error(const struct capture *c)
@@ -426,7 +426,9 @@ last_error(const struct capture *c)
 }
 
 /* The transitions recorded for task id since event index from, as
- * "queued>assigned running>done" (static); submit shows as "+queued". */
+ * "queued>assigned assigned>done" (static); the submit shows as
+ * "queued>queued" (or "blocked>blocked"), and so does a progress report
+ * that keeps the state. */
 static const char *
 transitions(struct fixture *f, int64_t id, size_t from)
 {
@@ -1321,8 +1323,9 @@ test_bad_input(void **state)
 	assert_true(json_real_value(json_object_get(j, "progress")) == 0.0);
 	json_decref(j);
 	/* A queued task is nobody's either. */
-	int64_t q = submit(f, "queued"); /* → w2 */
-	int64_t q2 = submit(f, "queued 2");
+	int64_t q = submit(f, "to w2");
+	assert_string_equal(str_field(f, q, "agent"), "w2");
+	int64_t q2 = submit(f, "queued");
 	assert_string_equal(state_of(f, q2), "queued");
 	feed(f, w1, "{\"type\":\"task.done\",\"task\":%lld}", (long long)q2);
 	assert_string_equal(last_error(c1), PERR_NOT_YOUR_TASK);
@@ -1359,7 +1362,6 @@ test_bad_input(void **state)
 	feed(f, w1, "{\"type\":\"task.done\",\"task\":%lld}", (long long)a);
 	assert_string_equal(last_error(c1), PERR_NOT_YOUR_TASK);
 	assert_string_equal(state_of(f, a), "done");
-	(void)q;
 
 	/* A payload that is not JSON, from the captain: a usage error, and
 	 * nothing is stored. */
@@ -1564,25 +1566,36 @@ test_recovery(void **state)
 	testutil_rmdir(dir2);
 }
 
-/* A clean stop (the agent disconnects first, giving its task back) and a
- * restart on the same runtime keep the queue too. */
+/* A clean stop and a restart on the same runtime keep the queue: states,
+ * order, dependencies, ids. */
 static void
 test_restart_same_runtime(void **state)
 {
 	struct fixture *f = *state;
 	struct agent *w1 = attach(f, "w1", NULL, 1);
-	submit(f, "A"); /* → w1 */
-	submit_full(f, "B", PRIO_HIGH, NULL, NULL, 0, -1, 0);
-	feed(f, w1, "{\"type\":\"task.progress\",\"task\":1,\"pct\":30}");
+	submit(f, "A");                                            /* 1 → w1 */
+	submit_full(f, "B", PRIO_LOW, NULL, NULL, 0, -1, 0);       /* 2 */
+	submit_full(f, "C", PRIO_HIGH, NULL, NULL, 0, -1, 0);      /* 3 */
+	int64_t after_b[] = {2};
+	submit_full(f, "D", PRIO_URGENT, NULL, after_b, 1, -1, 0); /* 4 */
+	feed(f, w1, "{\"type\":\"task.done\",\"task\":1}");      /* 3 → w1 */
 	fx_close(f);
 	fx_open(f, f->dir);
-	assert_string_equal(state_of(f, 1), "queued");
-	assert_int_equal(int_field(f, 1, "attempt"), 1);
+	assert_string_equal(state_of(f, 1), "done");
 	assert_string_equal(state_of(f, 2), "queued");
-	assert_int_equal(submit(f, "C"), 3);
+	assert_string_equal(state_of(f, 4), "blocked");
+	assert_int_equal(submit(f, "E"), 5);
 	struct capture *c = cap_of(f, "w1");
-	attach(f, "w1", NULL, 3);
-	assert_string_equal(assigned(c, 0), "2,1,3");
+	struct agent *again = attach(f, "w1", NULL, 1);
+	for (int i = 0; i < 4; i++) {
+		json_t *l = cap_line(c, c->n - 1);
+		long long id = json_integer_value(json_object_get(json_object_get(l, "task"), "id"));
+		json_decref(l);
+		feed(f, again, "{\"type\":\"task.done\",\"task\":%lld}", id);
+	}
+	/* 3 came back from w1 (the clean stop gave it back), then E, then the
+	 * low B, which unblocks the urgent D. */
+	assert_string_equal(assigned(c, 0), "3,5,2,4");
 }
 
 int

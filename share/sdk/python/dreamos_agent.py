@@ -73,26 +73,62 @@ Notes:
 * SIGTERM and SIGINT end ``run()`` cleanly too (unless the program installed
   its own handlers).
 * Set ``DREAMOS_AGENT_TRACE=1`` to copy every protocol line to stderr.
+
+Remote agents (over the Bridge)
+-------------------------------
+
+The same Agent can run on another machine and reach dreamos through the
+Bridge (dreamos-bridge(7)) instead of stdin/stdout: give it the Bridge's
+address and an API key of role ``agent`` (``dreamos ctl apikey create NAME
+--role agent``), as constructor arguments or in the environment::
+
+    Echo(bridge_url="ws://10.0.0.5:8000", api_key="dos_...").run()
+
+    DREAMOS_BRIDGE_URL=wss://bridge.example:8000 DREAMOS_API_KEY=dos_... ./echo.py
+
+The URL may be ``ws://``, ``wss://``, ``http://`` or ``https://`` with an
+optional path (default ``/v1/stream``).  On each connection the agent
+exchanges the API key for a session token (``POST /v1/auth/token``), opens a
+WebSocket to the stream with ``Authorization: Bearer TOKEN`` and speaks the
+same protocol, one message per text frame.  Its name defaults to the key's
+name (an agent key may only speak as itself).  When the connection drops it
+reconnects with exponential backoff (``reconnect_delay`` doubling up to
+``reconnect_max_delay``), says hello again and gets its unacknowledged
+messages and unfinished tasks back; what the agent sends while disconnected
+waits in memory (heartbeats excepted) and goes out after the new hello.
+A refused key (401/403), a key of another role or a ``name_mismatch`` close
+is not retried: run() raises BridgeError.  For wss:// with a private CA give
+``cafile`` (or $DREAMOS_BRIDGE_CAFILE).  Only the standard library is used
+(socket, ssl, http.client): no threads either.
 """
 
+import base64
 import collections
 import errno
+import hashlib
 import heapq
+import http.client
 import itertools
 import json
 import os
+import random
 import re
 import select
 import signal
+import socket
+import ssl
+import struct
 import sys
 import time
 import traceback
+from urllib.parse import urlsplit
 
 __all__ = [
     "Agent",
     "TaskError",
     "ProtocolError",
     "OrchestratorGone",
+    "BridgeError",
     "PROTO_VERSION",
     "PRIORITIES",
     "MODES",
@@ -154,6 +190,349 @@ class OrchestratorGone(SystemExit):
 
     def __init__(self):
         super().__init__(0)
+
+
+class BridgeError(ConnectionError):
+    """A Bridge connection that cannot work and is not retried: the API
+    key was refused (401/403), it is not an agent key, or the orchestrator
+    closed the WebSocket for a reason that another try would not change
+    (name_mismatch).  Attributes: status (HTTP status or close code),
+    detail."""
+
+    def __init__(self, status, detail):
+        super().__init__("Bridge: %s %s" % (status, detail))
+        self.status = status
+        self.detail = detail
+
+
+class _LinkDown(Exception):
+    """The WebSocket to the Bridge ended (code, reason); retry says whether
+    reconnecting may help."""
+
+    def __init__(self, code, reason, retry=True):
+        super().__init__("%s %s" % (code, reason))
+        self.code = code
+        self.reason = reason
+        self.retry = retry
+
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# Close codes after which reconnecting cannot help: policy violation,
+# name_mismatch (4003), a forbidden key (4001/4403 if a server uses them).
+_WS_FATAL_CODES = (1008, 4001, 4003, 4403)
+_OUTBOX_MAX = 100000
+
+
+def _ws_mask(key, data):
+    """XORs data with the 4-byte masking key (RFC 6455 section 5.3) as one
+    big-integer operation, which is much faster than a loop over bytes."""
+    n = len(data)
+    if n == 0:
+        return b""
+    reps = key * (n // 4 + 1)
+    return (int.from_bytes(data, "little")
+            ^ int.from_bytes(reps[:n], "little")).to_bytes(n, "little")
+
+
+def _ws_frame(opcode, payload):
+    """Returns one masked client frame (FIN set)."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    key = os.urandom(4)
+    return head + key + _ws_mask(key, payload)
+
+
+class _BridgeLink(object):
+    """One agent's connection to the Bridge: the token exchange, the
+    WebSocket handshake and RFC 6455 framing over a non-blocking socket
+    (TLS for wss:// and https://).  Received text messages collect in
+    self.inbox (bytes); the Agent's loop takes them from there."""
+
+    def __init__(self, url, api_key, cafile=None, ssl_context=None, timeout=10.0):
+        u = urlsplit(url if "://" in url else "ws://" + url)
+        if u.scheme not in ("ws", "wss", "http", "https"):
+            raise ValueError("bridge URL must be ws://, wss://, http:// or https://: %r" % url)
+        self.url = url
+        self.tls = u.scheme in ("wss", "https")
+        self.host = u.hostname or "127.0.0.1"
+        self.port = u.port or (443 if self.tls else 80)
+        path = u.path.rstrip("/")
+        if path.endswith("/v1/stream"):
+            prefix = path[:-len("/v1/stream")]
+            self.stream_path = path
+        elif path:
+            prefix = ""
+            self.stream_path = path
+        else:
+            prefix = ""
+            self.stream_path = "/v1/stream"
+        self.token_path = prefix + "/v1/auth/token"
+        self.api_key = api_key
+        self.timeout = float(timeout)
+        self.ssl_context = ssl_context
+        if self.tls and ssl_context is None:
+            self.ssl_context = ssl.create_default_context(cafile=cafile)
+        self.sock = None
+        self.inbuf = bytearray()
+        self.out = bytearray()       # frames not yet written
+        self.inbox = collections.deque()
+        self.frags = []              # a fragmented message being received
+        self.close_sent = False
+        self.principal = None        # the token answer: name, role, ...
+
+    @property
+    def connected(self):
+        return self.sock is not None
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    # -- connecting ----------------------------------------------------
+
+    def _token(self):
+        """Exchanges the API key for a session token; returns the answer."""
+        if self.tls:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                               context=self.ssl_context)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("POST", self.token_path, body=b"",
+                         headers={"Authorization": "Bearer " + self.api_key,
+                                  "Content-Length": "0"})
+            resp = conn.getresponse()
+            body = resp.read()
+            status = resp.status
+        finally:
+            conn.close()
+        try:
+            j = json.loads(body.decode("utf-8", "replace"))
+        except ValueError:
+            j = None
+        if status == 200 and isinstance(j, dict) and isinstance(j.get("token"), str):
+            return j
+        detail = body.decode("utf-8", "replace")[:300]
+        if isinstance(j, dict) and isinstance(j.get("error"), dict):
+            detail = str(j["error"].get("message") or detail)
+        if status in (401, 403):
+            raise BridgeError(status, "POST %s: %s" % (self.token_path, detail))
+        raise _LinkDown(status, "POST %s: %s" % (self.token_path, detail))
+
+    def connect(self):
+        """Gets a token and opens the WebSocket.  Returns the token answer
+        ({token, name, role, ...}).  Raises BridgeError (do not retry),
+        _LinkDown or OSError (retry)."""
+        info = self._token()
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls:
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+            key = base64.b64encode(os.urandom(16)).decode()
+            req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                   "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n"
+                   % (self.stream_path, self.host, self.port, key, info["token"]))
+            sock.sendall(req.encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise _LinkDown(1006, "connection closed during the WebSocket handshake")
+                data += chunk
+                if len(data) > 65536:
+                    raise _LinkDown(1002, "WebSocket handshake answer too long")
+            head, rest = data.split(b"\r\n\r\n", 1)
+            lines = head.decode("iso-8859-1").split("\r\n")
+            try:
+                status = int(lines[0].split()[1])
+            except (IndexError, ValueError):
+                raise _LinkDown(1002, "bad handshake answer %r" % lines[0][:100])
+            hdrs = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    hdrs[k.strip().lower()] = v.strip()
+            if status != 101:
+                detail = "GET %s: %d %s" % (self.stream_path, status,
+                                            rest.decode("utf-8", "replace")[:300])
+                if status in (401, 403):
+                    raise BridgeError(status, detail)
+                raise _LinkDown(status, detail)
+            want = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+            if hdrs.get("sec-websocket-accept") != want:
+                raise _LinkDown(1002, "bad Sec-WebSocket-Accept")
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.sock = sock
+        self.inbuf = bytearray(rest)
+        self.out = bytearray()
+        self.frags = []
+        self.close_sent = False
+        self.principal = info
+        self._parse()
+        return info
+
+    def close(self, code=1000, reason=""):
+        """Sends a close frame (best effort) and closes the socket."""
+        if self.sock is None:
+            return
+        if not self.close_sent:
+            self.close_sent = True
+            self.out += _ws_frame(0x8, struct.pack("!H", code) + reason.encode()[:120])
+            try:
+                self._flush(wait=0.5)
+            except (_LinkDown, OSError):
+                pass
+        self.drop()
+
+    def drop(self):
+        """Closes the socket at once."""
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+        self.out = bytearray()
+
+    # -- reading -------------------------------------------------------
+
+    def pending(self):
+        """True if TLS holds decrypted bytes that select() cannot see."""
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+
+    def pump(self, flush=True):
+        """Reads what the socket has (without blocking) and parses it;
+        complete text messages go to self.inbox, pongs to self.out (sent
+        now unless flush is false).  Raises _LinkDown when the connection
+        has ended."""
+        if self.sock is None:
+            raise _LinkDown(1006, "not connected")
+        while True:
+            try:
+                chunk = self.sock.recv(_READ_CHUNK)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError):
+                break
+            except (OSError, ssl.SSLError) as e:
+                self.drop()
+                raise _LinkDown(1006, "connection lost: %s" % e)
+            if not chunk:
+                self.drop()
+                raise _LinkDown(1006, "connection closed without a close frame")
+            self.inbuf += chunk
+            if len(chunk) < _READ_CHUNK and not self.pending():
+                break
+        self._parse()
+        if flush and self.out:
+            self._flush(wait=0)          # pongs
+
+    def _parse(self):
+        """Takes the complete frames out of inbuf."""
+        b = self.inbuf
+        pos = 0
+        end = len(b)
+        while end - pos >= 2:
+            b0, b1 = b[pos], b[pos + 1]
+            n = b1 & 0x7F
+            off = pos + 2
+            if n == 126:
+                if end - off < 2:
+                    break
+                n = (b[off] << 8) | b[off + 1]
+                off += 2
+            elif n == 127:
+                if end - off < 8:
+                    break
+                n = int.from_bytes(b[off:off + 8], "big")
+                off += 8
+            mkey = None
+            if b1 & 0x80:                # servers do not mask; accept it anyway
+                if end - off < 4:
+                    break
+                mkey = bytes(b[off:off + 4])
+                off += 4
+            if end - off < n:
+                break
+            payload = bytes(b[off:off + n])
+            if mkey is not None:
+                payload = _ws_mask(mkey, payload)
+            pos = off + n
+            self._frame(b0 & 0x80, b0 & 0x0F, payload)
+            if self.sock is None:
+                break
+        if pos:
+            del b[:pos]
+
+    def _frame(self, fin, op, payload):
+        """Handles one received frame."""
+        if op == 0x9:                    # ping
+            if not self.close_sent:
+                self.out += _ws_frame(0xA, payload)
+        elif op == 0xA:                  # pong
+            pass
+        elif op == 0x8:                  # close: answer it, then it is over
+            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            reason = payload[2:].decode("utf-8", "replace")
+            if not self.close_sent:
+                self.close_sent = True
+                self.out += _ws_frame(0x8, payload[:2])
+                try:
+                    self._flush(wait=0.2)
+                except (_LinkDown, OSError):
+                    pass
+            self.drop()
+            raise _LinkDown(code, reason, retry=code not in _WS_FATAL_CODES)
+        elif op in (0x0, 0x1, 0x2):
+            self.frags.append(payload)
+            if fin:
+                msg = b"".join(self.frags)
+                self.frags = []
+                self.inbox.append(msg)
+
+    # -- writing -------------------------------------------------------
+
+    def send(self, data):
+        """Sends data (bytes) as one text frame.  While the socket is full
+        it keeps reading, so that neither side waits for the other."""
+        if self.sock is None:
+            raise _LinkDown(1006, "not connected")
+        self.out += _ws_frame(0x1, data)
+        self._flush(wait=None)
+
+    def _flush(self, wait):
+        """Writes self.out: wait None means until all is written, else at
+        most wait seconds."""
+        deadline = None if wait is None else time.monotonic() + wait
+        while self.out and self.sock is not None:
+            try:
+                n = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
+                    ssl.SSLWantReadError):
+                n = 0
+            except (OSError, ssl.SSLError) as e:
+                self.drop()
+                raise _LinkDown(1006, "connection lost: %s" % e)
+            if n:
+                del self.out[:n]
+                continue
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            r, w, _ = select.select([self.sock], [self.sock], [],
+                                    1.0 if left is None else min(left, 1.0))
+            if r and not w:
+                # Read while we cannot write (the peer may be waiting for us
+                # to read before it reads again); pongs queue behind.
+                self.pump(flush=False)
 
 
 class _Later(object):
@@ -241,6 +620,19 @@ class Agent(object):
             $DREAMOS_HEARTBEAT_INTERVAL, else 5; 0 or less disables them.
         auto_ack: acknowledge each message after on_message returns.
         protect_stdout: move the protocol off fd 1 (see the module notes).
+        bridge_url: connect to the Bridge at this URL (ws://, wss://,
+            http:// or https://) instead of speaking on stdin/stdout;
+            default $DREAMOS_BRIDGE_URL (see "Remote agents" above).
+        api_key: the agent's API key for the Bridge; default
+            $DREAMOS_API_KEY.
+        cafile: CA certificates (PEM) for a wss:// Bridge; default
+            $DREAMOS_BRIDGE_CAFILE, else the system's.
+        ssl_context: an ssl.SSLContext to use instead (wss://).
+        reconnect: reconnect when the Bridge connection drops (default
+            True); without it a drop ends run() as EOF does.
+        reconnect_delay, reconnect_max_delay: the first wait before
+            reconnecting and its cap (seconds); it doubles on each failed
+            try and is reset by a welcome.
 
     After ``welcome``: ``self.agent`` is the name the orchestrator knows us
     by, ``self.session`` its session id, ``self.welcome_info`` the message.
@@ -254,7 +646,10 @@ class Agent(object):
 
     def __init__(self, name=None, capabilities=(), max_tasks=1,
                  version=__version__, heartbeat_interval=None, auto_ack=True,
-                 protect_stdout=True):
+                 protect_stdout=True, bridge_url=None, api_key=None, cafile=None,
+                 ssl_context=None, reconnect=True, reconnect_delay=0.5,
+                 reconnect_max_delay=30.0):
+        self._name_given = bool(name or os.environ.get("DREAMOS_AGENT_NAME"))
         self.name = name or _default_name()
         if isinstance(capabilities, str):
             capabilities = [capabilities]
@@ -292,6 +687,31 @@ class Agent(object):
         self._in_select = False
         self._next_heartbeat = None
         self._hello_sent = False
+
+        # The Bridge transport (None: stdin/stdout).
+        self._link = None
+        if bridge_url is None:
+            bridge_url = os.environ.get("DREAMOS_BRIDGE_URL") or None
+        if bridge_url:
+            if api_key is None:
+                api_key = os.environ.get("DREAMOS_API_KEY") or None
+            if not api_key:
+                raise ValueError("a Bridge connection needs an agent API key "
+                                 "(api_key= or $DREAMOS_API_KEY)")
+            if cafile is None:
+                cafile = os.environ.get("DREAMOS_BRIDGE_CAFILE") or None
+            self._link = _BridgeLink(bridge_url, api_key, cafile=cafile,
+                                     ssl_context=ssl_context)
+        self.reconnect_enabled = bool(reconnect)
+        self.reconnect_delay = max(0.01, float(reconnect_delay))
+        self.reconnect_max_delay = max(self.reconnect_delay, float(reconnect_max_delay))
+        self.bridge_error = None     # a BridgeError that ended the connection
+        self.connections = 0         # Bridge connections made so far
+        self._backoff = self.reconnect_delay
+        self._reconnect_at = None    # monotonic time of the next try
+        self._link_started = False
+        self._outbox = collections.deque()   # encoded lines sent while down
+        self._outbox_warned = False
 
     # ------------------------------------------------------------------
     # handler registration
@@ -377,13 +797,34 @@ class Agent(object):
         """Returns a fresh request reference, unique for this process."""
         return "%s%d" % (prefix, next(self._refs))
 
+    @property
+    def transport(self):
+        """"bridge" for a remote agent, else "stdio"."""
+        return "stdio" if self._link is None else "bridge"
+
+    def _hello_msg(self):
+        return {"type": "hello", "proto": PROTO_VERSION, "name": self.name,
+                "capabilities": self.capabilities,
+                "max_tasks": self.max_tasks, "version": self.version}
+
     def hello(self):
         """Sends hello (run() does it; call it only when driving the loop
         yourself)."""
+        self._setup_io()    # over the Bridge the name may come from the key
         self._hello_sent = True
-        self.write({"type": "hello", "proto": PROTO_VERSION, "name": self.name,
-                    "capabilities": self.capabilities,
-                    "max_tasks": self.max_tasks, "version": self.version})
+        self.write(self._hello_msg())
+
+    def reconnect(self):
+        """Over the Bridge: drops the connection at once and connects again
+        after the usual backoff, as after a network failure (the
+        orchestrator then redelivers what was not acknowledged).  Raises
+        RuntimeError for an agent on stdin/stdout."""
+        if self._link is None:
+            raise RuntimeError("reconnect() is for agents connected through the Bridge")
+        self._setup_io()
+        if self._link.connected:
+            self._link.drop()
+            self._bridge_down(_LinkDown(1006, "reconnect() called"))
 
     def heartbeat(self, load=None):
         """Sends a heartbeat, with the optional load figure."""
@@ -577,6 +1018,10 @@ class Agent(object):
             pass
         except Exception:
             self._report("on_stop")
+        if self._link is not None:
+            self._link.close(1000, "agent stopped")
+            if self.bridge_error is not None:
+                raise self.bridge_error
 
     def _loop(self):
         """The select() loop proper."""
@@ -633,6 +1078,9 @@ class Agent(object):
         """Waits up to timeout seconds (None: forever) for input, reads what
         is there and queues the complete lines in the backlog.  Sets _eof
         at end of input."""
+        if self._link is not None:
+            self._bridge_read_some(timeout)
+            return
         self._in_select = True
         try:
             if self._stopping:          # a signal came just before
@@ -709,6 +1157,8 @@ class Agent(object):
             if ref in self.sent_ids:
                 return self.sent_ids[ref]
             if self._eof:
+                if self.bridge_error is not None:
+                    raise self.bridge_error
                 self._went_away()
                 raise OrchestratorGone()
             left = deadline - time.monotonic()
@@ -723,6 +1173,7 @@ class Agent(object):
         """Handles one message from the orchestrator."""
         t = msg.get("type")
         if t == "welcome":
+            self._backoff = self.reconnect_delay
             self.welcomed = True
             self.welcome_info = msg
             self.agent = msg.get("agent") or self.name
@@ -836,7 +1287,13 @@ class Agent(object):
     # I/O
 
     def _setup_io(self):
-        """Picks the protocol file descriptors (once)."""
+        """Picks the protocol file descriptors (once); over the Bridge,
+        makes the first connection attempt."""
+        if self._link is not None:
+            if not self._link_started:
+                self._link_started = True
+                self._bridge_connect()
+            return
         if self._out_fd is not None:
             return
         self._in_fd = sys.stdin.fileno() if sys.stdin is not None else 0
@@ -865,6 +1322,9 @@ class Agent(object):
                           allow_nan=False, default=_json_default)
         if self.trace:
             self._stderr("-> " + text)
+        if self._link is not None:
+            self._bridge_write(obj, text.encode("utf-8", "replace"))
+            return
         data = memoryview((text + "\n").encode("utf-8", "replace"))
         while data:
             try:
@@ -899,6 +1359,160 @@ class Agent(object):
             sys.stderr.flush()
         except Exception:
             pass
+
+    # ------------------------------------------------------------------
+    # the Bridge transport
+
+    def _bridge_connect(self):
+        """One connection attempt.  On success, after a reconnection, says
+        hello again and sends what waited.  On failure schedules the next
+        try (or records a BridgeError that ends the loop)."""
+        link = self._link
+        try:
+            info = link.connect()
+        except BridgeError as e:
+            self._bridge_fatal(e)
+            return False
+        except (_LinkDown, OSError, http.client.HTTPException, ValueError) as e:
+            if not self.reconnect_enabled:
+                self._bridge_fatal(BridgeError(getattr(e, "code", 0), "connect: %s" % e))
+            else:
+                self._bridge_retry("connect: %s" % e)
+            return False
+        role = info.get("role")
+        if role is not None and role != "agent":
+            link.close(1000, "not an agent key")
+            self._bridge_fatal(BridgeError(
+                403, "the API key '%s' has role %s; a remote agent needs a key of role agent"
+                % (info.get("name"), role)))
+            return False
+        if not self._name_given and info.get("name"):
+            self.name = self.agent = str(info["name"])
+        self.connections += 1
+        self._reconnect_at = None
+        self.welcomed = False
+        self._next_heartbeat = None
+        if self._hello_sent:
+            try:
+                hello = json.dumps(self._hello_msg(), separators=(",", ":"))
+                if self.trace:
+                    self._stderr("-> " + hello)
+                link.send(hello.encode())
+                while self._outbox:
+                    link.send(self._outbox[0])
+                    self._outbox.popleft()
+            except _LinkDown as e:
+                self._bridge_down(e)
+                return False
+        return True
+
+    def _bridge_retry(self, why):
+        """Schedules the next connection attempt after the backoff."""
+        delay = self._backoff * random.uniform(0.8, 1.2)
+        self._backoff = min(self._backoff * 2.0, self.reconnect_max_delay)
+        self._reconnect_at = time.monotonic() + delay
+        self._stderr("Bridge: %s; reconnecting in %.2f s" % (why, delay))
+
+    def _bridge_fatal(self, err):
+        """Ends the loop with err (raised by run())."""
+        self._stderr("Bridge: %s (not retrying)" % err)
+        if self._link is not None:
+            self._link.drop()
+        self.bridge_error = err
+        self._eof = True
+        self._gone = True
+
+    def _bridge_down(self, e):
+        """The connection ended (e is a _LinkDown): reconnect later, or
+        stop."""
+        self._link.drop()
+        self.welcomed = False
+        self._next_heartbeat = None
+        if not e.retry:
+            self._bridge_fatal(BridgeError(e.code, e.reason or "closed by the orchestrator"))
+        elif not self.reconnect_enabled:
+            self._stderr("Bridge: connection ended (%s %s)" % (e.code, e.reason))
+            self._eof = True
+        else:
+            self._bridge_retry("connection ended (%s %s)" % (e.code, e.reason))
+
+    def _bridge_write(self, obj, data):
+        """Sends one encoded message over the Bridge, or keeps it for after
+        the reconnection (hello and heartbeats are not kept: a new hello
+        is sent on reconnecting)."""
+        if self._gone:
+            return
+        self._setup_io()
+        kind = obj.get("type") if isinstance(obj, dict) else None
+        keep = kind not in ("hello", "heartbeat")
+        link = self._link
+        if link.connected:
+            try:
+                link.send(data)
+                return
+            except _LinkDown as e:
+                self._bridge_down(e)
+        if self._eof:
+            if self.bridge_error is None:
+                self._went_away()
+                raise OrchestratorGone()
+            return
+        if keep:
+            if len(self._outbox) >= _OUTBOX_MAX:
+                self._outbox.popleft()
+                if not self._outbox_warned:
+                    self._outbox_warned = True
+                    self._stderr("Bridge: %d messages waiting for the connection; "
+                                 "dropping the oldest" % _OUTBOX_MAX)
+            self._outbox.append(data)
+
+    def _sleep(self, secs):
+        """Sleeps, but a SIGTERM/SIGINT ends it (see _install_signals)."""
+        self._in_select = True
+        try:
+            if not self._stopping and secs > 0:
+                time.sleep(secs)
+        finally:
+            self._in_select = False
+
+    def _bridge_read_some(self, timeout):
+        """_read_some over the Bridge: (re)connects when it is time, else
+        waits for frames and queues the messages they carry."""
+        link = self._link
+        self._setup_io()
+        if not link.connected:
+            if self._eof:
+                return
+            if self._reconnect_at is None:
+                self._reconnect_at = time.monotonic()
+            wait = self._reconnect_at - time.monotonic()
+            if timeout is not None and timeout < wait:
+                self._sleep(timeout)
+                return
+            self._sleep(wait)
+            if self._stopping:
+                return
+            self._bridge_connect()
+            return
+        if not link.inbox:
+            if not link.pending():
+                self._in_select = True
+                try:
+                    if self._stopping:
+                        return
+                    ready, _, _ = select.select([link.sock], [], [], timeout)
+                finally:
+                    self._in_select = False
+                if not ready:
+                    return
+            try:
+                link.pump()
+            except _LinkDown as e:
+                self._bridge_down(e)
+        while link.inbox:
+            payload = link.inbox.popleft()
+            for line in payload.split(b"\n"):
+                self._queue_line(line)
 
     # ------------------------------------------------------------------
     # signals
