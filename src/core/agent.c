@@ -1035,7 +1035,9 @@ agent_has_cap(const struct agent *a, const char *cap)
 bool
 agent_can_take_task(const struct agent *a)
 {
-	return a->state == AGENT_READY && a->running_tasks < a->max_tasks;
+	/* hello_done is cleared before orch_agent_gone: an agent whose link
+	 * just closed must not be handed back its own tasks. */
+	return a->hello_done && a->state == AGENT_READY && a->running_tasks < a->max_tasks;
 }
 
 void

@@ -78,8 +78,7 @@ struct bus {
 	struct strmap topics;           /* topic -> struct strmap * of subscriber names */
 	struct intmap msgs;             /* id -> bmsg, while any delivery is pending */
 	struct delivery *ghead, *gtail; /* in flight, by deadline */
-	uv_timer_t timer;
-	bool timer_closed;
+	uv_timer_t *timer;              /* allocated: freed by its close callback */
 	struct pending *batch, **batch_tail;
 	bool batch_armed;
 	struct bus_stats st;
@@ -88,6 +87,13 @@ struct bus {
 	int next_listener;
 	uint64_t rng;
 };
+
+/* Frees a handle allocated with xmalloc once libuv is done with it. */
+static void
+handle_free_cb(uv_handle_t *h)
+{
+	free(h);
+}
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -207,8 +213,9 @@ bus_new(struct orch *o)
 	intmap_init(&b->msgs);
 	b->batch_tail = &b->batch;
 	b->rng = (uint64_t)time_mono_ms() * 2654435761ULL + 1;
-	uv_timer_init(orch_loop(o), &b->timer);
-	b->timer.data = b;
+	b->timer = xmalloc(sizeof *b->timer);
+	uv_timer_init(orch_loop(o), b->timer);
+	b->timer->data = b;
 	return b;
 }
 
@@ -217,8 +224,8 @@ bus_close(struct bus *b)
 {
 	/* No close callback: bus_free may run before the loop releases the
 	 * handle, and the embedded handle needs nothing more from us. */
-	if (b != NULL && !uv_is_closing((uv_handle_t *)&b->timer))
-		uv_close((uv_handle_t *)&b->timer, NULL);
+	if (b != NULL && !uv_is_closing((uv_handle_t *)b->timer))
+		uv_close((uv_handle_t *)b->timer, handle_free_cb);
 }
 
 static void
@@ -276,11 +283,11 @@ static void
 bus_arm_timer(struct bus *b)
 {
 	if (b->ghead == NULL) {
-		uv_timer_stop(&b->timer);
+		uv_timer_stop(b->timer);
 		return;
 	}
 	int64_t wait = b->ghead->deadline - time_mono_ms();
-	uv_timer_start(&b->timer, bus_on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
+	uv_timer_start(b->timer, bus_on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
 }
 
 static void
@@ -752,7 +759,7 @@ bus_on_ack(struct bus *b, struct agent *a, const struct proto_msg *m)
 		bus_emit(b, "acked", d->msg, ib->name, d->attempt);
 		delivery_drop(b, d);
 		if (b->ghead == NULL)
-			uv_timer_stop(&b->timer);
+			uv_timer_stop(b->timer);
 		bus_dispatch(b, ib);
 		return;
 	}

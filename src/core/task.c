@@ -34,7 +34,7 @@ struct tasks {
 	struct intmap dependents; /* id -> struct deplist */
 	struct strmap capqs;      /* capability -> capq */
 	struct heap timers;       /* assigned/running (timeout) and failed (retry) */
-	uv_timer_t timer;
+	uv_timer_t *timer;        /* allocated: freed by its close callback */
 	task_clock_fn clock;
 	void *clock_arg;
 	size_t rr; /* round-robin start for ties */
@@ -70,6 +70,13 @@ bool
 task_state_final(enum task_state s)
 {
 	return s == TASK_DONE || s == TASK_DEAD || s == TASK_CANCELLED;
+}
+
+/* Frees a handle allocated with xmalloc once libuv is done with it. */
+static void
+handle_free_cb(uv_handle_t *h)
+{
+	free(h);
 }
 
 /* ---- heaps ------------------------------------------------------------ */
@@ -148,11 +155,11 @@ tm_arm(struct tasks *tm)
 {
 	struct task *t = heap_peek(&tm->timers);
 	if (t == NULL) {
-		uv_timer_stop(&tm->timer);
+		uv_timer_stop(tm->timer);
 		return;
 	}
 	int64_t wait = t->deadline - tm_now(tm);
-	uv_timer_start(&tm->timer, tm_on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
+	uv_timer_start(tm->timer, tm_on_timer, wait > 0 ? (uint64_t)wait : 0, 0);
 }
 
 static void
@@ -186,8 +193,9 @@ tasks_new(struct orch *o)
 	strmap_init(&tm->capqs);
 	heap_init(&tm->timers, timer_cmp, timer_pos);
 	tm->clock = default_clock;
-	uv_timer_init(orch_loop(o), &tm->timer);
-	tm->timer.data = tm;
+	tm->timer = xmalloc(sizeof *tm->timer);
+	uv_timer_init(orch_loop(o), tm->timer);
+	tm->timer->data = tm;
 	return tm;
 }
 
@@ -216,8 +224,8 @@ task_free(struct task *t)
 void
 tasks_close(struct tasks *tm)
 {
-	if (tm != NULL && !uv_is_closing((uv_handle_t *)&tm->timer))
-		uv_close((uv_handle_t *)&tm->timer, NULL);
+	if (tm != NULL && !uv_is_closing((uv_handle_t *)tm->timer))
+		uv_close((uv_handle_t *)tm->timer, handle_free_cb);
 }
 
 void
@@ -429,6 +437,17 @@ task_forget(struct tasks *tm, struct task *t)
 	ready_remove(tm, t);
 	timer_clear(tm, t);
 	intmap_del(&tm->live, t->id);
+	/* A task that ends while blocked (cancelled, or dead through another
+	 * dependency) must not stay in its other dependencies' lists. */
+	for (size_t k = 0; k < t->nafter; k++) {
+		struct deplist *dl = intmap_get(&tm->dependents, t->after[k]);
+		for (size_t i = 0; dl != NULL && i < dl->n;) {
+			if (dl->v[i] == t)
+				dl->v[i] = dl->v[--dl->n];
+			else
+				i++;
+		}
+	}
 	task_free(t);
 }
 
@@ -806,11 +825,43 @@ tasks_retry(struct tasks *tm, int64_t id, char **cause)
 		task_free(t);
 		return -1;
 	}
+	/* Its dependencies still hold: wait for unfinished ones, refuse if
+	 * one can never finish. */
+	sqlite3_stmt *ds =
+	    store_stmt(orch_store(tm->orch), "SELECT after FROM task_deps WHERE task = ?1");
+	if (ds != NULL) {
+		sqlite3_bind_int64(ds, 1, id);
+		while (sqlite3_step(ds) == SQLITE_ROW) {
+			t->after = xreallocarray(t->after, t->nafter + 1, sizeof *t->after);
+			t->after[t->nafter++] = sqlite3_column_int64(ds, 0);
+		}
+		sqlite3_reset(ds);
+	}
+	for (size_t k = 0; k < t->nafter; k++) {
+		struct task *dt = intmap_get(&tm->live, t->after[k]);
+		int st = dt ? (int)dt->state : task_stored_state(tm, t->after[k]);
+		if (st == TASK_DEAD || st == TASK_CANCELLED) {
+			*cause =
+			    xasprintf("task %lld waits for task %lld, which is %s", (long long)id,
+			              (long long)t->after[k], task_state_name((enum task_state)st));
+			task_free(t);
+			return -1;
+		}
+		if (st != TASK_DONE)
+			t->waiting++;
+	}
 	/* A fresh set of attempts. */
 	t->attempt = 0;
 	free(t->error);
 	t->error = NULL;
 	intmap_set(&tm->live, id, t);
+	if (t->waiting > 0) {
+		for (size_t k = 0; k < t->nafter; k++)
+			if (intmap_get(&tm->live, t->after[k]) != NULL)
+				deplist_add(tm, t->after[k], t);
+		task_set_state(tm, t, TASK_BLOCKED, LVL_INFO, "retried by the captain");
+		return 0;
+	}
 	task_to_queued(tm, t, "retried by the captain");
 	return 0;
 }
@@ -821,6 +872,12 @@ void
 tasks_agent_ready(struct tasks *tm, struct agent *a)
 {
 	schedule_agent(tm, a);
+}
+
+static int
+held_cmp(const void *x, const void *y)
+{
+	return ready_cmp(*(struct task *const *)x, *(struct task *const *)y);
 }
 
 void
@@ -838,6 +895,10 @@ tasks_agent_gone(struct tasks *tm, struct agent *a)
 			held[n++] = t;
 		}
 	}
+	/* In scheduling order (priority, then id), not hash order, so that
+	 * the best of them get the free slots. */
+	if (n > 1)
+		qsort(held, n, sizeof *held, held_cmp);
 	for (size_t i = 0; i < n; i++) {
 		char why[96];
 		snprintf(why, sizeof why, "agent %s went away", a->name);
