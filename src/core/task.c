@@ -406,7 +406,7 @@ task_assign(struct tasks *tm, struct task *t, struct agent *a)
 	t->progress = 0;
 	a->running_tasks++;
 	timer_set(tm, t, tm_now(tm) + (int64_t)(t->timeout_s * 1000.0));
-	task_set_state(tm, t, TASK_ASSIGNED, LVL_INFO, "to %s, attempt %d", a->name, t->attempt);
+	task_set_state(tm, t, TASK_ASSIGNED, LVL_DEBUG, "to %s, attempt %d", a->name, t->attempt);
 	json_t *payload = t->payload ? json_loads(t->payload, JSON_DECODE_ANY, NULL) : NULL;
 	json_t *msg = json_pack("{s:s,s:{s:I,s:s,s:o,s:s,s:s?,s:f,s:i}}", "type", "task.assign",
 	                        "task", "id", (json_int_t)t->id, "title", t->title, "payload",
@@ -726,7 +726,7 @@ tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 		}
 	}
 	intmap_set(&tm->live, t->id, t);
-	log_info(orch_log(tm->orch), "tasks", "task %lld '%s' submitted by %s (%s%s%s)",
+	log_debug(orch_log(tm->orch), "tasks", "task %lld '%s' submitted by %s (%s%s%s)",
 	         (long long)t->id, t->title, t->submitter, task_state_name(t->state),
 	         t->capability ? ", needs " : "", t->capability ? t->capability : "");
 	for (size_t i = 0; i < tm->nlisteners; i++)

@@ -1,0 +1,269 @@
+/* bus-consumer.c — the receiving side of bench/bus.sh: a CellPhone v1 agent (plain C, libc
+ * only) that acks every message at once and measures what it receives.
+ *
+ * Usage: bus-consumer --count N --out FILE
+ *   --count N   messages to wait for (the sum over all producers)
+ *   --out FILE  where the result goes, written when N messages have arrived; OUT.ready is
+ *               created once dreamos has answered `welcome`
+ * The agent's name comes from DREAMOS_AGENT_NAME; BUS_CONSUMER_DUMP, if set, names a file
+ * that gets every latency (us) in arrival order, for looking at where the outliers fall.
+ *
+ * A message body made by bus-producer starts with "t=<CLOCK_MONOTONIC ns>": the one-way
+ * latency of that message is the time it was read here minus that (same machine, same
+ * clock).  Redeliveries (attempt > 1) are acked and not counted.
+ *
+ * Result (one line): received=N first_ns=T0 last_ns=T1 lat_p50_us=.. lat_p99_us=..
+ * lat_max_us=..  (first/last: when the first and the N-th message were read).  After that the
+ * agent keeps acking, answers ping, and stops on `stop` or EOF.
+ *
+ * Input is read(2) in big chunks, many lines per call; the acks of one chunk go out in one
+ * write, as bench/tiny-agent.c does. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long
+now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void
+die(const char *msg)
+{
+	fprintf(stderr, "bus-consumer: %s\n", msg);
+	exit(1);
+}
+
+static char *obuf;
+static size_t olen, ocap;
+
+static void
+out_add(const char *s, size_t n)
+{
+	if (olen + n > ocap) {
+		while (olen + n > ocap)
+			ocap = ocap ? ocap * 2 : 1 << 16;
+		if (!(obuf = realloc(obuf, ocap)))
+			die("out of memory");
+	}
+	memcpy(obuf + olen, s, n);
+	olen += n;
+}
+
+static void
+out_flush(void)
+{
+	size_t off = 0;
+	while (off < olen) {
+		ssize_t n = write(1, obuf + off, olen - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			exit(errno == EPIPE ? 0 : 1);
+		off += (size_t)n;
+	}
+	olen = 0;
+}
+
+/* Finds the top-level "key": in line; returns a pointer to its value (or NULL). */
+static const char *
+find_top(const char *p, const char *key)
+{
+	int depth = 0;
+	size_t klen = strlen(key);
+	while (*p) {
+		if (*p == '"') {
+			const char *q = p + 1;
+			while (*q && *q != '"')
+				q += (*q == '\\' && q[1]) ? 2 : 1;
+			if (!*q)
+				return NULL;
+			const char *r = q + 1;
+			while (*r == ' ')
+				r++;
+			if (depth == 1 && *r == ':' && (size_t)(q - p - 1) == klen &&
+			    !memcmp(p + 1, key, klen)) {
+				for (r++; *r == ' '; r++)
+					;
+				return r;
+			}
+			p = q + 1;
+			continue;
+		}
+		depth += (*p == '{' || *p == '[') - (*p == '}' || *p == ']');
+		p++;
+	}
+	return NULL;
+}
+
+static int
+is_str(const char *v, const char *s)
+{
+	size_t n = strlen(s);
+	return v && v[0] == '"' && !strncmp(v + 1, s, n) && v[n + 1] == '"';
+}
+
+static long count;
+static const char *out_path;
+static long received, dups, bad;
+static long long first_ns, last_ns, *lat;
+static int done, stopping;
+
+static int
+cmp_ll(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+	return (x > y) - (x < y);
+}
+
+static double
+pct_us(long long *v, long n, double p)
+{
+	if (n == 0)
+		return 0;
+	long i = (long)(p * (double)n + 0.999999) - 1;
+	if (i < 0)
+		i = 0;
+	if (i >= n)
+		i = n - 1;
+	return (double)v[i] / 1000.0;
+}
+
+static void
+write_result(void)
+{
+	const char *dump = getenv("BUS_CONSUMER_DUMP");
+	FILE *df = dump && *dump ? fopen(dump, "w") : NULL;
+	if (df) { /* the latencies in arrival order, in us, one a line */
+		for (long i = 0; i < received; i++)
+			fprintf(df, "%.1f\n", (double)lat[i] / 1000.0);
+		fclose(df);
+	}
+	qsort(lat, (size_t)received, sizeof *lat, cmp_ll);
+	char tmp[4096];
+	snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		die("cannot write the result");
+	fprintf(f,
+	        "received=%ld first_ns=%lld last_ns=%lld lat_p50_us=%.1f lat_p99_us=%.1f "
+	        "lat_max_us=%.1f dups=%ld bad=%ld\n",
+	        received, first_ns, last_ns, pct_us(lat, received, 0.50),
+	        pct_us(lat, received, 0.99), received ? (double)lat[received - 1] / 1000.0 : 0.0,
+	        dups, bad);
+	fclose(f);
+	rename(tmp, out_path);
+}
+
+static void
+handle(const char *line, long long t)
+{
+	const char *type = find_top(line, "type");
+	if (is_str(type, "message")) {
+		const char *id = find_top(line, "id");
+		if (!id)
+			return;
+		char ack[64];
+		int n = snprintf(ack, sizeof ack, "{\"type\":\"ack\",\"id\":%ld}\n",
+		                 strtol(id, NULL, 10));
+		out_add(ack, (size_t)n);
+		const char *att = find_top(line, "attempt");
+		if (att && strtol(att, NULL, 10) > 1) {
+			dups++;
+			return;
+		}
+		if (done)
+			return;
+		const char *body = find_top(line, "body");
+		long long sent = 0;
+		if (body && !strncmp(body, "\"t=", 3))
+			sent = strtoll(body + 3, NULL, 10);
+		if (sent <= 0)
+			bad++;
+		if (received == 0)
+			first_ns = t;
+		lat[received++] = sent > 0 ? t - sent : 0;
+		last_ns = t;
+		if (received == count) {
+			done = 1;
+			write_result();
+		}
+	} else if (is_str(type, "welcome")) {
+		char ready[4096];
+		snprintf(ready, sizeof ready, "%s.ready", out_path);
+		FILE *f = fopen(ready, "w");
+		if (f)
+			fclose(f);
+	} else if (is_str(type, "command")) {
+		const char *name = find_top(line, "name");
+		if (is_str(name, "ping"))
+			out_add("{\"type\":\"heartbeat\"}\n", 21);
+		else if (is_str(name, "stop"))
+			stopping = 1;
+	} else if (is_str(type, "error")) {
+		fprintf(stderr, "bus-consumer: %s\n", line);
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	for (int i = 1; i + 1 < argc; i += 2) {
+		if (!strcmp(argv[i], "--count"))
+			count = atol(argv[i + 1]);
+		else if (!strcmp(argv[i], "--out"))
+			out_path = argv[i + 1];
+		else
+			die("usage: bus-consumer --count N --out FILE");
+	}
+	if (count <= 0 || !out_path)
+		die("usage: bus-consumer --count N --out FILE");
+	const char *name = getenv("DREAMOS_AGENT_NAME");
+	if (!name || !*name)
+		name = "consumer";
+	signal(SIGPIPE, SIG_IGN);
+	if (!(lat = calloc((size_t)count, sizeof *lat)))
+		die("out of memory");
+	char hello[256];
+	int hn = snprintf(hello, sizeof hello,
+	                  "{\"type\":\"hello\",\"proto\":1,\"name\":\"%s\",\"capabilities\":"
+	                  "[\"bench\"],\"max_tasks\":0,\"version\":\"bus-consumer-1\"}\n",
+	                  name);
+	out_add(hello, (size_t)hn);
+	out_flush();
+
+	size_t cap = 1 << 20, len = 0;
+	char *buf = malloc(cap);
+	if (!buf)
+		die("out of memory");
+	while (!stopping) {
+		if (len == cap && !(buf = realloc(buf, cap *= 2)))
+			die("out of memory");
+		ssize_t n = read(0, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		long long t = now_ns(); /* one clock read per chunk: when it was read */
+		len += (size_t)n;
+		char *start = buf, *nl;
+		while (!stopping && (nl = memchr(start, '\n', len - (size_t)(start - buf)))) {
+			*nl = '\0';
+			handle(start, t);
+			start = nl + 1;
+		}
+		len -= (size_t)(start - buf);
+		memmove(buf, start, len);
+		out_flush();
+	}
+	out_flush();
+	return 0;
+}
