@@ -292,6 +292,7 @@ run_foreground(const struct orch_opts *opts, bool tui)
 		free(cause);
 		orch_request_quit(o, "no terminal for the TUI");
 	}
+	orch_set_quit_on_hup(o, tui);
 	if (!tui)
 		stdin_start(&rs.stdin_reader, &loop, o);
 	uv_run(&loop, UV_RUN_DEFAULT);

@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 
 #include "auth.h"
+#include "bridge.h"
 #include "intmap.h"
 #include "log.h"
 #include "orch.h"
@@ -309,6 +310,17 @@ auth_rate_take(struct auth *a, int64_t key_id)
 	return wait < 1.0 ? 1 : (int)(wait + 0.999);
 }
 
+void
+auth_prune(struct auth *a)
+{
+	struct store *st = orch_store(a->o);
+	sqlite3_stmt *s = store_stmt(st, "DELETE FROM tokens WHERE expires_ms < ?1");
+	if (s != NULL) {
+		sqlite3_bind_int64(s, 1, auth_now_ms());
+		store_step_write(st, s);
+	}
+}
+
 /* ---- audit ------------------------------------------------------------ */
 
 /* The hash of one audit row, chained to prev. */
@@ -471,6 +483,7 @@ cmd_apikey_revoke_exec(struct cmd_ctx *ctx)
 		return rv;
 	}
 	auth_audit(a, ctx->client_name, "apikey.revoke", cmd_arg(ctx, 0), true);
+	bridge_key_revoked(orch_bridge(ctx->orch), id);
 	return cmd_message(ctx, "API key %lld revoked", id);
 }
 

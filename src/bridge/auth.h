@@ -48,6 +48,9 @@ int auth_token_check(struct auth *a, const char *token, struct auth_principal *w
  * seconds to wait (>= 1) when empty. */
 int auth_rate_take(struct auth *a, int64_t key_id);
 
+/* Deletes expired session tokens (housekeeping). */
+void auth_prune(struct auth *a);
+
 /* Appends an audit row (actor, action, detail, ok). */
 void auth_audit(struct auth *a, const char *actor, const char *action, const char *detail, bool ok);
 /* Recomputes the chain.  Returns the number of rows checked and sets

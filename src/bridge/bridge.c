@@ -42,6 +42,9 @@ struct wsclient {
 	bool observer;
 	bool ev_agents, ev_messages, ev_tasks, ev_logs;
 	int log_sub, bus_sub, task_sub;
+	uv_timer_t *timer; /* hello deadline, or a close after an error */
+	int close_code;    /* when the timer closes the socket */
+	char close_reason[64];
 	struct wsclient *next;
 };
 
@@ -89,10 +92,14 @@ cors_headers(const char *origin)
 }
 
 static bool
-origin_allowed(struct bridge *b, const char *origin)
+origin_allowed(struct bridge *b, const char *origin, const char *host)
 {
 	if (origin == NULL)
 		return true; /* not a browser */
+	/* Same origin: scheme://HOST where HOST is the request's Host. */
+	const char *sep = strstr(origin, "://");
+	if (host != NULL && sep != NULL && strcmp(sep + 3, host) == 0)
+		return true;
 	const struct config *cfg = orch_config(b->o);
 	for (size_t i = 0; i < cfg->security.n_allowed_origins; i++) {
 		if (strcmp(cfg->security.allowed_origins[i], origin) == 0)
@@ -411,6 +418,17 @@ obs_on_task(void *arg, const struct task *t, enum task_state from)
 }
 
 void
+bridge_key_revoked(struct bridge *b, int64_t key_id)
+{
+	if (b == NULL)
+		return;
+	for (struct wsclient *c = b->clients; c != NULL; c = c->next) {
+		if (c->who.key_id == key_id && c->ws != NULL)
+			ws_close(c->ws, 1008, "API key revoked");
+	}
+}
+
+void
 bridge_agent_event(struct bridge *b, struct agent *a, int old_state)
 {
 	if (b == NULL)
@@ -448,12 +466,49 @@ obs_subscribe(struct wsclient *c, json_t *req)
 	if (c->ev_logs && c->log_sub == 0)
 		c->log_sub = logmgr_subscribe(orch_log(o), obs_on_log, c);
 	if (c->ev_messages && c->bus_sub == 0)
-		c->bus_sub = bus_subscribe_events(orch_bus(o), obs_on_bus, c);
+		c->bus_sub = bus_subscribe_events(orch_bus(o), BUS_EV_ALL, obs_on_bus, c);
 	if (c->ev_tasks && c->task_sub == 0)
 		c->task_sub = tasks_subscribe_events(orch_tasks(o), obs_on_task, c);
 	ws_event(c,
 	         json_pack("{s:s,s:b,s:b,s:b,s:b}", "type", "subscribed", "agents", c->ev_agents,
 	                   "messages", c->ev_messages, "tasks", c->ev_tasks, "logs", c->ev_logs));
+}
+
+static void
+wsclient_timer_freed(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void
+wsclient_on_timer(uv_timer_t *t)
+{
+	struct wsclient *c = t->data;
+	if (c->ws == NULL)
+		return;
+	if (c->close_code == 0 && c->agent == NULL) {
+		/* An agent key that never said hello. */
+		char *line =
+		    proto_error(PERR_HELLO_FIRST, "no hello within agents.hello_timeout", NULL);
+		ws_send_text(c->ws, line, strlen(line) - 1);
+		free(line);
+		c->close_code = 1008;
+		snprintf(c->close_reason, sizeof c->close_reason, "no hello");
+		uv_timer_start(c->timer, wsclient_on_timer, 250, 0);
+		return;
+	}
+	if (c->close_code != 0)
+		ws_close(c->ws, c->close_code, c->close_reason);
+}
+
+/* Closes the socket shortly, so that the error just queued reaches the peer
+ * first (wslay sends control frames ahead of queued data). */
+static void
+wsclient_close_soon(struct wsclient *c, int code, const char *reason)
+{
+	c->close_code = code;
+	snprintf(c->close_reason, sizeof c->close_reason, "%s", reason);
+	uv_timer_start(c->timer, wsclient_on_timer, 250, 0);
 }
 
 static void
@@ -507,7 +562,7 @@ ws_on_message(void *arg, struct ws_conn *ws, const char *data, size_t len)
 		free(line);
 		free(d);
 		proto_msg_free(&m);
-		ws_close(ws, 4003, "name mismatch");
+		wsclient_close_soon(c, 4003, "name mismatch");
 		return;
 	}
 	json_t *caps = proto_get(&m, "capabilities");
@@ -525,13 +580,11 @@ ws_on_message(void *arg, struct ws_conn *ws, const char *data, size_t len)
 		free(line);
 		free(cause);
 		proto_msg_free(&m);
-		ws_close(ws, 4009, "name taken");
+		wsclient_close_soon(c, 4009, "name taken");
 		return;
 	}
 	c->agent = a;
-	char *welcome = proto_welcome(a->name, a->session);
-	ws_send_text(ws, welcome, strlen(welcome) - 1);
-	free(welcome);
+	uv_timer_stop(c->timer);
 	auth_audit(orch_auth(b->o), c->who.name, "agent.connect", ws_peer(ws), true);
 	proto_msg_free(&m);
 }
@@ -542,6 +595,7 @@ ws_on_close(void *arg, struct ws_conn *ws, int code, const char *reason)
 	struct wsclient *c = arg;
 	struct bridge *b = c->b;
 	c->ws = NULL;
+	uv_close((uv_handle_t *)c->timer, wsclient_timer_freed);
 	if (c->agent != NULL) {
 		struct agent *a = c->agent;
 		c->agent = NULL;
@@ -580,6 +634,13 @@ route_stream(struct bridge *b, struct http_request *req, const struct auth_princ
 		free(c);
 		return;
 	}
+	c->timer = xmalloc(sizeof *c->timer);
+	uv_timer_init(orch_loop(b->o), c->timer);
+	c->timer->data = c;
+	if (!c->observer)
+		uv_timer_start(
+		    c->timer, wsclient_on_timer,
+		    (uint64_t)(orch_config(b->o)->agents.defaults.hello_timeout * 1000.0), 0);
 	c->next = b->clients;
 	b->clients = c;
 }
@@ -677,7 +738,7 @@ bridge_handle(void *arg, struct http_request *req)
 	struct auth *au = orch_auth(b->o);
 	int64_t t0 = time_mono_ms();
 	const char *origin = http_header(req, "origin");
-	if (!origin_allowed(b, origin)) {
+	if (!origin_allowed(b, origin, http_header(req, "host"))) {
 		b->denials++;
 		auth_audit(au, req->peer, "origin.denied", origin, false);
 		http_respond_error(req, 403, "forbidden",
@@ -702,7 +763,7 @@ bridge_handle(void *arg, struct http_request *req)
 		    json_object_get(json_object_get(st, "db"), "state"), "agents_up",
 		    json_object_get(json_object_get(st, "counts"), "agents_up"));
 		json_decref(st);
-		char *s = json_dumps(j, JSON_COMPACT);
+		char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
 		json_decref(j);
 		http_respond(req, 200, "application/json", s, strlen(s), cors);
 		free(s);
@@ -778,6 +839,10 @@ bridge_handle(void *arg, struct http_request *req)
 	int argc = 0;
 	if (is_stream) {
 		route_stream(b, req, &who);
+	} else if (strcmp(req->path, "/metrics") == 0 &&
+	           !orch_config(b->o)->monitoring.metrics_enabled) {
+		http_respond_error(req, 404, "not_found",
+		                   "metrics are off (monitoring.metrics_enabled)", NULL);
 	} else if (strcmp(req->path, "/metrics") == 0) {
 		char *m = bridge_metrics_text(b);
 		http_respond(req, 200, "text/plain; version=0.0.4", m, strlen(m), NULL);

@@ -19,6 +19,8 @@ void bridge_stop(struct bridge *b);
 void bridge_free(struct bridge *b);
 /* {"address", "port", "tls", "connections", ...} or NULL if not running. */
 json_t *bridge_status_json(struct bridge *b);
+/* Closes the WebSockets opened with a key that was just revoked. */
+void bridge_key_revoked(struct bridge *b, int64_t key_id);
 /* Agent state changes, for observers. */
 void bridge_agent_event(struct bridge *b, struct agent *a, int old_state);
 /* Prometheus text (caller frees). */

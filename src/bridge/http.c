@@ -1892,7 +1892,7 @@ http_server_start(uv_loop_t *loop, const struct http_server_opts *opts, struct h
 	int r = uv_tcp_bind(&srv->listener, res->ai_addr, 0);
 	freeaddrinfo(res);
 	if (r == 0)
-		r = uv_listen((uv_stream_t *)&srv->listener, 128, on_connection);
+		r = uv_listen((uv_stream_t *)&srv->listener, SOMAXCONN, on_connection);
 	if (r < 0) {
 		set_cause(cause, "%s:%d: %s", host, opts->port, uv_strerror(r));
 		srv->stopping = true;

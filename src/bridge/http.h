@@ -32,7 +32,7 @@ struct http_request {
 	size_t nheaders;
 	char *body;
 	size_t body_len;
-	char peer[64]; /* "127.0.0.1:53422" */
+	char peer[64];          /* "127.0.0.1:53422" */
 	bool upgrade_websocket; /* a valid WebSocket upgrade request */
 	uint64_t seq;           /* per server, for logs */
 };
@@ -43,13 +43,13 @@ const char *http_header(const struct http_request *req, const char *name);
 char *http_query_param(const struct http_request *req, const char *name);
 
 struct http_limits {
-	size_t max_connections;      /* beyond: 503 and close */
-	double idle_timeout;         /* seconds without a request on a kept-alive connection */
-	double request_timeout;      /* seconds from a request's first byte to its end */
-	size_t max_header_bytes;     /* request line + headers; beyond: 431 */
-	size_t max_headers;          /* header count; beyond: 431 */
-	size_t max_body;             /* beyond: 413 */
-	size_t max_ws_message;       /* WebSocket message; beyond: close 1009 */
+	size_t max_connections;  /* beyond: 503 and close */
+	double idle_timeout;     /* seconds without a request on a kept-alive connection */
+	double request_timeout;  /* seconds from a request's first byte to its end */
+	size_t max_header_bytes; /* request line + headers; beyond: 431 */
+	size_t max_headers;      /* header count; beyond: 431 */
+	size_t max_body;         /* beyond: 413 */
+	size_t max_ws_message;   /* WebSocket message; beyond: close 1009 */
 };
 
 /* The request handler: answer with http_respond, now or later (the
@@ -69,7 +69,7 @@ struct http_server_opts {
 
 /* Listens.  Returns 0, or -1 with *cause ("127.0.0.1:8000: address in use"). */
 int http_server_start(uv_loop_t *loop, const struct http_server_opts *opts,
-		      struct http_server **out, char **cause);
+                      struct http_server **out, char **cause);
 /* The bound port (useful with port 0). */
 int http_server_port(const struct http_server *s);
 /* Closes the listener and every connection (WebSockets get close 1001). */
@@ -87,11 +87,11 @@ void http_server_stats(const struct http_server *s, struct http_server_stats *ou
 /* Answers req with status, content type and body (copied), adding
  * Content-Length, Connection and Date; extra_headers is NULL or
  * "Name: value\r\n..." lines.  Frees req. */
-void http_respond(struct http_request *req, int status, const char *content_type,
-		  const char *body, size_t body_len, const char *extra_headers);
+void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
+                  size_t body_len, const char *extra_headers);
 /* Answers with {"error": {"code": code, "message": message}} JSON. */
-void http_respond_error(struct http_request *req, int status, const char *code,
-			const char *message, const char *extra_headers);
+void http_respond_error(struct http_request *req, int status, const char *code, const char *message,
+                        const char *extra_headers);
 
 /* WebSocket: completes the handshake (101) for an upgrade request and
  * returns the WebSocket, whose text messages go to on_message and whose end
@@ -100,7 +100,7 @@ void http_respond_error(struct http_request *req, int status, const char *code,
 typedef void (*ws_message_fn)(void *arg, struct ws_conn *ws, const char *data, size_t len);
 typedef void (*ws_close_fn)(void *arg, struct ws_conn *ws, int code, const char *reason);
 struct ws_conn *http_upgrade_websocket(struct http_request *req, ws_message_fn on_message,
-				       ws_close_fn on_close, void *arg);
+                                       ws_close_fn on_close, void *arg);
 /* Queues a text message.  Returns 0, or -1 if the connection is closing. */
 int ws_send_text(struct ws_conn *ws, const char *data, size_t len);
 /* Bytes queued and not yet written (for back-pressure). */
@@ -122,7 +122,7 @@ void http_limits_default(struct http_limits *l);
  * once; free it with http_conn_test_free, which closes it as if the peer
  * had gone (WebSockets see on_close 1006) and frees the private server. */
 struct http_conn *http_conn_test_new(const struct http_limits *limits, http_handler_fn handler,
-				     void *arg);
+                                     void *arg);
 /* Feeds bytes received from the peer (plain text, after TLS): to the HTTP
  * parser, or to the WebSocket frame reader after an upgrade.  The server's
  * read path uses it too. */

@@ -1177,6 +1177,10 @@ agents_attach(struct agents *as, const char *name, const char *type, const char 
 	if (a->cfg.heartbeat_timeout > 0)
 		uv_timer_start(a->hb_timer, agent_on_hb_timer,
 		               (uint64_t)(a->cfg.heartbeat_timeout * 1000.0), 0);
+	/* welcome before anything else: the inbox and tasks follow it. */
+	agent_send_line(a, proto_welcome(a->name, a->session));
+	if (a->paused_flag)
+		agent_send_command(a, "pause", NULL);
 	orch_agent_ready(a->orch, a);
 	return a;
 }

@@ -68,6 +68,7 @@ struct pending {
 
 struct bus_listener {
 	int id;
+	unsigned mask;
 	bus_event_fn fn;
 	void *arg;
 };
@@ -184,9 +185,13 @@ bus_random(struct bus *b)
 }
 
 static void
-bus_emit(struct bus *b, const char *event, const struct bmsg *m, const char *recipient, int attempt)
+bus_emit(struct bus *b, unsigned ev, const char *event, const struct bmsg *m, const char *recipient,
+         int attempt)
 {
-	if (b->nlisteners == 0)
+	unsigned wanted = 0;
+	for (size_t i = 0; i < b->nlisteners; i++)
+		wanted |= b->listeners[i].mask;
+	if (!(wanted & ev))
 		return;
 	json_t *body = json_loads(m->body, JSON_DECODE_ANY, NULL);
 	json_t *j =
@@ -194,8 +199,10 @@ bus_emit(struct bus *b, const char *event, const struct bmsg *m, const char *rec
 	              m->from, "to", m->to, "recipient", recipient, "priority",
 	              proto_priority_name(m->prio), "mode", proto_mode_name(m->mode), "ts_ms",
 	              (json_int_t)m->ts_ms, "body", body ? body : json_null(), "attempt", attempt);
-	for (size_t i = 0; i < b->nlisteners; i++)
-		b->listeners[i].fn(b->listeners[i].arg, event, j);
+	for (size_t i = 0; i < b->nlisteners; i++) {
+		if (b->listeners[i].mask & ev)
+			b->listeners[i].fn(b->listeners[i].arg, event, j);
+	}
 	json_decref(j);
 }
 
@@ -372,7 +379,7 @@ delivery_dead(struct bus *b, struct delivery *d)
 	         (long long)d->msg->id, d->msg->from, d->inbox->name, d->attempt,
 	         (long long)d->msg->id);
 	b->st.dead++;
-	bus_emit(b, "dead", d->msg, d->inbox->name, d->attempt);
+	bus_emit(b, BUS_EV_DEAD, "dead", d->msg, d->inbox->name, d->attempt);
 	delivery_drop(b, d);
 }
 
@@ -425,7 +432,7 @@ bus_dispatch(struct bus *b, struct inbox *ib)
 		}
 		agent_send_line(a, delivery_line(d));
 		b->st.delivered++;
-		bus_emit(b, "delivered", d->msg, ib->name, d->attempt);
+		bus_emit(b, BUS_EV_DELIVERED, "delivered", d->msg, ib->name, d->attempt);
 	}
 	if (!armed && b->ghead != NULL)
 		bus_arm_timer(b);
@@ -529,7 +536,7 @@ bus_batch_committed(void *arg, int status)
 				sender->msgs_in++;
 				agent_send_line(sender, proto_sent(p->ref, m->id));
 			}
-			bus_emit(b, "accepted", m, NULL, 0);
+			bus_emit(b, BUS_EV_ACCEPTED, "accepted", m, NULL, 0);
 			if (p->done)
 				p->done(p->done_arg, m->id, (int)p->nto, NULL, NULL);
 		}
@@ -756,7 +763,7 @@ bus_on_ack(struct bus *b, struct agent *a, const struct proto_msg *m)
 			store_step_write(st, s);
 		}
 		b->st.acked++;
-		bus_emit(b, "acked", d->msg, ib->name, d->attempt);
+		bus_emit(b, BUS_EV_ACKED, "acked", d->msg, ib->name, d->attempt);
 		delivery_drop(b, d);
 		if (b->ghead == NULL)
 			uv_timer_stop(b->timer);
@@ -939,10 +946,10 @@ bus_set_drop(struct bus *b, const char *name, double rate)
 }
 
 int
-bus_subscribe_events(struct bus *b, bus_event_fn fn, void *arg)
+bus_subscribe_events(struct bus *b, unsigned mask, bus_event_fn fn, void *arg)
 {
 	b->listeners = xreallocarray(b->listeners, b->nlisteners + 1, sizeof *b->listeners);
-	b->listeners[b->nlisteners] = (struct bus_listener){++b->next_listener, fn, arg};
+	b->listeners[b->nlisteners] = (struct bus_listener){++b->next_listener, mask, fn, arg};
 	b->nlisteners++;
 	return b->next_listener;
 }

@@ -67,7 +67,16 @@ void bus_set_drop(struct bus *b, const char *name, double rate);
 
 /* Listeners for live traffic (TUI, Bridge observers). */
 typedef void (*bus_event_fn)(void *arg, const char *event, const json_t *msg);
-int bus_subscribe_events(struct bus *b, bus_event_fn fn, void *arg);
+/* Events, as a mask: a listener is told only those it asks for (building
+ * the JSON for every delivery and ack is not free). */
+enum {
+	BUS_EV_ACCEPTED = 1,
+	BUS_EV_DELIVERED = 2,
+	BUS_EV_ACKED = 4,
+	BUS_EV_DEAD = 8,
+	BUS_EV_ALL = 15,
+};
+int bus_subscribe_events(struct bus *b, unsigned mask, bus_event_fn fn, void *arg);
 void bus_unsubscribe_events(struct bus *b, int id);
 
 /* Requeues the dead deliveries of message id; returns how many, or -1. */

@@ -124,14 +124,14 @@ cmd_status_print(struct cmd_ctx *ctx, const json_t *r, struct buf *out)
 	buf_addf(out, "agents    %lld up of %lld\n",
 	         (long long)json_integer_value(json_object_get(counts, "agents_up")),
 	         (long long)json_integer_value(json_object_get(counts, "agents")));
-	buf_addf(
-	    out,
-	    "messages  %lld accepted this run, %lld pending (%lld in flight), %lld dead, last id %lld\n",
-	    (long long)json_integer_value(json_object_get(counts, "messages")),
-	    (long long)json_integer_value(json_object_get(counts, "messages_pending")),
-	    (long long)json_integer_value(json_object_get(counts, "messages_inflight")),
-	    (long long)json_integer_value(json_object_get(counts, "messages_dead")),
-	    (long long)json_integer_value(json_object_get(counts, "last_message_id")));
+	buf_addf(out,
+	         "messages  %lld accepted this run, %lld pending (%lld in flight), %lld dead, last "
+	         "id %lld\n",
+	         (long long)json_integer_value(json_object_get(counts, "messages")),
+	         (long long)json_integer_value(json_object_get(counts, "messages_pending")),
+	         (long long)json_integer_value(json_object_get(counts, "messages_inflight")),
+	         (long long)json_integer_value(json_object_get(counts, "messages_dead")),
+	         (long long)json_integer_value(json_object_get(counts, "last_message_id")));
 	json_t *ts = json_object_get(counts, "task_states");
 #define TS(k) ((long long)json_integer_value(json_object_get(ts, (k))))
 	buf_addf(out,

@@ -55,6 +55,7 @@ struct orch {
 	int64_t started_mono_ms; /* monotonic */
 	bool quitting;
 	bool finished;
+	bool quit_on_hup; /* a TUI runs: SIGHUP means its terminal is gone */
 	uint64_t commands_run;
 	void (*quit_cb)(void *);
 	void *quit_arg;
@@ -187,6 +188,12 @@ orch_quitting(const struct orch *o)
 }
 
 void
+orch_set_quit_on_hup(struct orch *o, bool on)
+{
+	o->quit_on_hup = on;
+}
+
+void
 orch_set_quit_cb(struct orch *o, void (*fn)(void *arg), void *arg)
 {
 	o->quit_cb = fn;
@@ -232,6 +239,11 @@ static void
 orch_on_signal(uv_signal_t *h, int signum)
 {
 	struct orch *o = h->data;
+	if (signum == SIGHUP && o->quit_on_hup) {
+		/* The TUI's terminal hung up: nobody is left to operate it. */
+		orch_request_quit(o, "SIGHUP: terminal hung up");
+		return;
+	}
 	if (signum == SIGHUP) {
 		logmgr_reopen(o->log);
 		log_info(o->log, "orch", "SIGHUP: log file reopened");
@@ -262,6 +274,7 @@ orch_on_housekeeping(uv_timer_t *t)
 	struct orch *o = t->data;
 	orch_prune(o);
 	bus_prune(o->bus);
+	auth_prune(o->auth);
 }
 
 /* Frees what orch_new built; used on failure and by orch_free. */

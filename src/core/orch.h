@@ -44,6 +44,9 @@ void orch_request_quit(struct orch *o, const char *why);
 bool orch_quitting(const struct orch *o);
 /* Called once shutdown has finished (from the loop). */
 void orch_set_quit_cb(struct orch *o, void (*fn)(void *arg), void *arg);
+/* With a TUI, SIGHUP (the terminal hung up) stops the orchestrator instead
+ * of reopening the log file. */
+void orch_set_quit_on_hup(struct orch *o, bool on);
 /* Frees everything; call after the loop has run out.  Exit status the
  * process should use (0 normally). */
 int orch_free(struct orch *o);

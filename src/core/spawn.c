@@ -28,12 +28,14 @@ struct process_link {
 	uv_pipe_t in, out, err;
 	uv_timer_t drain;
 	struct proto_framer errf;
-	int open;          /* handles not yet closed */
-	bool exited;       /* exit callback seen */
-	bool out_eof;      /* stdout ended */
-	bool finished;     /* agent_link_closed called */
-	bool reading;      /* stdout read active */
-	bool want_reading; /* the agent's wish (back-pressure) */
+	int open;           /* handles not yet closed */
+	bool exited;        /* exit callback seen */
+	bool out_eof;       /* stdout ended */
+	bool finished;      /* agent_link_closed called */
+	bool reading;       /* stdout read active */
+	bool want_reading;  /* the agent's wish (back-pressure) */
+	bool writing;       /* a uv_write is in flight */
+	struct buf pending; /* lines waiting for it to complete */
 	int64_t exit_status;
 	int term_signal;
 	pid_t pid;
@@ -58,6 +60,7 @@ pl_handle_closed(uv_handle_t *h)
 	struct process_link *pl = h->data;
 	if (--pl->open == 0) {
 		proto_framer_free(&pl->errf);
+		buf_free(&pl->pending);
 		free(pl);
 	}
 }
@@ -185,7 +188,7 @@ pl_update_reading(struct process_link *pl)
 {
 	if (pl->out_eof || uv_is_closing((uv_handle_t *)&pl->out))
 		return;
-	size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&pl->in);
+	size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&pl->in) + pl->pending.len;
 	bool on = pl->want_reading && (pl->reading ? q < SPAWN_HIGH_WATER : q < SPAWN_LOW_WATER);
 	if (on && !pl->reading)
 		uv_read_start((uv_stream_t *)&pl->out, pl_alloc_out, pl_on_out);
@@ -194,14 +197,41 @@ pl_update_reading(struct process_link *pl)
 	pl->reading = on;
 }
 
+static void pl_write_pending(struct process_link *pl);
+
 static void
 pl_write_done(uv_write_t *req, int status)
 {
 	struct spawn_write *w = (struct spawn_write *)req;
 	struct process_link *pl = w->pl;
 	free(w);
+	pl->writing = false;
+	if (status == 0 && pl->pending.len > 0 && !pl->exited &&
+	    !uv_is_closing((uv_handle_t *)&pl->in))
+		pl_write_pending(pl);
+	else if (status != 0)
+		buf_free(&pl->pending);
 	if (pl->agent != NULL)
 		pl_update_reading(pl);
+}
+
+/* Starts one write of everything that accumulated while the previous write
+ * was in flight: under load, many lines cost one system call. */
+static void
+pl_write_pending(struct process_link *pl)
+{
+	size_t len = pl->pending.len;
+	struct spawn_write *w = xmalloc(sizeof *w + len);
+	w->pl = pl;
+	w->len = len;
+	memcpy(w->data, pl->pending.data, len);
+	pl->pending.len = 0;
+	uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+	if (uv_write(&w->req, (uv_stream_t *)&pl->in, &b, 1, pl_write_done) != 0) {
+		free(w);
+		return;
+	}
+	pl->writing = true;
 }
 
 static int
@@ -212,6 +242,11 @@ pl_send(struct agent *a, const char *line, size_t len)
 		return -1;
 	uv_stream_t *s = (uv_stream_t *)&pl->in;
 	size_t off = 0;
+	if (pl->writing) {
+		/* Joins the next write, sent when the current one completes. */
+		buf_add(&pl->pending, line, len);
+		return 0;
+	}
 	/* Write at once when nothing is queued: no allocation in the usual case. */
 	if (uv_stream_get_write_queue_size(s) == 0) {
 		uv_buf_t b = uv_buf_init((char *)line, (unsigned)len);
@@ -232,6 +267,7 @@ pl_send(struct agent *a, const char *line, size_t len)
 		free(w);
 		return -1;
 	}
+	pl->writing = true;
 	pl_update_reading(pl);
 	return 0;
 }
@@ -240,7 +276,7 @@ static size_t
 pl_queued(struct agent *a)
 {
 	struct process_link *pl = a->proc;
-	return pl ? uv_stream_get_write_queue_size((uv_stream_t *)&pl->in) : 0;
+	return pl ? uv_stream_get_write_queue_size((uv_stream_t *)&pl->in) + pl->pending.len : 0;
 }
 
 static void

@@ -727,8 +727,8 @@ tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 	}
 	intmap_set(&tm->live, t->id, t);
 	log_debug(orch_log(tm->orch), "tasks", "task %lld '%s' submitted by %s (%s%s%s)",
-	         (long long)t->id, t->title, t->submitter, task_state_name(t->state),
-	         t->capability ? ", needs " : "", t->capability ? t->capability : "");
+	          (long long)t->id, t->title, t->submitter, task_state_name(t->state),
+	          t->capability ? ", needs " : "", t->capability ? t->capability : "");
 	for (size_t i = 0; i < tm->nlisteners; i++)
 		tm->listeners[i].fn(tm->listeners[i].arg, t, t->state);
 	if (t->state == TASK_QUEUED) {

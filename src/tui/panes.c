@@ -298,7 +298,8 @@ tui_subscribe(struct tui *t)
 {
 	tui_load_recent(t);
 	t->log_sub = logmgr_subscribe(orch_log(t->o), tui_on_log, t);
-	t->bus_sub = bus_subscribe_events(orch_bus(t->o), tui_on_bus, t);
+	t->bus_sub =
+	    bus_subscribe_events(orch_bus(t->o), BUS_EV_ACCEPTED | BUS_EV_DEAD, tui_on_bus, t);
 	t->task_sub = tasks_subscribe_events(orch_tasks(t->o), tui_on_task, t);
 	filter_tui = t;
 	cmd_register(orch_cmds(t->o), filter_entries, nitems(filter_entries), "tui");

@@ -523,6 +523,11 @@ tui_on_input(uv_poll_t *h, int status, int events)
 {
 	struct tui *t = h->data;
 	int c;
+	if (status < 0 || (events & UV_DISCONNECT)) {
+		/* The terminal went away (window closed, ssh dropped). */
+		orch_request_quit(t->o, "the terminal went away");
+		return;
+	}
 	while (!t->stopped && (c = getch()) != ERR)
 		tui_key(t, c);
 	if (!t->stopped)
@@ -621,13 +626,15 @@ tui_start(struct orch *o, struct tui **out, char **cause)
 	using_history();
 	stifle_history(1000);
 	t->history_path = path_join(orch_runtime(o), "history");
-	read_history(t->history_path);
+	/* append_history does not create the file: make it on the first run. */
+	if (read_history(t->history_path) == ENOENT)
+		write_history(t->history_path);
 	rl_callback_handler_install(PROMPT, tui_rl_line);
 
 	uv_loop_t *loop = orch_loop(o);
 	uv_poll_init(loop, &t->poll, STDIN_FILENO);
 	t->poll.data = t;
-	uv_poll_start(&t->poll, UV_READABLE, tui_on_input);
+	uv_poll_start(&t->poll, UV_READABLE | UV_DISCONNECT, tui_on_input);
 	uv_signal_init(loop, &t->winch);
 	t->winch.data = t;
 	uv_signal_start(&t->winch, tui_on_winch, SIGWINCH);

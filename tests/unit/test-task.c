@@ -36,6 +36,9 @@ cap_send(struct agent *a, const char *line, size_t len)
 	struct capture *c = a->link;
 	if (c == NULL)
 		return -1;
+	/* The welcome of agents_attach is not what these tests look at. */
+	if (strstr(line, "\"type\":\"welcome\"") != NULL)
+		return 0;
 	c->lines = realloc(c->lines, (c->n + 1) * sizeof *c->lines);
 	c->lines[c->n++] = strndup(line, len);
 	return 0;
