@@ -250,7 +250,10 @@ agent_do_start(struct agent *a)
 	uv_timer_stop(a->hb_timer);
 
 	if (a->cfg.type != NULL && strcmp(a->cfg.type, "process") != 0) {
-		/* Attached agents come back by reattaching, not by spawning. */
+		/* An extension's agent type connects it now (agents_attach);
+		 * other attached agents come back by reattaching. */
+		if (orch_agent_wants_link(a->orch, a))
+			return;
 		agent_set_state(a, AGENT_STOPPED, LVL_INFO, "waiting for its link to reconnect");
 		return;
 	}

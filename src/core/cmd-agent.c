@@ -7,6 +7,7 @@
 
 #include "agent.h"
 #include "cmd.h"
+#include "ext.h"
 #include "orch.h"
 
 /* Finds the agent named by the first argument, or sets the error. */
@@ -130,6 +131,16 @@ cmd_agent_spawn_exec(struct cmd_ctx *ctx)
 		    "got '%s'",
 		    restart);
 	const char *type = cmd_opt(ctx, "type");
+	int type_tasks = -1;
+	if (type != NULL && strcmp(type, "process") != 0 && strcmp(type, "remote") != 0 &&
+	    !ext_agent_type_known(orch_exts(ctx->orch), type, &type_tasks)) {
+		char *known = ext_agent_types_list(orch_exts(ctx->orch));
+		enum cmd_retval rv = cmd_usage_error(
+		    ctx, "agent spawn: unknown agent type '%s' (known: process, remote%s%s)", type,
+		    *known ? ", " : "", known);
+		free(known);
+		return rv;
+	}
 	if (ctx->argc < 2 && (type == NULL || strcmp(type, "process") == 0))
 		return cmd_usage_error(ctx, "agent spawn: missing program (usage: agent spawn NAME "
 		                            "[OPTIONS] -- PROGRAM [ARG...])");
@@ -170,6 +181,8 @@ cmd_agent_spawn_exec(struct cmd_ctx *ctx)
 	}
 	if (max_tasks > 0)
 		ac.max_tasks = (int)max_tasks;
+	else if (type_tasks >= 0)
+		ac.max_tasks = type_tasks; /* the extension type's default */
 	if (restart != NULL)
 		ac.restart = policy;
 	struct agent *a = agents_spawn(orch_agents(ctx->orch), &ac, false, &cause);

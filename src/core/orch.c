@@ -18,6 +18,7 @@
 #include "outbound.h"
 #include "cmd.h"
 #include "ctl.h"
+#include "ext.h"
 #include "orch.h"
 #include "runtime.h"
 #include "strmap.h"
@@ -41,6 +42,7 @@ struct orch {
 	struct auth *auth;
 	struct bridge *bridge;
 	struct outbound *outbound;
+	struct exts *exts;
 	bool demo;
 	char *share_dir;
 	char *db_path;
@@ -119,6 +121,12 @@ struct outbound *
 orch_outbound(struct orch *o)
 {
 	return o->outbound;
+}
+
+struct exts *
+orch_exts(struct orch *o)
+{
+	return o->exts;
 }
 
 struct bridge *
@@ -281,6 +289,9 @@ orch_on_housekeeping(uv_timer_t *t)
 static void
 orch_release(struct orch *o)
 {
+	/* First: it unregisters its commands from o->cmds. */
+	ext_free(o->exts);
+	o->exts = NULL;
 	if (o->store != NULL) {
 		logmgr_set_store(o->log, NULL);
 		store_close(o->store);
@@ -399,6 +410,7 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	o->tasks = tasks_new(o);
 	if (tasks_recover(o->tasks, cause) != 0)
 		goto fail;
+	o->exts = ext_new(o);
 	o->demo = opts->demo;
 	o->share_dir = orch_find_share();
 
@@ -441,6 +453,9 @@ orch_finish(struct orch *o)
 	if (o->finished)
 		return;
 	o->finished = true;
+	/* Extensions go first, while the bus, the store and outbound HTTP
+	 * they use are still there. */
+	ext_close(o->exts);
 	ctl_server_stop(o->ctl);
 	o->ctl = NULL;
 	bridge_stop(o->bridge);
@@ -534,13 +549,17 @@ orch_status_json(struct orch *o)
 	    "last_task_id", (json_int_t)tc.last_id, "task_states", tstates, "log_records",
 	    (json_int_t)ls.emitted);
 	json_t *bridge = bridge_status_json(o->bridge);
-	return json_pack("{s:s,s:I,s:s,s:f,s:s,s:s,s:s?,s:s,s:o,s:o,s:o,s:s,s:I}", "version",
-	                 PACKAGE_VERSION, "pid", (json_int_t)getpid(), "mode", o->mode, "uptime_s",
-	                 (double)(time_mono_ms() - o->started_mono_ms) / 1000.0, "started", started,
-	                 "runtime", o->runtime, "config", o->cfg->path, "socket", o->sock_path,
-	                 "db", db, "counts", counts, "bridge", bridge ? bridge : json_null(),
-	                 "log_level", log_level_name(logmgr_level(o->log)), "ctl_clients",
-	                 (json_int_t)ctl_server_clients(o->ctl));
+	json_t *st =
+	    json_pack("{s:s,s:I,s:s,s:f,s:s,s:s,s:s?,s:s,s:o,s:o,s:o,s:s,s:I}", "version",
+	              PACKAGE_VERSION, "pid", (json_int_t)getpid(), "mode", o->mode, "uptime_s",
+	              (double)(time_mono_ms() - o->started_mono_ms) / 1000.0, "started", started,
+	              "runtime", o->runtime, "config", o->cfg->path, "socket", o->sock_path, "db",
+	              db, "counts", counts, "bridge", bridge ? bridge : json_null(), "log_level",
+	              log_level_name(logmgr_level(o->log)), "ctl_clients",
+	              (json_int_t)ctl_server_clients(o->ctl));
+	if (st != NULL && o->exts != NULL)
+		json_object_set_new(st, "extensions", ext_status_json(o->exts));
+	return st;
 }
 
 void
@@ -608,6 +627,9 @@ orch_complete(struct orch *o, const char *hint, const char *partial, cmd_complet
 			}
 		}
 		strmap_free(&seen);
+	} else if (o->exts != NULL) {
+		/* "ext", "ext-file" and the completions of extension commands. */
+		ext_complete(o->exts, hint, partial, add, arg);
 	}
 }
 
@@ -635,6 +657,12 @@ bool
 orch_agent_message(struct orch *o, struct agent *a, const struct proto_msg *m)
 {
 	return bus_agent_message(o->bus, a, m) || tasks_agent_message(o->tasks, a, m);
+}
+
+bool
+orch_agent_wants_link(struct orch *o, struct agent *a)
+{
+	return o->exts != NULL && ext_agent_wants_link(o->exts, a);
 }
 
 /* The demo fleet: Python agents from share/agents. */
@@ -730,6 +758,9 @@ orch_start(struct orch *o, char **cause)
 			free(why);
 		}
 	}
+	/* Extensions before the agents: agents of their types connect as
+	 * they start. */
+	ext_start(o->exts);
 	agents_start_configured(o->agents);
 	if (o->demo)
 		orch_start_demo(o);

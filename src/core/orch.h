@@ -67,6 +67,9 @@ struct auth *orch_auth(struct orch *o);
 struct bridge *orch_bridge(struct orch *o);
 struct outbound;
 struct outbound *orch_outbound(struct orch *o);
+/* The extension system (src/ext/ext.h). */
+struct exts;
+struct exts *orch_exts(struct orch *o);
 /* Directory of the shared files (demo agents, SDK): $DREAMOS_SHARE, else the
  * source tree next to the binary, else the installed $(pkgdatadir). */
 const char *orch_share_dir(const struct orch *o);
@@ -80,6 +83,10 @@ void orch_agent_ready(struct orch *o, struct agent *a);
 void orch_agent_gone(struct orch *o, struct agent *a);
 struct proto_msg;
 bool orch_agent_message(struct orch *o, struct agent *a, const struct proto_msg *m);
+/* Hook from agent.c: agent a, of a type other than "process", is to be
+ * started.  Returns true if an extension provides its type and connected
+ * it (agents_attach); false leaves it waiting for its link. */
+bool orch_agent_wants_link(struct orch *o, struct agent *a);
 
 /* Builds the `status` document (also used by the TUI's status bar and the
  * Bridge's /healthz).  Caller owns the result. */
