@@ -1157,7 +1157,10 @@ agents_attach(struct agents *as, const char *name, const char *type, const char 
 		ac.type = xstrdup(type);
 		ac.restart = RESTART_NEVER;
 		ac.autostart = false;
-		a = agent_new(as, &ac, true);
+		/* A remote agent is remembered (as agent spawn's are), so its
+		 * inbox keeps filling across a restart until it reconnects;
+		 * an extension's agents come back with the extension. */
+		a = agent_new(as, &ac, strcmp(type, "remote") != 0);
 		agent_cfg_clear(&ac);
 	}
 	for (size_t i = 0; i < a->ncaps; i++)
