@@ -600,18 +600,6 @@ orch_complete(struct orch *o, const char *hint, const char *partial, cmd_complet
 			if (strncmp(w, partial, strlen(partial)) == 0)
 				add(w, arg);
 		}
-	} else if (strcmp(hint, "task") == 0) {
-		/* Unfinished tasks, newest first. */
-		struct task_counts tc;
-		tasks_counts(o->tasks, &tc);
-		for (int64_t id = tc.last_id; id > 0 && id > tc.last_id - 10000; id--) {
-			if (tasks_get(o->tasks, id) == NULL)
-				continue;
-			char w[24];
-			snprintf(w, sizeof w, "%lld", (long long)id);
-			if (strncmp(w, partial, strlen(partial)) == 0)
-				add(w, arg);
-		}
 	} else if (strcmp(hint, "cap") == 0) {
 		struct strmap seen;
 		strmap_init(&seen);
