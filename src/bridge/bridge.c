@@ -751,6 +751,9 @@ bridge_handle(void *arg, struct http_request *req)
 		free(cors);
 		return;
 	}
+	/* Every answer to an allowed Origin carries the CORS headers. */
+	req->always_headers = cors;
+	cors = NULL;
 	if (strcmp(req->path, "/healthz") == 0) {
 		json_t *st = orch_status_json(b->o);
 		json_t *j = json_pack(

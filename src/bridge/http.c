@@ -338,6 +338,7 @@ req_free(struct req *r)
 	free(r->pub.headers);
 	free(r->pub.path);
 	free(r->pub.query);
+	free(r->pub.always_headers);
 	buf_free(&r->body);
 	free(r);
 }
@@ -1200,7 +1201,13 @@ http_respond(struct http_request *req, int status, const char *content_type, con
 	bool keep = r->keep_alive && !r->upgrade && !c->eof && !c->srv->stopping;
 	if (body == NULL)
 		body_len = 0;
-	conn_send_response(c, status, content_type, body, body_len, extra_headers, keep, r->head);
+	char *headers = NULL;
+	if (req->always_headers != NULL)
+		headers =
+		    xasprintf("%s%s", req->always_headers, extra_headers ? extra_headers : "");
+	conn_send_response(c, status, content_type, body, body_len,
+	                   headers ? headers : extra_headers, keep, r->head);
+	free(headers);
 	req_free(r);
 	if (!keep)
 		conn_shutdown(c);

@@ -34,7 +34,10 @@ struct http_request {
 	size_t body_len;
 	char peer[64];          /* "127.0.0.1:53422" */
 	bool upgrade_websocket; /* a valid WebSocket upgrade request */
-	uint64_t seq;           /* per server, for logs */
+	/* Header lines ("Name: value\r\n...", malloc'd, freed with the request)
+	 * added to whatever answer this request gets, e.g. CORS headers. */
+	char *always_headers;
+	uint64_t seq; /* per server, for logs */
 };
 
 /* Returns the value of header name (case-insensitive), or NULL. */
