@@ -20,10 +20,26 @@ struct bucket {
 	int64_t last_ms;
 };
 
+/* A session token that was found valid: what auth_token_check needs to
+ * answer without the store.  Dropped when its key is revoked. */
+struct cached_token {
+	int64_t expires_ms;
+	struct auth_principal who;
+};
+
+/* Failed authentications allowed per peer address and minute (the bucket
+ * holds as many: a burst of that size, then one every 3 s). */
+#define AUTH_FAIL_PER_MIN 20.0
+/* Peer buckets and cached tokens kept before a sweep. */
+#define AUTH_MAP_MAX      4096
+
 struct auth {
 	struct orch *o;
 	struct intmap buckets; /* key id -> bucket */
+	struct strmap fails;   /* peer address -> bucket of failed authentications */
+	struct strmap tokens;  /* token hash -> cached_token */
 	char last_hash[65];    /* head of the audit chain */
+	int64_t last_id;       /* id of the newest audit row */
 	bool have_last;
 };
 
@@ -108,7 +124,21 @@ auth_new(struct orch *o)
 	struct auth *a = xcalloc(1, sizeof *a);
 	a->o = o;
 	intmap_init(&a->buckets);
+	strmap_init(&a->fails);
+	strmap_init(&a->tokens);
 	return a;
+}
+
+/* Frees every value of m and empties it. */
+static void
+strmap_clear_free(struct strmap *m)
+{
+	size_t it = 0;
+	void *v;
+	while (strmap_next(m, &it, NULL, &v))
+		free(v);
+	strmap_free(m);
+	strmap_init(m);
 }
 
 void
@@ -121,6 +151,10 @@ auth_free(struct auth *a)
 	while (intmap_next(&a->buckets, &it, NULL, &v))
 		free(v);
 	intmap_free(&a->buckets);
+	strmap_clear_free(&a->fails);
+	strmap_free(&a->fails);
+	strmap_clear_free(&a->tokens);
+	strmap_free(&a->tokens);
 	free(a);
 }
 
@@ -177,6 +211,21 @@ auth_key_revoke(struct auth *a, int64_t id, char **cause)
 		*cause = xasprintf("no active API key with id %lld", (long long)id);
 		return -1;
 	}
+	/* Its tokens are no longer good: forget the ones cached. */
+	struct strmap keep;
+	strmap_init(&keep);
+	size_t it = 0;
+	const char *k;
+	void *v;
+	while (strmap_next(&a->tokens, &it, &k, &v)) {
+		struct cached_token *ct = v;
+		if (ct->who.key_id == id)
+			free(ct);
+		else
+			strmap_set(&keep, k, ct);
+	}
+	strmap_free(&a->tokens);
+	a->tokens = keep;
 	return 0;
 }
 
@@ -260,6 +309,16 @@ auth_token_check(struct auth *a, const char *token, struct auth_principal *who, 
 {
 	char thash[65];
 	sha256_hex(token, strlen(token), thash);
+	/* A token seen valid before is answered from memory (revocation
+	 * drops it, expiry is checked here as below). */
+	struct cached_token *ct = strmap_get(&a->tokens, thash);
+	if (ct != NULL) {
+		if (ct->expires_ms > auth_now_ms()) {
+			*who = ct->who;
+			return 0;
+		}
+		free(strmap_del(&a->tokens, thash));
+	}
 	sqlite3_stmt *s = store_stmt(
 	    orch_store(a->o), "SELECT t.expires_ms, k.id, k.name, k.role, k.revoked_ms, t.hash "
 	                      "FROM tokens t JOIN apikeys k ON k.id = t.key_id WHERE t.hash = "
@@ -278,6 +337,12 @@ auth_token_check(struct auth *a, const char *token, struct auth_principal *who, 
 			snprintf(who->name, sizeof who->name, "%s", sqlite3_column_text(s, 2));
 			auth_role_parse((const char *)sqlite3_column_text(s, 3), &who->role);
 			rc = 0;
+			if (a->tokens.n >= AUTH_MAP_MAX)
+				strmap_clear_free(&a->tokens);
+			ct = xcalloc(1, sizeof *ct);
+			ct->expires_ms = sqlite3_column_int64(s, 0);
+			ct->who = *who;
+			strmap_set(&a->tokens, thash, ct);
 		}
 	} else {
 		*cause = xstrdup("invalid token");
@@ -310,9 +375,88 @@ auth_rate_take(struct auth *a, int64_t key_id)
 	return wait < 1.0 ? 1 : (int)(wait + 0.999);
 }
 
+/* Refills b at per_min per minute up to per_min; takes one token if it
+ * can (returns 0), else returns the seconds to wait (>= 1). */
+static int
+bucket_take(struct bucket *b, double per_min, int64_t now)
+{
+	b->tokens += (double)(now - b->last_ms) / 60000.0 * per_min;
+	if (b->tokens > per_min)
+		b->tokens = per_min;
+	b->last_ms = now;
+	if (b->tokens >= 1.0) {
+		b->tokens -= 1.0;
+		return 0;
+	}
+	double wait = (1.0 - b->tokens) / (per_min / 60.0);
+	return wait < 1.0 ? 1 : (int)(wait + 0.999);
+}
+
+/* Drops the peer buckets that have refilled (they hold nothing). */
+static void
+fails_sweep(struct auth *a, int64_t now)
+{
+	struct strmap keep;
+	strmap_init(&keep);
+	size_t it = 0;
+	const char *k;
+	void *v;
+	while (strmap_next(&a->fails, &it, &k, &v)) {
+		struct bucket *b = v;
+		if (b->tokens + (double)(now - b->last_ms) / 60000.0 * AUTH_FAIL_PER_MIN >=
+		    AUTH_FAIL_PER_MIN)
+			free(b);
+		else
+			strmap_set(&keep, k, b);
+	}
+	strmap_free(&a->fails);
+	a->fails = keep;
+}
+
+int
+auth_fail_take(struct auth *a, const char *peer)
+{
+	/* "ip:port" or "[ip6]:port": the address without the port. */
+	char ip[64];
+	snprintf(ip, sizeof ip, "%s", peer ? peer : "?");
+	char *end = ip[0] == '[' ? strchr(ip, ']') : strrchr(ip, ':');
+	if (end != NULL)
+		end[ip[0] == '[' ? 1 : 0] = '\0';
+	int64_t now = time_mono_ms();
+	struct bucket *b = strmap_get(&a->fails, ip);
+	if (b == NULL) {
+		if (a->fails.n >= AUTH_MAP_MAX) {
+			fails_sweep(a, now);
+			if (a->fails.n >= AUTH_MAP_MAX)
+				strmap_clear_free(&a->fails); /* a flood of addresses */
+		}
+		b = xcalloc(1, sizeof *b);
+		b->tokens = AUTH_FAIL_PER_MIN;
+		b->last_ms = now;
+		strmap_set(&a->fails, ip, b);
+	}
+	return bucket_take(b, AUTH_FAIL_PER_MIN, now);
+}
+
 void
 auth_prune(struct auth *a)
 {
+	fails_sweep(a, time_mono_ms());
+	int64_t now = auth_now_ms();
+	struct strmap keep;
+	strmap_init(&keep);
+	size_t it = 0;
+	const char *k;
+	void *v;
+	while (strmap_next(&a->tokens, &it, &k, &v)) {
+		struct cached_token *ct = v;
+		if (ct->expires_ms <= now)
+			free(ct);
+		else
+			strmap_set(&keep, k, ct);
+	}
+	strmap_free(&a->tokens);
+	a->tokens = keep;
 	struct store *st = orch_store(a->o);
 	sqlite3_stmt *s = store_stmt(st, "DELETE FROM tokens WHERE expires_ms < ?1");
 	if (s != NULL) {
@@ -334,50 +478,66 @@ audit_hash(const char *prev, int64_t id, int64_t ts, const char *actor, const ch
 	free(s);
 }
 
+/* Reads the head of the chain (the newest row's id and hash) and the
+ * highest id AUTOINCREMENT has given (sqlite_sequence), so that the next
+ * row's id is known before it is inserted. */
+static void
+audit_load_head(struct auth *a)
+{
+	struct store *st = orch_store(a->o);
+	snprintf(a->last_hash, sizeof a->last_hash, "%s", "genesis");
+	a->last_id = 0;
+	sqlite3_stmt *q = store_stmt(st, "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1");
+	if (q != NULL && sqlite3_step(q) == SQLITE_ROW) {
+		a->last_id = sqlite3_column_int64(q, 0);
+		snprintf(a->last_hash, sizeof a->last_hash, "%s", sqlite3_column_text(q, 1));
+	}
+	if (q != NULL)
+		sqlite3_reset(q);
+	q = store_stmt(st, "SELECT seq FROM sqlite_sequence WHERE name = 'audit'");
+	if (q != NULL && sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int64(q, 0) > a->last_id)
+		a->last_id = sqlite3_column_int64(q, 0);
+	if (q != NULL)
+		sqlite3_reset(q);
+	a->have_last = true;
+}
+
+/* One statement per row: the id is the last one + 1 (given explicitly, as
+ * AUTOINCREMENT would), so the hash is computed before the INSERT.  The
+ * end of the chain needs no separate record: AUTOINCREMENT keeps the
+ * highest id ever given in sqlite_sequence, which auth_audit_verify checks
+ * against the newest row. */
 void
 auth_audit(struct auth *a, const char *actor, const char *action, const char *detail, bool ok)
 {
 	struct store *st = orch_store(a->o);
-	if (!a->have_last) {
-		sqlite3_stmt *q = store_stmt(st, "SELECT hash FROM audit ORDER BY id DESC LIMIT 1");
-		snprintf(a->last_hash, sizeof a->last_hash, "%s", "genesis");
-		if (q != NULL && sqlite3_step(q) == SQLITE_ROW)
-			snprintf(a->last_hash, sizeof a->last_hash, "%s",
-			         sqlite3_column_text(q, 0));
-		if (q != NULL)
-			sqlite3_reset(q);
-		a->have_last = true;
-	}
-	sqlite3_stmt *s = store_stmt(st, "INSERT INTO audit (ts_ms, actor, action, detail, ok, "
-	                                 "prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '')");
+	if (!a->have_last)
+		audit_load_head(a);
+	sqlite3_stmt *s = store_stmt(st, "INSERT INTO audit (id, ts_ms, actor, action, detail, "
+	                                 "ok, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+	                                 "?7, ?8)");
 	if (s == NULL)
 		return;
+	if (detail == NULL)
+		detail = "";
+	int64_t id = a->last_id + 1;
 	int64_t ts = time_wall_ms();
-	sqlite3_bind_int64(s, 1, ts);
-	sqlite3_bind_text(s, 2, actor, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(s, 3, action, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(s, 4, detail ? detail : "", -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int(s, 5, ok);
-	sqlite3_bind_text(s, 6, a->last_hash, -1, SQLITE_TRANSIENT);
-	if (store_step_write(st, s) != SQLITE_DONE)
-		return;
-	int64_t id = sqlite3_last_insert_rowid(store_db(st));
 	char h[65];
-	audit_hash(a->last_hash, id, ts, actor, action, detail ? detail : "", ok, h);
-	sqlite3_stmt *u = store_stmt(st, "UPDATE audit SET hash = ?1 WHERE id = ?2");
-	if (u != NULL) {
-		sqlite3_bind_text(u, 1, h, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(u, 2, id);
-		store_step_write(st, u);
+	audit_hash(a->last_hash, id, ts, actor, action, detail, ok, h);
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, ts);
+	sqlite3_bind_text(s, 3, actor, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 4, action, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 5, detail, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(s, 6, ok);
+	sqlite3_bind_text(s, 7, a->last_hash, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 8, h, -1, SQLITE_TRANSIENT);
+	if (store_step_write(st, s) != SQLITE_DONE) {
+		a->have_last = false; /* read the head again next time */
+		return;
 	}
+	a->last_id = id;
 	memcpy(a->last_hash, h, sizeof h);
-	/* The head of the chain, so that deleting the newest rows shows too. */
-	sqlite3_stmt *m = store_stmt(st, "INSERT OR REPLACE INTO meta (key, value) VALUES "
-	                                 "('audit_head', ?1)");
-	if (m != NULL) {
-		sqlite3_bind_text(m, 1, h, -1, SQLITE_TRANSIENT);
-		store_step_write(st, m);
-	}
 }
 
 int64_t
@@ -422,12 +582,21 @@ auth_audit_verify(struct auth *a, int64_t *bad_id, char **why)
 	if (s != NULL)
 		sqlite3_reset(s);
 	if (*bad_id == 0) {
-		sqlite3_stmt *m = store_stmt(orch_store(a->o), "SELECT value FROM meta WHERE key = "
-		                                               "'audit_head'");
-		if (m != NULL && sqlite3_step(m) == SQLITE_ROW &&
-		    strcmp((const char *)sqlite3_column_text(m, 0), prev) != 0) {
-			*bad_id = expect_id > 0 ? expect_id : 1;
-			*why = xstrdup("the newest rows were deleted (the chain ends early)");
+		/* AUTOINCREMENT's highest id given: past the newest row, the
+		 * newest rows were deleted. */
+		sqlite3_stmt *m = store_stmt(orch_store(a->o), "SELECT seq FROM sqlite_sequence "
+		                                               "WHERE name = 'audit'");
+		int64_t last = expect_id > 0 ? expect_id - 1 : 0;
+		if (m != NULL && sqlite3_step(m) == SQLITE_ROW && sqlite3_column_int64(m, 0) > last) {
+			int64_t seq = sqlite3_column_int64(m, 0);
+			*bad_id = last + 1;
+			if (seq == last + 1)
+				*why = xasprintf("row %lld was deleted (the chain ends early)",
+				                 (long long)*bad_id);
+			else
+				*why = xasprintf("rows %lld to %lld were deleted (the chain ends "
+				                 "early)",
+				                 (long long)*bad_id, (long long)seq);
 		}
 		if (m != NULL)
 			sqlite3_reset(m);

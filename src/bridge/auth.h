@@ -41,14 +41,22 @@ json_t *auth_key_list(struct auth *a);
 char *auth_token_issue(struct auth *a, const char *api_key, struct auth_principal *who,
                        double *expires_in, char **cause);
 /* Checks a session token.  Returns 0 with *who, or -1 with *cause
- * ("invalid token", "expired token", "revoked API key"). */
+ * ("invalid token", "expired token", "revoked API key").  A valid token is
+ * remembered (hash -> principal, expiry) so that the next checks need no
+ * query; auth_key_revoke forgets its key's tokens. */
 int auth_token_check(struct auth *a, const char *token, struct auth_principal *who, char **cause);
 
 /* Rate limit: takes one token from the key's bucket.  Returns 0, or the
  * seconds to wait (>= 1) when empty. */
 int auth_rate_take(struct auth *a, int64_t key_id);
 
-/* Deletes expired session tokens (housekeeping). */
+/* Failed authentications (and refused Origins) per peer address: takes
+ * one from the bucket of peer's address ("ip:port", the port ignored; 20
+ * a minute).  Returns 0, or the seconds to wait (>= 1) when empty. */
+int auth_fail_take(struct auth *a, const char *peer);
+
+/* Deletes expired session tokens, cached ones too, and the failure
+ * buckets that have refilled (housekeeping). */
 void auth_prune(struct auth *a);
 
 /* Appends an audit row (actor, action, detail, ok). */

@@ -27,11 +27,20 @@ struct bridge {
 	char address[96];
 	bool tls;
 	uint64_t rate_limited, auth_failures, denials;
+	uint64_t auth_throttled; /* failures refused 429 by auth_fail_take, not audited */
 	uint64_t hist[NHIST + 1];
 	double hist_sum;
 	uint64_t hist_count;
 	struct wsclient *clients;
+	/* GET /v1/agents without ?state=, serialized: kept AGENTS_CACHE_MS at
+	 * most (heartbeat_age_s and next_restart_s change with time) and
+	 * dropped at once when an agent changes state (bridge_agent_event). */
+	char *agents_cache;
+	size_t agents_cache_len;
+	int64_t agents_cache_ms;
 };
+
+#define AGENTS_CACHE_MS 100
 
 /* A WebSocket client: a remote agent or an observer. */
 struct wsclient {
@@ -116,6 +125,25 @@ request_token(const struct http_request *req)
 	if (h != NULL && strncasecmp(h, "Bearer ", 7) == 0)
 		return xstrdup(h + 7);
 	return http_query_param(req, "token");
+}
+
+/* An unauthenticated failure (no or bad key or token, a refused Origin)
+ * from req's peer: returns true if it is to be answered and audited as
+ * usual, or false when the peer is over its budget of failures
+ * (auth_fail_take): then it has been answered 429 + Retry-After, counted,
+ * and not audited, so that a client cannot fill the audit log. */
+static bool
+failure_allowed(struct bridge *b, struct http_request *req)
+{
+	int wait = auth_fail_take(orch_auth(b->o), req->peer);
+	if (wait == 0)
+		return true;
+	b->auth_throttled++;
+	char *h = xasprintf("Retry-After: %d\r\n", wait);
+	http_respond_error(req, 429, "too_many_failures",
+	                   "too many failed authentications from this address", h);
+	free(h);
+	return false;
 }
 
 /* ---- commands through HTTP -------------------------------------------- */
@@ -428,11 +456,58 @@ bridge_key_revoked(struct bridge *b, int64_t key_id)
 	}
 }
 
+/* Answers GET /v1/agents[?state=S]: the document of `agent list --json`
+ * (agent_json of each agent), built here and compact rather than through
+ * the command layer, which indents; the full list is cached briefly (see
+ * struct bridge). */
+static void
+route_agents(struct bridge *b, struct http_request *req)
+{
+	char *state = http_query_param(req, "state");
+	enum agent_state want = AGENT_NSTATES;
+	if (state != NULL && !agent_state_parse(state, &want)) {
+		char *m = xasprintf("agent list: unknown state '%s'", state);
+		http_respond_error(req, 400, "bad_request", m, NULL);
+		free(m);
+		free(state);
+		return;
+	}
+	int64_t now = time_mono_ms();
+	if (state == NULL && b->agents_cache != NULL && now - b->agents_cache_ms < AGENTS_CACHE_MS &&
+	    now >= b->agents_cache_ms) {
+		http_respond(req, 200, "application/json", b->agents_cache, b->agents_cache_len,
+		             NULL);
+		return;
+	}
+	struct agents *as = orch_agents(b->o);
+	json_t *rows = json_array();
+	for (size_t i = 0; i < agents_count(as); i++) {
+		struct agent *a = agents_at(as, i);
+		if (state == NULL || a->state == want)
+			json_array_append_new(rows, agent_json(a, false));
+	}
+	char *s = json_dumps(rows, JSON_COMPACT);
+	json_decref(rows);
+	size_t len = strlen(s);
+	http_respond(req, 200, "application/json", s, len, NULL);
+	if (state == NULL) {
+		free(b->agents_cache);
+		b->agents_cache = s;
+		b->agents_cache_len = len;
+		b->agents_cache_ms = now;
+	} else {
+		free(s);
+	}
+	free(state);
+}
+
 void
 bridge_agent_event(struct bridge *b, struct agent *a, int old_state)
 {
 	if (b == NULL)
 		return;
+	free(b->agents_cache);
+	b->agents_cache = NULL;
 	for (struct wsclient *c = b->clients; c != NULL; c = c->next) {
 		if (c->observer && c->ev_agents)
 			ws_event(c, json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "event", "kind",
@@ -703,6 +778,8 @@ route_token(struct bridge *b, struct http_request *req)
 		json_decref(j);
 	}
 	if (key == NULL) {
+		if (!failure_allowed(b, req))
+			return;
 		b->auth_failures++;
 		auth_audit(au, req->peer, "auth.token", "no API key", false);
 		http_respond_error(req, 401, "unauthorized",
@@ -717,6 +794,10 @@ route_token(struct bridge *b, struct http_request *req)
 	char *token = auth_token_issue(au, key, &who, &ttl, &cause);
 	free(key);
 	if (token == NULL) {
+		if (!failure_allowed(b, req)) {
+			free(cause);
+			return;
+		}
 		b->auth_failures++;
 		auth_audit(au, req->peer, "auth.token", cause, false);
 		http_respond_error(req, 401, "unauthorized", cause, "WWW-Authenticate: Bearer\r\n");
@@ -739,6 +820,8 @@ bridge_handle(void *arg, struct http_request *req)
 	int64_t t0 = time_mono_ms();
 	const char *origin = http_header(req, "origin");
 	if (!origin_allowed(b, origin, http_header(req, "host"))) {
+		if (!failure_allowed(b, req))
+			return;
 		b->denials++;
 		auth_audit(au, req->peer, "origin.denied", origin, false);
 		http_respond_error(req, 403, "forbidden",
@@ -813,6 +896,11 @@ bridge_handle(void *arg, struct http_request *req)
 		snprintf(who.name, sizeof who.name, "anonymous");
 		who.role = AROLE_CAPTAIN;
 	} else if (token == NULL || auth_token_check(au, token, &who, &cause) != 0) {
+		if (!failure_allowed(b, req)) {
+			free(token);
+			free(cause);
+			return;
+		}
 		b->auth_failures++;
 		auth_audit(au, req->peer, "auth", cause ? cause : "no token", false);
 		http_respond_error(req, 401, "unauthorized",
@@ -862,13 +950,7 @@ bridge_handle(void *arg, struct http_request *req)
 		route_commands(b, req, &who);
 		return;
 	} else if (strcmp(req->path, "/v1/agents") == 0) {
-		argv[argc++] = xstrdup("agent");
-		argv[argc++] = xstrdup("list");
-		argv[argc++] = xstrdup("--json");
-		argv_from_query(req, argv, &argc, "state", "--state");
-		run_json_command(b, req, &who, argc, argv, 0);
-		free_argv(argc, argv);
-		return;
+		route_agents(b, req);
 	} else if (strcmp(req->path, "/v1/tasks") == 0 && strcmp(req->method, "GET") == 0) {
 		argv[argc++] = xstrdup("task");
 		argv[argc++] = xstrdup("list");
@@ -970,6 +1052,7 @@ bridge_free(struct bridge *b)
 	if (b == NULL)
 		return;
 	bridge_stop(b);
+	free(b->agents_cache);
 	free(b);
 }
 
@@ -980,11 +1063,12 @@ bridge_status_json(struct bridge *b)
 		return NULL;
 	struct http_server_stats s;
 	http_server_stats(b->http, &s);
-	return json_pack("{s:s,s:i,s:b,s:I,s:I,s:I,s:I,s:I}", "address", b->address, "port",
+	return json_pack("{s:s,s:i,s:b,s:I,s:I,s:I,s:I,s:I,s:I}", "address", b->address, "port",
 	                 b->port, "tls", b->tls, "connections", (json_int_t)s.connections_open,
 	                 "requests", (json_int_t)s.requests, "websockets", (json_int_t)s.ws_open,
 	                 "rate_limited", (json_int_t)b->rate_limited, "auth_failures",
-	                 (json_int_t)b->auth_failures);
+	                 (json_int_t)b->auth_failures, "auth_throttled",
+	                 (json_int_t)b->auth_throttled);
 }
 
 char *
@@ -1043,8 +1127,13 @@ bridge_metrics_text(struct bridge *b)
 	         "# TYPE dreamos_bridge_rate_limited_total counter\n"
 	         "dreamos_bridge_rate_limited_total %llu\n"
 	         "# TYPE dreamos_bridge_auth_failures_total counter\n"
-	         "dreamos_bridge_auth_failures_total %llu\n",
-	         (unsigned long long)b->rate_limited, (unsigned long long)b->auth_failures);
+	         "dreamos_bridge_auth_failures_total %llu\n"
+	         "# HELP dreamos_bridge_auth_throttled_total Failed authentications refused "
+	         "429 (over 20 a minute from one address), not audited.\n"
+	         "# TYPE dreamos_bridge_auth_throttled_total counter\n"
+	         "dreamos_bridge_auth_throttled_total %llu\n",
+	         (unsigned long long)b->rate_limited, (unsigned long long)b->auth_failures,
+	         (unsigned long long)b->auth_throttled);
 	buf_adds(&m, "# HELP dreamos_bridge_request_seconds Request handling time.\n"
 	             "# TYPE dreamos_bridge_request_seconds histogram\n");
 	uint64_t cum = 0;

@@ -90,6 +90,19 @@ struct ws_conn {
 	int our_code;     /* the close we started (ws_close, 1003, 1001), or 0 */
 	char *our_reason;
 	char *peer_reason;
+	/* Frame headers checked ahead of wslay, which lets control frames that
+	 * RFC 6455 5.5 forbids through (fragmented, over 125 bytes) or drops
+	 * the connection without a close frame, and takes a 1-byte close
+	 * payload for "no status": scan_off is where the next frame header
+	 * starts in in (when scan_skip is 0), scan_skip the payload bytes of
+	 * the current frame still to pass.  wslay gets the input up to
+	 * scan_off only (a frame header once it is whole and checked).  A bad
+	 * frame stops the input at bad_at, before its header: wslay gets
+	 * nothing of it and we close with 1002. */
+	size_t scan_off;
+	uint64_t scan_skip;
+	bool bad_frame;
+	size_t bad_at;
 };
 
 struct http_conn {
@@ -513,6 +526,10 @@ on_header_field(http_parser *p, const char *at, size_t len)
 	}
 	if (!header_bytes_add(c, len))
 		return -1;
+	/* http-parser (not strict) lets a space through in a field name;
+	 * RFC 9112 5.1 says to reject it (it smuggles "Host :" past others). */
+	if (memchr(at, ' ', len) != NULL || memchr(at, '\t', len) != NULL)
+		return parse_fail(c, 400, "bad_request", "invalid header name");
 	buf_add(&c->hfield, at, len);
 	return 0;
 }
@@ -537,6 +554,9 @@ on_headers_complete(http_parser *p)
 	struct req *r = c->cur;
 	if (c->hstate != HS_NONE)
 		header_commit(c);
+	if (p->http_major != 1 || p->http_minor > 1)
+		return parse_fail(c, 505, "http_version_not_supported",
+		                  "only HTTP/1.0 and HTTP/1.1 are supported");
 	r->pub.method = http_method_str((enum http_method)p->method);
 	r->head = p->method == HTTP_HEAD;
 
@@ -1283,7 +1303,8 @@ static ssize_t
 ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user_data)
 {
 	struct ws_conn *ws = user_data;
-	size_t avail = ws->in.len - ws->in_off;
+	size_t end = ws->bad_frame ? ws->bad_at : ws->scan_off;
+	size_t avail = end > ws->in_off ? end - ws->in_off : 0;
 	if (avail == 0 || ws->paused || ws->done) {
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
@@ -1363,6 +1384,56 @@ static const struct wslay_event_callbacks ws_callbacks = {
     .on_msg_recv_callback = ws_msg_cb,
 };
 
+/* Checks the frame headers that have arrived (see struct ws_conn): stops
+ * at the first control frame RFC 6455 5.5 forbids (not final, payload over
+ * 125 bytes) or a close frame with a 1-byte payload (5.5.1: a body starts
+ * with a 2-byte code). */
+static void
+ws_scan(struct ws_conn *ws)
+{
+	const uint8_t *d = (const uint8_t *)ws->in.data;
+	while (!ws->bad_frame && ws->scan_off < ws->in.len) {
+		size_t avail = ws->in.len - ws->scan_off;
+		if (ws->scan_skip > 0) {
+			size_t n = ws->scan_skip < avail ? (size_t)ws->scan_skip : avail;
+			ws->scan_off += n;
+			ws->scan_skip -= n;
+			continue;
+		}
+		const uint8_t *h = d + ws->scan_off;
+		if (avail < 2)
+			return;
+		bool fin = (h[0] & 0x80) != 0;
+		unsigned opcode = h[0] & 0x0f;
+		bool masked = (h[1] & 0x80) != 0;
+		uint64_t plen = h[1] & 0x7f;
+		size_t hlen = 2;
+		if (plen == 126)
+			hlen += 2;
+		else if (plen == 127)
+			hlen += 8;
+		if (masked)
+			hlen += 4;
+		if (avail < hlen)
+			return;
+		if (plen == 126) {
+			plen = ((uint64_t)h[2] << 8) | h[3];
+		} else if (plen == 127) {
+			plen = 0;
+			for (int i = 0; i < 8; i++)
+				plen = (plen << 8) | h[2 + i];
+		}
+		if ((opcode & 0x8) != 0 &&
+		    (!fin || plen > 125 || (opcode == WSLAY_CONNECTION_CLOSE && plen == 1))) {
+			ws->bad_frame = true;
+			ws->bad_at = ws->scan_off;
+			return;
+		}
+		ws->scan_off += hlen;
+		ws->scan_skip = plen;
+	}
+}
+
 /* Feeds wslay what we have, sends what it queued, and decides whether the
  * WebSocket is over (neither side wants anything: finish and close) or
  * waiting for the peer's close frame (start the 2 s timer). */
@@ -1372,7 +1443,9 @@ ws_process(struct ws_conn *ws)
 	struct http_conn *c = ws->conn;
 	if (ws->done)
 		return;
-	if (!ws->paused && ws->in_off < ws->in.len && wslay_event_want_read(ws->ctx)) {
+	ws_scan(ws);
+	size_t end = ws->bad_frame ? ws->bad_at : ws->scan_off;
+	if (!ws->paused && ws->in_off < end && wslay_event_want_read(ws->ctx)) {
 		ws->in_recv++;
 		int r = wslay_event_recv(ws->ctx);
 		ws->in_recv--;
@@ -1383,12 +1456,25 @@ ws_process(struct ws_conn *ws)
 		if (c->closing)
 			return;
 	}
+	if (ws->bad_frame && ws->in_off >= ws->bad_at && wslay_event_want_read(ws->ctx)) {
+		/* Everything before the bad frame is handled: refuse it. */
+		wslay_event_shutdown_read(ws->ctx);
+		const char *why = "invalid control frame";
+		wslay_event_queue_close(ws->ctx, 1002, (const uint8_t *)why, strlen(why));
+	}
 	if (ws->in_off > 0) {
 		buf_consume(&ws->in, ws->in_off);
+		ws->scan_off -= ws->in_off;
+		if (ws->bad_frame)
+			ws->bad_at -= ws->in_off;
 		ws->in_off = 0;
 	}
-	if (!wslay_event_want_read(ws->ctx))
+	if (!wslay_event_want_read(ws->ctx)) {
 		buf_clear(&ws->in); /* nothing more will be read */
+		ws->scan_off = 0;
+		ws->scan_skip = 0;
+		ws->bad_at = 0;
+	}
 	if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) != 0) {
 		conn_close_now(c);
 		return;

@@ -686,6 +686,37 @@ test_bad_request(void **state)
 	assert_int_equal(c.r[0].status, 400);
 	wait_eof(&fx, &c);
 	cli_close(&c);
+
+	/* a version the parser takes but we do not speak: 505, closed */
+	static const char *const versions[] = {"HTTP/9.9", "HTTP/1.2", "HTTP/2.0", "HTTP/0.9"};
+	for (size_t i = 0; i < nitems(versions); i++) {
+		char line[96];
+		snprintf(line, sizeof line, "GET /echo %s\r\nHost: x\r\n\r\n", versions[i]);
+		cli_open(&fx, &c, false);
+		cli_sends(&fx, &c, line);
+		wait_resp(&fx, &c, 1);
+		assert_int_equal(c.r[0].status, 505);
+		assert_non_null(strstr(buf_cstr(&c.r[0].body), "http_version_not_supported"));
+		wait_eof(&fx, &c);
+		cli_close(&c);
+	}
+
+	/* a space in a header name: 400, closed, the handler never sees it */
+	int nreq = fx.nreq;
+	cli_open(&fx, &c, false);
+	cli_sends(&fx, &c, "GET /echo HTTP/1.1\r\nHost: x\r\nX Forwarded: 1\r\n\r\n");
+	wait_resp(&fx, &c, 1);
+	assert_int_equal(c.r[0].status, 400);
+	assert_non_null(strstr(buf_cstr(&c.r[0].body), "invalid header name"));
+	wait_eof(&fx, &c);
+	cli_close(&c);
+	cli_open(&fx, &c, false);
+	cli_sends(&fx, &c, "GET /echo HTTP/1.1\r\nHost : x\r\n\r\n");
+	wait_resp(&fx, &c, 1);
+	assert_int_equal(c.r[0].status, 400);
+	wait_eof(&fx, &c);
+	cli_close(&c);
+	assert_int_equal(fx.nreq, nreq);
 	fx_finish(&fx);
 }
 
@@ -1195,6 +1226,55 @@ test_ws_unmasked(void **state)
 	fx_finish(&fx);
 }
 
+/* RFC 6455 5.5: a fragmented ping, a ping over 125 bytes and a close
+ * frame with a 1-byte body get close 1002 (what came before is handled). */
+static void
+test_ws_bad_control(void **state)
+{
+	char big[126];
+	memset(big, 'p', sizeof big);
+	const struct {
+		bool fin;
+		int opcode;
+		const char *payload;
+		size_t len;
+	} cases[] = {
+	    {false, 9, "x", 1},
+	    {true, 9, big, sizeof big},
+	    {true, 10, big, sizeof big},
+	    {true, 8, "\x03", 1},
+	    {false, 8, "\x03\xe8", 2},
+	};
+	for (size_t i = 0; i < nitems(cases); i++) {
+		struct fx fx;
+		struct cli c;
+		struct http_limits l = test_limits();
+		fx_start(&fx, &l);
+		ws_open(&fx, &c);
+		uint8_t fr[512];
+		struct frame f;
+		size_t n = ws_frame(fr, true, 1, true, "before", 6);
+		n += ws_frame(fr + n, cases[i].fin, cases[i].opcode, true, cases[i].payload,
+		              cases[i].len);
+		n += ws_frame(fr + n, true, 1, true, "after", 5);
+		/* in two pieces, the bad frame's header split */
+		cli_send(&fx, &c, fr, 13);
+		fx_step(&fx, &c, 5);
+		cli_send(&fx, &c, fr + 13, n - 13);
+		wait_frame(&fx, &c, &f);
+		assert_int_equal(f.opcode, 1);
+		assert_string_equal(f.payload, "before");
+		wait_frame(&fx, &c, &f);
+		assert_int_equal(close_code(&f), 1002);
+		wait_eof(&fx, &c);
+		assert_true(wait_int(&fx, &c, &fx.ws_closes, 1, 3000));
+		assert_int_equal(fx.ws_code, 1002);
+		assert_int_equal(fx.ws_msgs, 1);
+		cli_close(&c);
+		fx_finish(&fx);
+	}
+}
+
 static void
 test_ws_too_big(void **state)
 {
@@ -1495,6 +1575,7 @@ main(void)
 	    cmocka_unit_test(test_query_param),
 	    cmocka_unit_test(test_ws_echo),
 	    cmocka_unit_test(test_ws_unmasked),
+	    cmocka_unit_test(test_ws_bad_control),
 	    cmocka_unit_test(test_ws_too_big),
 	    cmocka_unit_test(test_ws_server_close),
 	    cmocka_unit_test(test_ws_disappear),
