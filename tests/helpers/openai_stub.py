@@ -31,6 +31,13 @@ Behaviours are chosen by words in the last user message:
                 (no [DONE], no last chunk); without stream: a short body
   #expensive    usage of 1,000,000 prompt and 1,000,000 completion tokens
   #chat         answers "pong" with a counter (for agents talking together)
+  #codex-demo   (counted as tag "codex") for tests/integration/codex.sh
+                (calc.py holds "return a - b"):
+                a prompt asking for a JSON verdict ('"valid"' in it) gets
+                {"valid": true, "feedback", "suggestions"}; otherwise a
+                unified diff (in a ```diff fence) that is WRONG ("a * b")
+                unless the prompt shows a previous check output with FAILED
+                in it (after "check output:"), then RIGHT ("a + b")
 
 Otherwise the answer is "echo: PROMPT" (the last user message) followed by
 " [history N]" (N = earlier messages sent), streamed three pieces at a time.
@@ -60,6 +67,24 @@ def hit(tag):
     with LOCK:
         HITS[tag] = HITS.get(tag, 0) + 1
         return HITS[tag]
+
+
+CODEX_DIFF = """diff --git a/calc.py b/calc.py
+--- a/calc.py
++++ b/calc.py
+@@ -1,2 +1,2 @@
+ def add(a, b):
+-    return a - b
++    return a %s b
+"""
+
+
+def codex_answer(prompt):
+    if '"valid"' in prompt:
+        return json.dumps({"valid": True, "feedback": "add() now adds; the check passes.",
+                           "suggestions": ["add a test for negative numbers"]})
+    fixed = "check output:" in prompt and "FAILED" in prompt.split("check output:", 1)[1]
+    return "Here is the change:\n```diff\n" + CODEX_DIFF % ("+" if fixed else "*") + "```\n"
 
 
 def err_body(message, etype, code):
@@ -157,6 +182,8 @@ class Handler(BaseHTTPRequestHandler):
         model = req["model"]
         if "chat" in tags:
             answer = "pong %d #chat" % HITS["chat"]
+        elif "#codex-demo" in prompt:
+            answer = codex_answer(prompt)
         else:
             answer = "echo: %s [history %d]" % (prompt, len(
                 [m for m in msgs if m.get("role") != "system"]) - 1)
