@@ -653,6 +653,36 @@ orch_agent_wants_link(struct orch *o, struct agent *a)
 	return o->exts != NULL && ext_agent_wants_link(o->exts, a);
 }
 
+/* The demo's LLM agent: the ChatGPT extension and one assistant, when an
+ * OpenAI key is in the environment; otherwise a line saying how. */
+static void
+orch_demo_llm(struct orch *o)
+{
+	const char *key = getenv("OPENAI_API_KEY");
+	if (key == NULL || *key == '\0') {
+		log_info(o->log, "demo",
+		         "no LLM agent in this demo: set OPENAI_API_KEY to add one (with "
+		         "extensions.chatgpt.base_url for a local OpenAI-compatible server)");
+		return;
+	}
+	char *path = xasprintf("%s/chatgpt.so", ext_dir(o->exts));
+	if (access(path, R_OK) != 0) {
+		/* Not installed: the build tree's module. */
+		free(path);
+		path = xstrdup(DREAMOS_BUILDDIR "/extensions/chatgpt/.libs/chatgpt.so");
+	}
+	const char *what[] = {path};
+	char *cause = NULL;
+	if (ext_load(o->exts, what, 1, &cause) != 0) {
+		log_warn(o->log, "demo", "no LLM agent: %s", cause);
+		free(cause);
+	} else {
+		cmd_run_line(o, "chatgpt spawn assistant --cap text", CLIENT_INTERNAL, "demo",
+		             ROLE_CAPTAIN, NULL, NULL, NULL);
+	}
+	free(path);
+}
+
 /* The demo fleet: Python agents from share/agents. */
 static void
 orch_start_demo(struct orch *o)
@@ -729,6 +759,7 @@ orch_start_demo(struct orch *o)
 		}
 		ids[i] = t->id;
 	}
+	orch_demo_llm(o);
 	log_info(o->log, "demo", "demo fleet started from %s/agents, %zu tasks queued",
 	         o->share_dir, nitems(tasks));
 }
