@@ -55,9 +55,9 @@ die(const char *msg)
 
 /* ---- transport ------------------------------------------------------------------------- */
 
-static int ws;               /* 1: WebSocket, 0: stdin/stdout */
+static int ws; /* 1: WebSocket, 0: stdin/stdout */
 static int in_fd = 0, out_fd = 1;
-static char *obuf;           /* bytes to write (lines, or frames) */
+static char *obuf; /* bytes to write (lines, or frames) */
 static size_t olen, ocap, ooff;
 static uint32_t rng = 2463534242u;
 
@@ -296,7 +296,8 @@ get_field(const char *p, const char *key, char *out, size_t cap)
 				const char *s = r, *e;
 				if (*r == '"') {
 					s = r + 1;
-					for (e = s; *e && *e != '"'; e += (*e == '\\' && e[1]) ? 2 : 1)
+					for (e = s; *e && *e != '"';
+					     e += (*e == '\\' && e[1]) ? 2 : 1)
 						;
 				} else {
 					e = r + strcspn(r, ",} \t\r");
@@ -552,8 +553,8 @@ add_send(long seq)
 	int h = snprintf(head, sizeof head, "t=%020lld s=%010ld ", t, seq);
 	int padn = (int)size - 2 - h;
 	int n = snprintf(line, sizeof line,
-	                 "{\"type\":\"send\",\"to\":\"%s\",\"ref\":\"%ld\",\"body\":\"%s%.*s\"}", to,
-	                 seq, head, padn, pad);
+	                 "{\"type\":\"send\",\"to\":\"%s\",\"ref\":\"%ld\",\"body\":\"%s%.*s\"}",
+	                 to, seq, head, padn, pad);
 	if (n <= 0 || (size_t)n >= sizeof line)
 		die("line too long");
 	sent_at[seq] = t;
@@ -655,8 +656,9 @@ main(int argc, char **argv)
 		long long t1 = now_ns();
 		char line[512];
 		snprintf(line, sizeof line,
-		         "sent=%ld errors=%ld retries=%ld start_ns=%lld end_ns=%lld rate=%.0f\n", nok,
-		         nerrors, nretries, t_start, t1, (double)count * 1e9 / (double)(t1 - t_start));
+		         "sent=%ld errors=%ld retries=%ld start_ns=%lld end_ns=%lld rate=%.0f\n",
+		         nok, nerrors, nretries, t_start, t1,
+		         (double)count * 1e9 / (double)(t1 - t_start));
 		write_result(line);
 	}
 	while (!stopping)

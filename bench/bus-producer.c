@@ -121,7 +121,8 @@ get_field(const char *p, const char *key, char *out, size_t cap)
 				const char *s = r, *e;
 				if (*r == '"') {
 					s = r + 1;
-					for (e = s; *e && *e != '"'; e += (*e == '\\' && e[1]) ? 2 : 1)
+					for (e = s; *e && *e != '"';
+					     e += (*e == '\\' && e[1]) ? 2 : 1)
 						;
 				} else
 					e = r + strcspn(r, ",} \t\r");
@@ -144,13 +145,13 @@ get_field(const char *p, const char *key, char *out, size_t cap)
 static const char *to = NULL, *out_path = NULL, *go_path = NULL, *name = NULL;
 static long count = 0, window = 1000, size = 256;
 static double rate = 0;
-static long nnew;              /* sequence numbers used so far (each sent at least once) */
-static long inflight;          /* sends written, not yet answered */
-static long nok, nerrors;      /* answered with `sent`; with an error other than backpressure */
-static long nretries;          /* sends answered with `backpressure`, sent again */
-static long *retry_q;          /* those, to send again (a ring of count entries) */
+static long nnew;         /* sequence numbers used so far (each sent at least once) */
+static long inflight;     /* sends written, not yet answered */
+static long nok, nerrors; /* answered with `sent`; with an error other than backpressure */
+static long nretries;     /* sends answered with `backpressure`, sent again */
+static long *retry_q;     /* those, to send again (a ring of count entries) */
 static long rq_head, rq_len;
-static long long retry_at;     /* not before this (monotonic ns) */
+static long long retry_at;          /* not before this (monotonic ns) */
 static long long backoff = 1000000; /* ns; doubles while refused, up to 64 ms */
 static int welcomed, stopping;
 static long long *sent_at, *rtt; /* per seq: when written; send -> `sent` in ns */
@@ -251,8 +252,8 @@ add_send(long seq)
 	/* body = '"' + head + padding + '"' = size bytes */
 	int padn = (int)size - 2 - h;
 	int n = snprintf(line, sizeof line,
-	                 "{\"type\":\"send\",\"to\":\"%s\",\"ref\":\"%ld\",\"body\":\"%s%.*s\"}\n", to,
-	                 seq, head, padn, pad);
+	                 "{\"type\":\"send\",\"to\":\"%s\",\"ref\":\"%ld\",\"body\":\"%s%.*s\"}\n",
+	                 to, seq, head, padn, pad);
 	if (n <= 0 || (size_t)n >= sizeof line)
 		die("line too long");
 	sent_at[seq] = t;
@@ -393,7 +394,8 @@ main(int argc, char **argv)
 			 * body's timestamp is taken when the line is made, so lateness does not
 			 * count as latency). */
 			long long left = t0 + (long long)(step * (double)nnew) - now_ns();
-			int ms = nnew < count ? (left > 0 ? (int)((left + 999999) / 1000000) : 0) : -1;
+			int ms =
+			    nnew < count ? (left > 0 ? (int)((left + 999999) / 1000000) : 0) : -1;
 			wait_poll(retry_wait(ms));
 		}
 	} else {

@@ -67,7 +67,8 @@ static int
 dial(int port)
 {
 	int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+	struct sockaddr_in a = {.sin_family = AF_INET,
+	                        .sin_port = htons((uint16_t)port),
 	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0)
 		die("connect");

@@ -41,7 +41,8 @@ now_ns(void)
 static void
 die(const char *msg)
 {
-	fprintf(stderr, "redis-bench: %s%s%s\n", msg, errno ? ": " : "", errno ? strerror(errno) : "");
+	fprintf(stderr, "redis-bench: %s%s%s\n", msg, errno ? ": " : "",
+	        errno ? strerror(errno) : "");
 	exit(1);
 }
 
@@ -49,7 +50,8 @@ static int
 dial(int port)
 {
 	int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+	struct sockaddr_in a = {.sin_family = AF_INET,
+	                        .sin_port = htons((uint16_t)port),
 	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0)
 		die("cannot connect to redis-server");
@@ -81,7 +83,8 @@ resp_int(const char *p, const char *end, char c, long *v)
 		return NULL;
 	if (*p != c) {
 		errno = 0;
-		fprintf(stderr, "redis-bench: unexpected reply: %.*s\n", (int)(end - p > 80 ? 80 : end - p), p);
+		fprintf(stderr, "redis-bench: unexpected reply: %.*s\n",
+		        (int)(end - p > 80 ? 80 : end - p), p);
 		exit(1);
 	}
 	const char *q = memchr(p, '\n', (size_t)(end - p));
@@ -182,7 +185,8 @@ publisher(int port, long count, long window, long size, double rate, int ready_w
 		/* Read the replies there are (":<subscribers>\r\n" each); block only when the
 		 * window is full or everything is sent. */
 		struct pollfd p = {.fd = s, .events = POLLIN};
-		int blocking = rate > 0 ? sent == count : (sent == count || sent - replies >= window);
+		int blocking =
+		    rate > 0 ? sent == count : (sent == count || sent - replies >= window);
 		if (poll(&p, 1, blocking ? -1 : 0) > 0) {
 			ssize_t r = read(s, rbuf, sizeof rbuf);
 			if (r <= 0)

@@ -78,7 +78,8 @@ drain_in(void)
 		char *start = buf, *nl;
 		while ((nl = strchr(start, '\n')) != NULL) {
 			*nl = '\0';
-			if (strstr(start, "\"type\":\"command\"") || strstr(start, "\"type\": \"command\"")) {
+			if (strstr(start, "\"type\":\"command\"") ||
+			    strstr(start, "\"type\": \"command\"")) {
 				if (strstr(start, "\"stop\""))
 					return 1;
 				if (strstr(start, "\"ping\""))
@@ -156,18 +157,21 @@ main(int argc, char **argv)
 		long long dm = want_msgs > msgs ? want_msgs - msgs : 0;
 		for (long long el = 0, em = 0; el < dl || em < dm;) {
 			if (em >= dm || (el < dl && el * dm <= em * dl)) {
-				n = snprintf(line, sizeof line,
-				             "{\"type\":\"log\",\"level\":\"info\",\"msg\":\"load line %lld: "
-				             "the quick brown fox jumps over the lazy dog, step %lld of "
-				             "the benchmark\"}\n",
-				             logs, logs % 1000);
+				n = snprintf(
+				    line, sizeof line,
+				    "{\"type\":\"log\",\"level\":\"info\",\"msg\":\"load line "
+				    "%lld: "
+				    "the quick brown fox jumps over the lazy dog, step %lld of "
+				    "the benchmark\"}\n",
+				    logs, logs % 1000);
 				put(line, (size_t)n);
 				logs++, el++;
 			} else {
-				n = snprintf(line, sizeof line,
-				             "{\"type\":\"send\",\"to\":\"%s\",\"body\":{\"n\":%lld,"
-				             "\"text\":\"status report from the load generator\"}}\n",
-				             to, msgs);
+				n = snprintf(
+				    line, sizeof line,
+				    "{\"type\":\"send\",\"to\":\"%s\",\"body\":{\"n\":%lld,"
+				    "\"text\":\"status report from the load generator\"}}\n",
+				    to, msgs);
 				put(line, (size_t)n);
 				msgs++, em++;
 			}

@@ -31,7 +31,7 @@ struct cached_token {
  * holds as many: a burst of that size, then one every 3 s). */
 #define AUTH_FAIL_PER_MIN 20.0
 /* Peer buckets and cached tokens kept before a sweep. */
-#define AUTH_MAP_MAX      4096
+#define AUTH_MAP_MAX 4096
 
 struct auth {
 	struct orch *o;
@@ -587,7 +587,8 @@ auth_audit_verify(struct auth *a, int64_t *bad_id, char **why)
 		sqlite3_stmt *m = store_stmt(orch_store(a->o), "SELECT seq FROM sqlite_sequence "
 		                                               "WHERE name = 'audit'");
 		int64_t last = expect_id > 0 ? expect_id - 1 : 0;
-		if (m != NULL && sqlite3_step(m) == SQLITE_ROW && sqlite3_column_int64(m, 0) > last) {
+		if (m != NULL && sqlite3_step(m) == SQLITE_ROW &&
+		    sqlite3_column_int64(m, 0) > last) {
 			int64_t seq = sqlite3_column_int64(m, 0);
 			*bad_id = last + 1;
 			if (seq == last + 1)

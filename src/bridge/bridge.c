@@ -473,8 +473,8 @@ route_agents(struct bridge *b, struct http_request *req)
 		return;
 	}
 	int64_t now = time_mono_ms();
-	if (state == NULL && b->agents_cache != NULL && now - b->agents_cache_ms < AGENTS_CACHE_MS &&
-	    now >= b->agents_cache_ms) {
+	if (state == NULL && b->agents_cache != NULL &&
+	    now - b->agents_cache_ms < AGENTS_CACHE_MS && now >= b->agents_cache_ms) {
 		http_respond(req, 200, "application/json", b->agents_cache, b->agents_cache_len,
 		             NULL);
 		return;

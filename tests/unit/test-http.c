@@ -1239,11 +1239,8 @@ test_ws_bad_control(void **state)
 		const char *payload;
 		size_t len;
 	} cases[] = {
-	    {false, 9, "x", 1},
-	    {true, 9, big, sizeof big},
-	    {true, 10, big, sizeof big},
-	    {true, 8, "\x03", 1},
-	    {false, 8, "\x03\xe8", 2},
+	    {false, 9, "x", 1},   {true, 9, big, sizeof big}, {true, 10, big, sizeof big},
+	    {true, 8, "\x03", 1}, {false, 8, "\x03\xe8", 2},
 	};
 	for (size_t i = 0; i < nitems(cases); i++) {
 		struct fx fx;
@@ -1558,30 +1555,18 @@ main(void)
 {
 	signal(SIGPIPE, SIG_IGN); /* as src/main.c: libuv writes with write(2) */
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_get_query),
-	    cmocka_unit_test(test_keepalive),
-	    cmocka_unit_test(test_pipelining),
-	    cmocka_unit_test(test_post_body),
-	    cmocka_unit_test(test_chunked),
-	    cmocka_unit_test(test_bad_request),
-	    cmocka_unit_test(test_body_too_large),
-	    cmocka_unit_test(test_headers_too_large),
-	    cmocka_unit_test(test_slow_client),
-	    cmocka_unit_test(test_idle_close),
-	    cmocka_unit_test(test_max_connections),
-	    cmocka_unit_test(test_stop_with_pending),
-	    cmocka_unit_test(test_start_errors),
-	    cmocka_unit_test(test_feed_bytewise),
-	    cmocka_unit_test(test_query_param),
-	    cmocka_unit_test(test_ws_echo),
-	    cmocka_unit_test(test_ws_unmasked),
-	    cmocka_unit_test(test_ws_bad_control),
-	    cmocka_unit_test(test_ws_too_big),
-	    cmocka_unit_test(test_ws_server_close),
-	    cmocka_unit_test(test_ws_disappear),
-	    cmocka_unit_test(test_ws_stop_and_bad_upgrade),
-	    cmocka_unit_test(test_ws_feed),
-	    cmocka_unit_test(test_tls),
+	    cmocka_unit_test(test_get_query),       cmocka_unit_test(test_keepalive),
+	    cmocka_unit_test(test_pipelining),      cmocka_unit_test(test_post_body),
+	    cmocka_unit_test(test_chunked),         cmocka_unit_test(test_bad_request),
+	    cmocka_unit_test(test_body_too_large),  cmocka_unit_test(test_headers_too_large),
+	    cmocka_unit_test(test_slow_client),     cmocka_unit_test(test_idle_close),
+	    cmocka_unit_test(test_max_connections), cmocka_unit_test(test_stop_with_pending),
+	    cmocka_unit_test(test_start_errors),    cmocka_unit_test(test_feed_bytewise),
+	    cmocka_unit_test(test_query_param),     cmocka_unit_test(test_ws_echo),
+	    cmocka_unit_test(test_ws_unmasked),     cmocka_unit_test(test_ws_bad_control),
+	    cmocka_unit_test(test_ws_too_big),      cmocka_unit_test(test_ws_server_close),
+	    cmocka_unit_test(test_ws_disappear),    cmocka_unit_test(test_ws_stop_and_bad_upgrade),
+	    cmocka_unit_test(test_ws_feed),         cmocka_unit_test(test_tls),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

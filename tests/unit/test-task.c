@@ -231,8 +231,8 @@ attach(struct fixture *f, const char *name, const char *const *caps, int max_tas
 	while (caps != NULL && caps[ncaps] != NULL)
 		ncaps++;
 	char *cause = NULL;
-	struct agent *a = agents_attach(orch_agents(f->orch), name, "test", caps, ncaps,
-	                                max_tasks, &capture_ops, cap_of(f, name), &cause);
+	struct agent *a = agents_attach(orch_agents(f->orch), name, "test", caps, ncaps, max_tasks,
+	                                &capture_ops, cap_of(f, name), &cause);
 	if (a == NULL)
 		fprintf(stderr, "agents_attach: %s\n", cause);
 	assert_non_null(a);
@@ -385,10 +385,10 @@ assigned(const struct capture *c, size_t from)
 	for (size_t i = from; i < c->n; i++) {
 		json_t *j = cap_line(c, i);
 		if (strcmp(jtype(j), "task.assign") == 0)
-			len += (size_t)snprintf(
-			    out + len, sizeof out - len, "%s%lld", len ? "," : "",
-			    (long long)json_integer_value(
-				json_object_get(json_object_get(j, "task"), "id")));
+			len +=
+			    (size_t)snprintf(out + len, sizeof out - len, "%s%lld", len ? "," : "",
+			                     (long long)json_integer_value(json_object_get(
+			                         json_object_get(j, "task"), "id")));
 		json_decref(j);
 	}
 	return out;
@@ -616,7 +616,8 @@ test_backoff_cap(void **state)
 	int64_t id = submit_full(f, "capped", PRIO_NORMAL, NULL, NULL, 0, 10, 0);
 	static const int64_t delays[] = {1000, 2000, 4000, 8000, 8000};
 	for (size_t i = 0; i < nitems(delays); i++) {
-		feed(f, w1, "{\"type\":\"task.fail\",\"task\":%lld,\"error\":\"x\"}", (long long)id);
+		feed(f, w1, "{\"type\":\"task.fail\",\"task\":%lld,\"error\":\"x\"}",
+		     (long long)id);
 		assert_string_equal(state_of(f, id), "failed");
 		assert_int_equal(tasks_tick(TM(f)), delays[i]); /* ms to the next deadline */
 		advance(f, delays[i] - 1);
@@ -636,7 +637,8 @@ test_fail_final(void **state)
 	int64_t a = submit(f, "no retry");
 	int64_t b = submit_full(f, "zero retries", PRIO_NORMAL, NULL, NULL, 0, 0, 0);
 	size_t ev0 = f->nev;
-	feed(f, w1, "{\"type\":\"task.fail\",\"task\":%lld,\"error\":\"bad input\",\"retry\":false}",
+	feed(f, w1,
+	     "{\"type\":\"task.fail\",\"task\":%lld,\"error\":\"bad input\",\"retry\":false}",
 	     (long long)a);
 	assert_string_equal(state_of(f, a), "dead");
 	assert_string_equal(str_field(f, a, "error"), "bad input (no retry)");
@@ -823,14 +825,14 @@ static void
 test_priority_fifo(void **state)
 {
 	struct fixture *f = *state;
-	submit_full(f, "low 1", PRIO_LOW, NULL, NULL, 0, -1, 0);         /* 1 */
-	submit_full(f, "normal 1", PRIO_NORMAL, NULL, NULL, 0, -1, 0);   /* 2 */
-	submit_full(f, "urgent 1", PRIO_URGENT, NULL, NULL, 0, -1, 0);   /* 3 */
-	submit_full(f, "normal 2", PRIO_NORMAL, NULL, NULL, 0, -1, 0);   /* 4 */
-	submit_full(f, "high 1", PRIO_HIGH, NULL, NULL, 0, -1, 0);       /* 5 */
-	submit_full(f, "low 2", PRIO_LOW, NULL, NULL, 0, -1, 0);         /* 6 */
-	submit_full(f, "urgent 2", PRIO_URGENT, NULL, NULL, 0, -1, 0);   /* 7 */
-	submit_full(f, "normal 3", PRIO_NORMAL, NULL, NULL, 0, -1, 0);   /* 8 */
+	submit_full(f, "low 1", PRIO_LOW, NULL, NULL, 0, -1, 0);       /* 1 */
+	submit_full(f, "normal 1", PRIO_NORMAL, NULL, NULL, 0, -1, 0); /* 2 */
+	submit_full(f, "urgent 1", PRIO_URGENT, NULL, NULL, 0, -1, 0); /* 3 */
+	submit_full(f, "normal 2", PRIO_NORMAL, NULL, NULL, 0, -1, 0); /* 4 */
+	submit_full(f, "high 1", PRIO_HIGH, NULL, NULL, 0, -1, 0);     /* 5 */
+	submit_full(f, "low 2", PRIO_LOW, NULL, NULL, 0, -1, 0);       /* 6 */
+	submit_full(f, "urgent 2", PRIO_URGENT, NULL, NULL, 0, -1, 0); /* 7 */
+	submit_full(f, "normal 3", PRIO_NORMAL, NULL, NULL, 0, -1, 0); /* 8 */
 	for (int64_t id = 1; id <= 8; id++) {
 		assert_string_equal(state_of(f, id), "queued");
 		assert_string_equal(str_field(f, id, "waiting"), "no capable agent");
@@ -840,15 +842,16 @@ test_priority_fifo(void **state)
 	for (int i = 0; i < 8; i++) {
 		json_t *j = cap_line(c, c->n - 1);
 		assert_string_equal(jtype(j), "task.assign");
-		long long id = json_integer_value(json_object_get(json_object_get(j, "task"), "id"));
+		long long id =
+		    json_integer_value(json_object_get(json_object_get(j, "task"), "id"));
 		json_decref(j);
 		feed(f, w1, "{\"type\":\"task.done\",\"task\":%lld}", id);
 	}
 	assert_string_equal(assigned(c, 0), "3,7,5,2,4,8,1,6");
 	/* A task submitted while others wait is ordered among them. */
-	submit(f, "n9");                                           /* 9 → w1 now */
-	submit_full(f, "l10", PRIO_LOW, NULL, NULL, 0, -1, 0);     /* 10 */
-	submit_full(f, "u11", PRIO_URGENT, NULL, NULL, 0, -1, 0);  /* 11 */
+	submit(f, "n9");                                          /* 9 → w1 now */
+	submit_full(f, "l10", PRIO_LOW, NULL, NULL, 0, -1, 0);    /* 10 */
+	submit_full(f, "u11", PRIO_URGENT, NULL, NULL, 0, -1, 0); /* 11 */
 	feed(f, w1, "{\"type\":\"task.done\",\"task\":9}");
 	feed(f, w1, "{\"type\":\"task.done\",\"task\":11}");
 	assert_string_equal(assigned(c, 0), "3,7,5,2,4,8,1,6,9,11,10");
@@ -899,7 +902,8 @@ test_capability(void **state)
 	struct agent *xa = attach(f, "xgent", xcaps, 1);
 	assert_string_equal(state_of(f, id), "assigned");
 	assert_string_equal(str_field(f, id, "agent"), "xgent");
-	assert_string_equal(str_field(f, 3, "waiting"), "waiting for a free slot on a capable agent");
+	assert_string_equal(str_field(f, 3, "waiting"),
+	                    "waiting for a free slot on a capable agent");
 	feed(f, xa, "{\"type\":\"task.done\",\"task\":%lld}", (long long)id);
 	assert_string_equal(state_of(f, 3), "assigned");
 	assert_string_equal(assigned(cx, 0), "1,3");
@@ -1000,7 +1004,8 @@ test_least_loaded(void **state)
 	tasks_counts(TM(f), &tc);
 	assert_int_equal(tc.n[TASK_ASSIGNED], 24);
 	assert_int_equal(tc.n[TASK_QUEUED], 35 - 2 - 24);
-	assert_string_equal(str_field(f, 35, "waiting"), "waiting for a free slot on a capable agent");
+	assert_string_equal(str_field(f, 35, "waiting"),
+	                    "waiting for a free slot on a capable agent");
 }
 
 /* ---- dependencies ------------------------------------------------------------ */
@@ -1075,8 +1080,8 @@ test_dependency_dead(void **state)
 	assert_int_equal(w1->running_tasks, 0);
 
 	/* Cancelling a dependency. */
-	int64_t p = submit(f, "P");                                     /* 4 → w1 */
-	int64_t q = submit(f, "Q");                                     /* 5 queued */
+	int64_t p = submit(f, "P"); /* 4 → w1 */
+	int64_t q = submit(f, "Q"); /* 5 queued */
 	int64_t after_q[] = {q};
 	int64_t r = submit_full(f, "R", PRIO_NORMAL, NULL, after_q, 1, -1, 0);
 	char *cause = NULL;
@@ -1477,7 +1482,8 @@ test_recovery(void **state)
 	int64_t canc = submit(f, "cancelled");                                         /* 8 */
 	char *cause = NULL;
 	assert_int_equal(tasks_cancel(TM(f), canc, &cause), 0);
-	feed(f, w1, "{\"type\":\"task.submit\",\"title\":\"by w1\",\"capability\":\"none\"}"); /* 9 */
+	feed(f, w1,
+	     "{\"type\":\"task.submit\",\"title\":\"by w1\",\"capability\":\"none\"}"); /* 9 */
 	assert_string_equal(state_of(f, running), "running");
 	assert_string_equal(state_of(f, failed), "failed");
 	assert_string_equal(state_of(f, last), "assigned");
@@ -1576,12 +1582,12 @@ test_restart_same_runtime(void **state)
 {
 	struct fixture *f = *state;
 	struct agent *w1 = attach(f, "w1", NULL, 1);
-	submit(f, "A");                                            /* 1 → w1 */
-	submit_full(f, "B", PRIO_LOW, NULL, NULL, 0, -1, 0);       /* 2 */
-	submit_full(f, "C", PRIO_HIGH, NULL, NULL, 0, -1, 0);      /* 3 */
+	submit(f, "A");                                       /* 1 → w1 */
+	submit_full(f, "B", PRIO_LOW, NULL, NULL, 0, -1, 0);  /* 2 */
+	submit_full(f, "C", PRIO_HIGH, NULL, NULL, 0, -1, 0); /* 3 */
 	int64_t after_b[] = {2};
 	submit_full(f, "D", PRIO_URGENT, NULL, after_b, 1, -1, 0); /* 4 */
-	feed(f, w1, "{\"type\":\"task.done\",\"task\":1}");      /* 3 → w1 */
+	feed(f, w1, "{\"type\":\"task.done\",\"task\":1}");        /* 3 → w1 */
 	fx_close(f);
 	fx_open(f, f->dir);
 	assert_string_equal(state_of(f, 1), "done");
@@ -1592,7 +1598,8 @@ test_restart_same_runtime(void **state)
 	struct agent *again = attach(f, "w1", NULL, 1);
 	for (int i = 0; i < 4; i++) {
 		json_t *l = cap_line(c, c->n - 1);
-		long long id = json_integer_value(json_object_get(json_object_get(l, "task"), "id"));
+		long long id =
+		    json_integer_value(json_object_get(json_object_get(l, "task"), "id"));
 		json_decref(l);
 		feed(f, again, "{\"type\":\"task.done\",\"task\":%lld}", id);
 	}
