@@ -147,9 +147,13 @@ agent_persist(struct agent *a)
 	        "?11, tokens_in = ?12, tokens_out = ?13, cost_usd = ?14, updated_ms = ?15");
 	if (s == NULL)
 		return;
-	json_t *spec = agent_cfg_json(&a->cfg);
-	char *spectext = json_dumps(spec, JSON_COMPACT);
-	json_decref(spec);
+	if (a->spec == NULL) {
+		/* The spec is fixed once the agent exists: serialised once. */
+		json_t *spec = agent_cfg_json(&a->cfg);
+		a->spec = json_dumps(spec, JSON_COMPACT);
+		json_decref(spec);
+	}
+	const char *spectext = a->spec;
 	int64_t now = time_wall_ms(), mono = time_mono_ms();
 	sqlite3_bind_text(s, 1, a->name, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(s, 2, spectext, -1, SQLITE_TRANSIENT);
@@ -170,7 +174,6 @@ agent_persist(struct agent *a)
 	sqlite3_bind_double(s, 14, a->cost_usd);
 	sqlite3_bind_int64(s, 15, now);
 	store_step_write(st, s);
-	free(spectext);
 }
 
 /* ---- the state machine ------------------------------------------------ */
@@ -706,6 +709,7 @@ agent_free(struct agent *a)
 	free(a->version);
 	free(a->last_exit_why);
 	free(a->kill_reason);
+	free(a->spec);
 	free(a->name);
 	free(a);
 }
@@ -1061,16 +1065,11 @@ cmp_start_seq_desc(const void *x, const void *y)
 	return (b->start_seq > a->start_seq) - (b->start_seq < a->start_seq);
 }
 
+/* The agent's timers are allocated apart: freed once libuv is done. */
 static void
 agent_handle_closed_cb(uv_handle_t *h)
 {
 	free(h);
-}
-
-void
-agent_handle_closed(struct agent *a)
-{
-	a->open_handles--;
 }
 
 /* Stops the next agent of the shutdown order, or finishes. */

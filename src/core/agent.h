@@ -70,6 +70,7 @@ struct agent {
 	struct orch *orch;
 	char *name;
 	struct agent_cfg cfg; /* a copy: command, args, caps, policy, ... */
+	char *spec;           /* cfg as JSON for the store, made on first use */
 	bool from_config;     /* listed in the config file (else agent spawn) */
 	enum agent_state state;
 	int64_t state_since_ms; /* monotonic */
@@ -112,7 +113,6 @@ struct agent {
 	 * released them (each frees itself in its close callback). */
 	uv_timer_t *timer;    /* hello timeout, backoff, stop escalation */
 	uv_timer_t *hb_timer; /* heartbeat deadline */
-	int open_handles;     /* handles to close before freeing */
 	bool freeing;
 
 	/* Work and accounting (bus and tasks update these). */
@@ -201,8 +201,6 @@ void agent_describe(const struct agent *a, char *out, size_t len);
 void agent_link_input(struct agent *a, const char *data, size_t len);
 /* The connection ended (process exit, disconnect). */
 void agent_link_closed(struct agent *a, const struct agent_exit *ex);
-/* A handle of the agent was closed (to know when it can be freed). */
-void agent_handle_closed(struct agent *a);
 
 /* The captain commands (cmd-agent.c). */
 extern const struct cmd_entry cmd_agent_entries[];

@@ -342,6 +342,7 @@ tui_state_free(struct tui *t)
 	free(t->popup_title);
 	free(t->popup_text);
 	free(t->msgline);
+	json_decref(t->status);
 }
 
 void
@@ -349,6 +350,8 @@ tui_rate_tick(struct tui *t)
 {
 	t->msg_rate = (double)(t->msg_events - t->rate_base);
 	t->rate_base = t->msg_events;
+	json_decref(t->status);
+	t->status = NULL;
 }
 
 /* ---- message line and popup ------------------------------------------- */
@@ -907,7 +910,10 @@ draw_status(struct tui *t)
 	struct agents *as = orch_agents(t->o);
 	struct task_counts tc;
 	tasks_counts(orch_tasks(t->o), &tc);
-	json_t *st = orch_status_json(t->o);
+	/* Refreshed by the clock tick: it costs queries and a stat. */
+	if (t->status == NULL)
+		t->status = orch_status_json(t->o);
+	json_t *st = t->status;
 	json_t *db = json_object_get(st, "db");
 	json_t *br = json_object_get(st, "bridge");
 	char size[32], clock[16];
@@ -921,7 +927,6 @@ draw_status(struct tui *t)
 	    (unsigned long long)(tc.n[TASK_RUNNING] + tc.n[TASK_ASSIGNED]),
 	    json_is_object(br) ? json_string_value(json_object_get(br, "address")) : "off",
 	    json_string_value(json_object_get(db, "state")), size, clock);
-	json_decref(st);
 	tui_put(y, 0, t->cols, s, attr);
 	free(s);
 }

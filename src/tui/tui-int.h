@@ -104,6 +104,7 @@ struct tui {
 	int log_sub, bus_sub, task_sub;
 	uint64_t msg_events, rate_base;
 	double msg_rate;
+	json_t *status; /* orch_status_json, at most a second old */
 };
 
 /* tui.c */
