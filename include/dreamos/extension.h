@@ -281,6 +281,10 @@ struct dreamos_agent_type {
 	 * NULL. */
 	void (*stop)(struct dreamos_ext *ext, struct dreamos_agent *agent, void *state,
 	             const char *why);
+	/* Spawn options the type accepts (`agent spawn NAME --type TYPE
+	 * --model M`): names without dashes, NULL-terminated, or NULL.  The
+	 * agent reads them with host->agent_option.  (Added later: set size.) */
+	const char *const *options;
 };
 
 /* A task to submit (see `task submit`). */
@@ -340,6 +344,26 @@ typedef void (*dreamos_timer_fn)(struct dreamos_ext *ext, void *arg);
  * Events are delivered shortly after they happen, from the loop, in order. */
 typedef void (*dreamos_event_fn)(struct dreamos_ext *ext, void *arg, const char *kind,
                                  const char *json);
+
+/* A method offered to other extensions: json in, malloc'd JSON out (NULL
+ * with host->set_error on failure). */
+typedef char *(*dreamos_method_fn)(struct dreamos_ext *ext, void *arg, const char *json);
+
+/* A child process (proc_spawn). */
+struct dreamos_proc_spec {
+	size_t size;
+	const char *file;          /* looked up on PATH when it has no slash */
+	const char *const *argv;   /* NULL-terminated, argv[0] included */
+	const char *const *env;    /* "NAME=value" added to the host's, or NULL */
+	const char *cwd;           /* NULL: the host's */
+	int extra_pipes;           /* 0 to 4: socket pairs on fds 3, 4, ... */
+	double kill_after_s;       /* unload: SIGTERM, SIGKILL after this; 0: at once */
+};
+typedef void (*dreamos_proc_data_fn)(struct dreamos_ext *ext, void *arg, uint64_t id, int fd,
+                                     const char *data, size_t len);
+/* status: the exit status, or -1 when killed by signum. */
+typedef void (*dreamos_proc_exit_fn)(struct dreamos_ext *ext, void *arg, uint64_t id,
+                                     int status, int signum);
 
 /* ---- the host function table ------------------------------------------- */
 
@@ -466,6 +490,50 @@ struct dreamos_host {
 	char *(*json_get)(const char *json, const char *path);
 	/* s as a JSON string literal, quotes included ("a\"b" for a"b). */
 	char *(*json_quote)(const char *s);
+
+	/* ==== added after the first release: test with DREAMOS_HOST_HAS ==== */
+
+	/* ---- the extension's own directory, runtime/extensions/NAME, made
+	 * (0700) on first use; survives reloads and restarts. */
+	const char *(*data_dir)(struct dreamos_ext *ext);
+
+	/* ---- secrets: text with every secret the host knows (API keys,
+	 * tokens, webhook URLs, values of *_KEY, _TOKEN, _SECRET settings and
+	 * those given to secret_add) replaced by "[redacted]". */
+	char *(*redact)(struct dreamos_ext *ext, const char *text);
+	/* Adds a secret the host must never log or show (e.g. a webhook URL
+	 * read from the environment).  Kept until the extension unloads. */
+	int (*secret_add)(struct dreamos_ext *ext, const char *secret);
+
+	/* ---- agents of the extension's types: the spawn options and the
+	 * state the captain sees.  */
+	/* The value of `agent spawn NAME --type TYPE --OPTION VALUE` (or of
+	 * the agent's config entry), NULL if not given.  Options a type
+	 * accepts are listed in dreamos_agent_type.options. */
+	const char *(*agent_option)(struct dreamos_agent *agent, const char *name);
+	/* Pauses (state "paused", no new messages or tasks) or resumes
+	 * ("ready") the agent, or fails it ("failed", its restart policy
+	 * applies), with a reason shown by `agent info` and logged. */
+	int (*agent_set_state)(struct dreamos_ext *ext, struct dreamos_agent *agent,
+	                       const char *state, const char *reason);
+
+	/* ---- calls between extensions.  An extension offers named methods
+	 * (JSON in, JSON out, synchronous, on the loop); another calls them
+	 * by "EXT.METHOD".  The caller owns the result (host->free). */
+	int (*method_register)(struct dreamos_ext *ext, const char *name, dreamos_method_fn fn,
+	                       void *arg);
+	char *(*call_method)(struct dreamos_ext *ext, const char *target, const char *json);
+
+	/* ---- child processes the extension owns: killed (SIGKILL) when it
+	 * unloads.  Output arrives through data (fd 1, 2, or 3 + i for the
+	 * extra pipe i; len 0 is end of file), the end through exited (once,
+	 * after every pipe reached end of file). */
+	uint64_t (*proc_spawn)(struct dreamos_ext *ext, const struct dreamos_proc_spec *spec,
+	                       dreamos_proc_data_fn data, dreamos_proc_exit_fn exited, void *arg);
+	/* Writes to the child's stdin (fd 0) or to extra pipe fd (3 + i). */
+	int (*proc_write)(struct dreamos_ext *ext, uint64_t id, int fd, const char *data,
+	                  size_t len);
+	int (*proc_kill)(struct dreamos_ext *ext, uint64_t id, int signum);
 };
 
 #ifdef __cplusplus

@@ -175,6 +175,7 @@ struct dreamos_ext {
 	int reloads;
 	struct ext_fileid seen; /* identity of the file last loaded or seen */
 	char *error;            /* last_error */
+	char *data_dir;         /* runtime/extensions/NAME, once asked for */
 
 	struct ext_cmd *cmds;
 	struct ext_type *types;
@@ -185,7 +186,8 @@ struct dreamos_ext {
 	struct ext_http *https;
 	struct ext_send *sends;
 	struct dreamos_call *calls;
-	size_t ntimers, nsubs, nhttps, nsends, ncalls, nagents, ncmds, ntypes;
+	struct ext_proc *procs; /* host-proc.c */
+	size_t ntimers, nsubs, nhttps, nsends, ncalls, nagents, ncmds, ntypes, nprocs;
 
 	struct ext_watch *watch;
 	uv_timer_t *debounce;
@@ -292,5 +294,14 @@ json_t *ext_available_json(const struct exts *es);
 
 /* Fills es->cmds (the `ext` commands) for registration. */
 void ext_cmds_init(struct exts *es);
+
+/* host-proc.c: child processes of extensions. */
+uint64_t ext_proc_spawn(struct dreamos_ext *x, const struct dreamos_proc_spec *spec,
+                        dreamos_proc_data_fn data, dreamos_proc_exit_fn exited, void *arg);
+int ext_proc_write(struct dreamos_ext *x, uint64_t id, int fd, const char *data, size_t len);
+int ext_proc_kill(struct dreamos_ext *x, uint64_t id, int signum);
+/* Kills and forgets every process of x (no callback runs afterwards);
+ * returns how many there were. */
+size_t ext_procs_sweep(struct dreamos_ext *x);
 
 #endif

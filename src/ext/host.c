@@ -2168,6 +2168,7 @@ ext_sweep(struct dreamos_ext *x, size_t stopped_agents, char *out, size_t len)
 		s->ext = NULL;
 	}
 	x->nsends = 0;
+	size_t nprocs = ext_procs_sweep(x);
 
 	out[0] = '\0';
 	summary_add(out, len, ncmds, "command");
@@ -2177,6 +2178,7 @@ ext_sweep(struct dreamos_ext *x, size_t stopped_agents, char *out, size_t len)
 	summary_add(out, len, nsubs, "subscription");
 	summary_add(out, len, nhttps, "request");
 	summary_add(out, len, ncalls, "waiting command");
+	summary_add(out, len, nprocs, "process");
 	if (out[0] == '\0')
 		snprintf(out, len, "nothing");
 }
@@ -2198,6 +2200,99 @@ ext_resources_json(const struct dreamos_ext *x)
 	                 (json_int_t)x->nsubs, "requests", (json_int_t)x->nhttps,
 	                 "waiting_commands", (json_int_t)x->ncalls, "pending_sends",
 	                 (json_int_t)x->nsends);
+}
+
+/* ---- added after the first release ---------------------------------------------------- */
+
+static const char *
+h_data_dir(struct dreamos_ext *x)
+{
+	EXT_CHECK(x, NULL);
+	if (x->data_dir == NULL) {
+		char *base = path_join(orch_runtime(x->es->o), "extensions");
+		char *dir = path_join(base, x->name);
+		free(base);
+		int rc = mkdir_p(dir, 0700);
+		if (rc != 0) {
+			ext_set_error(x, "cannot create %s: %s", dir, strerror(-rc));
+			free(dir);
+			return NULL;
+		}
+		x->data_dir = dir;
+	}
+	return x->data_dir;
+}
+
+static char *
+h_redact(struct dreamos_ext *x, const char *text)
+{
+	EXT_CHECK(x, NULL);
+	return text ? xstrdup(text) : NULL; /* TODO */
+}
+
+static int
+h_secret_add(struct dreamos_ext *x, const char *secret)
+{
+	EXT_CHECK(x, -1);
+	(void)secret;
+	return 0; /* TODO */
+}
+
+static const char *
+h_agent_option(struct dreamos_agent *ag, const char *name)
+{
+	(void)ag, (void)name;
+	return NULL; /* TODO */
+}
+
+static int
+h_agent_set_state(struct dreamos_ext *x, struct dreamos_agent *ag, const char *state,
+                  const char *reason)
+{
+	EXT_CHECK(x, -1);
+	(void)ag, (void)state, (void)reason;
+	ext_set_error(x, "agent_set_state: not yet");
+	return -1; /* TODO */
+}
+
+static int
+h_method_register(struct dreamos_ext *x, const char *name, dreamos_method_fn fn, void *arg)
+{
+	EXT_CHECK(x, -1);
+	(void)name, (void)fn, (void)arg;
+	ext_set_error(x, "method_register: not yet");
+	return -1; /* TODO */
+}
+
+static char *
+h_call_method(struct dreamos_ext *x, const char *target, const char *json)
+{
+	EXT_CHECK(x, NULL);
+	(void)target, (void)json;
+	ext_set_error(x, "call_method: not yet");
+	return NULL; /* TODO */
+}
+
+static uint64_t
+h_proc_spawn(struct dreamos_ext *x, const struct dreamos_proc_spec *spec, dreamos_proc_data_fn data,
+             dreamos_proc_exit_fn exited, void *arg)
+{
+	EXT_CHECK(x, 0);
+	return ext_proc_spawn(x, spec, data, exited, arg);
+}
+
+static int
+h_proc_write(struct dreamos_ext *x, uint64_t id, int fd, const char *data, size_t len)
+{
+	EXT_CHECK(x, -1);
+	return ext_proc_write(x, id, fd, data, len);
+}
+
+static int
+h_proc_kill(struct dreamos_ext *x, uint64_t id, int signum)
+{
+	EXT_CHECK(x, -1);
+	return ext_proc_kill(x, id, signum);
 }
 
 /* ---- the table -------------------------------------------------------------------------- */
@@ -2262,4 +2357,15 @@ const struct dreamos_host ext_host_table = {
 
     .json_get = h_json_get,
     .json_quote = h_json_quote,
+
+    .data_dir = h_data_dir,
+    .redact = h_redact,
+    .secret_add = h_secret_add,
+    .agent_option = h_agent_option,
+    .agent_set_state = h_agent_set_state,
+    .method_register = h_method_register,
+    .call_method = h_call_method,
+    .proc_spawn = h_proc_spawn,
+    .proc_write = h_proc_write,
+    .proc_kill = h_proc_kill,
 };

@@ -262,6 +262,7 @@ ext_free_struct(struct dreamos_ext *x)
 	free(x->description);
 	free(x->path);
 	free(x->copy);
+	free(x->data_dir);
 	free(x->dep_of);
 	free(x->error);
 	x->magic = 0;

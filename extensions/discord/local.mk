@@ -1,0 +1,1 @@
+# extensions/discord: included by Makefile.am

@@ -1,0 +1,1 @@
+# extensions/stealthbrowser: included by Makefile.am

@@ -1,0 +1,1 @@
+# tests/reliability: included by Makefile.am
