@@ -1055,3 +1055,28 @@ bus_prune(struct bus *b)
 		store_step_write(st, s);
 	}
 }
+
+/* For `verify` (cmd-chaos.c): calls fn once per delivery the bus holds in
+ * memory (queued or in flight), inbox by inbox. */
+void
+bus_foreach_pending(struct bus *b, bus_pending_fn fn, void *arg)
+{
+	size_t it = 0;
+	void *v;
+	while (strmap_next(&b->inboxes, &it, NULL, &v)) {
+		struct inbox *ib = v;
+		for (int p = 0; p <= PRIO_N; p++) {
+			const struct dlist *l = p < PRIO_N ? &ib->q[p] : &ib->inflight;
+			for (const struct delivery *d = l->head; d != NULL; d = d->next)
+				fn(arg, ib->name, d->msg->id, d->inflight);
+		}
+	}
+}
+
+/* The chaos drop rate in force for name (0 if none). */
+double
+bus_drop_rate(const struct bus *b, const char *name)
+{
+	const struct inbox *ib = strmap_get(&b->inboxes, name);
+	return ib != NULL ? ib->drop_rate : 0.0;
+}

@@ -64,6 +64,12 @@ void bus_stats(const struct bus *b, struct bus_stats *out);
 /* Chaos: drop a share (0..1) of the deliveries to agent name (they are
  * redelivered after ack_timeout).  0 turns it off. */
 void bus_set_drop(struct bus *b, const char *name, double rate);
+/* The drop rate in force for name (0 if none). */
+double bus_drop_rate(const struct bus *b, const char *name);
+/* Calls fn(arg, recipient, id, inflight) for every delivery held in memory
+ * (for `verify`). */
+typedef void (*bus_pending_fn)(void *arg, const char *recipient, int64_t id, bool inflight);
+void bus_foreach_pending(struct bus *b, bus_pending_fn fn, void *arg);
 
 /* Listeners for live traffic (TUI, Bridge observers). */
 typedef void (*bus_event_fn)(void *arg, const char *event, const json_t *msg);

@@ -23,6 +23,23 @@ cmd_task_id(struct cmd_ctx *ctx, const char *s)
 	return id;
 }
 
+/* Finishes `task add` after the group commit: the task is stored, or not. */
+static void
+cmd_task_add_committed(void *arg, int status)
+{
+	struct cmd_ctx *ctx = arg;
+	if (status != 0) {
+		json_int_t id = json_integer_value(json_object_get(ctx->result, "id"));
+		json_decref(ctx->result);
+		ctx->result = NULL;
+		cmd_error(ctx, "task add: task %lld not stored (store failure: %s); add it again",
+		          (long long)id, store_state(orch_store(ctx->orch)));
+		cmd_ctx_finish(ctx, CMD_ERROR);
+		return;
+	}
+	cmd_ctx_finish(ctx, CMD_OK);
+}
+
 static enum cmd_retval
 cmd_task_add_exec(struct cmd_ctx *ctx)
 {
@@ -81,7 +98,11 @@ cmd_task_add_exec(struct cmd_ctx *ctx)
 	json_t *r = tasks_show_json(tm, t->id);
 	if (r == NULL)
 		r = json_pack("{s:I}", "id", (json_int_t)t->id);
-	return cmd_result(ctx, r);
+	cmd_result(ctx, r);
+	/* Answer once the task is durable, like `sent` (a kill -9 or a failed
+	 * commit must not lose a task the captain was told about). */
+	store_after_commit(orch_store(ctx->orch), cmd_task_add_committed, ctx);
+	return CMD_WAIT;
 }
 
 static void

@@ -795,10 +795,15 @@ cmd_ctx_complete(struct cmd_ctx *ctx)
 			json_t *r = json_pack("{s:{s:s,s:s}}", "error", "code",
 			                      ctx->status == CMD_USAGE ? "usage" : "failed",
 			                      "message", ctx->error);
+			/* A failed check may still carry its report (verify). */
+			if (ctx->result != NULL)
+				json_object_set(r, "result", ctx->result);
 			char *s = json_dumps(r, JSON_INDENT(2));
 			buf_addf(&out, "%s\n", s);
 			free(s);
 			json_decref(r);
+		} else if (ctx->result != NULL && ctx->entry != NULL && ctx->entry->print != NULL) {
+			ctx->entry->print(ctx, ctx->result, &out);
 		}
 	}
 	ctx->text = out.data ? out.data : xstrdup("");

@@ -174,4 +174,17 @@ void cmd_complete(const struct cmd_table *t, struct orch *orch, int argc, char *
 extern const struct cmd_entry cmd_builtin_entries[];
 extern const size_t cmd_builtin_count;
 
+/* Chaos testing and `verify` (cmd-chaos.c). */
+extern const struct cmd_entry cmd_chaos_entries[];
+extern const size_t cmd_chaos_count;
+struct agent;
+/* Hook from orch.c: a chaos pause ends when its agent stops or fails. */
+void chaos_agent_state(struct orch *o, struct agent *a, int old_state);
+/* What chaos does to agent a ("paused by chaos ..."), or NULL; the string
+ * lives until the next call. */
+const char *chaos_agent_note(struct orch *o, const struct agent *a);
+/* Ends every chaos pause (SIGCONT) and frees the state; from orch_free. */
+struct chaos;
+void chaos_free(struct chaos *c);
+
 #endif

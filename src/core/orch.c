@@ -43,6 +43,7 @@ struct orch {
 	struct bridge *bridge;
 	struct outbound *outbound;
 	struct exts *exts;
+	struct chaos *chaos; /* cmd-chaos.c, made on first use */
 	bool demo;
 	char *share_dir;
 	char *db_path;
@@ -109,6 +110,12 @@ struct tasks *
 orch_tasks(struct orch *o)
 {
 	return o->tasks;
+}
+
+struct chaos **
+orch_chaos(struct orch *o)
+{
+	return &o->chaos;
 }
 
 struct auth *
@@ -297,6 +304,8 @@ orch_release(struct orch *o)
 		store_close(o->store);
 		o->store = NULL;
 	}
+	chaos_free(o->chaos);
+	o->chaos = NULL;
 	agents_free(o->agents);
 	o->agents = NULL;
 	bus_free(o->bus);
@@ -391,6 +400,7 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	cmd_register(o->cmds, cmd_agent_entries, cmd_agent_count, "core");
 	cmd_register(o->cmds, cmd_bus_entries, cmd_bus_count, "core");
 	cmd_register(o->cmds, cmd_task_entries, cmd_task_count, "core");
+	cmd_register(o->cmds, cmd_chaos_entries, cmd_chaos_count, "core");
 	cmd_register(o->cmds, auth_cmd_entries, auth_cmd_count, "core");
 	cmd_register(o->cmds, outbound_cmd_entries, outbound_cmd_count, "core");
 	cmd_register(o->cmds, bridge_cmd_entries, bridge_cmd_count, "core");
@@ -625,6 +635,7 @@ void
 orch_agent_state(struct orch *o, struct agent *a, int old_state)
 {
 	bridge_agent_event(o->bridge, a, old_state);
+	chaos_agent_state(o, a, old_state);
 }
 
 void

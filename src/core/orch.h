@@ -63,6 +63,9 @@ int64_t orch_started_ms(const struct orch *o);
 struct agents *orch_agents(struct orch *o);
 struct bus *orch_bus(struct orch *o);
 struct tasks *orch_tasks(struct orch *o);
+/* Where cmd-chaos.c keeps its state (NULL until the first chaos command). */
+struct chaos;
+struct chaos **orch_chaos(struct orch *o);
 struct auth *orch_auth(struct orch *o);
 struct bridge *orch_bridge(struct orch *o);
 struct outbound;
