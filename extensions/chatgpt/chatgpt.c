@@ -58,6 +58,7 @@ static struct {
 	int retries;       /* -1: bridge.retry_attempts */
 	double budget_usd; /* default budget of an agent; 0: none */
 	int history;       /* messages kept per peer */
+	int recall;        /* Dreamscribe fragments added to an agent's prompt */
 	int loop_n;        /* loop guard: exchanges ... */
 	double loop_s;     /* ... within this many seconds */
 	json_t *prices;    /* {model: {input, output}} USD per million tokens */
@@ -87,25 +88,19 @@ now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Replaces every occurrence of the API key in s (malloc'd) by "[redacted]";
- * returns the (maybe new) string. */
+/* s (malloc'd) with every secret the host knows, the API key among them
+ * (secret_add), replaced by "[redacted]"; returns the new string. */
 static char *
 redact(char *s)
 {
-	if (s == NULL || api_key == NULL || *api_key == '\0')
+	if (s == NULL || !DREAMOS_HOST_HAS(host, redact))
 		return s;
-	size_t kl = strlen(api_key);
-	char *p;
-	while ((p = strstr(s, api_key)) != NULL) {
-		size_t pre = (size_t)(p - s);
-		size_t rest = strlen(p + kl);
-		char *n = malloc(pre + 10 + rest + 1);
-		memcpy(n, s, pre);
-		memcpy(n + pre, "[redacted]", 10);
-		memcpy(n + pre + 10, p + kl, rest + 1);
-		free(s);
-		s = n;
-	}
+	char *r = host->redact(self, s);
+	if (r == NULL)
+		return s;
+	free(s);
+	s = strdup(r);
+	host->free(r);
 	return s;
 }
 
@@ -135,6 +130,15 @@ jnum(json_t *o, const char *k, double dflt)
 }
 
 /* ---- the API key ----------------------------------------------------------- */
+
+/* A copy of the key, which the host now hides wherever it would show. */
+static char *
+key_keep(const char *k)
+{
+	if (DREAMOS_HOST_HAS(host, secret_add))
+		host->secret_add(self, k);
+	return strdup(k);
+}
 
 static void
 key_load(void)
@@ -176,7 +180,7 @@ key_load(void)
 			snprintf(key_problem, sizeof key_problem, "api_key_file %s is empty",
 			         cfg.key_file);
 		else
-			api_key = strdup(buf);
+			api_key = key_keep(buf);
 		explicit_bzero(buf, sizeof buf);
 		return;
 	}
@@ -185,7 +189,7 @@ key_load(void)
 		snprintf(key_problem, sizeof key_problem, "no API key: $%s is not set",
 		         cfg.key_env);
 	else
-		api_key = strdup(v);
+		api_key = key_keep(v);
 }
 
 static const char *
@@ -327,6 +331,23 @@ kv_key(const char *what, const char *name)
 	return k;
 }
 
+/* The options of `agent spawn NAME --type chatgpt`, as settings. */
+static json_t *
+spawn_options(const struct gagent *g)
+{
+	if (g->agent == NULL || !DREAMOS_HOST_HAS(host, agent_option))
+		return NULL;
+	json_t *o = json_object();
+	const char *v;
+	if ((v = host->agent_option(g->agent, "model")) != NULL)
+		json_object_set_new(o, "model", json_string(v));
+	if ((v = host->agent_option(g->agent, "system")) != NULL)
+		json_object_set_new(o, "system", json_string(v));
+	if ((v = host->agent_option(g->agent, "budget-usd")) != NULL)
+		json_object_set_new(o, "budget_usd", json_real(strtod(v, NULL)));
+	return o;
+}
+
 /* Settings of agent name: kv agent.NAME, config agents.NAME, defaults. */
 static void
 agent_settings(struct gagent *g)
@@ -336,14 +357,16 @@ agent_settings(struct gagent *g)
 	g->model = xstrdup(cfg.model);
 	g->system = xstrdup(cfg.system);
 	g->budget = cfg.budget_usd;
-	json_t *layers[2] = {json_object_get(cfg.agents, g->name), NULL};
+	/* Config agents.NAME, then `agent spawn --model ...`, then what
+	 * chatgpt spawn/resume stored. */
+	json_t *layers[3] = {json_object_get(cfg.agents, g->name), spawn_options(g), NULL};
 	char *k = kv_key("agent", g->name);
 	char *stored = host->kv_get(self, k);
 	free(k);
 	if (stored != NULL)
-		layers[1] = json_loads(stored, 0, NULL);
+		layers[2] = json_loads(stored, 0, NULL);
 	host->free(stored);
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 3; i++) {
 		json_t *o = layers[i];
 		if (!json_is_object(o))
 			continue;
@@ -358,6 +381,7 @@ agent_settings(struct gagent *g)
 		g->budget = jnum(o, "budget_usd", g->budget);
 	}
 	json_decref(layers[1]);
+	json_decref(layers[2]);
 	k = kv_key("spent", g->name);
 	char *sp = host->kv_get(self, k);
 	free(k);
@@ -550,6 +574,44 @@ est_tokens(const char *s)
 static void req_done(struct dreamos_ext *, void *, const struct dreamos_http_response *);
 
 /* Starts a chat completion.  history may be NULL. */
+/* Dreamscribe's fragments for a prompt, when it is loaded, as a system
+ * message: what the fleet wrote about it before. */
+static void
+recall_add(json_t *msgs, const char *prompt)
+{
+	if (cfg.recall <= 0 || !DREAMOS_HOST_HAS(host, call_method) ||
+	    host->ext_version(self, "dreamscribe") == NULL)
+		return;
+	json_t *in = json_pack("{s:s,s:i}", "text", prompt, "k", cfg.recall);
+	char *arg = json_dumps(in, JSON_COMPACT);
+	json_decref(in);
+	char *res = host->call_method(self, "dreamscribe.recall", arg);
+	free(arg);
+	if (res == NULL) {
+		host->log(self, DREAMOS_LOG_DEBUG, "no recall: %s", host->last_error(self));
+		return;
+	}
+	json_t *rows = json_loads(res, 0, NULL);
+	host->free(res);
+	if (json_array_size(rows) > 0) {
+		char *text = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&text, &len);
+		fputs("Memories from earlier work (Dreamscribe), most relevant first:", f);
+		size_t i;
+		json_t *row;
+		json_array_foreach(rows, i, row)
+		    fprintf(f, "\n- [%s, %s] %s", jstr(row, "agent") ? jstr(row, "agent") : "?",
+		            jstr(row, "ts") ? jstr(row, "ts") : "?",
+		            jstr(row, "text") ? jstr(row, "text") : "");
+		fclose(f);
+		json_array_append_new(msgs,
+		                      json_pack("{s:s,s:s}", "role", "system", "content", text));
+		free(text);
+	}
+	json_decref(rows);
+}
+
 static int
 req_start(struct req *r, const char *system, json_t *history, char **why)
 {
@@ -561,6 +623,8 @@ req_start(struct req *r, const char *system, json_t *history, char **why)
 	if (system != NULL && *system)
 		json_array_append_new(msgs,
 		                      json_pack("{s:s,s:s}", "role", "system", "content", system));
+	if (r->g != NULL) /* an agent remembers; `ask` does not */
+		recall_add(msgs, r->prompt);
 	size_t i;
 	json_t *m;
 	json_array_foreach(history, i, m) json_array_append(msgs, m);
@@ -667,7 +731,8 @@ resp_error(struct req *r, const struct dreamos_http_response *resp, bool *auth, 
 	return NULL;
 }
 
-static void agent_pause(struct gagent *g, enum pause_why why);
+static void agent_pause(struct gagent *g, enum pause_why why, const char *text);
+static char *budget_text(const struct gagent *g);
 static void agent_process(struct gagent *g, const char *line);
 
 /* Accounts a request's usage to its agent; pauses it at its budget. */
@@ -693,13 +758,10 @@ account(struct req *r)
 	              "tokens_out", (json_int_t)r->tout, "cost_usd", cost, "model", r->model);
 	aline(g, u);
 	if (g->budget > 0 && g->spent >= g->budget && g->paused != PAUSED_BUDGET) {
-		char text[300];
-		snprintf(text, sizeof text,
-		         "budget reached: agent %s spent $%.6f of its $%.6f budget; paused, not "
-		         "stopped ('chatgpt resume %s --budget-usd N' raises it)",
-		         g->name, g->spent, g->budget, g->name);
-		agent_pause(g, PAUSED_BUDGET);
+		char *text = budget_text(g);
+		agent_pause(g, PAUSED_BUDGET, text);
 		alert(g, "budget", text);
+		free(text);
 	}
 	return cost;
 }
@@ -760,6 +822,14 @@ req_done(struct dreamos_ext *ext, void *arg, const struct dreamos_http_response 
 				alog(g, "error",
 				     "agent %s failed: %s; 'agent restart %s' once fixed", g->name,
 				     err, g->name);
+				/* Failed in the orchestrator too: not restarted until the
+				 * captain says so (the key will not fix itself). */
+				if (DREAMOS_HOST_HAS(host, agent_set_state)) {
+					char *why =
+					    fmt("%s; 'agent restart %s' once fixed", err, g->name);
+					host->agent_set_state(self, g->agent, "failed", why);
+					free(why);
+				}
 			}
 		} else {
 			alog(g, "warn", "%s %s: %s", r->kind == REQ_TASK ? "task" : "message",
@@ -790,10 +860,22 @@ req_done(struct dreamos_ext *ext, void *arg, const struct dreamos_http_response 
 
 /* ---- the agent type ---------------------------------------------------------- */
 
+static char *
+budget_text(const struct gagent *g)
+{
+	return fmt("budget reached: agent %s spent $%.6f of its $%.6f budget; paused, not "
+	           "stopped ('chatgpt resume %s --budget-usd N' raises it)",
+	           g->name, g->spent, g->budget, g->name);
+}
+
+/* Paused here and in the orchestrator (agent list shows it, with text). */
 static void
-agent_pause(struct gagent *g, enum pause_why why)
+agent_pause(struct gagent *g, enum pause_why why, const char *text)
 {
 	g->paused = why;
+	if (DREAMOS_HOST_HAS(host, agent_set_state) &&
+	    host->agent_set_state(self, g->agent, "paused", text) != 0)
+		host->log(self, DREAMOS_LOG_DEBUG, "%s: %s", g->name, host->last_error(self));
 }
 
 /* Lines held while paused or failed are replayed. */
@@ -824,6 +906,9 @@ static void
 agent_resume(struct gagent *g)
 {
 	g->paused = RUNNING;
+	/* Not paused in the orchestrator any more (an error if it was not). */
+	if (DREAMOS_HOST_HAS(host, agent_set_state))
+		host->agent_set_state(self, g->agent, "ready", "resumed");
 	/* The loop guard starts over for this agent's pairs. */
 	for (struct pair *p = pairs; p != NULL; p = p->next)
 		if (strcmp(p->a, g->name) == 0 || strcmp(p->b, g->name) == 0)
@@ -891,10 +976,10 @@ agent_message(struct gagent *g, json_t *m, const char *line)
 		         "paused ('chatgpt resume NAME' resumes)",
 		         g->name, from, cfg.loop_n, cfg.loop_s, g->name,
 		         agent_find(from) ? " and " : "", agent_find(from) ? from : "");
-		agent_pause(g, PAUSED_LOOP);
+		agent_pause(g, PAUSED_LOOP, text);
 		struct gagent *other = agent_find(from);
 		if (other != NULL && other->paused == RUNNING)
-			agent_pause(other, PAUSED_LOOP);
+			agent_pause(other, PAUSED_LOOP, text);
 		alert(g, "loop", text);
 		agent_hold(g, line);
 		return;
@@ -998,10 +1083,18 @@ agent_process(struct gagent *g, const char *line)
 			}
 	} else if (strcmp(type, "command") == 0) {
 		const char *name = jstr(m, "name");
-		if (name && strcmp(name, "pause") == 0 && g->paused == RUNNING)
+		if (name && strcmp(name, "pause") == 0 && g->paused == RUNNING) {
 			g->paused = PAUSED_CAPTAIN;
-		else if (name && strcmp(name, "resume") == 0 && g->paused == PAUSED_CAPTAIN)
-			agent_resume(g);
+		} else if (name && strcmp(name, "resume") == 0 && g->paused != RUNNING) {
+			/* `agent resume`: the captain's word, except over budget. */
+			if (g->paused == PAUSED_BUDGET && g->budget > 0 && g->spent >= g->budget) {
+				char *text = budget_text(g);
+				agent_pause(g, PAUSED_BUDGET, text);
+				free(text);
+			} else {
+				agent_resume(g);
+			}
+		}
 	}
 	json_decref(m);
 }
@@ -1016,6 +1109,14 @@ static int
 agent_start(struct dreamos_ext *ext, struct dreamos_agent *agent, void **state)
 {
 	const char *name = host->agent_name(agent);
+	const char *b =
+	    DREAMOS_HOST_HAS(host, agent_option) ? host->agent_option(agent, "budget-usd") : NULL;
+	char *end = NULL;
+	if (b != NULL && (strtod(b, &end) < 0 || end == b || *end != '\0')) {
+		host->set_error(ext, "agent %s: --budget-usd expects a number >= 0, got '%s'", name,
+		                b);
+		return -1;
+	}
 	struct gagent *g = calloc(1, sizeof *g);
 	g->agent = agent;
 	g->name = strdup(name);
@@ -1035,10 +1136,12 @@ agent_start(struct dreamos_ext *ext, struct dreamos_agent *agent, void **state)
 		return -1;
 	}
 	if (g->budget > 0 && g->spent >= g->budget) {
-		g->paused = PAUSED_BUDGET;
 		host->log(self, DREAMOS_LOG_WARN,
 		          "agent %s starts paused: it spent $%.6f of its $%.6f budget", name,
 		          g->spent, g->budget);
+		char *text = budget_text(g);
+		agent_pause(g, PAUSED_BUDGET, text);
+		free(text);
 	}
 	host->log(self, DREAMOS_LOG_INFO, "agent %s ready (model %s, budget %s%.4f)", name,
 	          g->model, g->budget > 0 ? "$" : "none ", g->budget);
@@ -1409,6 +1512,9 @@ cfg_load(const char *config)
 	cfg.retries = (int)jnum(c, "retries", -1);
 	cfg.budget_usd = jnum(c, "budget_usd", 0);
 	cfg.history = (int)jnum(c, "history", 20);
+	cfg.recall = (int)jnum(c, "recall", 3);
+	if (cfg.recall < 0 || cfg.recall > 20)
+		cfg.recall = cfg.recall < 0 ? 0 : 20;
 	if (cfg.history < 0)
 		cfg.history = 0;
 	json_t *lg = json_object_get(c, "loop_guard");
@@ -1466,8 +1572,10 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 	    .complete_fn = complete_chatgpt,
 	    .fn = cmd_chatgpt,
 	};
+	static const char *const options[] = {"model", "system", "budget-usd", NULL};
 	struct dreamos_agent_type t = {
 	    .size = sizeof t,
+	    .options = options,
 	    .name = TYPE_NAME,
 	    .description = "an LLM agent (OpenAI-compatible chat completions)",
 	    .max_tasks = 4,

@@ -64,14 +64,19 @@ static char *api_key;
 
 /* ---- helpers ------------------------------------------------------------- */
 
+/* s (malloc'd) with every secret the host knows, the API key among them
+ * (secret_add), replaced by "[redacted]"; returns the new string. */
 static char *
 redact(char *s)
 {
-	if (s == NULL || api_key == NULL || *api_key == '\0')
+	if (s == NULL || !DREAMOS_HOST_HAS(host, redact))
 		return s;
-	size_t kl = strlen(api_key);
-	for (char *p; (p = strstr(s, api_key)) != NULL;)
-		memset(p, '*', kl); /* same length: in place */
+	char *r = host->redact(self, s);
+	if (r == NULL)
+		return s;
+	free(s);
+	s = strdup(r);
+	host->free(r);
 	return s;
 }
 
@@ -1287,6 +1292,8 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 		return -1;
 	const char *k = getenv(cfg.key_env);
 	api_key = k && *k ? strdup(k) : NULL;
+	if (api_key != NULL && DREAMOS_HOST_HAS(host, secret_add))
+		host->secret_add(self, api_key);
 	if (api_key == NULL)
 		host->log(ext, DREAMOS_LOG_WARN, "no API key: $%s is not set; codex jobs will fail",
 		          cfg.key_env);

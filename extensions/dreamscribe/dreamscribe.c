@@ -1049,6 +1049,33 @@ recall(const char *text, const char *agent, int k, const char **err)
 	return rows;
 }
 
+/* The method "dreamscribe.recall" other extensions call: {"text": T,
+ * "k": N, "agent": A} -> the fragments, best first. */
+static char *
+method_recall(struct dreamos_ext *ext, void *arg, const char *json)
+{
+	(void)arg;
+	json_t *in = json_loads(json, 0, NULL);
+	const char *text = json_string_value(json_object_get(in, "text"));
+	json_int_t k = json_integer_value(json_object_get(in, "k"));
+	if (text == NULL) {
+		json_decref(in);
+		host->set_error(ext, "recall: wants {\"text\": TEXT, \"k\": N}");
+		return NULL;
+	}
+	const char *err = NULL;
+	json_t *rows = recall(text, json_string_value(json_object_get(in, "agent")),
+	                      k > 0 && k <= 100 ? (int)k : 5, &err);
+	json_decref(in);
+	if (rows == NULL) {
+		host->set_error(ext, "recall: %s", err ? err : "failed");
+		return NULL;
+	}
+	char *out = json_dumps(rows, JSON_COMPACT);
+	json_decref(rows);
+	return out;
+}
+
 /* memory recall TEXT... [--k N] [--agent NAME] */
 static int
 cmd_recall(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
@@ -1262,6 +1289,11 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 	sub_id = host->subscribe(ext, kinds, DREAMOS_LOG_TRACE, on_event, NULL);
 	if (sub_id <= 0) {
 		host->set_error(ext, "subscribe: %s", host->last_error(ext));
+		return -1;
+	}
+	if (DREAMOS_HOST_HAS(host, method_register) &&
+	    host->method_register(ext, "recall", method_recall, NULL) != 0) {
+		host->set_error(ext, "method_register: %s", host->last_error(ext));
 		return -1;
 	}
 	char *an = host->config_get(ext, "agent");

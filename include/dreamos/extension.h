@@ -501,8 +501,9 @@ struct dreamos_host {
 	 * tokens, webhook URLs, values of *_KEY, _TOKEN, _SECRET settings and
 	 * those given to secret_add) replaced by "[redacted]". */
 	char *(*redact)(struct dreamos_ext *ext, const char *text);
-	/* Adds a secret the host must never log or show (e.g. a webhook URL
-	 * read from the environment).  Kept until the extension unloads. */
+	/* Adds a secret (8 bytes or more) the host must never log or show,
+	 * e.g. a webhook URL read from the environment.  Kept as long as
+	 * dreamos runs (a reload does not bring it back into the logs). */
 	int (*secret_add)(struct dreamos_ext *ext, const char *secret);
 
 	/* ---- agents of the extension's types: the spawn options and the

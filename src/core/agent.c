@@ -84,16 +84,20 @@ static json_t *
 agent_cfg_json(const struct agent_cfg *c)
 {
 	json_t *args = json_array(), *env = json_array(), *caps = json_array();
+	json_t *opts = json_array();
+	for (size_t i = 0; i < c->noptions; i++)
+		json_array_append_new(opts, json_string(c->options[i]));
 	for (size_t i = 0; i < c->nargs; i++)
 		json_array_append_new(args, json_string(c->args[i]));
 	for (size_t i = 0; i < c->nenv; i++)
 		json_array_append_new(env, json_string(c->env[i]));
 	for (size_t i = 0; i < c->ncaps; i++)
 		json_array_append_new(caps, json_string(c->caps[i]));
-	return json_pack("{s:s,s:s?,s:s?,s:o,s:o,s:s?,s:o,s:i,s:s,s:b}", "name", c->name, "type",
-	                 c->type, "command", c->command, "args", args, "env", env, "cwd", c->cwd,
-	                 "capabilities", caps, "max_tasks", c->max_tasks, "restart",
-	                 restart_policy_name(c->restart), "autostart", c->autostart);
+	return json_pack("{s:s,s:s?,s:s?,s:o,s:o,s:s?,s:o,s:i,s:s,s:b,s:o}", "name", c->name,
+	                 "type", c->type, "command", c->command, "args", args, "env", env, "cwd",
+	                 c->cwd, "capabilities", caps, "max_tasks", c->max_tasks, "restart",
+	                 restart_policy_name(c->restart), "autostart", c->autostart, "options",
+	                 opts);
 }
 
 /* Fills c (already holding defaults) from a spec made by agent_cfg_json. */
@@ -125,6 +129,11 @@ agent_cfg_from_json(struct agent_cfg *c, const json_t *j)
 	json_array_foreach(env, i, v) c->env[c->nenv++] = xstrdup(json_string_value(v));
 	c->caps = xreallocarray(c->caps, c->ncaps + json_array_size(caps) + 1, sizeof(char *));
 	json_array_foreach(caps, i, v) c->caps[c->ncaps++] = xstrdup(json_string_value(v));
+	json_t *opts = json_object_get(j, "options");
+	c->options =
+	    xreallocarray(c->options, c->noptions + json_array_size(opts) + 1, sizeof(char *));
+	json_array_foreach(opts, i, v) c->options[c->noptions++] = xstrdup(json_string_value(v));
+
 	if (json_is_integer(json_object_get(j, "max_tasks")))
 		c->max_tasks = (int)json_integer_value(json_object_get(j, "max_tasks"));
 	if ((s = json_string_value(json_object_get(j, "restart"))) != NULL)
@@ -201,6 +210,8 @@ agent_set_state(struct agent *a, enum agent_state to, enum log_level lvl, const 
 	}
 	a->state = to;
 	a->state_since_ms = time_mono_ms();
+	free(a->state_why);
+	a->state_why = why != NULL ? xstrdup(why) : NULL;
 	log_emit(orch_log(a->orch), lvl, a->name,
 	         json_pack("{s:s,s:s}", "from", agent_state_name(from), "to", agent_state_name(to)),
 	         "%s -> %s%s%s", agent_state_name(from), agent_state_name(to), why ? ": " : "",
@@ -451,6 +462,12 @@ agent_link_closed(struct agent *a, const struct agent_exit *ex)
 			agents_stop_next(orch_agents(a->orch));
 		return;
 	}
+	if (a->hold_failed) { /* agent_fail: its own words, no restart */
+		a->hold_failed = false;
+		agent_set_state(a, AGENT_FAILED, LVL_ERROR, a->last_exit_why);
+		return;
+	}
+
 	bool clean = ex->exited && ex->status == 0 && ex->signal == 0;
 	bool failure = !clean || prev == AGENT_STARTING || prev == AGENT_UNHEALTHY;
 	if (prev == AGENT_STARTING && !was_connected)
@@ -709,6 +726,7 @@ agent_free(struct agent *a)
 	free(a->version);
 	free(a->last_exit_why);
 	free(a->kill_reason);
+	free(a->state_why);
 	free(a->spec);
 	free(a->name);
 	free(a);
@@ -1015,6 +1033,58 @@ agent_pause(struct agent *a, char **cause)
 }
 
 int
+agent_pause_why(struct agent *a, const char *why, char **cause)
+{
+	if (!agent_state_connected(a->state)) {
+		*cause =
+		    xasprintf("agent '%s' is %s, not running", a->name, agent_state_name(a->state));
+		return -1;
+	}
+	a->paused_flag = true;
+	if (a->state == AGENT_PAUSED) { /* a new reason */
+		free(a->state_why);
+		a->state_why = xstrdup(why);
+		log_warn(orch_log(a->orch), a->name, "paused: %s", why);
+		agent_persist(a);
+		return 0;
+	}
+	agent_set_state(a, AGENT_PAUSED, LVL_WARN, why);
+	return 0;
+}
+
+int
+agent_resume_why(struct agent *a, const char *why, char **cause)
+{
+	if (a->state != AGENT_PAUSED) {
+		*cause =
+		    xasprintf("agent '%s' is not paused (%s)", a->name, agent_state_name(a->state));
+		return -1;
+	}
+	a->paused_flag = false;
+	agent_set_state(a, agent_live_state(a), LVL_INFO, why);
+	orch_agent_ready(a->orch, a);
+	return 0;
+}
+
+int
+agent_fail(struct agent *a, const char *why, char **cause)
+{
+	if (a->proc != NULL || !agent_state_connected(a->state)) {
+		*cause = xasprintf("agent '%s' is %s%s", a->name, agent_state_name(a->state),
+		                   a->proc != NULL ? " (a process: it fails by exiting)" : "");
+		return -1;
+	}
+	a->hold_failed = true;
+	agent_set_kill_reason(a, why);
+	if (agent_end_link(a, SIGKILL) != 0) {
+		a->hold_failed = false;
+		*cause = xasprintf("agent '%s' has no link to end", a->name);
+		return -1;
+	}
+	return 0;
+}
+
+int
 agent_resume(struct agent *a, char **cause)
 {
 	if (a->state != AGENT_PAUSED) {
@@ -1230,12 +1300,19 @@ agent_describe(const struct agent *a, char *out, size_t len)
 		             : 0.0,
 		         a->attempt);
 		break;
+	case AGENT_PAUSED:
+		format_duration((double)(now - a->ready_ms) / 1000.0, d, sizeof d);
+		if (a->state_why != NULL)
+			snprintf(out, len, "%s; up %s", a->state_why, d);
+		else
+			snprintf(out, len, "up %s", d);
+		break;
 	case AGENT_READY:
 	case AGENT_BUSY:
-	case AGENT_PAUSED:
 		format_duration((double)(now - a->ready_ms) / 1000.0, d, sizeof d);
 		snprintf(out, len, "up %s", d);
 		break;
+
 	case AGENT_STARTING:
 		format_duration((double)(now - a->started_ms) / 1000.0, d, sizeof d);
 		snprintf(out, len, "starting for %s", d);
@@ -1281,6 +1358,9 @@ agent_json(const struct agent *a, bool detail)
 	json_object_set_new(j, "tokens_in", json_integer(a->tokens_in));
 	json_object_set_new(j, "tokens_out", json_integer(a->tokens_out));
 	json_object_set_new(j, "cost_usd", json_real(a->cost_usd));
+	const char *chaos = chaos_agent_note(a->orch, a);
+	if (chaos != NULL)
+		json_object_set_new(j, "chaos", json_string(chaos));
 	if (!detail)
 		return j;
 	json_t *args = json_array();
@@ -1306,5 +1386,15 @@ agent_json(const struct agent *a, bool detail)
 	json_object_set_new(j, "messages_in", json_integer((json_int_t)a->msgs_in));
 	json_object_set_new(j, "messages_out", json_integer((json_int_t)a->msgs_out));
 	json_object_set_new(j, "heartbeat_timeout_s", json_real(a->cfg.heartbeat_timeout));
+	json_object_set_new(j, "state_reason",
+	                    a->state_why ? json_string(a->state_why) : json_null());
+	json_t *opts = json_object();
+	for (size_t i = 0; i < a->cfg.noptions; i++) {
+		const char *eq = strchr(a->cfg.options[i], '=');
+		char *k = xstrndup(a->cfg.options[i], (size_t)(eq - a->cfg.options[i]));
+		json_object_set_new(opts, k, json_string(eq + 1));
+		free(k);
+	}
+	json_object_set_new(j, "options", opts);
 	return j;
 }

@@ -108,6 +108,8 @@ struct agent {
 	bool wanted;            /* should run: false once the captain stops it */
 	bool restart_requested; /* stop, then start again */
 	bool paused_flag;       /* stays paused across reconnects */
+	bool hold_failed;       /* the agent declared itself failed: no restart */
+	char *state_why;        /* why it entered its state (shown by agent info) */
 	int stop_phase;         /* 0 command stop, 1 SIGTERM, 2 SIGKILL */
 	/* Allocated apart, so the agent can be freed before the loop has
 	 * released them (each frees itself in its close callback). */
@@ -153,6 +155,14 @@ int agent_restart(struct agent *a, char **cause);
 int agent_kill(struct agent *a, int sig, char **cause);
 int agent_pause(struct agent *a, char **cause);
 int agent_resume(struct agent *a, char **cause);
+/* The same, asked by the agent's own extension (a budget, a reply loop):
+ * why is shown by `agent info`; the agent is not sent `command pause`. */
+int agent_pause_why(struct agent *a, const char *why, char **cause);
+int agent_resume_why(struct agent *a, const char *why, char **cause);
+/* A non-process agent declares itself failed (a bad API key): its link
+ * ends and it stays failed, not restarted, until the captain starts it. */
+int agent_fail(struct agent *a, const char *why, char **cause);
+
 
 /* True if the agent has capability cap. */
 bool agent_has_cap(const struct agent *a, const char *cap);

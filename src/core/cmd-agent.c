@@ -151,8 +151,53 @@ cmd_agent_spawn_exec(struct cmd_ctx *ctx)
 			    ctx, "agent spawn: --env expects KEY=VALUE, got '%s'", kv);
 	}
 
+	/* Options of the extension's type: --model etc., or --option K=V. */
+	static const char *const named[] = {"model", "system", "budget-usd"};
+	size_t nopt = cmd_opt_count(ctx, "option");
+	char **opts = xcalloc(nopt + nitems(named) + 1, sizeof(char *));
+	size_t nopts = 0;
+	for (size_t i = 0; i < nitems(named); i++)
+		if (cmd_opt(ctx, named[i]) != NULL)
+			opts[nopts++] = xasprintf("%s=%s", named[i], cmd_opt(ctx, named[i]));
+	for (size_t i = 0; i < nopt; i++)
+		opts[nopts++] = xstrdup(cmd_opt_at(ctx, "option", i));
+	for (size_t i = 0; i < nopts; i++) {
+		const char *eq = strchr(opts[i], '=');
+		char *name = eq ? xstrndup(opts[i], (size_t)(eq - opts[i])) : NULL;
+		enum cmd_retval rv = CMD_OK;
+		if (name == NULL || *name == '\0')
+			rv = cmd_usage_error(
+			    ctx, "agent spawn: --option expects NAME=VALUE, got '%s'", opts[i]);
+		else if (type == NULL || strcmp(type, "process") == 0 ||
+		         strcmp(type, "remote") == 0)
+			rv = cmd_usage_error(
+			    ctx,
+			    "agent spawn: --%s is an option of extension agent types "
+			    "(--type TYPE); a %s agent takes none",
+			    name, type ? type : "process");
+		else if (!ext_agent_type_option(orch_exts(ctx->orch), type, name))
+			rv = cmd_usage_error(ctx, "agent spawn: agent type %s takes no option '%s'",
+			                     type, name);
+		free(name);
+		if (rv != CMD_OK) {
+			for (size_t j = 0; j < nopts; j++)
+				free(opts[j]);
+			free(opts);
+			return rv;
+		}
+	}
+
 	agent_cfg_init(&ac, orch_config(ctx->orch));
 	ac.name = xstrdup(cmd_arg(ctx, 0));
+	if (nopts > 0) {
+		for (size_t i = 0; i < ac.noptions; i++)
+			free(ac.options[i]);
+		free(ac.options);
+		ac.options = opts;
+		ac.noptions = nopts;
+	} else {
+		free(opts);
+	}
 	if (type != NULL) {
 		free(ac.type);
 		ac.type = xstrdup(type);
@@ -293,6 +338,10 @@ static const struct cmd_opt spawn_opts[] = {
     {"env", OPT_MULTI, "KEY=VALUE", NULL},
     {"cwd", OPT_VALUE, "DIR", NULL},
     {"type", OPT_VALUE, "TYPE", NULL},
+    {"model", OPT_VALUE, "MODEL", NULL},
+    {"system", OPT_VALUE, "TEXT", NULL},
+    {"budget-usd", OPT_VALUE, "USD", NULL},
+    {"option", OPT_MULTI, "NAME=VALUE", NULL},
     {NULL, 0, NULL, NULL},
 };
 
@@ -339,9 +388,14 @@ const struct cmd_entry cmd_agent_entries[] = {
     {
         .name = "agent spawn",
         .usage = "NAME [--cap C]... [--max-tasks N] [--restart always|on-failure|never] "
-                 "[--env K=V]... [--cwd DIR] -- PROGRAM [ARG...]",
-        .help = "Creates an agent and starts it.  The agent is remembered: it comes back when "
-                "dreamos restarts, until 'agent stop'.",
+                 "[--env K=V]... [--cwd DIR] -- PROGRAM [ARG...] | NAME --type TYPE "
+                 "[--cap C]... [--model M] [--system TEXT] [--budget-usd X] "
+                 "[--option NAME=VALUE]...",
+        .help = "Creates an agent and starts it: a program (the default type, process), or an "
+                "in-process agent of an extension's type (ext info NAME lists them; --model, "
+                "--system, --budget-usd and --option are that type's options).  The agent is "
+                "remembered: it comes back when dreamos restarts, until 'agent stop'.",
+
         .min_args = 1,
         .max_args = -1,
         .opts = spawn_opts,

@@ -372,6 +372,8 @@ static const struct cfg_key agent_keys[] = {
     KENV("env", A(env), A(nenv)),
     KSTR("cwd", A(cwd), NULL, .flags = F_NULLABLE),
     KSTRLIST("capabilities", A(caps), A(ncaps)),
+    KENV("options", A(options), A(noptions)),
+
     KINT("max_tasks", A(max_tasks), 0, 1000, 1, .flags = F_AGENTDEF),
     KENUM("restart", A(restart), &restart_enum, RESTART_ON_FAILURE, .flags = F_AGENTDEF),
     KMAP("backoff", A(backoff), agent_backoff_keys, .flags = F_AGENTDEF),

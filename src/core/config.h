@@ -37,6 +37,9 @@ struct agent_cfg {
 	char *cwd;   /* NULL: the runtime directory */
 	char **caps; /* capabilities, added to those from hello */
 	size_t ncaps;
+	char **options; /* "NAME=VALUE" for an extension's agent type */
+	size_t noptions;
+
 	int max_tasks;
 	enum restart_policy restart;
 	struct backoff_cfg backoff;

@@ -423,7 +423,20 @@ log_redact_str(struct logmgr *lm, const char *s, struct buf *a, struct buf *b)
 	return cur;
 }
 
+char *
+logmgr_redact(struct logmgr *lm, const char *s)
+{
+	struct buf a, b;
+	buf_init(&a);
+	buf_init(&b);
+	char *out = xstrdup(log_redact_str(lm, s, &a, &b));
+	buf_free(&a);
+	buf_free(&b);
+	return out;
+}
+
 /* True if a string value somewhere in j contains a secret. */
+
 static bool
 log_json_has_secret(struct logmgr *lm, json_t *j)
 {

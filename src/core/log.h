@@ -66,6 +66,9 @@ bool log_enabled(const struct logmgr *lm, enum log_level level);
  * field's string value is replaced by "[redacted]" before any sink sees it.
  * The string is copied.  Strings shorter than 8 bytes are ignored. */
 void logmgr_add_secret(struct logmgr *lm, const char *secret);
+/* s with every registered secret replaced by "[redacted]" (caller frees). */
+char *logmgr_redact(struct logmgr *lm, const char *s);
+
 
 typedef void (*log_sub_fn)(void *arg, const struct log_record *rec);
 /* Calls fn for every kept record.  Returns an id for logmgr_unsubscribe. */

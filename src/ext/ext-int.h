@@ -66,8 +66,10 @@ struct ext_type {
 	char *name, *description;
 	char **caps;
 	size_t ncaps;
+	char **options; /* spawn options it accepts (NULL-terminated) */
 	int max_tasks;
 	int (*start)(struct dreamos_ext *, struct dreamos_agent *, void **);
+
 	void (*on_line)(struct dreamos_ext *, struct dreamos_agent *, void *, const char *);
 	void (*stop)(struct dreamos_ext *, struct dreamos_agent *, void *, const char *);
 	struct ext_type *next;
@@ -149,6 +151,14 @@ struct dreamos_agent {
 	struct dreamos_agent *next;
 };
 
+/* A method offered to other extensions (method_register). */
+struct ext_method {
+	char *name;
+	dreamos_method_fn fn;
+	void *arg;
+	struct ext_method *next;
+};
+
 struct ext_watch {
 	struct exts *es;
 	char *dir;
@@ -187,6 +197,9 @@ struct dreamos_ext {
 	struct ext_send *sends;
 	struct dreamos_call *calls;
 	struct ext_proc *procs; /* host-proc.c */
+	struct ext_method *methods;
+	int call_depth; /* nested call_method into this extension */
+
 	size_t ntimers, nsubs, nhttps, nsends, ncalls, nagents, ncmds, ntypes, nprocs;
 
 	struct ext_watch *watch;

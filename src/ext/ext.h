@@ -68,6 +68,9 @@ bool ext_agent_wants_link(struct exts *es, struct agent *a);
 /* True if an extension provides agent type type; *max_tasks (may be NULL)
  * is set to the type's default task slots. */
 bool ext_agent_type_known(const struct exts *es, const char *type, int *max_tasks);
+/* True if agent type type accepts spawn option option (`--model`). */
+bool ext_agent_type_option(const struct exts *es, const char *type, const char *option);
+
 /* The agent types provided by extensions, "a, b" (caller frees; "" if
  * none), for error messages. */
 char *ext_agent_types_list(const struct exts *es);

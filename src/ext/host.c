@@ -5,6 +5,7 @@
  * job queue that runs every callback into an extension from the top of the
  * loop (an idle handle), never from inside the bus, the task manager or
  * the log, so that an extension may call anything from any callback. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1494,8 +1495,19 @@ ext_agent_type_known(const struct exts *es, const char *type, int *max_tasks)
 	return t != NULL;
 }
 
+bool
+ext_agent_type_option(const struct exts *es, const char *type, const char *option)
+{
+	struct ext_type *t = es ? ext_type_find(es, type, true) : NULL;
+	for (char **o = t ? t->options : NULL; o != NULL && *o != NULL; o++)
+		if (strcmp(*o, option) == 0)
+			return true;
+	return false;
+}
+
 char *
 ext_agent_types_list(const struct exts *es)
+
 {
 	struct buf b;
 	buf_init(&b);
@@ -1515,6 +1527,9 @@ ext_type_free(struct ext_type *t)
 	for (size_t i = 0; i < t->ncaps; i++)
 		free(t->caps[i]);
 	free(t->caps);
+	for (char **o = t->options; o != NULL && *o != NULL; o++)
+		free(*o);
+	free(t->options);
 	free(t->name);
 	free(t->description);
 	free(t);
@@ -1560,6 +1575,12 @@ h_agent_type_register(struct dreamos_ext *x, const struct dreamos_agent_type *in
 	for (size_t i = 0; i < n; i++)
 		if (*dt.caps[i] != '\0' && !caps_has(t->caps, t->ncaps, dt.caps[i]))
 			t->caps[t->ncaps++] = xstrdup(dt.caps[i]);
+	n = 0;
+	for (const char *const *o = dt.options; o != NULL && *o != NULL; o++)
+		n++;
+	t->options = xcalloc(n + 1, sizeof *t->options);
+	for (size_t i = 0; i < n; i++)
+		t->options[i] = xstrdup(dt.options[i]);
 	t->max_tasks = dt.max_tasks;
 	t->start = dt.start;
 	t->on_line = dt.on_line;
@@ -2169,6 +2190,12 @@ ext_sweep(struct dreamos_ext *x, size_t stopped_agents, char *out, size_t len)
 	}
 	x->nsends = 0;
 	size_t nprocs = ext_procs_sweep(x);
+	while (x->methods != NULL) {
+		struct ext_method *m = x->methods;
+		x->methods = m->next;
+		free(m->name);
+		free(m);
+	}
 
 	out[0] = '\0';
 	summary_add(out, len, ncmds, "command");
@@ -2227,22 +2254,37 @@ static char *
 h_redact(struct dreamos_ext *x, const char *text)
 {
 	EXT_CHECK(x, NULL);
-	return text ? xstrdup(text) : NULL; /* TODO */
+	if (text == NULL) {
+		ext_set_error(x, "redact: no text");
+		return NULL;
+	}
+	return logmgr_redact(orch_log(x->es->o), text);
 }
 
 static int
 h_secret_add(struct dreamos_ext *x, const char *secret)
 {
 	EXT_CHECK(x, -1);
-	(void)secret;
-	return 0; /* TODO */
+	if (secret == NULL || strlen(secret) < 8) {
+		ext_set_error(x, "secret_add: a secret must be at least 8 bytes");
+		return -1;
+	}
+	logmgr_add_secret(orch_log(x->es->o), secret);
+	return 0;
 }
 
 static const char *
 h_agent_option(struct dreamos_agent *ag, const char *name)
 {
-	(void)ag, (void)name;
-	return NULL; /* TODO */
+	if (ag == NULL || ag->a == NULL || name == NULL)
+		return NULL;
+	size_t len = strlen(name);
+	for (size_t i = 0; i < ag->a->cfg.noptions; i++) {
+		const char *o = ag->a->cfg.options[i];
+		if (strncmp(o, name, len) == 0 && o[len] == '=')
+			return o + len + 1;
+	}
+	return NULL;
 }
 
 static int
@@ -2250,27 +2292,119 @@ h_agent_set_state(struct dreamos_ext *x, struct dreamos_agent *ag, const char *s
                   const char *reason)
 {
 	EXT_CHECK(x, -1);
-	(void)ag, (void)state, (void)reason;
-	ext_set_error(x, "agent_set_state: not yet");
-	return -1; /* TODO */
+	if (ag == NULL || ag->ext != x || ag->a == NULL) {
+		ext_set_error(x, "agent_set_state: not an agent of %s", x->name);
+		return -1;
+	}
+	if (state == NULL || reason == NULL || *reason == '\0') {
+		ext_set_error(x, "agent_set_state: a state and a reason are needed");
+		return -1;
+	}
+	char *why = logmgr_redact(orch_log(x->es->o), reason), *cause = NULL;
+	int rc;
+	if (strcmp(state, "paused") == 0)
+		rc = agent_pause_why(ag->a, why, &cause);
+	else if (strcmp(state, "ready") == 0)
+		rc = agent_resume_why(ag->a, why, &cause);
+	else if (strcmp(state, "failed") == 0)
+		rc = agent_fail(ag->a, why, &cause);
+	else {
+		rc = -1;
+		cause = xasprintf("unknown state '%s' (paused, ready or failed)", state);
+	}
+	free(why);
+	if (rc != 0) {
+		ext_set_error(x, "agent_set_state: %s", cause);
+		free(cause);
+	}
+	return rc;
+}
+
+/* Method names: like command words, [a-z0-9_-]{1,64}. */
+static bool
+method_name_ok(const char *s)
+{
+	size_t n = 0;
+	for (; s[n] != '\0'; n++)
+		if (!(islower((unsigned char)s[n]) || isdigit((unsigned char)s[n]) || s[n] == '_' ||
+		      s[n] == '-'))
+			return false;
+	return n > 0 && n <= 64;
 }
 
 static int
 h_method_register(struct dreamos_ext *x, const char *name, dreamos_method_fn fn, void *arg)
 {
 	EXT_CHECK(x, -1);
-	(void)name, (void)fn, (void)arg;
-	ext_set_error(x, "method_register: not yet");
-	return -1; /* TODO */
+	if (name == NULL || !method_name_ok(name) || fn == NULL) {
+		ext_set_error(x, "method_register: invalid method '%s' (a-z, 0-9, _ and -)",
+		              name ? name : "");
+		return -1;
+	}
+	for (struct ext_method *m = x->methods; m != NULL; m = m->next)
+		if (strcmp(m->name, name) == 0) {
+			ext_set_error(x, "method_register: %s.%s is already registered", x->name,
+			              name);
+			return -1;
+		}
+	struct ext_method *m = xcalloc(1, sizeof *m);
+	m->name = xstrdup(name);
+	m->fn = fn;
+	m->arg = arg;
+	m->next = x->methods;
+	x->methods = m;
+	return 0;
 }
+
+/* Deep enough for A -> B -> A, not for a runaway recursion. */
+#define EXT_CALL_DEPTH 4
 
 static char *
 h_call_method(struct dreamos_ext *x, const char *target, const char *json)
 {
 	EXT_CHECK(x, NULL);
-	(void)target, (void)json;
-	ext_set_error(x, "call_method: not yet");
-	return NULL; /* TODO */
+	const char *dot = target ? strchr(target, '.') : NULL;
+	if (dot == NULL || dot == target || dot[1] == '\0') {
+		ext_set_error(x, "call_method: '%s' is not EXT.METHOD", target ? target : "");
+		return NULL;
+	}
+	char err[256];
+	char *in = json_normalize(json ? json : "null", err, sizeof err);
+	if (in == NULL) {
+		ext_set_error(x, "call_method: %s: arguments are not JSON: %s", target, err);
+		return NULL;
+	}
+	char *ename = xstrndup(target, (size_t)(dot - target));
+	struct dreamos_ext *y = ext_find(x->es, ename);
+	struct ext_method *m = NULL;
+	for (m = (y && y->state == EXT_ACTIVE) ? y->methods : NULL; m != NULL; m = m->next)
+		if (strcmp(m->name, dot + 1) == 0)
+			break;
+	char *out = NULL;
+	if (y == NULL || y->state != EXT_ACTIVE)
+		ext_set_error(x, "call_method: extension %s is not loaded", ename);
+	else if (m == NULL)
+		ext_set_error(x, "call_method: %s offers no method '%s'", ename, dot + 1);
+	else if (y->call_depth >= EXT_CALL_DEPTH)
+		ext_set_error(x, "call_method: %s: calls nested too deep", target);
+	else {
+		y->call_depth++;
+		char *res = m->fn(y, m->arg, in);
+		y->call_depth--;
+		if (res == NULL) {
+			ext_set_error(x, "call_method: %s: %s", target,
+			              y->error ? y->error : "failed");
+		} else {
+			out = json_normalize(res, err, sizeof err);
+			if (out == NULL)
+				ext_set_error(x, "call_method: %s returned bad JSON: %s", target,
+				              err);
+			free(res);
+		}
+	}
+	free(ename);
+	free(in);
+	return out;
 }
 
 static uint64_t

@@ -31,6 +31,7 @@ Behaviours are chosen by words in the last user message:
                 (no [DONE], no last chunk); without stream: a short body
   #expensive    usage of 1,000,000 prompt and 1,000,000 completion tokens
   #chat         answers "pong" with a counter (for agents talking together)
+  #recall       answers "system: " and the system messages it got, joined by " | "
   #codex-demo   (counted as tag "codex") for tests/integration/codex.sh
                 (calc.py holds "return a - b"):
                 a prompt asking for a JSON verdict ('"valid"' in it) gets
@@ -184,6 +185,9 @@ class Handler(BaseHTTPRequestHandler):
             answer = "pong %d #chat" % HITS["chat"]
         elif "#codex-demo" in prompt:
             answer = codex_answer(prompt)
+        elif "recall" in tags:
+            answer = "system: " + " | ".join(
+                str(m.get("content", "")) for m in msgs if m.get("role") == "system")
         else:
             answer = "echo: %s [history %d]" % (prompt, len(
                 [m for m in msgs if m.get("role") != "system"]) - 1)

@@ -14,6 +14,8 @@ PY=${PYTHON3:-python3}
 command -v "$PY" >/dev/null 2>&1 || fail "no $PY"
 SO="${top_builddir:-.}/extensions/chatgpt/.libs/chatgpt.so"
 [ -f "$SO" ] || { echo "skip: $SO not built"; exit 77; }
+DSO="${top_builddir:-.}/extensions/dreamscribe/.libs/dreamscribe.so"
+[ -f "$DSO" ] || { echo "skip: $DSO not built"; exit 77; }
 
 KEY="sk-test-DO-NOT-LEAK-$$-0123456789abcdefXYZ"
 
@@ -54,6 +56,7 @@ PORT=$(head -n 1 "$T/stub.out")
 
 mkdir -p "$T/ext"
 cp "$SO" "$T/ext/chatgpt.so" || fail "cp $SO"
+cp "$DSO" "$T/ext/dreamscribe.so" || fail "cp $DSO"
 cat >"$T/dreamos.yaml" <<EOF
 bridge:
   enabled: true
@@ -63,7 +66,7 @@ agents:
   heartbeat_timeout: 0
 extensions:
   dir: $T/ext
-  load: [chatgpt]
+  load: [dreamscribe, chatgpt]
   chatgpt:
     base_url: http://127.0.0.1:$PORT
     api_key_env: CHATGPT_TEST_KEY
@@ -138,6 +141,24 @@ ok "an LLM agent completes a task (payload -> prompt -> task.done with the answe
 
 info_is llm1 'j["tokens_in"] > 0 and j["tokens_out"] > 0 and j["cost_usd"] > 0' ||
 	fail "usage not in agent info: $(ctl agent info llm1 --json)"
+
+# ---- memories: an LLM agent's prompt carries what Dreamscribe recalls
+ctl memory add "the launch code word is heliotrope" --tags ops >/dev/null || fail "memory add"
+ctl send llm1 "#recall what is the launch code word" >/dev/null || fail "send"
+wait_for 10 "the recall answer" sh -c "'$DREAMOS' ctl --runtime '$RT' history captain --json --limit 5 | grep -q 'system: .*heliotrope'"
+ok "an LLM agent's prompt carries the fragments Dreamscribe recalls for it"
+
+# ---- agent spawn --type chatgpt takes the type's options
+ctl agent spawn llm2 --type chatgpt --model stub-model --system "be brief" --budget-usd 0.25 >/dev/null ||
+	fail "agent spawn with --model --system --budget-usd"
+wait_for 10 "llm2 ready" agent_is llm2 'j["model"] == "stub-model" and j["system"] == "be brief" and j["budget_usd"] == 0.25'
+info_is llm2 'j["options"] == {"model": "stub-model", "system": "be brief", "budget-usd": "0.25"}' ||
+	fail "options not in agent info: $(ctl agent info llm2 --json)"
+ctl agent spawn bad1 --type chatgpt --option color=red >"$T/opt.out" 2>&1 && fail "an unknown option was taken"
+grep -q "agent type chatgpt takes no option 'color'" "$T/opt.out" || fail "unknown option: $(cat "$T/opt.out")"
+ctl agent spawn bad2 --model x -- /bin/true >"$T/opt.out" 2>&1 && fail "--model for a process was taken"
+grep -q "\-\-model is an option of extension agent types" "$T/opt.out" || fail "process option: $(cat "$T/opt.out")"
+ok "agent spawn --type chatgpt --model --system --budget-usd reach the agent; wrong options are refused"
 agent_is llm1 'j["tokens_in"] > 0 and j["spent_usd"] > 0' || fail "usage not in chatgpt status"
 ok "usage (tokens, cost) shows in agent info"
 
@@ -149,12 +170,18 @@ wait_for 10 "the budget pause" agent_is rich 'j["state"] == "paused: budget reac
 logged "budget reached: agent rich spent" || fail "no budget log line"
 ctl history captain --json --limit 20 | jtest '[m for m in j if m["from"] == "chatgpt" and m["body"].get("alert") == "budget" and m["priority"] == "urgent"]' ||
 	fail "no budget alert"
+info_is rich 'j["state"] == "paused" and "budget reached" in j["state_reason"]' ||
+	fail "rich is not paused in agent info: $(ctl agent info rich --json)"
+ctl agent list | grep -q 'rich.*paused.*budget reached' || fail "agent list: $(ctl agent list)"
 ctl send rich "are you there" >/dev/null || fail "send"
-wait_for 5 "the message held" agent_is rich 'j["held"] == 1 and j["requests"] == 1'
-ctl agent list | grep -q 'rich.*ready' || fail "rich is not running any more"
+sleep 0.5
+agent_is rich 'j["requests"] == 1' || fail "a paused agent asked the model"
+ctl agent resume rich >/dev/null || fail "agent resume"
+wait_for 5 "paused again (still over budget)" info_is rich 'j["state"] == "paused" and "budget reached" in j["state_reason"]'
 ctl chatgpt resume rich >/dev/null 2>&1 && fail "resumed although over budget"
 ctl chatgpt resume rich --budget-usd 5 >/dev/null || fail "resume with a bigger budget"
 wait_for 10 "the held message answered" agent_is rich 'j["held"] == 0 and j["requests"] == 2'
+info_is rich 'j["state"] == "ready"' || fail "not ready after resume: $(ctl agent info rich --json)"
 ok "the budget pauses the agent (log line, alert), a bigger budget resumes it"
 
 # ---- loop guard
@@ -163,6 +190,8 @@ wait_for 10 "ping and pong" sh -c "'$DREAMOS' ctl --runtime '$RT' agent list | g
 ctl send ping x --body '{"text": "#chat start", "to": "pong"}' >/dev/null || fail "send"
 wait_for 10 "the loop guard" agent_is ping 'j["state"] == "paused: reply loop"'
 wait_for 10 "the loop guard" agent_is pong 'j["state"] == "paused: reply loop"'
+info_is ping 'j["state"] == "paused" and "loop guard" in j["state_reason"]' ||
+	fail "ping is not paused in agent info: $(ctl agent info ping --json)"
 logged "loop guard: agents" || fail "no loop guard log line"
 N=$(stub_count chat)
 sleep 1
@@ -172,7 +201,9 @@ ok "the loop guard pauses two agents replying to each other ($N exchanges)"
 
 # ---- 401: the agent goes failed with "check the API key"
 ctl send llm1 "#fail401 now" >/dev/null || fail "send"
-wait_for 10 "llm1 failed" agent_is llm1 'j["failed"] and "check the API key" in j["failure"]'
+wait_for 10 "llm1 failed" info_is llm1 'j["state"] == "failed" and "check the API key" in j["state_reason"]'
+sleep 0.5
+info_is llm1 'j["state"] == "failed"' || fail "llm1 was restarted: $(ctl agent info llm1 --json)"
 logged "llm1 failed: HTTP 401 Unauthorized.*check the API key" || fail "no 401 log line"
 ok "a 401 fails the agent with 'check the API key'"
 
