@@ -881,11 +881,19 @@ is_own_failure(const char *source, const char *msg)
 {
 	if (strcmp(source, "outbound") != 0 || msg == NULL)
 		return false;
+	/* "POST host:port/api/webhooks/ID/" then the token as it was shown
+	 * (itself, or "[redacted]" by the manager or the host), then " " or
+	 * ":". */
 	for (struct hook *h = hooks; h != NULL; h = h->next) {
-		if (h->where == NULL)
+		const char *slash = h->where ? strrchr(h->where, '/') : NULL;
+		if (slash == NULL)
 			continue;
-		size_t wl = strlen(h->where);
-		if (strncmp(msg, h->where, wl) == 0 && (msg[wl] == ' ' || msg[wl] == ':'))
+		size_t pl = (size_t)(slash + 1 - h->where);
+		if (strncmp(msg, h->where, pl) != 0)
+			continue;
+		const char *rest = msg + pl;
+		size_t n = strcspn(rest, " :/");
+		if (rest[n] == ' ' || rest[n] == ':')
 			return true;
 	}
 	return false;

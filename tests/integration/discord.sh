@@ -18,9 +18,11 @@ command -v "$PY" >/dev/null 2>&1 || fail "no $PY"
 SO="${top_builddir:-.}/extensions/discord/.libs/discord.so"
 [ -f "$SO" ] || { echo "skip: $SO not built"; exit 77; }
 
-# Discord's tokens are 68 characters; these are recognisable.
+# Discord's tokens are 68 characters, like the first one; the second one is
+# short (the outbound manager hides only long path segments by itself: the
+# host must hide it because the extension gave it to secret_add).
 TOKEN1="SECRETTOKEN1-$$-DO-NOT-LEAK-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-TOKEN2="SECRETTOKEN2-$$-DO-NOT-LEAK-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+TOKEN2="SECRETTOKEN2-$$-x"
 
 jtest() {
 	"$PY" -c "import json,sys
