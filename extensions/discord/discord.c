@@ -425,8 +425,8 @@ hook_flush_dropped(struct hook *h)
 		return;
 	char *t = NULL;
 	if (asprintf(&t,
-	             "**%llu record%s dropped** (the queue of %zu was full while Discord "
-	             "could not be reached)",
+	             "**%llu record%s dropped** (the queue of %zu was full: Discord was "
+	             "unreachable or slower than the records came)",
 	             (unsigned long long)h->dropped_pending, h->dropped_pending == 1 ? "" : "s",
 	             cfg.queue_max) < 0)
 		return;
@@ -1083,7 +1083,8 @@ url_of(json_t *o, const char *where, char **url, char **problem)
 		return 0;
 	if (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0) {
 		/* The value is not shown: it may be the secret. */
-		host->set_error(self, "%s: the webhook URL must start with https://", where);
+		host->set_error(self, "%s: the webhook URL must start with https:// (or http://)",
+		                where);
 		return -1;
 	}
 	if (strpbrk(v, " \t\r\n") != NULL) {
