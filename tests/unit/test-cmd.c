@@ -496,6 +496,32 @@ test_role(void **state)
 	outcome_free(&o);
 }
 
+/* An error that quotes invalid UTF-8 or a line break the user typed (in
+ * quotes) is still one line, and renders as JSON (found by fuzz-cmd: the
+ * JSON output was "(null)"). */
+static void
+test_error_clean_line(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o = run(f, "stat\xf7\xf7x --json");
+	assert_int_equal(o.status, CMD_USAGE);
+	json_t *r = json_loads(o.text, 0, NULL);
+	assert_non_null(r);
+	const char *msg =
+	    json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+	assert_non_null(msg);
+	assert_non_null(strstr(msg, "stat??x"));
+	assert_non_null(strstr(o.error, "stat??x"));
+	json_decref(r);
+	outcome_free(&o);
+
+	o = run(f, "'a\nb\tc' x");
+	assert_int_equal(o.status, CMD_USAGE);
+	assert_non_null(strstr(o.error, "a?b?c"));
+	assert_null(strchr(o.error, '\n'));
+	outcome_free(&o);
+}
+
 int
 main(void)
 {
@@ -509,6 +535,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_builtin_help, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_builtin_logs, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_role, setup_orch, teardown_orch),
+	    cmocka_unit_test_setup_teardown(test_error_clean_line, setup_orch, teardown_orch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
