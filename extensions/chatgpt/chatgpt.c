@@ -1548,7 +1548,7 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 		return -1;
 	}
 	if (api_key == NULL)
-		host->log(ext, DREAMOS_LOG_WARN, "%s: ask and the chatgpt agents will fail",
+		host->log(ext, DREAMOS_LOG_INFO, "%s: ask and the chatgpt agents will fail",
 		          key_problem);
 	struct dreamos_command a = {
 	    .size = sizeof a,

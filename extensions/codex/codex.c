@@ -1295,7 +1295,7 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 	if (api_key != NULL && DREAMOS_HOST_HAS(host, secret_add))
 		host->secret_add(self, api_key);
 	if (api_key == NULL)
-		host->log(ext, DREAMOS_LOG_WARN, "no API key: $%s is not set; codex jobs will fail",
+		host->log(ext, DREAMOS_LOG_INFO, "no API key: $%s is not set; codex jobs will fail",
 		          cfg.key_env);
 	static const char *const caps[] = {"code", NULL};
 	struct dreamos_command cr = {

@@ -469,7 +469,8 @@ static const struct cfg_key store_keys[] = {
 
 static const struct cfg_key extensions_keys[] = {
     KSTR("dir", C(extensions.dir), NULL, .flags = F_NULLABLE),
-    KSTRLIST("load", C(extensions.load), C(extensions.nload), .valid = valid_name),
+    KSTRLIST("load", C(extensions.load), C(extensions.nload), .valid = valid_name,
+             .defs = DREAMOS_CORE_EXTENSIONS),
     KEND,
 };
 
@@ -1360,6 +1361,18 @@ defaults_table(const struct cfg_key *keys, void *base)
 			*FIELD(base, k->off, char *) = k->defs ? xstrdup(k->defs) : NULL;
 			break;
 		case K_STRLIST:
+			/* A default list is given as "a,b,c". */
+			*FIELD(base, k->off, char **) = NULL;
+			*FIELD(base, k->off2, size_t) = 0;
+			for (const char *p = k->defs; p != NULL && *p != '\0';) {
+				size_t n = strcspn(p, ",");
+				char ***list = FIELD(base, k->off, char **);
+				size_t *count = FIELD(base, k->off2, size_t);
+				*list = xreallocarray(*list, *count + 1, sizeof **list);
+				(*list)[(*count)++] = xstrndup(p, n);
+				p += n + (p[n] == ',');
+			}
+			break;
 		case K_ENV:
 		case K_LIST:
 			*FIELD(base, k->off, void *) = NULL;

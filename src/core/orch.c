@@ -676,15 +676,11 @@ orch_demo_llm(struct orch *o)
 		         "extensions.chatgpt.base_url for a local OpenAI-compatible server)");
 		return;
 	}
-	char *path = xasprintf("%s/chatgpt.so", ext_dir(o->exts));
-	if (access(path, R_OK) != 0) {
-		/* Not installed: the build tree's module. */
-		free(path);
-		path = xstrdup(DREAMOS_BUILDDIR "/extensions/chatgpt/.libs/chatgpt.so");
-	}
+	char *path = ext_module_path(o->exts, "chatgpt");
 	const char *what[] = {path};
 	char *cause = NULL;
-	if (ext_load(o->exts, what, 1, &cause) != 0) {
+	if (!ext_loaded(o->exts, "chatgpt") && ext_load(o->exts, what, 1, &cause) != 0) {
+
 		log_warn(o->log, "demo", "no LLM agent: %s", cause);
 		free(cause);
 	} else {

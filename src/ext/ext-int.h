@@ -235,6 +235,8 @@ struct exts {
 	pthread_t loop_thread;
 	char *dir;
 	char *loaded_dir; /* RUNTIME/extensions/.loaded */
+	bool build_tree;  /* dreamos runs from its build tree: modules there too */
+
 	unsigned copy_seq;
 	uint64_t next_serial;
 	struct dreamos_ext **v; /* loaded, in load order */

@@ -55,6 +55,13 @@ int ext_reload(struct exts *es, const char *name, char **cause);
 
 /* The directory NAME.so files are looked up in. */
 const char *ext_dir(const struct exts *es);
+/* Where extension name's module is: extensions.dir/NAME.so, or, for the
+ * dreamos of a build tree, the module built there (caller frees). */
+char *ext_module_path(const struct exts *es, const char *name);
+/* True if extension name is loaded and running. */
+bool ext_loaded(const struct exts *es, const char *name);
+
+
 /* Number of loaded extensions. */
 size_t ext_count(const struct exts *es);
 

@@ -639,7 +639,7 @@ batch_add(struct batch *b, const char *what, const char *dep_of)
 		cand_fail(c, "already loaded (version %s from %s)", old->version, old->path);
 		return idx;
 	}
-	char *path = is_path ? xstrdup(what) : xasprintf("%s/%s.so", es->dir, what);
+	char *path = is_path ? xstrdup(what) : ext_module_path(es, what);
 	char *cause = NULL;
 	c->x = ext_open(es, path, true, is_path ? NULL : what, &cause);
 	free(path);
@@ -764,7 +764,7 @@ ext_load(struct exts *es, const char *const *what, size_t n, char **cause)
 			}
 			if (batch_find(&b, d->name) >= 0)
 				continue;
-			char *path = xasprintf("%s/%s.so", es->dir, d->name);
+			char *path = ext_module_path(es, d->name);
 			bool there = access(path, F_OK) == 0;
 			free(path);
 			if (!there) {
@@ -1203,6 +1203,40 @@ ext_resolve_dir(const struct config *cfg)
 	return xstrdup(DREAMOS_PKGLIBDIR "/extensions");
 }
 
+/* True when this dreamos is the one in its build tree and no directory
+ * was asked for: `./dreamos` right after `make` finds the core extensions
+ * in extensions/NAME/.libs/ before they are installed. */
+static bool
+ext_in_build_tree(const struct config *cfg)
+{
+	const char *env = getenv("DREAMOS_EXTENSIONS_DIR");
+	if ((cfg->extensions.dir != NULL && *cfg->extensions.dir != '\0') ||
+	    (env != NULL && *env != '\0'))
+		return false;
+	char *self = realpath("/proc/self/exe", NULL);
+	char *built = realpath(DREAMOS_BUILDDIR "/dreamos", NULL);
+	bool same = self != NULL && built != NULL && strcmp(self, built) == 0;
+	free(self);
+	free(built);
+	return same;
+}
+
+char *
+ext_module_path(const struct exts *es, const char *name)
+{
+	char *path = xasprintf("%s/%s.so", es->dir, name);
+	if (es->build_tree && access(path, F_OK) != 0) {
+		char *built =
+		    xasprintf("%s/extensions/%s/.libs/%s.so", DREAMOS_BUILDDIR, name, name);
+		if (access(built, F_OK) == 0) {
+			free(path);
+			return built;
+		}
+		free(built);
+	}
+	return path;
+}
+
 struct exts *
 ext_new(struct orch *o)
 {
@@ -1211,6 +1245,7 @@ ext_new(struct orch *o)
 	es->loop_thread = pthread_self();
 	es->jobs_tail = &es->jobs;
 	es->dir = ext_resolve_dir(orch_config(o));
+	es->build_tree = ext_in_build_tree(orch_config(o));
 	es->loaded_dir = path_join(orch_runtime(o), "extensions/.loaded");
 	ext_cmds_init(es);
 	struct cmd_table *t = orch_cmds(o);
@@ -1421,4 +1456,11 @@ ext_json(const struct dreamos_ext *x, bool detail)
 	json_object_set_new(j, "watched", json_boolean(x->watch != NULL));
 	json_object_set_new(j, "resources", ext_resources_json(x));
 	return j;
+}
+
+bool
+ext_loaded(const struct exts *es, const char *name)
+{
+	const struct dreamos_ext *x = es ? ext_find(es, name) : NULL;
+	return x != NULL && x->state == EXT_ACTIVE;
 }

@@ -97,6 +97,8 @@ logs_have() {
 cat >"$T/agents.yaml" <<EOF
 bridge:
   enabled: false
+extensions:
+  load: []          # the core alone: no extensions' agents in the lists
 agents:
   restart: on-failure
   backoff:

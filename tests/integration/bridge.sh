@@ -130,6 +130,8 @@ state_is() { [ "$(agent_state "$1")" = "$2" ]; }
 remote_events() { grep "\"ev\": \"$1\"" "$T/remote.log" 2>/dev/null; }
 
 cat >"$T/a.yaml" <<EOF
+extensions:
+  load: []          # the core alone: no extensions' agents in the metrics
 bridge:
   connection_timeout: 2s
   max_request: 1MiB

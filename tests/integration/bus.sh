@@ -146,6 +146,8 @@ agentdef() { # NAME MODE [ENV...]: one agents.list entry
 	cat <<-EOF
 	bridge:
 	  enabled: false
+	extensions:
+	  load: []          # the core alone: no extensions' agents as recipients
 	bus:
 	  ack_timeout: 30s
 	  max_attempts: 3
@@ -439,6 +441,8 @@ RT="$T/rt2"
 	cat <<-EOF
 	bridge:
 	  enabled: false
+	extensions:
+	  load: []          # the core alone: no extensions' agents as recipients
 	bus:
 	  ack_timeout: 0.5s
 	  max_attempts: 3

@@ -59,6 +59,7 @@ agents:
   heartbeat_timeout: 0
 extensions:
   dir: $T/ext
+  load: []          # codex is loaded by the test
   codex:
     base_url: http://127.0.0.1:$PORT
     api_key_env: CODEX_TEST_KEY

@@ -231,8 +231,9 @@ wait_screen "${V}[0-9]+ +[a-z]+ +(assigned|running) " 10
 for a in greeter worker-1 worker-2 chatter; do
 	wait_screen "^$a +ready " 15
 done
-wait_screen '^ F2 Agents  [45]/5 up'
-ok "demo agents ready in the agents pane"
+wait_screen "^dreamscribe +ready " 15
+wait_screen '^ F2 Agents  [0-9]+/[0-9]+ up'
+ok "demo agents and the core extensions' agents ready in the agents pane"
 
 wait_screen "${V}5 +urgent +done +1/4 +publish the report" 20
 wait_screen "${V}3 +normal +done +2/4 +a job that fails once" 10
@@ -358,7 +359,9 @@ tm kill-session -t main
 
 # ---- again on the same runtime: history; NO_COLOR; Ctrl-D ----------------
 
-start nocolor "$T/rt" NO_COLOR=1
+# Without the core extensions (their agents would fill the agents pane).
+printf 'extensions:\n  load: []\n' >"$T/noext.yaml"
+start nocolor "$T/rt" NO_COLOR=1 -- --config "$T/noext.yaml"
 instance "$T/rt"
 APIDS=""
 wait_screen '^ F2 Agents .* F3 Tasks '

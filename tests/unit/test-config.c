@@ -150,7 +150,10 @@ test_defaults(void **state)
 	assert_int_equal(cfg->store.commit_interval_ms, 0);
 
 	assert_null(cfg->extensions.dir);
-	assert_int_equal(cfg->extensions.nload, 0);
+	/* The core extensions load unless extensions.load says otherwise. */
+	assert_int_equal(cfg->extensions.nload, 5);
+	assert_string_equal(cfg->extensions.load[0], "dreamscribe");
+	assert_string_equal(cfg->extensions.load[4], "stealthbrowser");
 	assert_true(json_is_object(cfg->extensions.settings));
 	assert_int_equal(json_object_size(cfg->extensions.settings), 0);
 
@@ -511,6 +514,16 @@ test_units(void **state)
 	assert_int_equal(cfg->logging.max_size, 1024 * 1024);
 	assert_int_equal(cfg->logging.level, LVL_ERROR);
 	assert_int_equal(cfg->agents.max_line, 64 * 1024);
+	config_free(cfg);
+}
+
+/* An empty extensions.load means none: not the core ones. */
+static void
+test_extensions_load_none(void **state)
+{
+	(void)state;
+	struct config *cfg = load_ok("extensions:\n  load: []\n");
+	assert_int_equal(cfg->extensions.nload, 0);
 	config_free(cfg);
 }
 
@@ -1145,6 +1158,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_extensions_load_none),
 	    cmocka_unit_test(test_empty),
 	    cmocka_unit_test(test_seed),
 	    cmocka_unit_test(test_full),
