@@ -259,6 +259,8 @@ class Dreamos:
         shutil.rmtree(self.rt, ignore_errors=True)
         os.makedirs(self.rt)
         self.cfg = os.path.join(workdir, name + ".yaml")
+        if "extensions:" not in config_text:
+            config_text += "\nextensions: {load: []}\n"  # the orchestrator alone
         with open(self.cfg, "w") as f:
             f.write(config_text)
         self.sock = os.path.join(self.rt, "dreamos.sock")

@@ -118,7 +118,7 @@ D=$tmp/dreamos
 start_dreamos() {
 	rm -rf "$1"
 	mkdir -p "$1"
-	printf '%s\n' "$2" >"$1/dreamos.yaml"
+	printf '%s\nextensions: {load: []}\n' "$2" >"$1/dreamos.yaml"
 	DRT=$1/rt
 	XDG_CONFIG_HOME=$1 "$D" --headless --runtime "$DRT" --config "$1/dreamos.yaml" \
 		--bridge-port 0 --log-level warn </dev/null >"$1/dreamos.out" 2>"$1/dreamos.err" &

@@ -141,6 +141,7 @@ now() { date +%s.%N | cut -c1-14; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 cat >"$T/crash.yaml" <<EOF
+extensions: {load: []}
 bridge:
   enabled: false
 agents:

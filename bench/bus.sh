@@ -137,6 +137,8 @@ dreamos_run() {
 	cat >"$RUN/dreamos.yaml" <<EOF
 bridge:
   enabled: false
+extensions:
+  load: []
 agents:
   heartbeat_timeout: 0
   restart: never

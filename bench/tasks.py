@@ -141,6 +141,7 @@ def dreamos_run(args, durability, tmp, log_level=None):
     sub = os.path.join(HERE, "task_submitter.py")
     lines = [
         "bridge: {enabled: false}",
+        "extensions: {load: []}",  # the orchestrator alone
         "store: {durability: %s}" % durability,
         "agents:",
         "  restart: never",

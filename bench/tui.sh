@@ -97,6 +97,7 @@ else
 fi
 D=$tmp/dreamos
 cat >"$tmp/bench.yaml" <<EOF
+extensions: {load: []}
 bridge:
   enabled: false
 bus:
