@@ -154,7 +154,9 @@ print(len([r for r in json.load(sys.stdin) if ' batch ' in r['content']]))")
 stub_is 'any(" **WARN** logger: batch 0000 " in l for l in lines("1234567890"))' ||
 	fail "line format: $(messages | head -c 600)"
 stub_is 'any(" **ERROR** logger: severe 0002" in l for l in lines("1234567890"))' || fail "error records"
-ok "150 warn records in $N messages (each <= 2000 characters, valid JSON), in order; errors too"
+stub_is 'all(b["t"] - a["t"] >= 1.9 for h in ("1234567890",) for hm in [[r for r in m if r["hook"] == h]] for a, b in zip(hm, hm[5:]))' ||
+	fail "more than 5 requests in 2 s to a webhook"
+ok "150 warn records in $N messages (each <= 2000 characters, valid JSON, at most 5 per 2 s), in order; errors too"
 
 # ---- 429: waits retry_after, then the same batch again
 stub "script?hook=1234567890&codes=429&retry_after=0.5"
