@@ -20,28 +20,30 @@
 FUZZ_SRCS = tests/fuzz/fuzz-proto.c tests/fuzz/fuzz-cmd.c tests/fuzz/fuzz-config.c \
 	tests/fuzz/fuzz-http.c tests/fuzz/fuzz-ws.c
 FUZZ_EXTRA_SRCS =
-# --- fuzz-cdp (the DevTools message parser of extensions/stealthbrowser) ---
-# FUZZ_SRCS += tests/fuzz/fuzz-cdp.c
-# FUZZ_EXTRA_SRCS += extensions/stealthbrowser/cdp.c
 
 FUZZ_SECONDS = 60
-FUZZ_SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	-fsanitize-recover=pointer-overflow,nonnull-attribute
 FUZZ_CFLAGS = -std=gnu11 -g -O1 -fno-omit-frame-pointer -Wall -Wno-unused-parameter \
 	$(FUZZ_SANITIZE)
 FUZZ_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tests/fuzz $(UV_CFLAGS) $(JANSSON_CFLAGS) \
 	$(SQLITE_CFLAGS) $(YAML_CFLAGS) $(OPENSSL_CFLAGS) $(CURL_CFLAGS)
 FUZZ_LIB = tests/fuzz/libfuzz-core.a
+# --- fuzz-cdp (the DevTools message reader of extensions/stealthbrowser) ---
+FUZZ_SRCS += tests/fuzz/fuzz-cdp.c
+FUZZ_EXTRA_SRCS += extensions/stealthbrowser/cdp.c
+FUZZ_CPPFLAGS += -I$(top_srcdir)/extensions/stealthbrowser
 FUZZ_BINS = $(FUZZ_SRCS:.c=)
 
 EXTRA_DIST += $(FUZZ_SRCS) tests/fuzz/fuzz-check.h tests/fuzz/README tests/fuzz/run-fuzz.sh \
-	tests/fuzz/corpus tests/fuzz/dict
+	tests/fuzz/corpus tests/fuzz/dict tests/fuzz/crashes-found tests/fuzz/cdp.ubsan-supp
 CLEANFILES = tests/fuzz/*.o $(FUZZ_LIB) $(FUZZ_BINS)
 .PHONY: fuzz fuzz-ci fuzz-targets
 
 if FUZZING
 # Every object is rebuilt when any core source changes (one rule, no
 # pattern rules, so that it stays portable automake).
-$(FUZZ_LIB): $(libdreamos_core_la_SOURCES) $(FUZZ_EXTRA_SRCS)
+$(FUZZ_LIB): $(libdreamos_core_la_SOURCES) $(FUZZ_EXTRA_SRCS) Makefile
 	@$(MKDIR_P) tests/fuzz
 	@rm -f $@ tests/fuzz/*.o
 	@for s in $(libdreamos_core_la_SOURCES) $(FUZZ_EXTRA_SRCS); do \
@@ -53,7 +55,7 @@ $(FUZZ_LIB): $(libdreamos_core_la_SOURCES) $(FUZZ_EXTRA_SRCS)
 	done
 	$(AM_V_GEN)$(AR) rcs $@ tests/fuzz/*.o
 
-fuzz-targets: $(FUZZ_LIB) $(FUZZ_SRCS)
+fuzz-targets: $(FUZZ_LIB) $(FUZZ_SRCS) tests/fuzz/fuzz-check.h
 	@$(MKDIR_P) tests/fuzz
 	@for t in $(FUZZ_BINS); do \
 	  echo "  FUZZLD   $$t"; \

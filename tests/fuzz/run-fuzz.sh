@@ -12,7 +12,9 @@
 #   -k          keep the scratch corpora (their path is printed)
 # A target tests/fuzz/fuzz-NAME takes seeds from FUZZDIR/corpus/NAME/, the
 # dictionary FUZZDIR/dict/NAME.dict and extra flags from
-# FUZZDIR/NAME.options, each if present.  FUZZ_FLAGS adds flags to every run.
+# FUZZDIR/NAME.options, and UBSan suppressions (known bugs reported
+# elsewhere) from FUZZDIR/NAME.ubsan-supp, each if present.  FUZZ_FLAGS adds
+# flags to every run.
 set -u
 
 seconds=60
@@ -51,8 +53,10 @@ for bin in "$@"; do
 	[ -f "$dir/$name.options" ] && set -- "$@" $(grep -v '^#' "$dir/$name.options")
 	log=$scratch/$base.log
 	echo "=== $base: ${seconds}s, $seeds seeds ==="
+	ubsan=$UBSAN_OPTIONS
+	[ -f "$dir/$name.ubsan-supp" ] && ubsan="$ubsan:suppressions=$dir/$name.ubsan-supp"
 	# shellcheck disable=SC2086
-	"$bin" "$@" ${FUZZ_FLAGS:-} "$corpus" >"$log" 2>&1
+	UBSAN_OPTIONS=$ubsan "$bin" "$@" ${FUZZ_FLAGS:-} "$corpus" >"$log" 2>&1
 	rc=$?
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
 	rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
