@@ -72,6 +72,7 @@ static struct {
 	bool stealth;
 	int no_sandbox; /* -1: when running as root */
 	bool headless;
+	bool allow_files; /* file:// URLs (local files readable through the page) */
 } cfg;
 
 /* ---- small helpers ------------------------------------------------------------ */
@@ -853,8 +854,13 @@ job_done(struct job *j)
 {
 	job_unlink(j);
 	if (j->call != NULL) {
-		json_t *r = j->nacts == 1 ? json_array_get(j->steps, 0) : j->out;
-		char *s = json_dumps(r ? r : j->out, JSON_COMPACT);
+		/* A command's answer: what its one action did. */
+		json_t *step = json_array_get(j->steps, 0);
+		json_t *r =
+		    j->nacts == 1 && step != NULL ? json_deep_copy(step) : json_incref(j->out);
+		json_object_del(r, "action");
+		char *s = json_dumps(r, JSON_COMPACT);
+		json_decref(r);
 		host->call_reply_json(j->call, s);
 		free(s);
 		host->call_finish(j->call, DREAMOS_CMD_OK);
@@ -1542,6 +1548,7 @@ act_parse(json_t *o, struct act *a)
 }
 
 static bool shot_name_ok(const char *name);
+static bool url_ok(const char *u);
 
 /* The job of a task's payload, or NULL with *why. */
 static struct job *
@@ -1565,6 +1572,12 @@ task_job(json_t *payload, char **why)
 	}
 	if (url == NULL && json_array_size(acts) == 0) {
 		*why = fmt("payload: no url and no actions");
+		return NULL;
+	}
+	if (url != NULL && !url_ok(url)) {
+		*why = fmt(
+		    "payload: '%s' is not a URL it may open (http://, https://, about:, data:%s)",
+		    url, cfg.allow_files ? ", file://" : "");
 		return NULL;
 	}
 	size_t na = json_array_size(acts);
@@ -1715,11 +1728,11 @@ join_args(struct dreamos_call *call, int from)
 static bool
 url_ok(const char *u)
 {
-	static const char *const schemes[] = {"http://", "https://", "file://", "about:", "data:"};
+	static const char *const schemes[] = {"http://", "https://", "about:", "data:"};
 	for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++)
 		if (strncasecmp(u, schemes[i], strlen(schemes[i])) == 0)
 			return true;
-	return false;
+	return cfg.allow_files && strncasecmp(u, "file://", 7) == 0;
 }
 
 static bool
@@ -1752,11 +1765,10 @@ cmd_open(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 	(void)ext, (void)arg;
 	const char *url = host->call_arg(call, 0);
 	if (!url_ok(url))
-		return host->call_error(
-		    call,
-		    "browse open: '%s' is not a URL (http://, https://, file://, "
-		    "about:, data:)",
-		    url);
+		return host->call_error(call,
+		                        "browse open: '%s' is not a URL it may open (http://, "
+		                        "https://, about:, data:%s)",
+		                        url, cfg.allow_files ? ", file://" : "");
 	long ms = 0;
 	const char *t = host->call_opt(call, "timeout-ms");
 	if (t != NULL) {
@@ -1945,28 +1957,12 @@ cfg_bool(json_t *c, const char *k, bool dflt, bool *out)
 static int
 cfg_load(const char *config)
 {
-	static const char *const keys[] = {"chromium",
-	                                   "args",
-	                                   "window_width",
-	                                   "window_height",
-	                                   "lang",
-	                                   "accept_language",
-	                                   "user_agent",
-	                                   "platform",
-	                                   "timeout_ms",
-	                                   "command_timeout_ms",
-	                                   "start_timeout_ms",
-	                                   "pause_ms_min",
-	                                   "pause_ms_max",
-	                                   "key_ms_min",
-	                                   "key_ms_max",
-	                                   "seed",
-	                                   "kill_after_s",
-	                                   "max_message_mb",
-	                                   "agent",
-	                                   "stealth",
-	                                   "no_sandbox",
-	                                   "headless"};
+	/* The settings, each between spaces. */
+	static const char keys[] =
+	    " chromium args window_width window_height lang accept_language user_agent platform"
+	    " timeout_ms command_timeout_ms start_timeout_ms pause_ms_min pause_ms_max key_ms_min"
+	    " key_ms_max seed kill_after_s max_message_mb agent stealth no_sandbox headless"
+	    " allow_file_urls ";
 	json_t *c = json_loads(config ? config : "{}", JSON_DECODE_ANY, NULL);
 	if (c == NULL || json_is_null(c)) {
 		json_decref(c);
@@ -1981,9 +1977,9 @@ cfg_load(const char *config)
 	json_t *v;
 	json_object_foreach(c, k, v)
 	{
-		bool known = false;
-		for (size_t i = 0; i < sizeof keys / sizeof *keys && !known; i++)
-			known = strcmp(keys[i], k) == 0;
+		char *word = fmt(" %s ", k);
+		bool known = strstr(keys, word) != NULL;
+		free(word);
 		if (!known) {
 			host->set_error(self, "extensions.stealthbrowser.%s: unknown setting", k);
 			json_decref(c);
@@ -2012,6 +2008,7 @@ cfg_load(const char *config)
 	rc |= cfg_int(c, "max_message_mb", 64, 1, 1024, &mm);
 	rc |= cfg_bool(c, "stealth", true, &cfg.stealth);
 	rc |= cfg_bool(c, "headless", true, &cfg.headless);
+	rc |= cfg_bool(c, "allow_file_urls", false, &cfg.allow_files);
 	json_t *a = json_object_get(c, "agent");
 	if (rc == 0 && json_is_false(a))
 		cfg.agent = NULL;

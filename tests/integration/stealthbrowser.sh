@@ -115,6 +115,8 @@ jtest 'j["state"] == "ready" and j["pid"] > 0 and j["pages"] == 1 and j["restart
 	fail "status: $(cat "$T/st1.json")"
 BPID=$(json_get 'j["pid"]' <"$T/st1.json")
 kill -0 "$BPID" 2>/dev/null || fail "browser pid $BPID is not running"
+ctl browse open file:///etc/passwd >"$T/file.out" 2>&1 && fail "a file:// URL was opened"
+grep -q "is not a URL it may open" "$T/file.out" || fail "file URL: $(cat "$T/file.out")"
 ok "browse open (first, with the launch: $((T1 - T0)) ms) and browse text"
 
 # ---- low detection
@@ -251,8 +253,14 @@ wait_for 6 "every browser process to end" sh -c "! pgrep -f -- '$PROFILE_RE' >/d
 ctl logs --grep "unloaded stealthbrowser" --limit 20 | grep -q "1 process" || fail "the sweep did not count the browser"
 ok "unload closes Chromium (no process of this test's browser left)"
 
+# ---- dreamos stops while the browser runs: it goes too
+ctl ext load stealthbrowser >/dev/null || fail "ext load stealthbrowser"
+ctl browse open "$URL/hello" >/dev/null || fail "open after the reload"
+ctl browse status --json | jtest 'j["state"] == "ready" and j["launches"] == 1' || fail "status after the reload"
+[ -n "$(browser_pids)" ] || fail "no browser after the reload"
 ctl quit >/dev/null 2>&1
 wait_exit "$PID" 10
 [ "$RC" = 0 ] || fail "dreamos exited with $RC"
+[ -z "$(browser_pids)" ] || fail "browser processes outlive dreamos: $(browser_pids)"
 grep -q "Sanitizer\|runtime error\|handles left open" "$T/headless.err" && fail "sanitizer report or handles left: $(grep -m3 "Sanitizer\|runtime error\|handles left" "$T/headless.err")"
-ok "clean shutdown"
+ok "dreamos stops with the browser running: the browser goes, clean shutdown"
