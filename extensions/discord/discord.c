@@ -80,6 +80,8 @@ struct hook {
 
 	uint64_t sent_records, sent_messages, dropped, dropped_pending, rejected;
 	uint64_t rate_limited, failures, consecutive;
+	uint64_t drop_streak; /* dropped since the queue was last full */
+	bool full_logged;     /* "queue full" said; reset when it drains */
 	long last_status;
 	char *last_error;
 
@@ -430,13 +432,8 @@ hook_flush_dropped(struct hook *h)
 	             (unsigned long long)h->dropped_pending, h->dropped_pending == 1 ? "" : "s",
 	             cfg.queue_max) < 0)
 		return;
-	if (hook_push(h, t, NULL)) {
-		dlog(DREAMOS_LOG_INFO,
-		     "webhook #%d: %llu record%s dropped while the queue was full", h->no,
-		     (unsigned long long)h->dropped_pending,
-		     h->dropped_pending == 1 ? " was" : "s were");
+	if (hook_push(h, t, NULL))
 		h->dropped_pending = 0;
-	}
 }
 
 static void hook_kick(struct hook *h);
@@ -453,11 +450,14 @@ hook_enqueue(struct hook *h, char *text, struct test_wait *tw)
 			h->batch_until = b;
 	}
 	if (!hook_push(h, text, tw)) {
-		if (h->dropped_pending == 0)
+		/* Said once until the queue drains, however often it fills. */
+		if (!h->full_logged)
 			dlog(DREAMOS_LOG_WARN,
 			     "webhook #%d: queue full (%zu records): new records are dropped "
 			     "(and counted) until Discord takes them again",
 			     h->no, cfg.queue_max);
+		h->full_logged = true;
+		h->drop_streak++;
 		h->dropped++;
 		h->dropped_pending++;
 		if (tw != NULL) {
@@ -681,6 +681,14 @@ http_done(struct dreamos_ext *ext, void *arg, const struct dreamos_http_response
 		h->sent_messages++;
 		h->batch_n = 0;
 		hook_flush_dropped(h);
+		if (h->qlen == 0 && h->full_logged) {
+			dlog(DREAMOS_LOG_INFO,
+			     "webhook #%d: queue drained; %llu record%s dropped while it was full",
+			     h->no, (unsigned long long)h->drop_streak,
+			     h->drop_streak == 1 ? " was" : "s were");
+			h->full_logged = false;
+			h->drop_streak = 0;
+		}
 		hook_kick(h);
 		return;
 	}
@@ -1408,13 +1416,15 @@ save_state(struct dreamos_ext *ext)
 		json_t *q = json_array();
 		for (size_t i = 0; i < h->qlen; i++)
 			json_array_append_new(q, json_string(hook_at(h, i)->text));
-		json_array_append_new(
-		    l, json_pack("{s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "hash", h->hash, "queue",
-		                 q, "sent_records", (json_int_t)h->sent_records, "sent_messages",
-		                 (json_int_t)h->sent_messages, "dropped", (json_int_t)h->dropped,
-		                 "dropped_pending", (json_int_t)h->dropped_pending, "rejected",
-		                 (json_int_t)h->rejected, "rate_limited",
-		                 (json_int_t)h->rate_limited, "failures", (json_int_t)h->failures));
+		json_t *e = json_pack(
+		    "{s:s,s:o,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "hash", h->hash, "queue", q,
+		    "drop_streak", (json_int_t)h->drop_streak, "full_logged", h->full_logged,
+		    "sent_records", (json_int_t)h->sent_records, "sent_messages",
+		    (json_int_t)h->sent_messages, "dropped", (json_int_t)h->dropped,
+		    "dropped_pending", (json_int_t)h->dropped_pending, "rejected",
+		    (json_int_t)h->rejected, "rate_limited", (json_int_t)h->rate_limited,
+		    "failures", (json_int_t)h->failures);
+		json_array_append_new(l, e);
 	}
 	json_t *o = json_pack("{s:i,s:o}", "version", 1, "hooks", l);
 	char *s = json_dumps(o, JSON_COMPACT);
@@ -1456,6 +1466,8 @@ restore_state(struct dreamos_ext *ext, const char *state)
 		h->rejected += juint(v, "rejected");
 		h->rate_limited += juint(v, "rate_limited");
 		h->failures += juint(v, "failures");
+		h->drop_streak += juint(v, "drop_streak");
+		h->full_logged = h->full_logged || json_is_true(json_object_get(v, "full_logged"));
 		size_t j;
 		json_t *t;
 		json_array_foreach(q, j, t)

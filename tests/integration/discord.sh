@@ -242,7 +242,10 @@ ctl discord status >>"$T/dstatus.txt" 2>&1
 ctl ext info discord --json >"$T/extinfo.json" 2>&1
 ctl logs --limit 5000 >"$T/logs.txt" 2>&1
 ctl logs --source discord --limit 500 >"$T/dlogs.txt" 2>&1
-grep -q "webhook #1" "$T/dlogs.txt" || fail "no log line of the extension about webhook #1: $(cat "$T/dlogs.txt")"
+grep -q "webhook #1: connection refused" "$T/dlogs.txt" || fail "no warning about the outage: $(cat "$T/dlogs.txt")"
+[ "$(grep -c "webhook #1: queue full (200 records)" "$T/dlogs.txt")" = 1 ] || fail "'queue full' not said once: $(cat "$T/dlogs.txt")"
+grep -q "webhook #1: queue drained; [0-9]* records were dropped while it was full" "$T/dlogs.txt" ||
+	fail "no 'queue drained' line: $(cat "$T/dlogs.txt")"
 grep -q '#1' "$T/dstatus.txt" || fail "discord status: $(cat "$T/dstatus.txt")"
 ctl quit >/dev/null 2>&1
 wait_exit "$PID" 10
