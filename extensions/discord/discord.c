@@ -1358,8 +1358,10 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 		return -1;
 	}
 	if (hooks == NULL) {
+		/* Info, like the other core extensions' missing keys: it is loaded
+		 * by default, and an unset variable is no fault of this instance. */
 		if (cfg.problem != NULL)
-			dlog(DREAMOS_LOG_WARN, "%s: nothing is mirrored to Discord", cfg.problem);
+			dlog(DREAMOS_LOG_INFO, "%s: nothing is mirrored to Discord", cfg.problem);
 		return 0; /* quiet and cheap: no subscription, no timer */
 	}
 	for (struct hook *k = hooks; k != NULL; k = k->next) {
@@ -1392,6 +1394,8 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 	dlog(DREAMOS_LOG_INFO, "discord %s: mirroring %s and above to %d webhook%s (%zu route%s)",
 	     DISCORD_VERSION, level_names[cfg.min_level], n, n == 1 ? "" : "s", nr,
 	     nr == 1 ? "" : "s");
+	if (cfg.problem != NULL)
+		dlog(DREAMOS_LOG_INFO, "%s: that webhook is left out", cfg.problem);
 	return 0;
 }
 
