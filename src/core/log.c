@@ -6,7 +6,12 @@
  * buffer and written with one write(2), ring slots keep their string buffers
  * when they are overwritten, and the ISO 8601 second is cached.  A record
  * emitted while another is being emitted (a store error, a subscriber that
- * logs) gets its own scratch buffers and skips the store sink. */
+ * logs) gets its own scratch buffers and skips the store sink.
+ *
+ * Once the manager knows the loop (logmgr_use_loop), the file and stderr
+ * lines of a turn are gathered and written when the loop is about to wait
+ * (a uv_prepare handle): one write(2) per sink per turn, not per record.
+ * Warnings and worse are written at once, with what came before them. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -17,8 +22,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <uv.h>
+
 #include "log.h"
 #include "store.h"
+
+#define LOG_OUT_MAX (64 * 1024) /* buffered bytes that force a write */
 
 #define LOG_RING_DEFAULT 10000
 #define LOG_MSG_MAX      65536 /* longer messages are cut (at a character) */
@@ -63,6 +72,10 @@ struct logmgr {
 	uint64_t max_size;
 	int keep;
 	uint64_t file_size;
+
+	/* Lines waiting for the end of the turn (logmgr_use_loop). */
+	uv_prepare_t *prepare; /* NULL: written at once */
+	struct buf out_file, out_err;
 
 	struct store *store;
 	bool in_store;
@@ -157,6 +170,11 @@ logmgr_free(struct logmgr *lm)
 {
 	if (lm == NULL)
 		return;
+	logmgr_flush(lm);
+	buf_free(&lm->out_file);
+	buf_free(&lm->out_err);
+	if (lm->prepare != NULL) /* the loop will not run again: let it go */
+		lm->prepare->data = NULL;
 	if (lm->fd != -1)
 		close(lm->fd);
 	free(lm->path);
@@ -231,6 +249,7 @@ logmgr_reopen(struct logmgr *lm)
 {
 	if (lm->path == NULL)
 		return;
+	logmgr_flush(lm);
 	if (lm->fd != -1) {
 		close(lm->fd);
 		lm->fd = -1;
@@ -244,6 +263,7 @@ logmgr_reopen(struct logmgr *lm)
 static void
 log_rotate(struct logmgr *lm)
 {
+	logmgr_flush(lm);
 	if (lm->fd != -1) {
 		close(lm->fd);
 		lm->fd = -1;
@@ -589,6 +609,71 @@ log_stderr_value(struct buf *b, json_t *v)
 		                   JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
 }
 
+/* Writes the buffered lines of the file and stderr sinks. */
+void
+logmgr_flush(struct logmgr *lm)
+{
+	if (lm->out_err.len > 0) {
+		(void)log_write_all(STDERR_FILENO, lm->out_err.data, lm->out_err.len);
+		lm->out_err.len = 0;
+	}
+	if (lm->out_file.len > 0) {
+		if (lm->fd == -1 || log_write_all(lm->fd, lm->out_file.data, lm->out_file.len) != 0)
+			lm->stats.file_errors++;
+		lm->out_file.len = 0;
+	}
+}
+
+/* A sink's line: written now, or gathered until the end of the turn. */
+static void
+log_out(struct logmgr *lm, int fd, struct buf *out, const struct buf *line, bool now)
+{
+	if (lm->prepare == NULL) {
+		if (log_write_all(fd, line->data, line->len) != 0 && fd == lm->fd)
+			lm->stats.file_errors++;
+		return;
+	}
+	buf_add(out, line->data, line->len);
+	if (now || out->len >= LOG_OUT_MAX)
+		logmgr_flush(lm);
+}
+
+static void
+log_prepare_cb(uv_prepare_t *h)
+{
+	if (h->data != NULL)
+		logmgr_flush(h->data);
+}
+
+static void
+log_prepare_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+void
+logmgr_use_loop(struct logmgr *lm, uv_loop_t *loop)
+{
+	if (lm->prepare != NULL)
+		return;
+	lm->prepare = xmalloc(sizeof *lm->prepare);
+	uv_prepare_init(loop, lm->prepare);
+	lm->prepare->data = lm;
+	uv_prepare_start(lm->prepare, log_prepare_cb);
+	uv_unref((uv_handle_t *)lm->prepare); /* it never keeps the loop alive */
+}
+
+void
+logmgr_leave_loop(struct logmgr *lm)
+{
+	logmgr_flush(lm);
+	if (lm->prepare == NULL)
+		return;
+	lm->prepare->data = NULL;
+	uv_close((uv_handle_t *)lm->prepare, log_prepare_closed);
+	lm->prepare = NULL;
+}
+
 /* "2026-11-21T07:08:09.123Z INFO  source: msg k=v" on stderr. */
 static void
 log_sink_stderr(const struct log_record *rec, const char *iso, struct buf *b)
@@ -613,7 +698,6 @@ log_sink_stderr(const struct log_record *rec, const char *iso, struct buf *b)
 		}
 	}
 	buf_add(b, "\n", 1);
-	(void)log_write_all(STDERR_FILENO, b->data, b->len);
 }
 
 /* One JSON object per line, rotated by size. */
@@ -639,10 +723,11 @@ log_sink_file(struct logmgr *lm, const struct log_record *rec, const char *iso,
 
 	if (lm->max_size > 0 && lm->file_size > 0 && lm->file_size + b->len > lm->max_size)
 		log_rotate(lm);
-	if (lm->fd == -1 || log_write_all(lm->fd, b->data, b->len) != 0) {
+	if (lm->fd == -1) {
 		lm->stats.file_errors++;
 		return;
 	}
+	log_out(lm, lm->fd, &lm->out_file, b, rec->level >= LVL_WARN);
 	lm->file_size += b->len;
 }
 
@@ -791,8 +876,11 @@ log_emitv(struct logmgr *lm, enum log_level level, const char *source, json_t *f
 		                   JSON_COMPACT | JSON_REAL_PRECISION(15));
 		buf_cstr(&sc->fields);
 	}
-	if (lm->to_stderr)
+	if (lm->to_stderr) {
 		log_sink_stderr(&rec, iso, &sc->line);
+		log_out(lm, STDERR_FILENO, &lm->out_err, &sc->line, rec.level >= LVL_WARN);
+	}
+
 	if (want_file)
 		log_sink_file(lm, &rec, iso, sc);
 	if (want_store)

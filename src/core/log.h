@@ -52,6 +52,15 @@ int logmgr_open_file(struct logmgr *lm, const char *path, uint64_t max_size, int
                      char **cause);
 /* Closes and reopens the file (for SIGHUP after an outside rotation). */
 void logmgr_reopen(struct logmgr *lm);
+/* From now on the file and stderr lines of a loop turn are written
+ * together when the loop is about to wait (warnings and worse at once). */
+struct uv_loop_s;
+void logmgr_use_loop(struct logmgr *lm, struct uv_loop_s *loop);
+/* Writes what is gathered and goes back to writing each line at once. */
+void logmgr_leave_loop(struct logmgr *lm);
+/* Writes what is gathered. */
+void logmgr_flush(struct logmgr *lm);
+
 /* Mirrors records to stderr as "TIME LEVEL source: msg" lines. */
 void logmgr_set_stderr(struct logmgr *lm, bool on);
 /* Writes records into the store's logs table (group-committed); NULL stops. */

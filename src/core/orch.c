@@ -320,6 +320,8 @@ orch_release(struct orch *o)
 	o->outbound = NULL;
 	cmd_table_free(o->cmds);
 	o->cmds = NULL;
+	if (o->log != NULL)
+		logmgr_leave_loop(o->log);
 	logmgr_free(o->log);
 	o->log = NULL;
 	config_free(o->cfg);
@@ -378,6 +380,7 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	struct log_opts lo = {.level = level, .ring_size = o->cfg->logging.ring};
 	o->log = logmgr_new(&lo);
 	logmgr_set_stderr(o->log, opts->log_stderr);
+	logmgr_use_loop(o->log, loop);
 	o->log_path = o->cfg->logging.file ? xstrdup(o->cfg->logging.file)
 	                                   : path_join(o->runtime, "logs/dreamos.log");
 	if (logmgr_open_file(o->log, o->log_path, o->cfg->logging.max_size, o->cfg->logging.keep,
@@ -488,9 +491,11 @@ orch_finish(struct orch *o)
 		free(cause);
 	}
 	logmgr_set_store(o->log, NULL);
+	logmgr_leave_loop(o->log);
 	store_close(o->store);
 	o->store = NULL;
 	runtime_unlock(&o->lock);
+
 	if (o->quit_cb != NULL)
 		o->quit_cb(o->quit_arg);
 }

@@ -6,6 +6,8 @@
 
 #include "testutil.h"
 
+#include <uv.h>
+
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -273,6 +275,60 @@ test_file_json_lines(void **state)
 	assert_non_null(strstr(cause, "/nonexistent-dreamos/x.log: cannot open log file"));
 	free(cause);
 	log_info(lm, "t", "no file: fine");
+	logmgr_free(lm);
+}
+
+static void
+noop_timer(uv_timer_t *t)
+{
+	(void)t;
+}
+
+/* With a loop, a turn's lines are written when the loop is about to wait;
+ * a warning takes everything before it along at once. */
+static void
+test_file_turn_buffer(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	struct logmgr *lm = logmgr_new(NULL);
+	char *cause = NULL;
+	assert_int_equal(logmgr_open_file(lm, f->path, 0, 3, &cause), 0);
+	logmgr_use_loop(lm, &loop);
+
+	log_info(lm, "t", "first");
+	log_info(lm, "t", "second");
+	json_t *lines = read_json_lines(f->path);
+	assert_int_equal(json_array_size(lines), 0); /* not yet */
+	json_decref(lines);
+	/* The handle does not keep the loop alive: a timer does, as the
+	 * orchestrator's handles do. */
+	uv_timer_t timer;
+	uv_timer_init(&loop, &timer);
+	uv_timer_start(&timer, noop_timer, 60000, 0);
+	uv_run(&loop, UV_RUN_NOWAIT); /* the prepare handle flushes */
+	uv_close((uv_handle_t *)&timer, NULL);
+	lines = read_json_lines(f->path);
+	assert_int_equal(json_array_size(lines), 2);
+	json_decref(lines);
+
+	log_info(lm, "t", "third");
+	log_warn(lm, "t", "fourth, a warning");
+	lines = read_json_lines(f->path);
+	assert_int_equal(json_array_size(lines), 4);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(lines, 2), "msg")),
+	                    "third");
+	json_decref(lines);
+
+	log_info(lm, "t", "fifth");
+	logmgr_leave_loop(lm); /* writes what is left, then each line at once */
+	log_info(lm, "t", "sixth");
+	lines = read_json_lines(f->path);
+	assert_int_equal(json_array_size(lines), 6);
+	json_decref(lines);
+	uv_run(&loop, UV_RUN_DEFAULT); /* the handle's close */
+	assert_int_equal(uv_loop_close(&loop), 0);
 	logmgr_free(lm);
 }
 
@@ -812,6 +868,7 @@ main(void)
 	    cmocka_unit_test(test_level_parse_name),
 	    cmocka_unit_test(test_levels_filter),
 	    cmocka_unit_test(test_ring_wraps),
+	    cmocka_unit_test_setup_teardown(test_file_turn_buffer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_file_json_lines, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
