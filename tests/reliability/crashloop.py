@@ -201,7 +201,9 @@ agents:
         """Waits until no agent process is left (they see EOF and leave)."""
         deadline = time.time() + timeout
         while True:
-            alive = [p for p in self.agent_pids() if _alive(p)]
+            # Only this run's agents: a pid of an earlier iteration may
+            # belong to another program by now.
+            alive = [p for p in self.agent_pids() if _alive(p) and _ours(p)]
             if not alive:
                 return
             if time.time() > deadline:
@@ -220,6 +222,8 @@ agents:
             self.proc.kill()
             self.proc.wait()
         for p in self.agent_pids():
+            if not _ours(p):
+                continue
             try:
                 os.kill(p, signal.SIGKILL)
             except OSError:
@@ -442,6 +446,16 @@ class Counter(object):
         self.rest = lines.pop()
         self.n += sum(1 for l in lines if self.marker in l)
         return self.n
+
+
+def _ours(pid):
+    """True if pid runs one of this suite's agents (not a reused pid)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return True  # no /proc: trust the pid
+    return b"busagent.py" in cmd or b"crashloop.py" in cmd
 
 
 def _alive(pid):
