@@ -145,6 +145,7 @@ enum pstep {
 	P_CREATE,
 	P_ATTACH,
 	P_PAGE_ENABLE,
+	P_INSPECTOR,
 	P_LIFECYCLE,
 	P_UA,
 	P_METRICS,
@@ -480,6 +481,10 @@ br_send_page_setup(void)
 	case P_PAGE_ENABLE:
 		br_send("Page.enable", NULL, true, &br_cookie);
 		break;
+	case P_INSPECTOR:
+		/* For Inspector.targetCrashed. */
+		br_send("Inspector.enable", NULL, true, &br_cookie);
+		break;
 	case P_LIFECYCLE:
 		br_send("Page.setLifecycleEventsEnabled", json_pack("{s:b}", "enabled", 1), true,
 		        &br_cookie);
@@ -556,6 +561,9 @@ br_on_setup_reply(const struct cdp_msg *m)
 		br.pstep = P_PAGE_ENABLE;
 		break;
 	case P_PAGE_ENABLE:
+		br.pstep = P_INSPECTOR;
+		break;
+	case P_INSPECTOR:
 		br.pstep = P_LIFECYCLE;
 		break;
 	case P_LIFECYCLE:
@@ -630,6 +638,12 @@ br_on_event(const struct cdp_msg *m)
 		br.loads_pos = (br.loads_pos + 1) % LOADS_KEPT;
 		job_on_load(loader);
 	} else if (ours && strcmp(method, "Inspector.targetCrashed") == 0) {
+		/* The dead page goes; the next job opens a new one. */
+		host->log(self, DREAMOS_LOG_WARN,
+		          "the page crashed; the next command opens a new one");
+		if (br.target != NULL)
+			br_send("Target.closeTarget", json_pack("{s:s}", "targetId", br.target),
+			        false, NULL);
 		br_forget_page();
 		jobs_page_lost("the page crashed");
 	} else if (strcmp(method, "Target.detachedFromTarget") == 0 && br.session != NULL &&
