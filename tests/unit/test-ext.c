@@ -770,6 +770,43 @@ test_dependencies(void **state)
 	assert_int_equal(ext_count(f->es), 3);
 }
 
+/* Methods between extensions: a call, and every way it can fail. */
+static void
+test_methods(void **state)
+{
+	struct fixture *f = *state;
+	install(f, "dep_a.so", "dep_a.so");
+	install(f, "dep_b.so", "dep_b.so");
+	free(ok(f, "ext load dep_b"));
+	char *t = ok(f, "dep_b-call dep_a.echo '{\"x\": 1}'");
+	assert_contains(t, "{\"from\":\"dep_a\",\"in\":{\"x\":1}}"); /* compact JSON */
+	free(t);
+	char *err = fails(f, "dep_b-call nosuch.echo");
+	assert_contains(err, "extension nosuch is not loaded");
+	free(err);
+	err = fails(f, "dep_b-call dep_a.nope");
+	assert_contains(err, "dep_a offers no method 'nope'");
+	free(err);
+	err = fails(f, "dep_b-call dep_a");
+	assert_contains(err, "'dep_a' is not EXT.METHOD");
+	free(err);
+	err = fails(f, "dep_b-call dep_a.fail");
+	assert_contains(err, "dep_a.fail: failed on purpose");
+	free(err);
+	err = fails(f, "dep_b-call dep_a.echo '{not json'");
+	assert_contains(err, "arguments are not JSON");
+	free(err);
+	err = fails(f, "dep_b-call dep_a.recurse");
+	assert_contains(err, "calls nested too deep");
+	free(err);
+	/* Swept on unload: the methods go with their extension. */
+	free(ok(f, "ext unload dep_a --force"));
+	free(ok(f, "ext load dep_a"));
+	err = fails(f, "dep_a-call dep_b.echo");
+	assert_contains(err, "extension dep_b is not loaded");
+	free(err);
+}
+
 /* Missing, too old and cyclic dependencies: clear errors, others load. */
 static void
 test_dependency_errors(void **state)
@@ -1070,6 +1107,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dependencies, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dependency_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_methods, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unload_sweeps, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_config_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_events, setup, teardown),
