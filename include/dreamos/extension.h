@@ -531,7 +531,9 @@ struct dreamos_host {
 	 * after every pipe reached end of file). */
 	uint64_t (*proc_spawn)(struct dreamos_ext *ext, const struct dreamos_proc_spec *spec,
 	                       dreamos_proc_data_fn data, dreamos_proc_exit_fn exited, void *arg);
-	/* Writes to the child's stdin (fd 0) or to extra pipe fd (3 + i). */
+	/* Writes to the child's stdin (fd 0) or to extra pipe fd (3 + i):
+	 * copied, written at once or queued in order (64 MiB at most per fd).
+	 * len 0 closes that fd for the child once the queue is written. */
 	int (*proc_write)(struct dreamos_ext *ext, uint64_t id, int fd, const char *data,
 	                  size_t len);
 	int (*proc_kill)(struct dreamos_ext *ext, uint64_t id, int signum);

@@ -2128,8 +2128,12 @@ summary_add(char *out, size_t len, size_t n, const char *what)
 	if (n == 0)
 		return;
 	size_t used = strlen(out);
+	size_t wl = strlen(what);
+	bool es = wl > 0 && what[wl - 1] == 's'; /* process -> processes */
 	snprintf(out + used, len - used, "%s%zu %s%s", used ? ", " : "", n, what,
-	         n == 1 ? "" : "s");
+	         n == 1 ? ""
+	         : es   ? "es"
+	                : "s");
 }
 
 void
@@ -2222,11 +2226,15 @@ ext_resources_json(const struct dreamos_ext *x)
 		                                t->description, "max_tasks", t->max_tasks));
 	for (struct dreamos_agent *ag = x->agents; ag != NULL; ag = ag->next)
 		json_array_append_new(agents, json_string(ag->name));
-	return json_pack("{s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:I}", "commands", cmds, "agent_types",
-	                 types, "agents", agents, "timers", (json_int_t)x->ntimers, "subscriptions",
-	                 (json_int_t)x->nsubs, "requests", (json_int_t)x->nhttps,
+	json_t *methods = json_array();
+	for (struct ext_method *m = x->methods; m != NULL; m = m->next)
+		json_array_append_new(methods, json_sprintf("%s.%s", x->name, m->name));
+	return json_pack("{s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "commands", cmds,
+	                 "agent_types", types, "agents", agents, "timers", (json_int_t)x->ntimers,
+	                 "subscriptions", (json_int_t)x->nsubs, "requests", (json_int_t)x->nhttps,
 	                 "waiting_commands", (json_int_t)x->ncalls, "pending_sends",
-	                 (json_int_t)x->nsends);
+	                 (json_int_t)x->nsends, "processes", (json_int_t)x->nprocs, "methods",
+	                 methods);
 }
 
 /* ---- added after the first release ---------------------------------------------------- */
