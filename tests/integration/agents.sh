@@ -39,25 +39,11 @@ agents_cleanup() {
 trap agents_cleanup EXIT
 
 # jtest PYEXPR: reads JSON on stdin; succeeds if PYEXPR (over j) is true.
-jtest() {
-	"$PY" -c "import json,re,sys
-j=json.load(sys.stdin)
-sys.exit(0 if ($1) else 1)" 2>/dev/null
-}
 
 # agent_is NAME PYEXPR: PYEXPR holds over `agent info NAME --json` as j.
 agent_is() { ctl agent info "$1" --json 2>/dev/null | jtest "$2"; }
 
 # wait_for SECONDS WHAT CMD [ARG]...: runs CMD until it succeeds.
-wait_for() {
-	wf_secs=$1 wf_what=$2
-	shift 2
-	wf_end=$(($(date +%s) + wf_secs))
-	until "$@"; do
-		[ "$(date +%s)" -le "$wf_end" ] || fail "timed out (${wf_secs}s) waiting for $wf_what"
-		sleep 0.05
-	done
-}
 
 # wait_agent NAME SECONDS PYEXPR: until PYEXPR holds over agent info NAME.
 wait_agent() { wait_for "$2" "$1: $3 ($(ctl agent info "$1" --json 2>&1 | tr -d '\n '))" agent_is "$1" "$3"; }

@@ -48,15 +48,6 @@ alive() {
 }
 
 # wait_for SECONDS WHAT CMD [ARG]...: runs CMD until it succeeds.
-wait_for() {
-	wf_secs=$1 wf_what=$2
-	shift 2
-	wf_end=$(($(date +%s) + wf_secs))
-	until "$@"; do
-		[ "$(date +%s)" -le "$wf_end" ] || fail "timed out (${wf_secs}s) waiting for $wf_what"
-		sleep 0.05
-	done
-}
 
 # count EV FILE: how many records of event EV the log FILE holds.
 count() {
@@ -71,11 +62,6 @@ agents_gone() {
 	return 0
 }
 verify() { "$PY" "$BUSAGENT" verify "$SENT" "$RECV" "$@"; }
-jtest() {
-	"$PY" -c "import json,sys
-j=json.load(sys.stdin)
-sys.exit(0 if ($1) else 1)" 2>/dev/null
-}
 drained() { ctl status --json 2>/dev/null | jtest "j['counts']['messages_pending'] == 0"; }
 
 cat >"$T/crash.yaml" <<EOF

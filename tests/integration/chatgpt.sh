@@ -19,20 +19,6 @@ DSO="${top_builddir:-.}/extensions/dreamscribe/.libs/dreamscribe.so"
 
 KEY="sk-test-DO-NOT-LEAK-$$-0123456789abcdefXYZ"
 
-jtest() {
-	"$PY" -c "import json,sys
-j=json.load(sys.stdin)
-sys.exit(0 if ($1) else 1)" 2>/dev/null
-}
-wait_for() {
-	wf_secs=$1 wf_what=$2
-	shift 2
-	wf_end=$(($(date +%s) + wf_secs))
-	until "$@"; do
-		[ "$(date +%s)" -le "$wf_end" ] || fail "timed out (${wf_secs}s) waiting for $wf_what"
-		sleep 0.1
-	done
-}
 # agent_is NAME PYEXPR: PYEXPR holds over `chatgpt status NAME --json` as j.
 agent_is() { ctl chatgpt status "$1" --json 2>/dev/null | jtest "$2"; }
 info_is() { ctl agent info "$1" --json 2>/dev/null | jtest "$2"; }

@@ -15,11 +15,6 @@ SO="${top_builddir:-.}/extensions/codex/.libs/codex.so"
 [ -f "$SO" ] || { echo "skip: $SO not built"; exit 77; }
 
 KEY="sk-test-codex-$$-0123456789abcdef"
-jtest() {
-	"$PY" -c "import json,sys
-j=json.load(sys.stdin)
-sys.exit(0 if ($1) else 1)" 2>/dev/null
-}
 stub_count() { "$PY" -c "import json,urllib.request
 print(json.load(urllib.request.urlopen('http://127.0.0.1:$PORT/stub/count?tag=$1'))['hits'])"; }
 

@@ -24,20 +24,6 @@ SO="${top_builddir:-.}/extensions/discord/.libs/discord.so"
 TOKEN1="SECRETTOKEN1-$$-DO-NOT-LEAK-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 TOKEN2="SECRETTOKEN2-$$-x"
 
-jtest() {
-	"$PY" -c "import json,sys
-j=json.load(sys.stdin)
-sys.exit(0 if ($1) else 1)" 2>/dev/null
-}
-wait_for() {
-	wf_secs=$1 wf_what=$2
-	shift 2
-	wf_end=$(($(date +%s) + wf_secs))
-	until "$@"; do
-		[ "$(date +%s)" -le "$wf_end" ] || fail "timed out (${wf_secs}s) waiting for $wf_what"
-		sleep 0.1
-	done
-}
 # status_is PYEXPR: PYEXPR holds over `discord status --json` as j; w1 and
 # w2 are the two webhooks.
 status_is() {

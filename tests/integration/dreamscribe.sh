@@ -15,21 +15,7 @@ SO="${top_builddir:-.}/extensions/dreamscribe/.libs/dreamscribe.so"
 [ -f "$SO" ] || { echo "skip: $SO not built"; exit 77; }
 
 # jtest PYEXPR: reads JSON on stdin; succeeds if PYEXPR (over j) is true.
-jtest() {
-	"$PY" -c "import json,sys
-j=json.load(sys.stdin)
-sys.exit(0 if ($1) else 1)"
-}
 # wait_for SECONDS WHAT CMD [ARG]...: runs CMD until it succeeds.
-wait_for() {
-	wf_secs=$1 wf_what=$2
-	shift 2
-	wf_end=$(($(date +%s) + wf_secs))
-	until "$@"; do
-		[ "$(date +%s)" -le "$wf_end" ] || fail "timed out (${wf_secs}s) waiting for $wf_what"
-		sleep 0.05
-	done
-}
 # mem ARGS... PYEXPR: `ctl memory ARGS --json` satisfies PYEXPR.
 mem_is() {
 	mi_expr=$1

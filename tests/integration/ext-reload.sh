@@ -18,23 +18,9 @@ for f in counter.so counter2.so counter_bad.so; do
 done
 
 # jtest PYEXPR: reads JSON on stdin; succeeds if PYEXPR (over j) is true.
-jtest() {
-	"$PY" -c "import json,sys
-j=json.load(sys.stdin)
-sys.exit(0 if ($1) else 1)" 2>/dev/null
-}
 # counter_is PYEXPR: PYEXPR holds over `counter --json` as j.
 counter_is() { ctl counter --json 2>/dev/null | jtest "$1"; }
 # wait_for SECONDS WHAT CMD [ARG]...: runs CMD until it succeeds.
-wait_for() {
-	wf_secs=$1 wf_what=$2
-	shift 2
-	wf_end=$(($(date +%s) + wf_secs))
-	until "$@"; do
-		[ "$(date +%s)" -le "$wf_end" ] || fail "timed out (${wf_secs}s) waiting for $wf_what"
-		sleep 0.05
-	done
-}
 logged() { grep -q "$1" "$T/headless.err"; }
 # put FILE: moves a build over ext/counter.so, atomically.
 put() {

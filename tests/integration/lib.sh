@@ -63,6 +63,26 @@ wait_exit() {
 
 ctl() { "$DREAMOS" ctl --runtime "$RT" "$@"; }
 
+# jtest PYEXPR: true if the Python expression holds over the JSON on stdin
+# as j (json and re are imported).
+jtest() {
+	"${PYTHON3:-python3}" -c "import json,re,sys
+j=json.load(sys.stdin)
+sys.exit(0 if ($1) else 1)" 2>/dev/null
+}
+
+# wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds; fails the test
+# (saying WHAT) after SECONDS.
+wait_for() {
+	wf_secs=$1 wf_what=$2
+	shift 2
+	wf_end=$(($(date +%s) + wf_secs))
+	until "$@"; do
+		[ "$(date +%s)" -le "$wf_end" ] || fail "timed out (${wf_secs}s) waiting for $wf_what"
+		sleep 0.05
+	done
+}
+
 # json_get EXPR: reads JSON on stdin and prints the Python expression EXPR
 # evaluated on it as j (fails the test if stdin is not JSON).
 json_get() {

@@ -49,11 +49,6 @@ clean() {
 }
 
 # jtest PYEXPR: reads JSON on stdin; succeeds if PYEXPR (over j) is true.
-jtest() {
-	"$PY" -c "import json,re,sys
-j=json.load(sys.stdin)
-sys.exit(0 if ($1) else 1)" 2>/dev/null
-}
 
 agent_is() { ctl agent info "$1" --json 2>/dev/null | jtest "$2"; }
 

@@ -39,20 +39,6 @@ cleanup_browser() {
 }
 trap cleanup_browser EXIT
 
-jtest() {
-	"$PY" -c "import json,sys
-j=json.load(sys.stdin)
-sys.exit(0 if ($1) else 1)" 2>/dev/null
-}
-wait_for() {
-	wf_secs=$1 wf_what=$2
-	shift 2
-	wf_end=$(($(date +%s) + wf_secs))
-	until "$@"; do
-		[ "$(date +%s)" -le "$wf_end" ] || fail "timed out (${wf_secs}s) waiting for $wf_what"
-		sleep 0.1
-	done
-}
 stub() { "$PY" -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$PORT$1').read().decode())"; }
 now_ms() { "$PY" -c 'import time; print(int(time.time()*1000))'; }
 
