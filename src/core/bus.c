@@ -450,11 +450,14 @@ bus_on_timer(uv_timer_t *t)
 	strmap_init(&touched);
 	while (b->ghead != NULL && b->ghead->deadline <= now) {
 		struct delivery *d = b->ghead;
-		delivery_unflight(b, d);
 		if (d->attempt >= max) {
+			/* Straight from flight: unflighted first, delivery_drop
+			 * would unlink it from a queue it is not in (and empty
+			 * that queue; found by check-valgrind). */
 			delivery_dead(b, d);
 			continue;
 		}
+		delivery_unflight(b, d);
 		dlist_push_front(&d->inbox->q[d->msg->prio], d);
 		log_debug(orch_log(b->orch), "bus",
 		          "message %lld to %s not acked in time (attempt %d)",

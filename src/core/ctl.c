@@ -88,8 +88,6 @@ static void
 ctl_conn_closed(uv_handle_t *h)
 {
 	struct ctl_conn *c = h->data;
-	if (c->server != NULL)
-		c->server->nconns--;
 	c->closed = true;
 	ctl_conn_maybe_free(c);
 }
@@ -109,6 +107,11 @@ ctl_conn_close(struct ctl_conn *c)
 			break;
 		}
 	}
+	/* Detached now: the close callback may run after the server is freed
+	 * (a connection closing while dreamos quits; found by valgrind). */
+	if (s != NULL)
+		s->nconns--;
+	c->server = NULL;
 	uv_close((uv_handle_t *)&c->pipe, ctl_conn_closed);
 }
 
