@@ -56,7 +56,8 @@ for bin in "$@"; do
 	ubsan=$UBSAN_OPTIONS
 	[ -f "$dir/$name.ubsan-supp" ] && ubsan="$ubsan:suppressions=$dir/$name.ubsan-supp"
 	# shellcheck disable=SC2086
-	UBSAN_OPTIONS=$ubsan "$bin" "$@" ${FUZZ_FLAGS:-} "$corpus" >"$log" 2>&1
+	# TMPDIR: whatever a target leaves there (fuzz-cmd's runtime) goes with the scratch.
+	TMPDIR=$scratch UBSAN_OPTIONS=$ubsan "$bin" "$@" ${FUZZ_FLAGS:-} "$corpus" >"$log" 2>&1
 	rc=$?
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
 	rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
