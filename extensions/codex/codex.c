@@ -1337,6 +1337,7 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 	                   "diff on a git branch",
 	    .caps = caps,
 	    .max_tasks = 2,
+	    .specialist = 1, /* only tasks that ask for code */
 	    .start = agent_start,
 	    .on_line = agent_on_line,
 	    .stop = agent_stop,

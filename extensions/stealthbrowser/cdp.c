@@ -68,6 +68,8 @@ cdp_reset(struct cdp *c)
 static void
 cdp_append(struct cdp *c, const char *p, size_t n)
 {
+	if (n == 0) /* nothing to add (and buf may still be NULL) */
+		return;
 	if (c->off > 0 && (c->off >= c->len || c->off > c->cap / 2)) {
 		memmove(c->buf, c->buf + c->off, c->len - c->off);
 		c->len -= c->off;

@@ -2160,6 +2160,7 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 	    .description = "a headless browser: tasks with capability web ({url, actions})",
 	    .caps = caps,
 	    .max_tasks = 4,
+	    .specialist = 1, /* only tasks that ask for web */
 	    .start = agent_start,
 	    .on_line = agent_on_line,
 	    .stop = agent_stop,

@@ -285,6 +285,9 @@ struct dreamos_agent_type {
 	 * --model M`): names without dashes, NULL-terminated, or NULL.  The
 	 * agent reads them with host->agent_option.  (Added later: set size.) */
 	const char *const *options;
+	/* Non-zero: its agents take only tasks that ask for one of their
+	 * capabilities, never a task that asks for none.  (Added later.) */
+	int specialist;
 };
 
 /* A task to submit (see `task submit`). */

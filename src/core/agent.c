@@ -1100,6 +1100,15 @@ agent_resume(struct agent *a, char **cause)
 }
 
 bool
+agent_takes_any_task(const struct agent *a)
+{
+	if (a->cfg.specialist)
+		return false;
+	return a->link_ops == NULL || a->link_ops->specialist == NULL ||
+	       !a->link_ops->specialist((struct agent *)a);
+}
+
+bool
 agent_has_cap(const struct agent *a, const char *cap)
 {
 	for (size_t i = 0; i < a->ncaps; i++) {

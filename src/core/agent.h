@@ -54,6 +54,10 @@ struct agent_link_ops {
 	/* Closes a link that is not a child process (NULL for processes: they
 	 * get signals); agent_detach follows when it is closed. */
 	void (*close)(struct agent *a);
+	/* True if the agent takes only tasks that ask for one of its
+	 * capabilities (a browser is no general worker); NULL: the config's
+	 * `specialist` decides. */
+	bool (*specialist)(struct agent *a);
 };
 
 /* Why an agent's connection ended, for the restart policy. */
@@ -166,6 +170,8 @@ int agent_fail(struct agent *a, const char *why, char **cause);
 
 /* True if the agent has capability cap. */
 bool agent_has_cap(const struct agent *a, const char *cap);
+/* True if the agent takes tasks that ask for no capability. */
+bool agent_takes_any_task(const struct agent *a);
 /* True if the agent may be given new work (ready with a free slot). */
 bool agent_can_take_task(const struct agent *a);
 

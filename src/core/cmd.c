@@ -770,25 +770,6 @@ cmd_help_text(const struct cmd_entry *e, struct buf *out)
 	buf_adds(out, "  --json  print the result as one JSON document\n");
 }
 
-/* Makes s one line of valid UTF-8, in place: control characters and each
- * byte that does not start a valid UTF-8 sequence become '?'.  Errors quote
- * what was typed (which may hold anything, quoted), are shown as one line
- * and go into JSON. */
-static void
-cmd_clean_line(char *s)
-{
-	unsigned char *p = (unsigned char *)s;
-	while (*p != '\0') {
-		size_t n = *p < 0x80 ? 1 : *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 0;
-		if (n == 1 && *p >= 0x20 && *p != 0x7f)
-			p++;
-		else if (n > 1 && strnlen((char *)p, n) == n && utf8_valid((char *)p, n))
-			p += n;
-		else
-			*p++ = '?';
-	}
-}
-
 /* Renders the final text of ctx (text or JSON) and calls done. */
 static void
 cmd_ctx_complete(struct cmd_ctx *ctx)
@@ -796,7 +777,7 @@ cmd_ctx_complete(struct cmd_ctx *ctx)
 	struct buf out;
 	buf_init(&out);
 	if (ctx->error != NULL)
-		cmd_clean_line(ctx->error);
+		utf8_clean_line(ctx->error);
 	if (ctx->status == CMD_OK) {
 		if (ctx->json) {
 			json_t *r = ctx->result ? json_incref(ctx->result) : json_object();

@@ -375,6 +375,7 @@ static const struct cfg_key agent_keys[] = {
     KENV("options", A(options), A(noptions)),
 
     KINT("max_tasks", A(max_tasks), 0, 1000, 1, .flags = F_AGENTDEF),
+    KBOOL("specialist", A(specialist), 0, .flags = F_AGENTDEF),
     KENUM("restart", A(restart), &restart_enum, RESTART_ON_FAILURE, .flags = F_AGENTDEF),
     KMAP("backoff", A(backoff), agent_backoff_keys, .flags = F_AGENTDEF),
     KDUR("heartbeat_timeout", A(heartbeat_timeout), 30, .flags = F_AGENTDEF),
@@ -625,6 +626,7 @@ static int PRINTFLIKE(4, 5)
 	char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	c->cause = xasprintf("%s:%zu: %s: %s", c->name, n->start_mark.line + 1, path, msg);
+	utf8_clean_line(c->cause); /* a key may hold line breaks: one line */
 	free(msg);
 	return -1;
 }

@@ -45,6 +45,7 @@ struct agent_cfg {
 	size_t noptions;
 
 	int max_tasks;
+	bool specialist; /* takes only tasks that ask for one of its capabilities */
 	enum restart_policy restart;
 	struct backoff_cfg backoff;
 	double heartbeat_timeout; /* seconds; 0 = no heartbeat check */

@@ -307,29 +307,6 @@ proto_err_clear(struct proto_err *e)
 	e->ref = NULL;
 }
 
-/* Makes s (malloc'd, NUL-terminated) fit in one line of valid UTF-8, in
- * place: control characters become '?', bytes of broken sequences '?'. */
-static void
-clean_line(char *s)
-{
-	unsigned char *p = (unsigned char *)s;
-	while (*p != '\0') {
-		if (*p < 0x80) {
-			if (*p < 0x20 || *p == 0x7f)
-				*p = '?';
-			p++;
-			continue;
-		}
-		size_t n = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 1;
-		size_t have = strnlen((char *)p, n);
-		if (have == n && utf8_valid((char *)p, n)) {
-			p += n;
-		} else {
-			*p++ = '?';
-		}
-	}
-}
-
 /* Copies at most SNIP_MAX bytes of s (valid UTF-8) into out, cut at a
  * character boundary, with "..." when cut; returns out. */
 static const char *
@@ -345,7 +322,7 @@ snip(const char *s, char out[static SNIP_MAX + 4])
 		memcpy(out, s, n);
 		memcpy(out + n, "...", 4);
 	}
-	clean_line(out);
+	utf8_clean_line(out);
 	return out;
 }
 
@@ -362,7 +339,7 @@ perr(struct proto_err *e, const char *code, const char *fmt, ...)
 	e->code = code;
 	e->detail = xvasprintf(fmt, ap);
 	va_end(ap);
-	clean_line(e->detail);
+	utf8_clean_line(e->detail);
 	return false;
 }
 
@@ -903,7 +880,7 @@ jstr(const char *s)
 	if (j != NULL)
 		return j;
 	char *copy = xstrdup(s);
-	clean_line(copy);
+	utf8_clean_line(copy);
 	j = json_string(copy);
 	free(copy);
 	return j;

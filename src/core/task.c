@@ -32,9 +32,12 @@ struct tasks {
 	struct orch *orch;
 	struct intmap live;       /* id -> task, every unfinished task */
 	struct intmap dependents; /* id -> struct deplist */
-	struct strmap capqs;      /* capability -> capq */
-	struct heap timers;       /* assigned/running (timeout) and failed (retry) */
-	uv_timer_t *timer;        /* allocated: freed by its close callback */
+	/* Tasks whose submission is not committed yet: id -> 1 while live,
+	 * 2 + final state once ended (to undo its count if the commit fails). */
+	struct intmap uncommitted;
+	struct strmap capqs; /* capability -> capq */
+	struct heap timers;  /* assigned/running (timeout) and failed (retry) */
+	uv_timer_t *timer;   /* allocated: freed by its close callback */
 	task_clock_fn clock;
 	void *clock_arg;
 	size_t rr; /* round-robin start for ties */
@@ -189,6 +192,7 @@ tasks_new(struct orch *o)
 	struct tasks *tm = xcalloc(1, sizeof *tm);
 	tm->orch = o;
 	intmap_init(&tm->live);
+	intmap_init(&tm->uncommitted);
 	intmap_init(&tm->dependents);
 	strmap_init(&tm->capqs);
 	heap_init(&tm->timers, timer_cmp, timer_pos);
@@ -238,6 +242,7 @@ tasks_free(struct tasks *tm)
 	while (intmap_next(&tm->live, &it, NULL, &v))
 		task_free(v);
 	intmap_free(&tm->live);
+	intmap_free(&tm->uncommitted);
 	it = 0;
 	while (intmap_next(&tm->dependents, &it, NULL, &v)) {
 		free(((struct deplist *)v)->v);
@@ -326,7 +331,8 @@ static void task_assign(struct tasks *tm, struct task *t, struct agent *a);
 static bool
 agent_fits(const struct agent *a, const struct task *t)
 {
-	return agent_can_take_task(a) && (t->capability == NULL || agent_has_cap(a, t->capability));
+	return agent_can_take_task(a) &&
+	       (t->capability == NULL ? agent_takes_any_task(a) : agent_has_cap(a, t->capability));
 }
 
 /* Gives a queued task to the least-loaded capable agent (ties: round
@@ -434,6 +440,8 @@ task_release_agent(struct tasks *tm, struct task *t)
 static void
 task_forget(struct tasks *tm, struct task *t)
 {
+	if (intmap_get(&tm->uncommitted, t->id) != NULL) /* ended in its first turn */
+		intmap_set(&tm->uncommitted, t->id, (void *)(intptr_t)(2 + (int)t->state));
 	ready_remove(tm, t);
 	timer_clear(tm, t);
 	intmap_del(&tm->live, t->id);
@@ -625,6 +633,51 @@ task_reaches(struct tasks *tm, int64_t from, int64_t target, int depth)
 	return false;
 }
 
+/* A submission whose commit failed: the task was never stored, so it must
+ * not run either (its submitter is told to send it again), and memory must
+ * not keep an id the store will hand out again. */
+struct unstored {
+	struct tasks *tm;
+	int64_t id;
+};
+
+static void
+task_submit_stored(void *arg, int status)
+{
+	struct unstored *u = arg;
+	struct tasks *tm = u->tm;
+	int64_t id = u->id;
+	free(u);
+	intptr_t mark = (intptr_t)intmap_del(&tm->uncommitted, id);
+	if (status == 0)
+		return;
+	struct task *t = intmap_get(&tm->live, id);
+	if (t == NULL) { /* it ended in the same turn: undo its count */
+		if (mark >= 2) {
+			tm->counts.n[mark - 2]--;
+			tm->counts.submitted--;
+		}
+		return;
+	}
+	struct agent *a = t->agent ? agents_find(orch_agents(tm->orch), t->agent) : NULL;
+	bool held = t->state == TASK_ASSIGNED || t->state == TASK_RUNNING;
+	if (held) {
+		if (a != NULL)
+			agent_send_line(a, xasprintf("{\"type\":\"task.cancel\",\"task\":%lld}\n",
+			                             (long long)id));
+		task_release_agent(tm, t);
+	}
+	log_warn(orch_log(tm->orch), "tasks",
+	         "task %lld dropped: its submission was not stored (%s)", (long long)id,
+	         store_state(orch_store(tm->orch)));
+	tm->counts.n[t->state]--;
+	tm->counts.submitted--;
+	task_forget(tm, t);
+	task_notify_dependents(tm, id, TASK_CANCELLED);
+	if (held && a != NULL)
+		schedule_agent(tm, a);
+}
+
 struct task *
 tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 {
@@ -683,8 +736,8 @@ tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 	sqlite3_stmt *s = store_stmt(
 	    st,
 	    "INSERT INTO tasks (title, payload, priority, capability, timeout_s, max_retries, "
-	    "attempt, state, submitter, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
-	    "0, ?7, ?8, ?9, ?9)");
+	    "attempt, state, submitter, created_ms, updated_ms, id) VALUES (?1, ?2, ?3, ?4, ?5, "
+	    "?6, 0, ?7, ?8, ?9, ?9, ?10)");
 	int rc = SQLITE_ERROR;
 	if (s != NULL) {
 		sqlite3_bind_text(s, 1, t->title, -1, SQLITE_TRANSIENT);
@@ -698,6 +751,9 @@ tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 		sqlite3_bind_text(s, 7, task_state_name(t->state), -1, SQLITE_STATIC);
 		sqlite3_bind_text(s, 8, t->submitter, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_int64(s, 9, t->created_ms);
+		/* Ids come from memory: one whose insert a failed commit rolled
+		 * back is never handed out again (its agent may have seen it). */
+		sqlite3_bind_int64(s, 10, next_id);
 		rc = store_step_write(st, s);
 	}
 	if (rc != SQLITE_DONE) {
@@ -705,7 +761,7 @@ tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 		task_free(t);
 		return NULL;
 	}
-	t->id = sqlite3_last_insert_rowid(store_db(st));
+	t->id = next_id;
 	tm->counts.last_id = t->id;
 	tm->counts.submitted++;
 	tm->counts.n[t->state]++;
@@ -726,6 +782,11 @@ tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 		}
 	}
 	intmap_set(&tm->live, t->id, t);
+	struct unstored *u = xmalloc(sizeof *u);
+	u->tm = tm;
+	u->id = t->id;
+	intmap_set(&tm->uncommitted, t->id, (void *)(intptr_t)1);
+	store_after_commit(st, task_submit_stored, u);
 	log_debug(orch_log(tm->orch), "tasks", "task %lld '%s' submitted by %s (%s%s%s)",
 	          (long long)t->id, t->title, t->submitter, task_state_name(t->state),
 	          t->capability ? ", needs " : "", t->capability ? t->capability : "");
@@ -1188,8 +1249,8 @@ tasks_wait_reason(struct tasks *tm, const struct task *t)
 	bool capable = false;
 	for (size_t i = 0; i < agents_count(as); i++) {
 		struct agent *a = agents_at(as, i);
-		if (a->max_tasks > 0 &&
-		    (t->capability == NULL || agent_has_cap(a, t->capability))) {
+		if (a->max_tasks > 0 && (t->capability == NULL ? agent_takes_any_task(a)
+		                                               : agent_has_cap(a, t->capability))) {
 			capable = true;
 			if (agent_state_connected(a->state))
 				return "waiting for a free slot on a capable agent";

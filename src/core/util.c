@@ -329,6 +329,23 @@ path_join(const char *a, const char *b)
 	return xasprintf("%s/%s", a, b);
 }
 
+/* Control characters and each byte that does not start a valid UTF-8
+ * sequence become '?', in place. */
+void
+utf8_clean_line(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+	while (*p != '\0') {
+		size_t n = *p < 0x80 ? 1 : *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 0;
+		if (n == 1 && *p >= 0x20 && *p != 0x7f)
+			p++;
+		else if (n > 1 && strnlen((char *)p, n) == n && utf8_valid((char *)p, n))
+			p += n;
+		else
+			*p++ = '?';
+	}
+}
+
 bool
 utf8_valid(const char *str, size_t len)
 {

@@ -69,6 +69,8 @@ char *path_join(const char *a, const char *b);
 
 /* True if s[0..len) is valid UTF-8. */
 bool utf8_valid(const char *s, size_t len);
+/* Makes s one line of valid UTF-8, in place (errors that quote input). */
+void utf8_clean_line(char *s);
 
 /* Compares two byte strings in time independent of their content. */
 bool const_time_eq(const void *a, const void *b, size_t len);

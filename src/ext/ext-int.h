@@ -67,6 +67,7 @@ struct ext_type {
 	char **caps;
 	size_t ncaps;
 	char **options; /* spawn options it accepts (NULL-terminated) */
+	bool specialist;
 	int max_tasks;
 	int (*start)(struct dreamos_ext *, struct dreamos_agent *, void **);
 

@@ -1254,8 +1254,16 @@ ext_link_close(struct agent *a)
 	jobs_push(ag->ext->es, j);
 }
 
+static bool
+ext_link_specialist(struct agent *a)
+{
+	struct dreamos_agent *ag = a->link;
+	return ag != NULL && ag->type->specialist;
+}
+
 static const struct agent_link_ops ext_link_ops = {
     .kind = "extension",
+    .specialist = ext_link_specialist,
     .send = ext_link_send,
     .queued = ext_link_queued,
     .set_reading = ext_link_set_reading,
@@ -1582,6 +1590,7 @@ h_agent_type_register(struct dreamos_ext *x, const struct dreamos_agent_type *in
 	for (size_t i = 0; i < n; i++)
 		t->options[i] = xstrdup(dt.options[i]);
 	t->max_tasks = dt.max_tasks;
+	t->specialist = dt.specialist != 0;
 	t->start = dt.start;
 	t->on_line = dt.on_line;
 	t->stop = dt.stop;

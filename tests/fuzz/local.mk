@@ -36,7 +36,7 @@ FUZZ_CPPFLAGS += -I$(top_srcdir)/extensions/stealthbrowser
 FUZZ_BINS = $(FUZZ_SRCS:.c=)
 
 EXTRA_DIST += $(FUZZ_SRCS) tests/fuzz/fuzz-check.h tests/fuzz/README tests/fuzz/run-fuzz.sh \
-	tests/fuzz/corpus tests/fuzz/dict tests/fuzz/crashes-found tests/fuzz/cdp.ubsan-supp
+	tests/fuzz/corpus tests/fuzz/dict
 CLEANFILES = tests/fuzz/*.o $(FUZZ_LIB) $(FUZZ_BINS)
 .PHONY: fuzz fuzz-ci fuzz-targets
 

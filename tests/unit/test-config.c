@@ -723,6 +723,8 @@ test_error_unknown_key(void **state)
 	    {"# comment\nbridge:\n  prot: 8000\n", "t.yaml:3: bridge.prot: unknown key"},
 	    {"bridge:\n  tls:\n    ca: x\n", "t.yaml:3: bridge.tls.ca: unknown key"},
 	    {"tasks:\n  backoff:\n    jitter: 1\n", "t.yaml:3: tasks.backoff.jitter: unknown key"},
+	    /* A key holding line breaks (found by fuzz-config): one line. */
+	    {"\"a\\nb\": 1\n", "t.yaml:1: a?b: unknown key"},
 	    {"agents:\n  - name: a\n    command: x\n    colour: red\n",
 	     "t.yaml:4: agents[0].colour: unknown key"},
 	    /* name, command, ... are per-agent only, not defaults */

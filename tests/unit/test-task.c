@@ -477,7 +477,6 @@ run(struct fixture *f, const char *line)
 		uv_run(&f->loop, UV_RUN_NOWAIT);
 	assert_int_equal(o.calls, 1);
 	return o;
-
 }
 
 static void
@@ -1153,6 +1152,80 @@ test_dependency_retry_blocked(void **state)
 	assert_string_equal(assigned(c, 0), "1,2");
 }
 
+/* A specialist (a browser) takes only tasks that ask for one of its
+ * capabilities; a task that asks for none waits for a general agent. */
+static void
+test_specialist(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const web[] = {"web", NULL};
+	struct agent *b = attach(f, "browser", web, 4);
+	b->cfg.specialist = true;
+	int64_t any = submit(f, "anyone");
+	int64_t page = submit_full(f, "a page", PRIO_NORMAL, "web", NULL, 0, -1, 0);
+	assert_string_equal(state_of(f, any), "queued");
+	assert_string_equal(tasks_wait_reason(TM(f), tasks_get(TM(f), any)), "no capable agent");
+	assert_string_equal(state_of(f, page), "assigned");
+	attach(f, "plain", NULL, 1);
+	assert_string_equal(state_of(f, any), "assigned");
+	assert_int_equal(count_lines(cap_of(f, "plain"), "task.assign", any), 1);
+	assert_int_equal(count_lines(cap_of(f, "browser"), "task.assign", any), 0);
+}
+
+static int
+fail_commits(void *arg, const char *op)
+{
+	(void)arg, (void)op;
+	return SQLITE_FULL;
+}
+
+/* A submission whose commit fails is not kept in memory, whether it is
+ * still queued, already running on an agent (which is told to cancel), or
+ * already finished in the same turn; the counts stay those of the store. */
+static void
+test_submit_not_stored(void **state)
+{
+	struct fixture *f = *state;
+	struct capture *cw = cap_of(f, "w");
+	struct agent *w = attach(f, "w", NULL, 1);
+	struct store *st = orch_store(f->orch);
+	assert_int_equal(store_flush(st, NULL), 0);
+	struct task_counts before;
+	tasks_counts(TM(f), &before);
+
+	store_set_fault_hook(st, fail_commits, NULL);
+	char *cause = NULL;
+	struct task *t1 = tasks_submit(TM(f), &(struct task_spec){.title = "runs"}, &cause);
+	struct task *t2 = tasks_submit(TM(f), &(struct task_spec){.title = "waits"}, &cause);
+	assert_non_null(t1);
+	assert_non_null(t2);
+	int64_t id1 = t1->id, id2 = t2->id;
+	assert_int_equal(count_lines(cw, "task.assign", id1), 1);
+	/* Done in the same turn, before the commit; the next one starts. */
+	feed(f, w, "{\"type\":\"task.done\",\"task\":%lld}", (long long)id1);
+	assert_int_equal(count_lines(cw, "task.assign", id2), 1);
+	struct task *t3 = tasks_submit(TM(f), &(struct task_spec){.title = "queued"}, &cause);
+	int64_t id3 = t3->id;
+	assert_int_equal(store_flush(st, NULL), -1);
+
+	assert_null(tasks_get(TM(f), id1));
+	assert_null(tasks_get(TM(f), id2));
+	assert_null(tasks_get(TM(f), id3));
+	assert_int_equal(count_lines(cw, "task.cancel", id2), 1);
+	struct task_counts after;
+	tasks_counts(TM(f), &after);
+	for (int i = 0; i < TASK_NSTATES; i++)
+		assert_int_equal(after.n[i], before.n[i]);
+	assert_int_equal(after.submitted, before.submitted);
+
+	/* The store works again: the next task is stored and runs. */
+	store_set_fault_hook(st, NULL, NULL);
+	int64_t id4 = submit(f, "after the fault");
+	assert_int_equal(id4, id3 + 1); /* a rolled-back id is not used again */
+	assert_string_equal(state_of(f, id4), "assigned");
+	assert_int_equal(count_lines(cw, "task.assign", id4), 1);
+}
+
 /* Dependencies that cannot be: a future id (which is how a cycle would
  * start), a missing id, a dead or cancelled task. */
 static void
@@ -1625,6 +1698,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_retry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_priority_fifo, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_capability, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_specialist, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_submit_not_stored, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_paused_and_zero_slots, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_least_loaded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dependency_chain, setup, teardown),
