@@ -25,7 +25,6 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -1225,18 +1224,12 @@ static const struct dreamos_cmd_opt spawn_opts[] = {
 
 /* RUNTIME/extensions/codex/work, from where the loader copied this object
  * (RUNTIME/extensions/.loaded/NAME-N.so), else $DREAMOS_RUNTIME. */
+/* RUNTIME/extensions/codex/work: the host's directory for this extension. */
 static char *
 default_work_dir(void)
 {
-	Dl_info info;
-	if (dladdr((void *)&default_work_dir, &info) != 0 && info.dli_fname != NULL) {
-		const char *mark = strstr(info.dli_fname, "/extensions/.loaded/");
-		if (mark != NULL)
-			return fmt("%.*s/extensions/codex/work", (int)(mark - info.dli_fname),
-			           info.dli_fname);
-	}
-	const char *env = getenv("DREAMOS_RUNTIME");
-	return env && *env ? fmt("%s/extensions/codex/work", env) : NULL;
+	const char *d = DREAMOS_HOST_HAS(host, data_dir) ? host->data_dir(self) : NULL;
+	return d != NULL ? fmt("%s/work", d) : NULL;
 }
 
 static int
