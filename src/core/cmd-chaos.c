@@ -634,6 +634,14 @@ cmd_verify_exec(struct cmd_ctx *ctx)
 	struct orch *o = ctx->orch;
 	json_t *checks = json_array();
 	uint64_t lost = 0, dups = 0;
+	/* Writes of this turn first: a message stored but not yet committed
+	 * is in no inbox until its commit (it would look unsynced). */
+	char *cause = NULL;
+	if (store_flush(orch_store(o), &cause) != 0) {
+		log_warn(orch_log(o), "verify", "commit before verifying failed: %s",
+		         cause ? cause : "?");
+		free(cause);
+	}
 	verify_store(orch_store(o), cmd_flag(ctx, "quick"), checks);
 	json_t *msgs = verify_messages(o, checks, &lost, &dups);
 	json_t *tasks = verify_tasks(o, checks);
