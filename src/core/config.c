@@ -465,6 +465,7 @@ static const struct cfg_key logging_keys[] = {
 static const struct cfg_key store_keys[] = {
     KENUM("durability", C(store.durability), &durability_enum, STORE_NORMAL),
     KINT("commit_interval_ms", C(store.commit_interval_ms), 0, 1000, 0),
+    KBOOL("adaptive_commit", C(store.adaptive_commit), 1),
     KEND,
 };
 

@@ -131,6 +131,7 @@ struct config {
 	struct {
 		enum store_durability durability;
 		int commit_interval_ms;
+		bool adaptive_commit; /* under load, a few turns share a commit */
 	} store;
 
 	struct {

@@ -998,7 +998,7 @@ log_query_store(struct logmgr *lm, const struct log_query *q, int limit, char **
 	if (q->since_ms > 0)
 		buf_adds(&sql, " AND ts_ms >= ?4");
 	buf_adds(&sql, " ORDER BY id DESC LIMIT ?5");
-	sqlite3_stmt *stmt = store_stmt(lm->store, buf_cstr(&sql));
+	sqlite3_stmt *stmt = store_stmt_text(lm->store, buf_cstr(&sql));
 	buf_free(&sql);
 	if (stmt == NULL) {
 		if (cause != NULL)

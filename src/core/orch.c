@@ -392,6 +392,7 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	    .path = o->db_path,
 	    .durability = o->cfg->store.durability,
 	    .commit_interval_ms = (unsigned)o->cfg->store.commit_interval_ms,
+	    .adaptive = o->cfg->store.adaptive_commit,
 	};
 	if (store_open(&o->store, loop, &so, cause) != 0)
 		goto fail;

@@ -10,6 +10,13 @@
  * after-commit callbacks.  With commit_interval_ms a uv_timer replaces the
  * pair; without a loop only store_flush commits.
  *
+ * Under load the commit point adapts (opts.adaptive): when the last commit ended less than
+ * STORE_BUSY_US ago, a turn's writes wait (on a 1 ms timer, or until
+ * STORE_BATCH_MAX writes) for the next turns' so that one commit carries
+ * many; a quiet store commits at the end of the turn as before, so the
+ * latency of an idle system is unchanged.  What is acknowledged is still
+ * acknowledged only after its commit.
+ *
  * After a failed commit the next commit point is delayed by a timer
  * (STORE_RETRY_MS): otherwise a full disk plus a log sink that writes the
  * "commit failed" error back into the store would spin the loop. */
@@ -28,6 +35,9 @@
 #define STORE_CACHE_KIB       8192
 #define STORE_WAL_LIMIT       (64 * 1024 * 1024)
 #define STORE_RETRY_MS        250
+#define STORE_ADDR_SLOTS      256   /* direct-mapped, by the SQL text's address */
+#define STORE_BUSY_US         500   /* commits closer than this: under load */
+#define STORE_BATCH_MAX       20000 /* writes that make a commit wait no more */
 
 /* One schema migration: sql (and then fn, if set) upgrades the database from
  * version i to version i + 1, where i is the index in store_migrations[].
@@ -182,16 +192,27 @@ struct store {
 	uv_loop_t *loop;
 	enum store_durability durability;
 	unsigned commit_interval_ms;
+	bool adaptive;
 	int version;
 
 	/* Prepared statements: open addressing, keyed by SQL text. */
 	struct stmt_entry *stmts;
+	/* In front of it, by the address of the SQL text (a literal: the same
+	 * address is always the same text): no hashing of long statements on
+	 * the hot paths. */
+	struct {
+		const char *sql;
+		sqlite3_stmt *stmt;
+	} by_addr[STORE_ADDR_SLOTS];
 	size_t nstmts;
 	size_t stmt_cap; /* power of two */
 
 	bool in_txn;
-	bool scheduled; /* a commit point is scheduled on the loop */
-	bool failing;   /* the last commit failed: retry on a timer */
+	bool scheduled;          /* a commit point is scheduled on the loop */
+	bool batching;           /* under load: the commit point waits on the timer */
+	uint64_t last_commit_ns; /* uv_hrtime at the end of the last commit */
+	uint64_t txn_writes;     /* writes in the open transaction */
+	bool failing;            /* the last commit failed: retry on a timer */
 	struct commit_cb *cbs;
 	size_t ncbs;
 	size_t cbs_cap;
@@ -300,6 +321,24 @@ store_cache_grow(struct store *st)
 sqlite3_stmt *
 store_stmt(struct store *st, const char *sql)
 {
+	size_t slot = ((uintptr_t)sql >> 3) % STORE_ADDR_SLOTS;
+	if (st->by_addr[slot].sql == sql) {
+		sqlite3_stmt *stmt = st->by_addr[slot].stmt;
+		sqlite3_reset(stmt);
+		sqlite3_clear_bindings(stmt);
+		return stmt;
+	}
+	sqlite3_stmt *stmt = store_stmt_text(st, sql);
+	if (stmt != NULL) {
+		st->by_addr[slot].sql = sql;
+		st->by_addr[slot].stmt = stmt;
+	}
+	return stmt;
+}
+
+sqlite3_stmt *
+store_stmt_text(struct store *st, const char *sql)
+{
 	uint32_t hash = store_hash(sql);
 	if (st->stmt_cap != 0) {
 		struct stmt_entry *e = store_slot(st->stmts, st->stmt_cap, sql, hash);
@@ -393,6 +432,7 @@ store_unschedule(struct store *st)
 	if (st->loop == NULL || !st->scheduled)
 		return;
 	st->scheduled = false;
+	st->batching = false;
 	uv_check_stop(&st->check);
 	uv_idle_stop(&st->idle);
 	uv_timer_stop(&st->timer);
@@ -402,6 +442,15 @@ store_unschedule(struct store *st)
 static void
 store_commit_point(struct store *st)
 {
+	/* Under load, let the next turns' writes join this commit. */
+	if (st->adaptive && !st->batching && !st->failing && !st->closing &&
+	    st->commit_interval_ms == 0 && st->in_txn && st->txn_writes < STORE_BATCH_MAX &&
+	    st->last_commit_ns != 0 && uv_hrtime() - st->last_commit_ns < STORE_BUSY_US * 1000ull) {
+		st->batching = true;
+		uv_idle_stop(&st->idle); /* the loop may wait for I/O or the timer */
+		uv_timer_start(&st->timer, store_timer_cb, 1, 0);
+		return;
+	}
 	bool closed;
 	store_commit_now(st, NULL, &closed);
 }
@@ -409,7 +458,11 @@ store_commit_point(struct store *st)
 static void
 store_check_cb(uv_check_t *h)
 {
-	store_commit_point(h->data);
+	struct store *st = h->data;
+	/* A batch that grew large enough goes at once. */
+	if (st->batching && st->txn_writes < STORE_BATCH_MAX)
+		return;
+	store_commit_point(st);
 }
 
 static void
@@ -465,6 +518,7 @@ store_step_write(struct store *st, sqlite3_stmt *stmt)
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
 		;
 	st->stats.writes++;
+	st->txn_writes++;
 	if (rc != SQLITE_DONE) {
 		store_error(st, "%s: write failed: %s: %s", st->path, sqlite3_errmsg(st->db),
 		            sqlite3_sql(stmt));
@@ -526,8 +580,11 @@ store_commit_now(struct store *st, char **cause, bool *closed)
 			rc = fault;
 		else
 			rc = store_run(st, "COMMIT");
-		double ms = (double)(uv_hrtime() - t0) / 1e6;
+		uint64_t t1 = uv_hrtime();
+		double ms = (double)(t1 - t0) / 1e6;
 		st->in_txn = false;
+		st->last_commit_ns = t1;
+		st->txn_writes = 0;
 		if (rc == SQLITE_DONE) {
 			st->stats.commits++;
 			st->stats.last_commit_ms = ms;
@@ -625,6 +682,7 @@ store_do_close(struct store *st)
 	}
 	free(st->stmts);
 	st->stmts = NULL;
+	memset(st->by_addr, 0, sizeof st->by_addr);
 	st->stmt_cap = st->nstmts = 0;
 	if (sqlite3_next_stmt(st->db, NULL) != NULL)
 		store_error(st, "%s: closed with statements not finalised", st->path);
@@ -855,6 +913,7 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, c
 	st->loop = loop;
 	st->durability = opts->durability;
 	st->commit_interval_ms = opts->commit_interval_ms;
+	st->adaptive = opts->adaptive;
 	st->state = "ok";
 
 	if (store_connect(st, cause) != 0 || store_migrate(st, cause) != 0) {

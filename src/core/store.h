@@ -25,6 +25,7 @@ struct store_opts {
 	const char *path; /* database file; ":memory:" works for tests */
 	enum store_durability durability;
 	unsigned commit_interval_ms; /* 0: commit at the end of each loop turn */
+	bool adaptive; /* with 0: under load, let a few turns share a commit */
 };
 
 struct store;
@@ -44,10 +45,13 @@ void store_close(struct store *st);
 sqlite3 *store_db(struct store *st);
 int store_schema_version(struct store *st);
 
-/* Returns the prepared statement for sql, compiled once and cached (keyed by
- * the text), reset and with bindings cleared.  NULL on a compile error (a
- * programming error; logged through the error callback). */
+/* Returns the prepared statement for sql, compiled once and cached, reset
+ * and with bindings cleared.  NULL on a compile error (a programming error;
+ * logged through the error callback).  sql must be a string literal (it is
+ * cached by its address too); SQL built at run time goes to
+ * store_stmt_text, cached by its text only. */
 sqlite3_stmt *store_stmt(struct store *st, const char *sql);
+sqlite3_stmt *store_stmt_text(struct store *st, const char *sql);
 
 /* Opens the group transaction if none is open and schedules its commit.
  * Call before a write statement. */

@@ -332,6 +332,54 @@ test_commit_interval(void **state)
 	assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* Adaptive commit: a quiet store commits in the turn of the write; right
+ * after a commit (under load) a write waits for the 1 ms timer, and the
+ * writes of the turns meanwhile share its commit. */
+static void
+test_adaptive_commit(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	struct store_opts opts = {.path = f->path, .adaptive = true};
+	struct store *st;
+	char *cause = NULL;
+	assert_int_equal(store_open(&st, &loop, &opts, &cause), 0);
+
+	/* Quiet: committed in the same turn. */
+	struct commit_probe a = {.path = f->path};
+	struct burst ba = {st, &a, 0};
+	uv_async_t as;
+	uv_async_init(&loop, &as, burst_async_cb);
+	as.data = &ba;
+	uv_async_send(&as);
+	uv_run(&loop, UV_RUN_ONCE);
+	assert_int_equal(a.calls, 1);
+
+	/* Busy: the next write, right after that commit, waits for the timer;
+	 * a second one meanwhile joins it. */
+	struct commit_probe b = {.path = f->path};
+	assert_int_equal(store_kv_set(st, "busy", "1", "v"), 0);
+	store_after_commit(st, probe_cb, &b);
+	uv_run(&loop, UV_RUN_NOWAIT);
+	assert_int_equal(b.calls, 0);
+	assert_true(store_pending(st));
+	assert_int_equal(store_kv_set(st, "busy", "2", "v"), 0);
+	store_after_commit(st, probe_cb, &b);
+	uint64_t t0 = uv_hrtime();
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(b.calls, 2);
+	assert_int_equal(b.last_status, 0);
+	assert_int_equal(b.rows_seen, 3);
+	assert_true(uv_hrtime() - t0 < 50 * 1000000ull); /* 1 ms, give or take */
+	struct store_stats stats;
+	store_stats(st, &stats);
+	assert_int_equal(stats.commits, 2);
+	store_close(st);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void
 test_flush_without_loop(void **state)
 {
@@ -613,6 +661,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_not_a_database_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit_loop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_interval, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_adaptive_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_flush_without_loop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fault_disk_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_strict_durability, setup, teardown),
