@@ -212,11 +212,18 @@ agent_set_state(struct agent *a, enum agent_state to, enum log_level lvl, const 
 	a->state_since_ms = time_mono_ms();
 	free(a->state_why);
 	a->state_why = why != NULL ? xstrdup(why) : NULL;
-	log_emit(orch_log(a->orch), lvl, a->name,
-	         json_pack("{s:s,s:s}", "from", agent_state_name(from), "to", agent_state_name(to)),
-	         "%s -> %s%s%s", agent_state_name(from), agent_state_name(to), why ? ": " : "",
-	         why ? why : "");
-	agent_persist(a);
+	if (log_enabled(orch_log(a->orch), lvl))
+		log_emit(orch_log(a->orch), lvl, a->name,
+		         json_pack("{s:s,s:s}", "from", agent_state_name(from), "to",
+		                   agent_state_name(to)),
+		         "%s -> %s%s%s", agent_state_name(from), agent_state_name(to),
+		         why ? ": " : "", why ? why : "");
+	/* Ready <-> busy is only the load (a task taken or finished, twice
+	 * per task): nothing a restart needs, so not a write to the store. */
+	bool load_only =
+	    (from == AGENT_READY && to == AGENT_BUSY) || (from == AGENT_BUSY && to == AGENT_READY);
+	if (!load_only)
+		agent_persist(a);
 	orch_agent_state(a->orch, a, from);
 }
 
