@@ -355,18 +355,18 @@ typedef char *(*dreamos_method_fn)(struct dreamos_ext *ext, void *arg, const cha
 /* A child process (proc_spawn). */
 struct dreamos_proc_spec {
 	size_t size;
-	const char *file;          /* looked up on PATH when it has no slash */
-	const char *const *argv;   /* NULL-terminated, argv[0] included */
-	const char *const *env;    /* "NAME=value" added to the host's, or NULL */
-	const char *cwd;           /* NULL: the host's */
-	int extra_pipes;           /* 0 to 4: socket pairs on fds 3, 4, ... */
-	double kill_after_s;       /* unload: SIGTERM, SIGKILL after this; 0: at once */
+	const char *file;        /* looked up on PATH when it has no slash */
+	const char *const *argv; /* NULL-terminated, argv[0] included */
+	const char *const *env;  /* "NAME=value" added to the host's, or NULL */
+	const char *cwd;         /* NULL: the host's */
+	int extra_pipes;         /* 0 to 4: socket pairs on fds 3, 4, ... */
+	double kill_after_s;     /* unload: SIGTERM, SIGKILL after this; 0: at once */
 };
 typedef void (*dreamos_proc_data_fn)(struct dreamos_ext *ext, void *arg, uint64_t id, int fd,
                                      const char *data, size_t len);
 /* status: the exit status, or -1 when killed by signum. */
-typedef void (*dreamos_proc_exit_fn)(struct dreamos_ext *ext, void *arg, uint64_t id,
-                                     int status, int signum);
+typedef void (*dreamos_proc_exit_fn)(struct dreamos_ext *ext, void *arg, uint64_t id, int status,
+                                     int signum);
 
 /* ---- the host function table ------------------------------------------- */
 

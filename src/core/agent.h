@@ -167,7 +167,6 @@ int agent_resume_why(struct agent *a, const char *why, char **cause);
  * ends and it stays failed, not restarted, until the captain starts it. */
 int agent_fail(struct agent *a, const char *why, char **cause);
 
-
 /* True if the agent has capability cap. */
 bool agent_has_cap(const struct agent *a, const char *cap);
 /* True if the agent takes tasks that ask for no capability. */

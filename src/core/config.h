@@ -15,7 +15,6 @@
 /* The core extensions, loaded when extensions.load is not given. */
 #define DREAMOS_CORE_EXTENSIONS "dreamscribe,chatgpt,codex,discord,stealthbrowser"
 
-
 enum restart_policy { RESTART_ALWAYS, RESTART_ON_FAILURE, RESTART_NEVER };
 const char *restart_policy_name(enum restart_policy p);
 bool restart_policy_parse(const char *s, enum restart_policy *out);

@@ -78,7 +78,6 @@ void logmgr_add_secret(struct logmgr *lm, const char *secret);
 /* s with every registered secret replaced by "[redacted]" (caller frees). */
 char *logmgr_redact(struct logmgr *lm, const char *s);
 
-
 typedef void (*log_sub_fn)(void *arg, const struct log_record *rec);
 /* Calls fn for every kept record.  Returns an id for logmgr_unsubscribe. */
 int logmgr_subscribe(struct logmgr *lm, log_sub_fn fn, void *arg);

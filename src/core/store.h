@@ -25,7 +25,7 @@ struct store_opts {
 	const char *path; /* database file; ":memory:" works for tests */
 	enum store_durability durability;
 	unsigned commit_interval_ms; /* 0: commit at the end of each loop turn */
-	bool adaptive; /* with 0: under load, let a few turns share a commit */
+	bool adaptive;               /* with 0: under load, let a few turns share a commit */
 };
 
 struct store;

@@ -61,7 +61,6 @@ char *ext_module_path(const struct exts *es, const char *name);
 /* True if extension name is loaded and running. */
 bool ext_loaded(const struct exts *es, const char *name);
 
-
 /* Number of loaded extensions. */
 size_t ext_count(const struct exts *es);
 
