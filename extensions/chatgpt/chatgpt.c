@@ -88,46 +88,7 @@ now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* s (malloc'd) with every secret the host knows, the API key among them
- * (secret_add), replaced by "[redacted]"; returns the new string. */
-static char *
-redact(char *s)
-{
-	if (s == NULL || !DREAMOS_HOST_HAS(host, redact))
-		return s;
-	char *r = host->redact(self, s);
-	if (r == NULL)
-		return s;
-	free(s);
-	s = strdup(r);
-	host->free(r);
-	return s;
-}
-
-static char *
-fmt(const char *f, ...)
-{
-	va_list ap;
-	va_start(ap, f);
-	char *s = NULL;
-	if (vasprintf(&s, f, ap) < 0)
-		s = NULL;
-	va_end(ap);
-	return redact(s);
-}
-
-static const char *
-jstr(json_t *o, const char *k)
-{
-	return json_string_value(json_object_get(o, k));
-}
-
-static double
-jnum(json_t *o, const char *k, double dflt)
-{
-	json_t *v = json_object_get(o, k);
-	return json_is_number(v) ? json_number_value(v) : dflt;
-}
+#include "../common/helpers.h"
 
 /* ---- the API key ----------------------------------------------------------- */
 
