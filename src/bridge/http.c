@@ -1315,8 +1315,9 @@ ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, voi
 	return (ssize_t)n;
 }
 
-/* Called by wslay to send frame bytes: to libuv, a frame's pieces gathered
- * first; WOULDBLOCK while too much is queued. */
+/* Called by wslay to send frame bytes: gathered in c->cork, written by
+ * ws_send_all once wslay has sent all it can (one write for the frames of
+ * a turn, not one per frame); WOULDBLOCK while too much is queued. */
 static ssize_t
 ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *user_data)
 {
@@ -1326,20 +1327,26 @@ ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int fla
 		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
 		return -1;
 	}
-	if (c->wq_bytes >= HTTP_WQ_HIGH) {
+	(void)flags;
+	if (c->wq_bytes + c->cork.len >= HTTP_WQ_HIGH) {
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
-	if (flags & WSLAY_MSG_MORE) {
-		buf_add(&c->cork, data, len);
-	} else if (c->cork.len > 0) {
-		buf_add(&c->cork, data, len);
+	buf_add(&c->cork, data, len);
+	return (ssize_t)len;
+}
+
+/* Lets wslay send what it has queued, then writes the frames at once. */
+static int
+ws_send_all(struct ws_conn *ws)
+{
+	struct http_conn *c = ws->conn;
+	int rc = wslay_event_send(ws->ctx);
+	if (c->cork.len > 0) {
 		conn_write(c, c->cork.data, c->cork.len);
 		buf_clear(&c->cork);
-	} else {
-		conn_write(c, data, len);
 	}
-	return (ssize_t)len;
+	return rc;
 }
 
 /* Called by wslay with a complete message: text to the user, binary refused
@@ -1475,7 +1482,7 @@ ws_process(struct ws_conn *ws)
 		ws->scan_skip = 0;
 		ws->bad_at = 0;
 	}
-	if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) != 0) {
+	if (wslay_event_want_write(ws->ctx) && ws_send_all(ws) != 0) {
 		conn_close_now(c);
 		return;
 	}
@@ -1503,7 +1510,7 @@ ws_flush(struct ws_conn *ws)
 		conn_kick(c);
 		return;
 	}
-	if (wslay_event_send(ws->ctx) != 0 || c->failed) {
+	if (ws_send_all(ws) != 0 || c->failed) {
 		conn_fail(c);
 		return;
 	}
@@ -1578,7 +1585,9 @@ ws_send_text(struct ws_conn *ws, const char *data, size_t len)
 	if (wslay_event_queue_msg(ws->ctx, &m) != 0)
 		return -1;
 	ws->conn->srv->stats.ws_messages_out++;
-	ws_flush(ws);
+	/* Sent when the connection is next processed (a 0 ms timer): the
+	 * messages of a turn go out together. */
+	conn_kick(ws->conn);
 	return 0;
 }
 
@@ -2031,7 +2040,7 @@ http_server_stop(struct http_server *s)
 				ws->our_code = 1001;
 				ws->our_reason = xstrdup(why);
 			}
-			wslay_event_send(ws->ctx); /* best effort */
+			ws_send_all(ws); /* best effort */
 			ws_finish(ws, false);
 		}
 		conn_close_now(c);
