@@ -1176,6 +1176,131 @@ static const struct dreamos_cmd_opt run_opts[] = {
     {"file", DREAMOS_OPT_MULTI, "PATH", NULL},
     {NULL, 0, NULL, NULL},
 };
+/* ---- codex clean: worktrees (and branches) of finished jobs --------------------- */
+
+struct clean {
+	struct dreamos_call *call;
+	char *out;
+	size_t len;
+	char *script_in; /* "WORKSPACE\tWORKDIR\tBRANCH\n" per job */
+};
+
+static void
+clean_data(struct dreamos_ext *ext, void *arg, uint64_t id, int fd, const char *data, size_t len)
+{
+	struct clean *c = arg;
+	if (len == 0 || c->len > 65536)
+		return;
+	char *n = realloc(c->out, c->len + len + 1);
+	if (n == NULL)
+		return;
+	memcpy(n + c->len, data, len);
+	c->len += len;
+	n[c->len] = '\0';
+	c->out = n;
+}
+
+static void
+clean_exited(struct dreamos_ext *ext, void *arg, uint64_t id, int status, int signum)
+{
+	struct clean *c = arg;
+	const char *out = c->out ? c->out : "";
+	if (status == 0) {
+		host->call_reply(c->call, *out ? out : "nothing to clean");
+		host->call_finish(c->call, DREAMOS_CMD_OK);
+	} else {
+		host->call_error(c->call, "codex clean: %s", *out ? out : "git failed");
+		host->call_finish(c->call, DREAMOS_CMD_ERROR);
+	}
+	free(c->out);
+	free(c->script_in);
+	free(c);
+}
+
+/* codex clean ID... [--branches]: removes the worktrees of finished jobs
+ * (the branches keep their commits), and with --branches the branches. */
+static int
+cmd_clean(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
+{
+	if (!DREAMOS_HOST_HAS(host, proc_spawn))
+		return host->call_error(call, "codex clean: this dreamos cannot run programs for "
+		                              "extensions");
+	char *in = NULL;
+	size_t inl = 0;
+	for (int i = 0; i < host->call_argc(call); i++) {
+		const char *a = host->call_arg(call, i);
+		char *end = NULL;
+		long id = strtol(a, &end, 10);
+		if (end == a || *end != '\0' || id <= 0) {
+			free(in);
+			return host->call_error(call, "codex clean: '%s' is not a job id", a);
+		}
+		for (struct job *j = jobs; j != NULL; j = j->next)
+			if (j->id == id) {
+				free(in);
+				return host->call_error(
+				    call, "codex clean: job %ld is still running", id);
+			}
+		char key[64];
+		snprintf(key, sizeof key, "job.%ld", id);
+		char *s = host->kv_get(self, key);
+		json_t *o = s ? json_loads(s, 0, NULL) : NULL;
+		host->free(s);
+		if (o == NULL) {
+			free(in);
+			return host->call_error(call, "codex clean: no job %ld", id);
+		}
+		const char *ws = jstr(o, "workspace"), *wd = jstr(o, "workdir"),
+		           *br = jstr(o, "branch");
+		if (ws != NULL && wd != NULL && br != NULL) { /* not --in-place */
+			char *line = fmt("%s\t%s\t%s\n", ws, wd, br);
+			sadd(&in, &inl, line, strlen(line));
+			free(line);
+		}
+		json_decref(o);
+	}
+	/* Paths go through stdin, never through the shell's parser. */
+	static const char script[] = "tab=$(printf '\\t'); rc=0\n"
+	                             "while IFS=$tab read -r ws wd br; do\n"
+	                             "  if [ -d \"$wd\" ]; then\n"
+	                             "    git -C \"$ws\" worktree remove --force \"$wd\" 2>&1 && "
+	                             "echo \"removed $wd\" || rc=1\n"
+	                             "  fi\n"
+	                             "  if [ -n \"$CODEX_BRANCHES\" ] && git -C \"$ws\" rev-parse "
+	                             "-q --verify \"refs/heads/$br\" "
+	                             ">/dev/null; then\n"
+	                             "    git -C \"$ws\" branch -D \"$br\" >/dev/null 2>&1 && echo "
+	                             "\"deleted branch $br\" || rc=1\n"
+	                             "  fi\n"
+	                             "done\n"
+	                             "exit $rc\n";
+	const char *argv[] = {"sh", "-c", script, NULL};
+	const char *env[] = {host->call_flag(call, "branches") ? "CODEX_BRANCHES=1" : NULL, NULL};
+	struct dreamos_proc_spec ps = {.size = sizeof ps,
+	                               .file = "sh",
+	                               .argv = argv,
+	                               .env = env[0] ? env : NULL,
+	                               .kill_after_s = 5};
+	struct clean *c = calloc(1, sizeof *c);
+	c->call = call;
+	c->script_in = in;
+	uint64_t pid = host->proc_spawn(self, &ps, clean_data, clean_exited, c);
+	if (pid == 0) {
+		free(in);
+		free(c);
+		return host->call_error(call, "codex clean: %s", host->last_error(self));
+	}
+	if (in != NULL)
+		host->proc_write(self, pid, 0, in, inl);
+	host->proc_write(self, pid, 0, "", 0); /* end of input */
+	return DREAMOS_CMD_WAIT;
+}
+
+static const struct dreamos_cmd_opt clean_opts[] = {
+    {"branches", DREAMOS_OPT_FLAG, NULL, NULL},
+    {NULL, 0, NULL, NULL},
+};
+
 static const struct dreamos_cmd_opt spawn_opts[] = {
     {"cap", DREAMOS_OPT_MULTI, "CAPABILITY", "cap"},
     {NULL, 0, NULL, NULL},
@@ -1296,8 +1421,20 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 	    .on_line = agent_on_line,
 	    .stop = agent_stop,
 	};
+	struct dreamos_command cc = {
+	    .size = sizeof cc,
+	    .name = "codex clean",
+	    .usage = "ID... [--branches]",
+	    .help = "Removes the worktrees of finished jobs (their branches keep the commits); "
+	            "--branches deletes the branches codex/ID too.",
+	    .min_args = 1,
+	    .max_args = -1,
+	    .opts = clean_opts,
+	    .fn = cmd_clean,
+	};
 	if (host->command_register(ext, &cr) != 0 || host->command_register(ext, &cs) != 0 ||
-	    host->command_register(ext, &cp) != 0 || host->agent_type_register(ext, &t) != 0) {
+	    host->command_register(ext, &cp) != 0 || host->command_register(ext, &cc) != 0 ||
+	    host->agent_type_register(ext, &t) != 0) {
 		host->set_error(ext, "%s", host->last_error(ext));
 		return -1;
 	}

@@ -146,6 +146,27 @@ jtest 'j["status"] == "fail" and not j["passed"] and j["attempts"] == 2 and "sti
 	fail "never passes: $(cat "$T/never.json")"
 ok "a non-repository is refused; a check that never passes ends in fail after N attempts"
 
+# ---- codex clean: worktrees go, branches stay unless --branches
+ID1=$(json_get 'j["id"]' <"$T/run.json")
+NEVER=$(json_get 'j["id"]' <"$T/never.json")
+NWD=$(json_get 'j["workdir"]' <"$T/never.json")
+NBR=$(json_get 'j["branch"]' <"$T/never.json")
+[ -d "$WD" ] && [ -d "$NWD" ] || fail "the worktrees are not there before codex clean"
+ctl codex clean "$ID1" >"$T/clean.out" 2>&1 || fail "codex clean: $(cat "$T/clean.out")"
+grep -q "removed $WD" "$T/clean.out" || fail "clean: $(cat "$T/clean.out")"
+[ ! -d "$WD" ] || fail "$WD is still there"
+git -C "$REPO" show "$BR:calc.py" | grep -q 'return a + b' || fail "the branch $BR lost its commit"
+git -C "$REPO" worktree list | grep -q "$WD" && fail "git still lists the worktree $WD"
+ctl codex clean "$NEVER" --branches >"$T/clean2.out" 2>&1 || fail "codex clean --branches: $(cat "$T/clean2.out")"
+[ ! -d "$NWD" ] || fail "$NWD is still there"
+git -C "$REPO" rev-parse -q --verify "refs/heads/$NBR" >/dev/null && fail "--branches left $NBR"
+ctl codex clean 999 >"$T/clean3.out" 2>&1 && fail "an unknown job was cleaned"
+grep -q "no job 999" "$T/clean3.out" || fail "unknown job: $(cat "$T/clean3.out")"
+ctl codex clean x1 >"$T/clean3.out" 2>&1 && fail "a bad id was taken"
+grep -q "'x1' is not a job id" "$T/clean3.out" || fail "bad id: $(cat "$T/clean3.out")"
+[ -z "$(git -C "$REPO" status --porcelain)" ] || fail "the user's checkout is dirty after clean"
+ok "codex clean removes finished jobs' worktrees (branches keep their commits); --branches deletes them; bad ids refused"
+
 ctl logs --limit 5000 >"$T/logs.txt" 2>&1
 ctl quit >/dev/null 2>&1
 wait_exit "$PID" 10
