@@ -193,6 +193,7 @@ struct store {
 	enum store_durability durability;
 	unsigned commit_interval_ms;
 	bool adaptive;
+	uint64_t busy_ns;
 	int version;
 
 	/* Prepared statements: open addressing, keyed by SQL text. */
@@ -445,7 +446,7 @@ store_commit_point(struct store *st)
 	/* Under load, let the next turns' writes join this commit. */
 	if (st->adaptive && !st->batching && !st->failing && !st->closing &&
 	    st->commit_interval_ms == 0 && st->in_txn && st->txn_writes < STORE_BATCH_MAX &&
-	    st->last_commit_ns != 0 && uv_hrtime() - st->last_commit_ns < STORE_BUSY_US * 1000ull) {
+	    st->last_commit_ns != 0 && uv_hrtime() - st->last_commit_ns < st->busy_ns) {
 		st->batching = true;
 		uv_idle_stop(&st->idle); /* the loop may wait for I/O or the timer */
 		uv_timer_start(&st->timer, store_timer_cb, 1, 0);
@@ -914,6 +915,7 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, c
 	st->durability = opts->durability;
 	st->commit_interval_ms = opts->commit_interval_ms;
 	st->adaptive = opts->adaptive;
+	st->busy_ns = (uint64_t)(opts->busy_us ? opts->busy_us : STORE_BUSY_US) * 1000u;
 	st->state = "ok";
 
 	if (store_connect(st, cause) != 0 || store_migrate(st, cause) != 0) {

@@ -26,6 +26,7 @@ struct store_opts {
 	enum store_durability durability;
 	unsigned commit_interval_ms; /* 0: commit at the end of each loop turn */
 	bool adaptive;               /* with 0: under load, let a few turns share a commit */
+	unsigned busy_us;            /* commits closer than this are "under load"; 0: 500 */
 };
 
 struct store;
