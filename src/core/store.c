@@ -10,12 +10,12 @@
  * after-commit callbacks.  With commit_interval_ms a uv_timer replaces the
  * pair; without a loop only store_flush commits.
  *
- * Under load the commit point adapts (opts.adaptive): when the last commit ended less than
- * STORE_BUSY_US ago, a turn's writes wait (on a 1 ms timer, or until
- * STORE_BATCH_MAX writes) for the next turns' so that one commit carries
- * many; a quiet store commits at the end of the turn as before, so the
- * latency of an idle system is unchanged.  What is acknowledged is still
- * acknowledged only after its commit.
+ * Under load the commit point adapts (opts.adaptive): when the last commit
+ * ended less than busy_us ago (STORE_BUSY_US by default), a turn's writes
+ * wait (on a 1 ms timer, or until STORE_BATCH_MAX writes) for the next
+ * turns' so that one commit carries many; a quiet store commits at the end
+ * of the turn as before, so the latency of an idle system is unchanged.
+ * What is acknowledged is still acknowledged only after its commit.
  *
  * After a failed commit the next commit point is delayed by a timer
  * (STORE_RETRY_MS): otherwise a full disk plus a log sink that writes the
@@ -486,6 +486,7 @@ store_check_lost(struct store *st, int rc)
 	if (!st->in_txn || !sqlite3_get_autocommit(st->db))
 		return;
 	st->in_txn = false;
+	st->txn_writes = 0;
 	st->nlost = st->ncbs;
 	st->lost_rc = rc;
 	st->state = store_describe(rc);

@@ -142,6 +142,11 @@ info_is llm2 'j["options"] == {"model": "stub-model", "system": "be brief", "bud
 	fail "options not in agent info: $(ctl agent info llm2 --json)"
 ctl agent spawn bad1 --type chatgpt --option color=red >"$T/opt.out" 2>&1 && fail "an unknown option was taken"
 grep -q "agent type chatgpt takes no option 'color'" "$T/opt.out" || fail "unknown option: $(cat "$T/opt.out")"
+ctl agent spawn bad3 --type chatgpt --option color >"$T/opt.out" 2>&1 && fail "--option without = was taken"
+grep -q "option expects NAME=VALUE, got 'color'" "$T/opt.out" || fail "--option color: $(cat "$T/opt.out")"
+ctl agent spawn bad4 --type chatgpt --budget-usd lots >/dev/null || fail "agent spawn --budget-usd lots"
+wait_for 10 "bad4's refusal" logged "bad4: --budget-usd expects a number >= 0, got 'lots'"
+ctl agent stop bad4 >/dev/null 2>&1
 ctl agent spawn bad2 --model x -- /bin/true >"$T/opt.out" 2>&1 && fail "--model for a process was taken"
 grep -q "\-\-model is an option of extension agent types" "$T/opt.out" || fail "process option: $(cat "$T/opt.out")"
 ok "agent spawn --type chatgpt --model --system --budget-usd reach the agent; wrong options are refused"
