@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "proto.h"
+#include "util.h"
 
 /* A framer buffer bigger than this is released after its line is done, so an
  * idle agent does not keep a megabyte line's buffer. */
@@ -451,7 +452,7 @@ static const struct msg_schema schemas[PROTO_NTYPES] = {
         OPT("priority", T_STR, .check = check_priority),
         OPT("capability", T_STR, .check = check_cap),
         OPT("after", T_ARR, .check = check_ids),
-        OPT("timeout_s", T_NUM, .range = R_GT, .lo = 0),
+        OPT("timeout_s", T_NUM, .range = R_GT | R_MAX, .lo = 0, .hi = DURATION_MAX_S),
         OPT("max_retries", T_INT, .range = R_MIN | R_MAX, .lo = 0, .hi = 1000),
         OPT("ref", T_STR),
     }},
@@ -556,9 +557,14 @@ check_range(const char *type, const struct field *fd, json_t *v, struct proto_er
 	if ((fd->range & (R_MIN | R_MAX)) == (R_MIN | R_MAX))
 		return perr(err, code, "%s: field '%s' must be between %g and %g, not %s", type,
 		            fd->name, fd->lo, fd->hi, got);
+	if ((fd->range & (R_GT | R_MAX)) == (R_GT | R_MAX))
+		return perr(err, code,
+		            "%s: field '%s' must be greater than %g and at most %g, not %s", type,
+		            fd->name, fd->lo, fd->hi, got);
 	if (fd->range & R_GT)
 		return perr(err, code, "%s: field '%s' must be greater than %g, not %s", type,
 		            fd->name, fd->lo, got);
+
 	if (fd->range & R_MIN)
 		return perr(err, code, "%s: field '%s' must be at least %g, not %s", type, fd->name,
 		            fd->lo, got);

@@ -218,7 +218,10 @@ parse_duration(const char *s, double *seconds)
 		end++;
 	for (size_t i = 0; i < nitems(units); i++) {
 		if (strcmp(end, units[i].unit) == 0) {
-			*seconds = v * units[i].mult;
+			double secs = v * units[i].mult;
+			if (secs > DURATION_MAX_S)
+				return false; /* callers turn it into int64 ms and deadlines */
+			*seconds = secs;
 			return true;
 		}
 	}

@@ -51,9 +51,13 @@ int64_t time_wall_ms(void);
  * (at least 32 bytes). */
 void time_iso8601(int64_t wall_ms, char *out, size_t len);
 
+/* The longest duration parse_duration accepts: 100 years. */
+#define DURATION_MAX_S (100.0 * 365 * 86400)
 /* Parses a duration: a number of seconds ("30", "1.5") or a number with a
- * unit ("250ms", "30s", "5m", "2h", "1d").  Returns false if malformed. */
+ * unit ("250ms", "30s", "5m", "2h", "1d").  Returns false if malformed or
+ * longer than DURATION_MAX_S. */
 bool parse_duration(const char *s, double *seconds);
+
 /* Parses a size: bytes ("1024") or with a unit ("64k", "10MB", "1MiB", "2G").
  * Returns false if malformed. */
 bool parse_size(const char *s, uint64_t *bytes);

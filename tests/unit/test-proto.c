@@ -598,7 +598,12 @@ test_parse_errors(void **state)
 	          "task.submit: field 'after' must be an array of task ids (integers >= 1)");
 	parse_bad("{\"type\":\"task.submit\",\"title\":\"t\",\"after\":[0]}", PERR_BAD_FIELD, NULL);
 	parse_bad("{\"type\":\"task.submit\",\"title\":\"t\",\"timeout_s\":0}", PERR_BAD_FIELD,
-	          "task.submit: field 'timeout_s' must be greater than 0, not 0");
+	          "task.submit: field 'timeout_s' must be greater than 0 and at most 3.1536e+09, "
+	          "not 0");
+	parse_bad("{\"type\":\"task.submit\",\"title\":\"t\",\"timeout_s\":1e300}", PERR_BAD_FIELD,
+	          "task.submit: field 'timeout_s' must be greater than 0 and at most 3.1536e+09, "
+	          "not 1e+300");
+
 	parse_bad("{\"type\":\"task.submit\",\"title\":\"t\",\"max_retries\":1001}", PERR_BAD_FIELD,
 	          "task.submit: field 'max_retries' must be between 0 and 1000, not 1001");
 	parse_bad("{\"type\":\"task.submit\",\"title\":\"t\",\"capability\":\"a b\"}",

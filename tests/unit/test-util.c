@@ -29,6 +29,11 @@ test_duration(void **state)
 	assert_false(parse_duration("abc", &s));
 	assert_false(parse_duration("5 parsecs", &s));
 	assert_false(parse_duration("nan", &s));
+	/* Beyond 100 years: refused, not left to overflow a cast to ms. */
+	assert_true(parse_duration("36500d", &s));
+	assert_false(parse_duration("36501d", &s));
+	assert_false(parse_duration("18888888888888888888888888888888888888", &s));
+	assert_false(parse_duration("1e300h", &s));
 }
 
 static void
