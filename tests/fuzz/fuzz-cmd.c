@@ -64,8 +64,11 @@ echo_exec(struct cmd_ctx *ctx)
 			}
 		}
 	}
-	if (ctx->argc > 0 && strcmp(ctx->argv[0], "fail") == 0)
+	if (ctx->argc > 0 && strcmp(ctx->argv[0], "fail") == 0) {
+		json_decref(r);
 		return cmd_error(ctx, "%s: failed as asked", ctx->entry->name);
+	}
+
 	return cmd_result(ctx, r);
 }
 
