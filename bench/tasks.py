@@ -361,6 +361,24 @@ def beans_produce(port, count, mode, window, rate):
     return [[ids[k], times[k]] for k in range(count)]
 
 
+class CWorker:
+    """bench/beans-worker (C), with the join/exitcode of a multiprocessing.Process."""
+
+    def __init__(self, argv):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        self.exitcode = None
+
+    def terminate(self):
+        self.proc.send_signal(signal.SIGTERM)
+
+    def join(self, timeout):
+        try:
+            self.exitcode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.exitcode = self.proc.wait()
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -392,10 +410,14 @@ def beanstalkd_run(args, fsync_always, tmp):
         for phase, count in (("burst", args.tasks), ("paced", args.latency_tasks)):
             stop = ctx.Event()
             outs = [os.path.join(tmp, "%s-w%d.json" % (phase, i)) for i in range(args.workers)]
-            ws = [ctx.Process(target=beans_worker, args=(port, outs[i], stop))
-                  for i in range(args.workers)]
-            for w in ws:
-                w.start()
+            if phase == "burst":  # C workers, as the tiny agents on the dreamos side
+                ws = [CWorker([args.beans_worker, str(port), outs[i]])
+                      for i in range(args.workers)]
+            else:
+                ws = [ctx.Process(target=beans_worker, args=(port, outs[i], stop))
+                      for i in range(args.workers)]
+                for w in ws:
+                    w.start()
             wait_until("%d workers connected" % args.workers,
                        lambda: int(mon.stats()["current-waiting"]) >= args.workers, 20, proc)
             puts = beans_produce(port, count, phase, args.window, args.rate)
@@ -404,6 +426,8 @@ def beanstalkd_run(args, fsync_always, tmp):
                        lambda: int(mon.stats()["cmd-delete"]) >= deleted,
                        120 + count / 100.0, proc, poll=0.2)
             stop.set()
+            for w in ws:
+                w.terminate() if isinstance(w, CWorker) else None
             for w in ws:
                 w.join(30)
                 if w.exitcode != 0:
@@ -450,6 +474,8 @@ def main():
     ap = argparse.ArgumentParser(description="task cycle: Dream.OS vs beanstalkd")
     ap.add_argument("--dreamos", required=True)
     ap.add_argument("--agent", required=True, help="the tiny agent binary")
+    ap.add_argument("--beans-worker", help="bench/beans-worker binary (beanstalkd's burst "
+                    "workers; required unless --only dreamos)")
     ap.add_argument("--beanstalkd", default=shutil.which("beanstalkd") or "beanstalkd")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--tasks", type=int, default=20000)
@@ -465,9 +491,10 @@ def main():
     args = ap.parse_args()
     if args.workers < 1 or args.tasks < 1 or args.latency_tasks < 1 or args.rate <= 0:
         ap.error("--workers, --tasks, --latency-tasks and --rate must be positive")
-    for p in (args.dreamos, args.agent):
-        if not os.access(p, os.X_OK):
+    for p in (args.dreamos, args.agent) + ((args.beans_worker,) if args.only != "dreamos" else ()):
+        if p is None or not os.access(p, os.X_OK):
             ap.error("%s is not an executable" % p)
+
     tmp = args.tmp or tempfile.mkdtemp(prefix="dreamos-taskbench.")
     keep = args.tmp is not None
 

@@ -32,8 +32,9 @@ else
 	trap 'exit 130' INT TERM
 fi
 
-echo "bench: building the tiny agent ($CC -O2)"
+echo "bench: building the tiny agent and the beanstalkd worker ($CC -O2)"
 "$CC" -O2 -o "$tmp/tiny-agent" "$here/tiny-agent.c"
+"$CC" -O2 -o "$tmp/beans-worker" "$here/beans-worker.c"
 
 if [ -n "${DREAMOS:-}" ]; then
 	dreamos=$DREAMOS
@@ -58,4 +59,5 @@ cp "$dreamos" "$tmp/dreamos"
 
 echo "bench: tasks (bench/tasks.py)"
 "$PYTHON" "$here/tasks.py" --dreamos "$tmp/dreamos" --agent "$tmp/tiny-agent" \
+	--beans-worker "$tmp/beans-worker" \
 	--tmp "$tmp/tasks" "$@"

@@ -542,45 +542,6 @@ log_iso(struct logmgr *lm, int64_t ts, char *out)
 	snprintf(out, 32, "%s.%03dZ", lm->iso_prefix, (int)(ts % 1000));
 }
 
-/* Appends s as a JSON string (s is valid UTF-8). */
-static void
-log_json_quote(struct buf *b, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	buf_add(b, "\"", 1);
-	const char *run = s;
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		buf_add(b, run, (size_t)(s - run));
-		run = s + 1;
-		switch (c) {
-		case '"':
-			buf_add(b, "\\\"", 2);
-			break;
-		case '\\':
-			buf_add(b, "\\\\", 2);
-			break;
-		case '\n':
-			buf_add(b, "\\n", 2);
-			break;
-		case '\r':
-			buf_add(b, "\\r", 2);
-			break;
-		case '\t':
-			buf_add(b, "\\t", 2);
-			break;
-		default: {
-			char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-			buf_add(b, esc, 6);
-		}
-		}
-	}
-	buf_add(b, run, (size_t)(s - run));
-	buf_add(b, "\"", 1);
-}
-
 /* jansson dump callback appending to a struct buf. */
 static int
 log_dump_cb(const char *p, size_t n, void *arg)
@@ -603,7 +564,7 @@ log_stderr_value(struct buf *b, json_t *v)
 		if (bare)
 			buf_adds(b, s);
 		else
-			log_json_quote(b, s);
+			buf_add_json_str(b, s);
 	} else
 		json_dump_callback(v, log_dump_cb, b,
 		                   JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
@@ -712,9 +673,9 @@ log_sink_file(struct logmgr *lm, const struct log_record *rec, const char *iso,
 	buf_add(b, "\",\"level\":\"", 11);
 	buf_adds(b, log_level_name(rec->level));
 	buf_add(b, "\",\"source\":", 11);
-	log_json_quote(b, rec->source);
+	buf_add_json_str(b, rec->source);
 	buf_add(b, ",\"msg\":", 7);
-	log_json_quote(b, rec->msg);
+	buf_add_json_str(b, rec->msg);
 	if (rec->fields != NULL) {
 		buf_add(b, ",\"fields\":", 10);
 		buf_add(b, sc->fields.data, sc->fields.len);

@@ -839,8 +839,17 @@ store_connect(struct store *st, char **cause)
 		}
 		close(fd);
 	}
+	/* Memory statistics take a global mutex on every SQLite allocation;
+	 * nothing here reads them.  Only possible before SQLite initialises
+	 * (the first open), so later calls fail harmlessly. */
+	static bool configured;
+	if (!configured) {
+		configured = true;
+		(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	}
 	int rc =
 	    sqlite3_open_v2(st->path, &st->db,
+
 	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		*cause = xasprintf("%s: cannot open database: %s", st->path,

@@ -306,6 +306,8 @@ task_set_state(struct tasks *tm, struct task *t, enum task_state to, enum log_le
 	tm->counts.transitions++;
 	t->state = to;
 	task_persist(tm, t);
+
+
 	if (log_enabled(orch_log(tm->orch), lvl)) {
 		va_list ap;
 		va_start(ap, fmt);
@@ -401,7 +403,45 @@ task_to_queued(struct tasks *tm, struct task *t, const char *why)
 	schedule_task(tm, t);
 }
 
+/* Returns the `task.assign` line for t (malloc'd).  Written by hand, not
+ * through jansson: it is sent once per task, and the payload is already
+ * JSON text (stored compact, so it is copied as it is). */
+static char *
+task_assign_line(const struct task *t)
+{
+	struct buf b;
+	buf_init(&b);
+	buf_reserve(&b, 160 + (t->payload ? strlen(t->payload) : 0));
+	buf_addf(&b,
+	         "{\"type\":\"task.assign\",\"task\":{\"id\":%lld,\"title\":", (long long)t->id);
+	buf_add_json_str(&b, t->title);
+	buf_adds(&b, ",\"payload\":");
+	if (t->payload == NULL) {
+		buf_adds(&b, "null");
+	} else if (strpbrk(t->payload, "\r\n") == NULL) {
+		buf_adds(&b, t->payload);
+	} else { /* stored by an older version as the captain typed it */
+		json_t *p = json_loads(t->payload, JSON_DECODE_ANY, NULL);
+		char *c = p ? json_dumps(p, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+		buf_adds(&b, c ? c : "null");
+		free(c);
+		json_decref(p);
+	}
+	buf_addf(&b, ",\"priority\":\"%s\",\"capability\":", proto_priority_name(t->priority));
+	if (t->capability != NULL)
+		buf_add_json_str(&b, t->capability);
+	else
+		buf_adds(&b, "null");
+	char num[40];
+	snprintf(num, sizeof num, "%.17g", t->timeout_s);
+	if (strpbrk(num, ".eEni") == NULL)
+		strcat(num, ".0"); /* a real, as jansson writes it */
+	buf_addf(&b, ",\"timeout_s\":%s,\"attempt\":%d}}\n", num, t->attempt);
+	return (char *)buf_cstr(&b);
+}
+
 /* Sends t to a: the assignment starts its run timeout. */
+
 static void
 task_assign(struct tasks *tm, struct task *t, struct agent *a)
 {
@@ -413,13 +453,7 @@ task_assign(struct tasks *tm, struct task *t, struct agent *a)
 	a->running_tasks++;
 	timer_set(tm, t, tm_now(tm) + (int64_t)(t->timeout_s * 1000.0));
 	task_set_state(tm, t, TASK_ASSIGNED, LVL_DEBUG, "to %s, attempt %d", a->name, t->attempt);
-	json_t *payload = t->payload ? json_loads(t->payload, JSON_DECODE_ANY, NULL) : NULL;
-	json_t *msg = json_pack("{s:s,s:{s:I,s:s,s:o,s:s,s:s?,s:f,s:i}}", "type", "task.assign",
-	                        "task", "id", (json_int_t)t->id, "title", t->title, "payload",
-	                        payload ? payload : json_null(), "priority",
-	                        proto_priority_name(t->priority), "capability", t->capability,
-	                        "timeout_s", t->timeout_s, "attempt", t->attempt);
-	agent_send_line(a, proto_encode(msg));
+	agent_send_line(a, task_assign_line(t));
 	agent_tasks_changed(a);
 }
 
@@ -710,18 +744,29 @@ tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 		if (st != TASK_DONE)
 			waiting++;
 	}
-	if (spec->payload != NULL) {
+	if (!utf8_valid(spec->title, strlen(spec->title)) ||
+	    (spec->capability != NULL && !utf8_valid(spec->capability, strlen(spec->capability)))) {
+		*cause = xstrdup("the title and the capability must be UTF-8 text");
+		return NULL;
+	}
+	/* Stored compact (one line, as task.assign carries it); a payload
+	 * from the protocol was dumped compact already. */
+	char *payload = NULL;
+	if (spec->payload != NULL && spec->payload_compact) {
+		payload = xstrdup(spec->payload);
+	} else if (spec->payload != NULL) {
 		json_t *p = json_loads(spec->payload, JSON_DECODE_ANY, NULL);
 		if (p == NULL) {
 			*cause = xstrdup("the payload is not JSON");
 			return NULL;
 		}
+		payload = json_dumps(p, JSON_COMPACT | JSON_ENCODE_ANY);
 		json_decref(p);
 	}
 
 	struct task *t = xcalloc(1, sizeof *t);
 	t->title = xstrdup(spec->title);
-	t->payload = spec->payload ? xstrdup(spec->payload) : NULL;
+	t->payload = payload;
 	t->priority = spec->priority;
 	t->capability = spec->capability && *spec->capability ? xstrdup(spec->capability) : NULL;
 	t->timeout_s = spec->timeout_s > 0 ? spec->timeout_s : cfg->tasks.default_timeout;
@@ -1031,6 +1076,8 @@ tasks_on_submit(struct tasks *tm, struct agent *a, const struct proto_msg *m)
 	json_t *payload = proto_get(m, "payload");
 	char *ptext = payload ? json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 	spec.payload = ptext;
+	spec.payload_compact = true;
+
 	json_t *after = proto_get(m, "after");
 	int64_t *deps = xcalloc(json_array_size(after) + 1, sizeof *deps);
 	for (size_t i = 0; i < json_array_size(after); i++)

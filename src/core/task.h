@@ -72,7 +72,9 @@ void tasks_set_clock(struct tasks *tm, task_clock_fn fn, void *arg);
 
 struct task_spec {
 	const char *title;
-	const char *payload; /* JSON text or NULL */
+	const char *payload;  /* JSON text or NULL */
+	bool payload_compact; /* payload is trusted compact JSON (no re-parse) */
+
 	enum proto_priority priority;
 	const char *capability; /* or NULL */
 	const int64_t *after;

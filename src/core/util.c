@@ -160,6 +160,44 @@ buf_cstr(struct buf *b)
 	return b->data;
 }
 
+void
+buf_add_json_str(struct buf *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	buf_add(b, "\"", 1);
+	const char *run = s;
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		buf_add(b, run, (size_t)(s - run));
+		run = s + 1;
+		switch (c) {
+		case '"':
+			buf_add(b, "\\\"", 2);
+			break;
+		case '\\':
+			buf_add(b, "\\\\", 2);
+			break;
+		case '\n':
+			buf_add(b, "\\n", 2);
+			break;
+		case '\r':
+			buf_add(b, "\\r", 2);
+			break;
+		case '\t':
+			buf_add(b, "\\t", 2);
+			break;
+		default: {
+			char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+			buf_add(b, esc, 6);
+		}
+		}
+	}
+	buf_add(b, run, (size_t)(s - run));
+	buf_add(b, "\"", 1);
+}
+
 int64_t
 time_mono_ms(void)
 {

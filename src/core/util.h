@@ -43,6 +43,8 @@ void buf_addf(struct buf *b, const char *fmt, ...) PRINTFLIKE(2, 3);
 void buf_consume(struct buf *b, size_t n);
 /* Returns the data NUL-terminated (the buffer keeps ownership). */
 const char *buf_cstr(struct buf *b);
+/* Appends s as a quoted JSON string (s must be valid UTF-8). */
+void buf_add_json_str(struct buf *b, const char *s);
 
 /* Milliseconds on the monotonic clock and on the wall clock. */
 int64_t time_mono_ms(void);

@@ -718,7 +718,9 @@ h_task_submit(struct dreamos_ext *x, const struct dreamos_task_spec *in)
 	struct task_spec ts = {
 	    .title = title,
 	    .payload = payload,
+	    .payload_compact = true, /* json_normalize made it so */
 	    .priority = prio,
+
 	    .capability = spec.capability,
 	    .after = spec.after,
 	    .nafter = spec.after ? spec.nafter : 0,

@@ -487,6 +487,47 @@ outcome_free(struct outcome *o)
 	free(o->error);
 }
 
+/* ---- the task.assign line ---------------------------------------------------- */
+
+/* A title that needs escaping and a payload typed over several lines (as
+ * the captain may) arrive as one JSON line with the same values; a title
+ * that is not UTF-8 is refused. */
+static void
+test_assign_line(void **state)
+{
+	struct fixture *f = *state;
+	struct capture *c = cap_of(f, "w1");
+	attach(f, "w1", (const char *const[]){"web", NULL}, 1);
+	const char *title = "say \"hi\"\t\\ \x01 \xc3\xbcn\xc3\xaf";
+	struct task_spec spec = {.title = title,
+	                         .payload = "{\n  \"a\": [1, 2],\n  \"s\": \"x\\ny\"\n}",
+	                         .capability = "web",
+	                         .max_retries = -1,
+	                         .timeout_s = 0.25,
+	                         .submitter = "captain"};
+	char *cause = NULL;
+	assert_non_null(tasks_submit(TM(f), &spec, &cause));
+	assert_int_equal(c->n, 1);
+	const char *line = c->lines[0];
+	const char *nl = strchr(line, '\n');
+	assert_true(nl == NULL || nl[1] == '\0'); /* one line */
+
+	json_t *j = cap_line(c, 0);
+	json_t *task = json_object_get(j, "task");
+	assert_string_equal(json_string_value(json_object_get(task, "title")), title);
+	json_t *p = json_object_get(task, "payload");
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(p, "a"), 1)), 2);
+	assert_string_equal(json_string_value(json_object_get(p, "s")), "x\ny");
+	assert_string_equal(json_string_value(json_object_get(task, "capability")), "web");
+	assert_true(json_real_value(json_object_get(task, "timeout_s")) == 0.25);
+	json_decref(j);
+
+	spec.title = "bad \xff title";
+	assert_null(tasks_submit(TM(f), &spec, &cause));
+	assert_string_equal(cause, "the title and the capability must be UTF-8 text");
+	free(cause);
+}
+
 /* ---- transitions ---------------------------------------------------------- */
 
 /* queued → assigned → running → done, with the task.assign line, progress,
@@ -1690,7 +1731,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_assign_line, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
+
 	    cmocka_unit_test_setup_teardown(test_backoff_timing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backoff_cap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fail_final, setup, teardown),
