@@ -133,9 +133,11 @@ cmd_task_list_exec(struct cmd_ctx *ctx)
 		                       "task list: unknown state '%s' (queued, blocked, "
 		                       "assigned, running, failed, done, dead, cancelled, active)",
 		                       state);
+	tasks_sync(orch_tasks(ctx->orch));
 	sqlite3_stmt *s = store_stmt(
 	    orch_store(ctx->orch),
 	    "SELECT id, priority, state, agent, progress, attempt, max_retries, title, capability "
+
 	    "FROM tasks WHERE (?1 IS NULL OR state = ?1) AND (?2 = 0 OR state NOT IN ('done', "
 	    "'dead', 'cancelled')) ORDER BY id DESC LIMIT ?3");
 	if (s == NULL)

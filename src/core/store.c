@@ -186,6 +186,11 @@ struct commit_cb {
 	void *arg;
 };
 
+struct commit_hook {
+	store_hook_fn fn;
+	void *arg;
+};
+
 struct store {
 	sqlite3 *db;
 	char *path;
@@ -217,7 +222,9 @@ struct store {
 	struct commit_cb *cbs;
 	size_t ncbs;
 	size_t cbs_cap;
-	size_t nlost; /* cbs[0..nlost) belong to a transaction SQLite rolled back */
+	struct commit_hook *hooks; /* store_before_commit */
+	size_t nhooks;
+	size_t nlost;      /* cbs[0..nlost) belong to a transaction SQLite rolled back */
 	int lost_rc;
 
 	const char *state;
@@ -549,8 +556,31 @@ store_exec(struct store *st, const char *sql, char **cause)
 }
 
 void
+store_before_commit(struct store *st, store_hook_fn fn, void *arg)
+{
+	st->hooks = xreallocarray(st->hooks, st->nhooks + 1, sizeof *st->hooks);
+	st->hooks[st->nhooks].fn = fn;
+	st->hooks[st->nhooks].arg = arg;
+	st->nhooks++;
+}
+
+void
+store_before_commit_remove(struct store *st, store_hook_fn fn, void *arg)
+{
+	for (size_t i = 0; i < st->nhooks; i++) {
+		if (st->hooks[i].fn == fn && st->hooks[i].arg == arg) {
+			memmove(&st->hooks[i], &st->hooks[i + 1],
+			        (st->nhooks - i - 1) * sizeof *st->hooks);
+			st->nhooks--;
+			return;
+		}
+	}
+}
+
+void
 store_after_commit(struct store *st, store_commit_fn fn, void *arg)
 {
+
 	if (st->ncbs == st->cbs_cap) {
 		st->cbs_cap = st->cbs_cap ? st->cbs_cap * 2 : 16;
 		st->cbs = xreallocarray(st->cbs, st->cbs_cap, sizeof *st->cbs);
@@ -569,6 +599,10 @@ static int
 store_commit_now(struct store *st, char **cause, bool *closed)
 {
 	*closed = false;
+	/* Deferred writes join this transaction (they may open it). */
+	for (size_t i = 0; i < st->nhooks; i++)
+
+		st->hooks[i].fn(st->hooks[i].arg);
 	store_unschedule(st);
 	st->busy++;
 
@@ -691,6 +725,8 @@ store_do_close(struct store *st)
 	sqlite3_close_v2(st->db);
 	st->db = NULL;
 	free(st->cbs);
+	free(st->hooks);
+
 	free(st->path);
 	if (st->loop == NULL) {
 		free(st);
@@ -941,6 +977,7 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, c
 		st->check.data = st->idle.data = st->timer.data = st;
 	}
 	*out = st;
+
 	return 0;
 }
 

@@ -69,7 +69,16 @@ typedef void (*store_commit_fn)(void *arg, int status);
  * fn(arg, -1) if the commit failed.  With no write pending, it still runs
  * after the next commit point (the end of this loop turn). */
 void store_after_commit(struct store *st, store_commit_fn fn, void *arg);
+typedef void (*store_hook_fn)(void *arg);
+/* Calls fn(arg) at every commit point (and store_flush), inside the
+ * transaction and before COMMIT: for writes its owner deferred so that
+ * several changes to one row in a transaction cost one statement.  The
+ * owner calls store_write_begin when it defers one (so that a commit point
+ * comes) and removes the hook before it goes away. */
+void store_before_commit(struct store *st, store_hook_fn fn, void *arg);
+void store_before_commit_remove(struct store *st, store_hook_fn fn, void *arg);
 /* Commits the open transaction now and runs the callbacks.  Returns 0, or
+
  * -1 with *cause set (cause may be NULL). */
 int store_flush(struct store *st, char **cause);
 /* True while a group transaction is open. */

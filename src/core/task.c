@@ -45,6 +45,12 @@ struct tasks {
 	struct task_listener *listeners;
 	size_t nlisteners;
 	int next_listener;
+	/* Ids of tasks whose row is written at the commit point (the
+	 * assignment: its done usually comes in the same transaction, and then
+	 * one UPDATE carries both). */
+	int64_t *deferred;
+	size_t ndeferred, deferred_cap;
+	bool hooked; /* tasks_write_deferred is a store_before_commit hook */
 };
 
 static const char *const task_state_names[TASK_NSTATES] = {
@@ -186,6 +192,8 @@ timer_clear(struct tasks *tm, struct task *t)
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+static void tasks_write_deferred(void *arg);
+
 struct tasks *
 tasks_new(struct orch *o)
 {
@@ -200,6 +208,10 @@ tasks_new(struct orch *o)
 	tm->timer = xmalloc(sizeof *tm->timer);
 	uv_timer_init(orch_loop(o), tm->timer);
 	tm->timer->data = tm;
+	if (orch_store(o) != NULL) {
+		store_before_commit(orch_store(o), tasks_write_deferred, tm);
+		tm->hooked = true;
+	}
 	return tm;
 }
 
@@ -225,10 +237,23 @@ task_free(struct task *t)
 	free(t);
 }
 
+/* Writes the deferred rows and stops deferring. */
+static void
+tasks_unhook(struct tasks *tm)
+{
+	tasks_write_deferred(tm);
+	if (tm->hooked && orch_store(tm->orch) != NULL)
+		store_before_commit_remove(orch_store(tm->orch), tasks_write_deferred, tm);
+	tm->hooked = false;
+}
+
 void
 tasks_close(struct tasks *tm)
 {
-	if (tm != NULL && !uv_is_closing((uv_handle_t *)tm->timer))
+	if (tm == NULL)
+		return;
+	tasks_unhook(tm);
+	if (!uv_is_closing((uv_handle_t *)tm->timer))
 		uv_close((uv_handle_t *)tm->timer, handle_free_cb);
 }
 
@@ -237,6 +262,8 @@ tasks_free(struct tasks *tm)
 {
 	if (tm == NULL)
 		return;
+	tasks_unhook(tm);
+	free(tm->deferred);
 	size_t it = 0;
 	void *v;
 	while (intmap_next(&tm->live, &it, NULL, &v))
@@ -262,7 +289,8 @@ tasks_free(struct tasks *tm)
 
 /* ---- persistence and events ------------------------------------------- */
 
-/* Writes the mutable fields of t (group-committed). */
+/* Writes the mutable fields of t (group-committed); the caller has set
+ * t->updated_ms. */
 static void
 task_persist(struct tasks *tm, struct task *t)
 {
@@ -270,9 +298,9 @@ task_persist(struct tasks *tm, struct task *t)
 	sqlite3_stmt *s = store_stmt(
 	    st, "UPDATE tasks SET state = ?1, agent = ?2, attempt = ?3, progress = ?4, note = ?5, "
 	        "result = ?6, error = ?7, updated_ms = ?8, retry_at_ms = ?9 WHERE id = ?10");
+	t->unsaved = false;
 	if (s == NULL)
 		return;
-	t->updated_ms = time_wall_ms();
 	sqlite3_bind_text(s, 1, task_state_name(t->state), -1, SQLITE_STATIC);
 	if (t->agent)
 		sqlite3_bind_text(s, 2, t->agent, -1, SQLITE_TRANSIENT);
@@ -291,6 +319,46 @@ task_persist(struct tasks *tm, struct task *t)
 	store_step_write(st, s);
 }
 
+/* Writes t's row at the commit point instead of now (see deferred). */
+static void
+task_defer_persist(struct tasks *tm, struct task *t)
+{
+	if (t->unsaved)
+		return;
+	if (tm->ndeferred == tm->deferred_cap) {
+		tm->deferred_cap = tm->deferred_cap ? tm->deferred_cap * 2 : 64;
+		tm->deferred = xreallocarray(tm->deferred, tm->deferred_cap, sizeof *tm->deferred);
+	}
+	tm->deferred[tm->ndeferred++] = t->id;
+	t->unsaved = true;
+	store_write_begin(orch_store(tm->orch)); /* so that a commit point comes */
+}
+
+void
+tasks_sync(struct tasks *tm)
+{
+	if (tm != NULL)
+		tasks_write_deferred(tm);
+}
+
+/* The store_before_commit hook: writes the rows that lag behind.  A task
+ * written since (or ended: it is written then) has unsaved clear. */
+static void
+tasks_write_deferred(void *arg)
+{
+
+	struct tasks *tm = arg;
+	size_t n = tm->ndeferred;
+	tm->ndeferred = 0;
+	if (orch_store(tm->orch) == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct task *t = intmap_get(&tm->live, tm->deferred[i]);
+		if (t != NULL && t->unsaved)
+			task_persist(tm, t);
+	}
+}
+
 /* Records a transition: state, counters, store, log, listeners. */
 static void task_set_state(struct tasks *tm, struct task *t, enum task_state to, enum log_level lvl,
                            const char *fmt, ...) PRINTFLIKE(5, 6);
@@ -305,8 +373,11 @@ task_set_state(struct tasks *tm, struct task *t, enum task_state to, enum log_le
 	tm->counts.n[to]++;
 	tm->counts.transitions++;
 	t->state = to;
-	task_persist(tm, t);
-
+	t->updated_ms = time_wall_ms();
+	if (to == TASK_ASSIGNED && tm->hooked)
+		task_defer_persist(tm, t);
+	else
+		task_persist(tm, t);
 
 	if (log_enabled(orch_log(tm->orch), lvl)) {
 		va_list ap;
@@ -1123,7 +1194,9 @@ tasks_agent_message(struct tasks *tm, struct agent *a, const struct proto_msg *m
 		if (t->state == TASK_ASSIGNED)
 			task_set_state(tm, t, TASK_RUNNING, LVL_DEBUG, "%.0f%%", t->progress);
 		else {
+			t->updated_ms = time_wall_ms();
 			task_persist(tm, t);
+
 			for (size_t i = 0; i < tm->nlisteners; i++)
 				tm->listeners[i].fn(tm->listeners[i].arg, t, t->state);
 		}
@@ -1309,6 +1382,8 @@ tasks_wait_reason(struct tasks *tm, const struct task *t)
 json_t *
 tasks_show_json(struct tasks *tm, int64_t id)
 {
+	tasks_sync(tm);
+
 	sqlite3_stmt *s = store_stmt(
 	    orch_store(tm->orch),
 	    "SELECT id, title, payload, priority, capability, timeout_s, max_retries, attempt, "

@@ -55,6 +55,7 @@ struct task {
 	int64_t *after; /* dependencies */
 	size_t nafter;
 	size_t waiting; /* unfinished dependencies */
+	bool unsaved;   /* its row lags behind (written at the commit point) */
 };
 
 struct tasks;
@@ -83,7 +84,11 @@ struct task_spec {
 	int max_retries;  /* < 0: tasks.default_retries */
 	const char *submitter;
 };
+/* Writes the rows of the tasks table that lag behind memory (assignments
+ * are written at the commit point); call before reading that table. */
+void tasks_sync(struct tasks *tm);
 /* Creates a task.  Returns it (queued or blocked), or NULL with *cause. */
+
 struct task *tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause);
 struct task *tasks_get(struct tasks *tm, int64_t id);
 

@@ -201,8 +201,10 @@ static void
 tui_load_recent(struct tui *t)
 {
 	struct store *st = orch_store(t->o);
+	tasks_sync(orch_tasks(t->o));
 	sqlite3_stmt *s =
 	    store_stmt(st, "SELECT id, priority, state, agent, progress, attempt, "
+
 	                   "max_retries, title FROM tasks ORDER BY id DESC LIMIT 200");
 	while (s != NULL && sqlite3_step(s) == SQLITE_ROW) {
 		enum task_state ts = TASK_QUEUED;
