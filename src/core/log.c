@@ -178,10 +178,8 @@ logmgr_free(struct logmgr *lm)
 	if (lm->fd != -1)
 		close(lm->fd);
 	free(lm->path);
-	for (size_t i = 0; i < lm->ring_cap; i++) {
-		json_decref(lm->ring[i].rec.fields);
+	for (size_t i = 0; i < lm->ring_cap; i++)
 		free(lm->ring[i].mem);
-	}
 	free(lm->ring);
 	for (size_t i = 0; i < lm->nsecrets; i++)
 		free(lm->secrets[i]);
@@ -712,13 +710,15 @@ log_sink_store(struct logmgr *lm, const struct log_record *rec, struct log_scrat
 	lm->in_store = false;
 }
 
-/* Copies rec into the next ring slot, evicting the oldest when full. */
+/* Copies rec into the next ring slot, evicting the oldest when full.  The
+ * fields are kept as their text (ftext, flen): holding the objects would
+ * free each one thousands of records later, from cold memory. */
 static void
-log_ring_push(struct logmgr *lm, const struct log_record *rec)
+log_ring_push(struct logmgr *lm, const struct log_record *rec, const char *ftext, size_t flen)
 {
 	struct ring_slot *slot = &lm->ring[lm->ring_next];
 	size_t slen = strlen(rec->source) + 1, mlen = strlen(rec->msg) + 1;
-	size_t need = slen + mlen;
+	size_t need = slen + mlen + (ftext ? flen + 1 : 0);
 	if (need > slot->cap || slot->cap > 4 * need + 1024) {
 		slot->cap = (need + 63) & ~(size_t)63;
 		free(slot->mem);
@@ -726,11 +726,18 @@ log_ring_push(struct logmgr *lm, const struct log_record *rec)
 	}
 	memcpy(slot->mem, rec->source, slen);
 	memcpy(slot->mem + slen, rec->msg, mlen);
-	json_decref(slot->rec.fields);
 	slot->rec = *rec;
 	slot->rec.source = slot->mem;
 	slot->rec.msg = slot->mem + slen;
-	slot->rec.fields = json_incref(rec->fields);
+	slot->rec.fields = NULL;
+	slot->rec.fields_text = NULL;
+	if (ftext != NULL) {
+		char *f = slot->mem + slen + mlen;
+		memcpy(f, ftext, flen);
+		f[flen] = '\0';
+		slot->rec.fields_text = f;
+	}
+
 	lm->ring_next = (lm->ring_next + 1) % lm->ring_cap;
 	if (lm->ring_count < lm->ring_cap)
 		lm->ring_count++;
@@ -824,19 +831,20 @@ log_emitv(struct logmgr *lm, enum log_level level, const char *source, json_t *f
 	    .fields = fields,
 	};
 	lm->stats.emitted++;
-	log_ring_push(lm, &rec);
+	if (fields != NULL) { /* the text the ring, the file and the store keep */
+		sc->fields.len = 0;
+		json_dump_callback(fields, log_dump_cb, &sc->fields,
+		                   JSON_COMPACT | JSON_REAL_PRECISION(15));
+		rec.fields_text = buf_cstr(&sc->fields);
+	}
+	log_ring_push(lm, &rec, rec.fields_text, sc->fields.len);
 
 	char iso[32];
 	bool want_file = lm->path != NULL;
 	bool want_store = lm->store != NULL && !lm->in_store;
 	if (lm->to_stderr || want_file)
 		log_iso(lm, rec.ts_ms, iso);
-	if (fields != NULL && (want_file || want_store)) {
-		sc->fields.len = 0;
-		json_dump_callback(fields, log_dump_cb, &sc->fields,
-		                   JSON_COMPACT | JSON_REAL_PRECISION(15));
-		buf_cstr(&sc->fields);
-	}
+
 	if (lm->to_stderr) {
 		log_sink_stderr(&rec, iso, &sc->line);
 		log_out(lm, STDERR_FILENO, &lm->out_err, &sc->line, rec.level >= LVL_WARN);
@@ -909,6 +917,8 @@ log_record_json(const struct log_record *rec)
 	json_object_set_new(o, "msg", log_json_string(rec->msg ? rec->msg : ""));
 	if (rec->fields != NULL)
 		json_object_set(o, "fields", rec->fields);
+	else if (rec->fields_text != NULL)
+		json_object_set_new(o, "fields", json_loads(rec->fields_text, 0, NULL));
 	return o;
 }
 

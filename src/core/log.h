@@ -31,6 +31,9 @@ struct log_record {
 	const char *source; /* component ("store", "ctl") or agent name */
 	const char *msg;
 	json_t *fields; /* JSON object or NULL */
+	/* The fields as compact JSON text, or NULL.  Records kept in the ring
+	 * (logmgr_ring_get) carry only this: fields is NULL there. */
+	const char *fields_text;
 };
 
 struct log_opts {
