@@ -290,7 +290,10 @@ tasks_free(struct tasks *tm)
 /* ---- persistence and events ------------------------------------------- */
 
 /* Writes the mutable fields of t (group-committed); the caller has set
- * t->updated_ms. */
+ * t->updated_ms.  Strings are bound SQLITE_STATIC here and in the INSERT:
+ * they outlive the step (store_step_write resets the statement, store_stmt
+ * clears its bindings before the next use), and copies cost a malloc each. */
+
 static void
 task_persist(struct tasks *tm, struct task *t)
 {
@@ -303,15 +306,15 @@ task_persist(struct tasks *tm, struct task *t)
 		return;
 	sqlite3_bind_text(s, 1, task_state_name(t->state), -1, SQLITE_STATIC);
 	if (t->agent)
-		sqlite3_bind_text(s, 2, t->agent, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, 2, t->agent, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 3, t->attempt);
 	sqlite3_bind_double(s, 4, t->progress);
 	if (t->note)
-		sqlite3_bind_text(s, 5, t->note, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, 5, t->note, -1, SQLITE_STATIC);
 	if (t->result)
-		sqlite3_bind_text(s, 6, t->result, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, 6, t->result, -1, SQLITE_STATIC);
 	if (t->error)
-		sqlite3_bind_text(s, 7, t->error, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, 7, t->error, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 8, t->updated_ms);
 	if (t->state == TASK_FAILED)
 		sqlite3_bind_int64(s, 9, t->updated_ms + (t->deadline - tm_now(tm)));
@@ -856,16 +859,16 @@ tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 	    "?6, 0, ?7, ?8, ?9, ?9, ?10)");
 	int rc = SQLITE_ERROR;
 	if (s != NULL) {
-		sqlite3_bind_text(s, 1, t->title, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, 1, t->title, -1, SQLITE_STATIC);
 		if (t->payload)
-			sqlite3_bind_text(s, 2, t->payload, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(s, 2, t->payload, -1, SQLITE_STATIC);
 		sqlite3_bind_int(s, 3, t->priority);
 		if (t->capability)
-			sqlite3_bind_text(s, 4, t->capability, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(s, 4, t->capability, -1, SQLITE_STATIC);
 		sqlite3_bind_double(s, 5, t->timeout_s);
 		sqlite3_bind_int(s, 6, t->max_retries);
 		sqlite3_bind_text(s, 7, task_state_name(t->state), -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 8, t->submitter, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, 8, t->submitter, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 9, t->created_ms);
 		/* Ids come from memory: one whose insert a failed commit rolled
 		 * back is never handed out again (its agent may have seen it). */
