@@ -1213,7 +1213,14 @@ tasks_agent_message(struct tasks *tm, struct agent *a, const struct proto_msg *m
 		t->progress = 100;
 		char why[96];
 		snprintf(why, sizeof why, "by %s, attempt %d", a->name, t->attempt);
-		task_end(tm, t, TASK_DONE, LVL_INFO, why);
+		/* Routine success is a debug record, like submitted, assigned and
+		 * running: under load an info record per task is a log row, two
+		 * lines and a quarter of the task cycle's time, and the tasks
+		 * pane, `task list` and the task events show it already.  What
+		 * needs the operator (failures, timeouts, dead, cancelled) stays
+		 * at info or warn. */
+		task_end(tm, t, TASK_DONE, LVL_DEBUG, why);
+
 		return true;
 	}
 	case PROTO_TASK_FAIL:

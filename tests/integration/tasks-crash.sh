@@ -56,7 +56,10 @@ worker_pids() {
 cat >"$T/dreamos.yaml" <<EOF
 bridge:
   enabled: false
+logging:
+  level: debug               # every transition in the logs table (the journal read below)
 tasks:
+
   default_retries: 3
   default_timeout: 60s
   backoff: {initial: 0.2s, cap: 1s}

@@ -124,9 +124,14 @@ class Loop(object):
         self.config = os.path.join(self.tmp, "crash.yaml")
         n = self.args.messages
         with open(self.config, "w") as f:
+            # debug: the logs table then holds every task transition, the
+            # journal check_db reads ("done" is a debug record).
             f.write("""bridge:
   enabled: false
+logging:
+  level: debug
 tasks:
+
   default_retries: 1000
   default_timeout: 30s
   backoff: {initial: 0.1s, cap: 0.5s}
