@@ -88,11 +88,17 @@ main(int argc, char **argv)
 
 	size_t cap = 1 << 16, n = 0;
 	struct done *done = malloc(cap * sizeof *done);
+	if (done == NULL)
+		die("malloc");
 	static char buf[1 << 16];
 	size_t len = 0, skip = 0; /* skip: body bytes (and CRLF) still to drop */
 	const char reserve[] = "reserve-with-timeout 1\r\n";
 	send_all(fd, reserve, sizeof reserve - 1);
 	for (;;) {
+		if (len == sizeof buf) {
+			fprintf(stderr, "beans-worker: a reply line longer than %zu bytes\n", len);
+			return 1;
+		}
 		ssize_t r = read(fd, buf + len, sizeof buf - len);
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -115,13 +121,15 @@ main(int argc, char **argv)
 				break;
 			char *line = buf + pos;
 			pos = (size_t)(eol - buf) + 1;
+			*eol = '\0'; /* sscanf and strncmp below see one line */
 			long long id;
 			size_t bytes;
 			if (sscanf(line, "RESERVED %lld %zu", &id, &bytes) == 2) {
 				skip = bytes + 2;
 				if (n == cap) {
 					cap *= 2;
-					done = realloc(done, cap * sizeof *done);
+					if ((done = realloc(done, cap * sizeof *done)) == NULL)
+						die("realloc");
 				}
 				done[n].id = id;
 				done[n++].ms = now_ms();
@@ -136,8 +144,7 @@ main(int argc, char **argv)
 					goto out;
 				send_all(fd, reserve, sizeof reserve - 1);
 			} else {
-				fprintf(stderr, "beans-worker: unexpected reply: %.*s\n",
-				        (int)(eol - line), line);
+				fprintf(stderr, "beans-worker: unexpected reply: %s\n", line);
 				return 1;
 			}
 		}

@@ -494,7 +494,6 @@ def main():
     for p in (args.dreamos, args.agent) + ((args.beans_worker,) if args.only != "dreamos" else ()):
         if p is None or not os.access(p, os.X_OK):
             ap.error("%s is not an executable" % p)
-
     tmp = args.tmp or tempfile.mkdtemp(prefix="dreamos-taskbench.")
     keep = args.tmp is not None
 

@@ -137,7 +137,6 @@ cmd_task_list_exec(struct cmd_ctx *ctx)
 	sqlite3_stmt *s = store_stmt(
 	    orch_store(ctx->orch),
 	    "SELECT id, priority, state, agent, progress, attempt, max_retries, title, capability "
-
 	    "FROM tasks WHERE (?1 IS NULL OR state = ?1) AND (?2 = 0 OR state NOT IN ('done', "
 	    "'dead', 'cancelled')) ORDER BY id DESC LIMIT ?3");
 	if (s == NULL)

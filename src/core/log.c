@@ -737,7 +737,6 @@ log_ring_push(struct logmgr *lm, const struct log_record *rec, const char *ftext
 		f[flen] = '\0';
 		slot->rec.fields_text = f;
 	}
-
 	lm->ring_next = (lm->ring_next + 1) % lm->ring_cap;
 	if (lm->ring_count < lm->ring_cap)
 		lm->ring_count++;
@@ -844,7 +843,6 @@ log_emitv(struct logmgr *lm, enum log_level level, const char *source, json_t *f
 	bool want_store = lm->store != NULL && !lm->in_store;
 	if (lm->to_stderr || want_file)
 		log_iso(lm, rec.ts_ms, iso);
-
 	if (lm->to_stderr) {
 		log_sink_stderr(&rec, iso, &sc->line);
 		log_out(lm, STDERR_FILENO, &lm->out_err, &sc->line, rec.level >= LVL_WARN);

@@ -564,7 +564,6 @@ check_range(const char *type, const struct field *fd, json_t *v, struct proto_er
 	if (fd->range & R_GT)
 		return perr(err, code, "%s: field '%s' must be greater than %g, not %s", type,
 		            fd->name, fd->lo, got);
-
 	if (fd->range & R_MIN)
 		return perr(err, code, "%s: field '%s' must be at least %g, not %s", type, fd->name,
 		            fd->lo, got);

@@ -268,7 +268,6 @@ pl_send(struct agent *a, const char *line, size_t len)
 	}
 	pl->burst = true;
 	uv_prepare_start(&pl->flush, pl_on_flush);
-
 	/* Write at once when nothing is queued: no allocation in the usual case. */
 	if (uv_stream_get_write_queue_size(s) == 0) {
 		uv_buf_t b = uv_buf_init((char *)line, (unsigned)len);
@@ -426,7 +425,6 @@ spawn_process(struct agent *a, char **cause)
 		return -1;
 	}
 	pl->open = 6;
-
 	pl->pid = pl->proc.pid;
 	a->pid = pl->proc.pid;
 	a->proc = pl;
@@ -443,6 +441,9 @@ spawn_signal(struct agent *a, int sig)
 	struct process_link *pl = a->proc;
 	if (pl == NULL || pl->exited || pl->pid <= 0)
 		return -1;
+	/* What this turn said to the child (a stop command) goes first. */
+	if (!pl->writing && pl->pending.len > 0 && !uv_is_closing((uv_handle_t *)&pl->in))
+		pl_write_pending(pl);
 	if (kill(-pl->pid, sig) != 0 && kill(pl->pid, sig) != 0)
 		return -1;
 	return 0;

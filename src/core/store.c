@@ -224,7 +224,7 @@ struct store {
 	size_t cbs_cap;
 	struct commit_hook *hooks; /* store_before_commit */
 	size_t nhooks;
-	size_t nlost;      /* cbs[0..nlost) belong to a transaction SQLite rolled back */
+	size_t nlost; /* cbs[0..nlost) belong to a transaction SQLite rolled back */
 	int lost_rc;
 
 	const char *state;
@@ -580,7 +580,6 @@ store_before_commit_remove(struct store *st, store_hook_fn fn, void *arg)
 void
 store_after_commit(struct store *st, store_commit_fn fn, void *arg)
 {
-
 	if (st->ncbs == st->cbs_cap) {
 		st->cbs_cap = st->cbs_cap ? st->cbs_cap * 2 : 16;
 		st->cbs = xreallocarray(st->cbs, st->cbs_cap, sizeof *st->cbs);
@@ -601,7 +600,6 @@ store_commit_now(struct store *st, char **cause, bool *closed)
 	*closed = false;
 	/* Deferred writes join this transaction (they may open it). */
 	for (size_t i = 0; i < st->nhooks; i++)
-
 		st->hooks[i].fn(st->hooks[i].arg);
 	store_unschedule(st);
 	st->busy++;
@@ -726,7 +724,6 @@ store_do_close(struct store *st)
 	st->db = NULL;
 	free(st->cbs);
 	free(st->hooks);
-
 	free(st->path);
 	if (st->loop == NULL) {
 		free(st);
@@ -885,7 +882,6 @@ store_connect(struct store *st, char **cause)
 	}
 	int rc =
 	    sqlite3_open_v2(st->path, &st->db,
-
 	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		*cause = xasprintf("%s: cannot open database: %s", st->path,
@@ -977,7 +973,6 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, c
 		st->check.data = st->idle.data = st->timer.data = st;
 	}
 	*out = st;
-
 	return 0;
 }
 

@@ -78,7 +78,6 @@ typedef void (*store_hook_fn)(void *arg);
 void store_before_commit(struct store *st, store_hook_fn fn, void *arg);
 void store_before_commit_remove(struct store *st, store_hook_fn fn, void *arg);
 /* Commits the open transaction now and runs the callbacks.  Returns 0, or
-
  * -1 with *cause set (cause may be NULL). */
 int store_flush(struct store *st, char **cause);
 /* True while a group transaction is open. */

@@ -351,14 +351,21 @@ tasks_write_deferred(void *arg)
 {
 
 	struct tasks *tm = arg;
-	size_t n = tm->ndeferred;
-	tm->ndeferred = 0;
-	if (orch_store(tm->orch) == NULL)
-		return;
-	for (size_t i = 0; i < n; i++) {
-		struct task *t = intmap_get(&tm->live, tm->deferred[i]);
+	/* Taken out first: a write may log, and a log subscriber may defer. */
+	int64_t *ids = tm->deferred;
+	size_t n = tm->ndeferred, cap = tm->deferred_cap;
+	tm->deferred = NULL;
+	tm->ndeferred = tm->deferred_cap = 0;
+	for (size_t i = 0; i < n && orch_store(tm->orch) != NULL; i++) {
+		struct task *t = intmap_get(&tm->live, ids[i]);
 		if (t != NULL && t->unsaved)
 			task_persist(tm, t);
+	}
+	if (tm->deferred == NULL) { /* keep the array for next time */
+		tm->deferred = ids;
+		tm->deferred_cap = cap;
+	} else {
+		free(ids);
 	}
 }
 
@@ -515,7 +522,6 @@ task_assign_line(const struct task *t)
 }
 
 /* Sends t to a: the assignment starts its run timeout. */
-
 static void
 task_assign(struct tasks *tm, struct task *t, struct agent *a)
 {
@@ -818,6 +824,11 @@ tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 		if (st != TASK_DONE)
 			waiting++;
 	}
+	if (isnan(spec->timeout_s) || spec->timeout_s > DURATION_MAX_S) {
+		/* Every way in (protocol, Bridge, extensions) ends here. */
+		*cause = xstrdup("the timeout must be at most 100 years");
+		return NULL;
+	}
 	if (!utf8_valid(spec->title, strlen(spec->title)) ||
 	    (spec->capability != NULL && !utf8_valid(spec->capability, strlen(spec->capability)))) {
 		*cause = xstrdup("the title and the capability must be UTF-8 text");
@@ -970,6 +981,9 @@ task_load(struct tasks *tm, int64_t id)
 		if (sqlite3_column_type(s, 3) != SQLITE_NULL)
 			t->capability = xstrdup((const char *)sqlite3_column_text(s, 3));
 		t->timeout_s = sqlite3_column_double(s, 4);
+		if (!(t->timeout_s > 0 && t->timeout_s <= DURATION_MAX_S))
+			t->timeout_s =
+			    orch_config(tm->orch)->tasks.default_timeout; /* an old row */
 		t->max_retries = sqlite3_column_int(s, 5);
 		t->attempt = sqlite3_column_int(s, 6);
 		task_state_parse((const char *)sqlite3_column_text(s, 7), &t->state);
@@ -1151,7 +1165,6 @@ tasks_on_submit(struct tasks *tm, struct agent *a, const struct proto_msg *m)
 	char *ptext = payload ? json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 	spec.payload = ptext;
 	spec.payload_compact = true;
-
 	json_t *after = proto_get(m, "after");
 	int64_t *deps = xcalloc(json_array_size(after) + 1, sizeof *deps);
 	for (size_t i = 0; i < json_array_size(after); i++)
@@ -1199,7 +1212,6 @@ tasks_agent_message(struct tasks *tm, struct agent *a, const struct proto_msg *m
 		else {
 			t->updated_ms = time_wall_ms();
 			task_persist(tm, t);
-
 			for (size_t i = 0; i < tm->nlisteners; i++)
 				tm->listeners[i].fn(tm->listeners[i].arg, t, t->state);
 		}
@@ -1220,7 +1232,6 @@ tasks_agent_message(struct tasks *tm, struct agent *a, const struct proto_msg *m
 		 * needs the operator (failures, timeouts, dead, cancelled) stays
 		 * at info or warn. */
 		task_end(tm, t, TASK_DONE, LVL_DEBUG, why);
-
 		return true;
 	}
 	case PROTO_TASK_FAIL:
@@ -1393,7 +1404,6 @@ json_t *
 tasks_show_json(struct tasks *tm, int64_t id)
 {
 	tasks_sync(tm);
-
 	sqlite3_stmt *s = store_stmt(
 	    orch_store(tm->orch),
 	    "SELECT id, title, payload, priority, capability, timeout_s, max_retries, attempt, "

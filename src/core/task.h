@@ -75,7 +75,6 @@ struct task_spec {
 	const char *title;
 	const char *payload;  /* JSON text or NULL */
 	bool payload_compact; /* payload is trusted compact JSON (no re-parse) */
-
 	enum proto_priority priority;
 	const char *capability; /* or NULL */
 	const int64_t *after;
@@ -88,7 +87,6 @@ struct task_spec {
  * are written at the commit point); call before reading that table. */
 void tasks_sync(struct tasks *tm);
 /* Creates a task.  Returns it (queued or blocked), or NULL with *cause. */
-
 struct task *tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause);
 struct task *tasks_get(struct tasks *tm, int64_t id);
 

@@ -59,7 +59,6 @@ void time_iso8601(int64_t wall_ms, char *out, size_t len);
  * unit ("250ms", "30s", "5m", "2h", "1d").  Returns false if malformed or
  * longer than DURATION_MAX_S. */
 bool parse_duration(const char *s, double *seconds);
-
 /* Parses a size: bytes ("1024") or with a unit ("64k", "10MB", "1MiB", "2G").
  * Returns false if malformed. */
 bool parse_size(const char *s, uint64_t *bytes);

@@ -720,7 +720,6 @@ h_task_submit(struct dreamos_ext *x, const struct dreamos_task_spec *in)
 	    .payload = payload,
 	    .payload_compact = true, /* json_normalize made it so */
 	    .priority = prio,
-
 	    .capability = spec.capability,
 	    .after = spec.after,
 	    .nafter = spec.after ? spec.nafter : 0,

@@ -204,7 +204,6 @@ tui_load_recent(struct tui *t)
 	tasks_sync(orch_tasks(t->o));
 	sqlite3_stmt *s =
 	    store_stmt(st, "SELECT id, priority, state, agent, progress, attempt, "
-
 	                   "max_retries, title FROM tasks ORDER BY id DESC LIMIT 200");
 	while (s != NULL && sqlite3_step(s) == SQLITE_ROW) {
 		enum task_state ts = TASK_QUEUED;

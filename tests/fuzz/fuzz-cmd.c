@@ -68,7 +68,6 @@ echo_exec(struct cmd_ctx *ctx)
 		json_decref(r);
 		return cmd_error(ctx, "%s: failed as asked", ctx->entry->name);
 	}
-
 	return cmd_result(ctx, r);
 }
 

@@ -59,7 +59,6 @@ bridge:
 logging:
   level: debug               # every transition in the logs table (the journal read below)
 tasks:
-
   default_retries: 3
   default_timeout: 60s
   backoff: {initial: 0.2s, cap: 1s}

@@ -131,7 +131,6 @@ class Loop(object):
 logging:
   level: debug
 tasks:
-
   default_retries: 1000
   default_timeout: 30s
   backoff: {initial: 0.1s, cap: 0.5s}

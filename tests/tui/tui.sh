@@ -243,7 +243,6 @@ ok "tasks move: running, then done (one retried)"
 # the messages pane (left, from column 0).
 wait_screen "${V}[0-9]{2}:[0-9]{2}:[0-9]{2} INFO  worker-[12]: starting task"
 wait_screen "${V}[0-9]{2}:[0-9]{2}:[0-9]{2} WARN  tasks: task [0-9]+ .* -> failed"
-
 wait_screen '^[0-9]{2}:[0-9]{2}:[0-9]{2} chatter [^ ]+ [a-z#-]+' 15
 ok "log lines and messages arrive"
 

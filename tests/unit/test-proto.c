@@ -603,7 +603,6 @@ test_parse_errors(void **state)
 	parse_bad("{\"type\":\"task.submit\",\"title\":\"t\",\"timeout_s\":1e300}", PERR_BAD_FIELD,
 	          "task.submit: field 'timeout_s' must be greater than 0 and at most 3.1536e+09, "
 	          "not 1e+300");
-
 	parse_bad("{\"type\":\"task.submit\",\"title\":\"t\",\"max_retries\":1001}", PERR_BAD_FIELD,
 	          "task.submit: field 'max_retries' must be between 0 and 1000, not 1001");
 	parse_bad("{\"type\":\"task.submit\",\"title\":\"t\",\"capability\":\"a b\"}",

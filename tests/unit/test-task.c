@@ -11,6 +11,7 @@
  * orchestrator runs (what a kill -9 leaves behind). */
 #include "testutil.h"
 
+#include <math.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <uv.h>
@@ -526,6 +527,17 @@ test_assign_line(void **state)
 	assert_null(tasks_submit(TM(f), &spec, &cause));
 	assert_string_equal(cause, "the title and the capability must be UTF-8 text");
 	free(cause);
+
+	/* A timeout beyond 100 years (the Bridge and extensions pass numbers
+	 * that no parser bounded) is refused, not turned into an overflow. */
+	spec.title = "forever";
+	const double bad[] = {1e300, INFINITY, NAN};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		spec.timeout_s = bad[i];
+		assert_null(tasks_submit(TM(f), &spec, &cause));
+		assert_string_equal(cause, "the timeout must be at most 100 years");
+		free(cause);
+	}
 }
 
 /* ---- the assignment's row ------------------------------------------------------ */
@@ -1804,9 +1816,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_assign_line, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_assign_row_deferred, setup, teardown),
-
 	    cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
-
 	    cmocka_unit_test_setup_teardown(test_backoff_timing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backoff_cap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fail_final, setup, teardown),
