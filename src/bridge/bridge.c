@@ -346,6 +346,7 @@ route_post_task(struct bridge *b, struct http_request *req, const struct auth_pr
 	json_t *payload = json_object_get(j, "payload");
 	char *ptext = payload ? json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 	spec.payload = ptext;
+	spec.payload_compact = true;
 	json_t *after = json_object_get(j, "after");
 	int64_t *deps = xcalloc(json_array_size(after) + 1, sizeof *deps);
 	for (size_t i = 0; i < json_array_size(after); i++)
