@@ -36,6 +36,7 @@ struct delivery {
 	struct inbox *inbox;
 	int attempt;
 	bool inflight;
+	size_t unsaved;                 /* 1 + its index in bus.unsaved: attempt not written yet */
 	int64_t deadline;               /* monotonic ms, when in flight */
 	struct delivery *prev, *next;   /* in a queue or the inbox's in-flight list */
 	struct delivery *gprev, *gnext; /* in the bus's in-flight list */
@@ -87,7 +88,16 @@ struct bus {
 	size_t nlisteners;
 	int next_listener;
 	uint64_t rng;
+	/* Deliveries whose new attempt count is written at the commit point:
+	 * an ack in the same transaction writes it with the new state, so a
+	 * delivery costs one UPDATE instead of two.  Slots of dropped ones are
+	 * NULL. */
+	struct delivery **unsaved;
+	size_t nunsaved, unsaved_cap;
+	bool hooked; /* bus_write_unsaved is a store_before_commit hook */
 };
+
+static void bus_write_unsaved(void *arg);
 
 /* Frees a handle allocated with xmalloc once libuv is done with it. */
 static void
@@ -223,12 +233,29 @@ bus_new(struct orch *o)
 	b->timer = xmalloc(sizeof *b->timer);
 	uv_timer_init(orch_loop(o), b->timer);
 	b->timer->data = b;
+	if (orch_store(o) != NULL) {
+		store_before_commit(orch_store(o), bus_write_unsaved, b);
+		b->hooked = true;
+	}
 	return b;
+}
+
+/* Writes what lags behind and stops deferring. */
+static void
+bus_unhook(struct bus *b)
+{
+	if (b == NULL)
+		return;
+	bus_write_unsaved(b);
+	if (b->hooked && orch_store(b->orch) != NULL)
+		store_before_commit_remove(orch_store(b->orch), bus_write_unsaved, b);
+	b->hooked = false;
 }
 
 void
 bus_close(struct bus *b)
 {
+	bus_unhook(b);
 	/* No close callback: bus_free may run before the loop releases the
 	 * handle, and the embedded handle needs nothing more from us. */
 	if (b != NULL && !uv_is_closing((uv_handle_t *)b->timer))
@@ -260,6 +287,7 @@ bus_free(struct bus *b)
 {
 	if (b == NULL)
 		return;
+	bus_unhook(b);
 	size_t it = 0;
 	void *v;
 	while (strmap_next(&b->inboxes, &it, NULL, &v))
@@ -281,6 +309,7 @@ bus_free(struct bus *b)
 	}
 	intmap_free(&b->msgs);
 	free(b->listeners);
+	free(b->unsaved);
 	free(b);
 }
 
@@ -323,10 +352,75 @@ delivery_unflight(struct bus *b, struct delivery *d)
 	b->st.inflight--;
 }
 
-/* Removes a delivery entirely and frees it. */
+/* d's row is up to date: out of bus.unsaved. */
+static void
+delivery_saved(struct bus *b, struct delivery *d)
+{
+	if (d->unsaved) {
+		b->unsaved[d->unsaved - 1] = NULL;
+		d->unsaved = 0;
+	}
+}
+
+/* Writes d's attempt count (group-committed). */
+static void
+delivery_write_attempt(struct bus *b, struct delivery *d)
+{
+	delivery_saved(b, d);
+	struct store *st = orch_store(b->orch);
+	sqlite3_stmt *s = st ? store_stmt(st, "UPDATE deliveries SET attempt = ?1 WHERE "
+	                                      "recipient = ?2 AND msg_id = ?3")
+	                     : NULL;
+	if (s != NULL) {
+		sqlite3_bind_int(s, 1, d->attempt);
+		sqlite3_bind_text(s, 2, d->inbox->name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, d->msg->id);
+		store_step_write(st, s);
+	}
+}
+
+/* The attempt of d is written at the commit point (see bus.unsaved). */
+static void
+delivery_defer_attempt(struct bus *b, struct delivery *d)
+{
+	if (!b->hooked) {
+		delivery_write_attempt(b, d);
+		return;
+	}
+	if (d->unsaved)
+		return;
+	if (b->nunsaved == b->unsaved_cap) {
+		b->unsaved_cap = b->unsaved_cap ? b->unsaved_cap * 2 : 64;
+		b->unsaved = xreallocarray(b->unsaved, b->unsaved_cap, sizeof *b->unsaved);
+	}
+	b->unsaved[b->nunsaved++] = d;
+	d->unsaved = b->nunsaved;
+	store_write_begin(orch_store(b->orch)); /* so that a commit point comes */
+}
+
+/* The store_before_commit hook: writes the attempts that lag behind. */
+static void
+bus_write_unsaved(void *arg)
+{
+	struct bus *b = arg;
+	/* By index on the live array: a write may log, and whatever that
+	 * leads to may add entries (appended, and written by this loop) or
+	 * drop deliveries (their slots become NULL). */
+	for (size_t i = 0; i < b->nunsaved; i++) {
+		if (b->unsaved[i] != NULL)
+			delivery_write_attempt(b, b->unsaved[i]);
+	}
+	b->nunsaved = 0;
+}
+
+/* Removes a delivery entirely and frees it.  An attempt count not yet
+ * written is written now (the callers' own UPDATEs carry it and clear
+ * unsaved first). */
 static void
 delivery_drop(struct bus *b, struct delivery *d)
 {
+	if (d->unsaved)
+		delivery_write_attempt(b, d);
 	if (d->inflight)
 		delivery_unflight(b, d);
 	else
@@ -373,6 +467,7 @@ delivery_dead(struct bus *b, struct delivery *d)
 		sqlite3_bind_int64(s, 4, d->msg->id);
 		store_step_write(st, s);
 	}
+	delivery_saved(b, d);
 	log_warn(orch_log(b->orch), "bus",
 	         "message %lld from %s to %s is dead after %d attempts ('dead requeue %lld' "
 	         "retries it)",
@@ -415,17 +510,10 @@ bus_dispatch(struct bus *b, struct inbox *ib)
 		b->st.inflight++;
 		if (d->attempt > 1)
 			b->st.redelivered++;
-		/* Every attempt is recorded, so that after a crash the count goes
-		 * on and max_attempts holds even for a message that crashes us. */
-		struct store *st = orch_store(b->orch);
-		sqlite3_stmt *s = store_stmt(st, "UPDATE deliveries SET attempt = ?1 WHERE "
-		                                 "recipient = ?2 AND msg_id = ?3");
-		if (s != NULL) {
-			sqlite3_bind_int(s, 1, d->attempt);
-			sqlite3_bind_text(s, 2, ib->name, -1, SQLITE_TRANSIENT);
-			sqlite3_bind_int64(s, 3, d->msg->id);
-			store_step_write(st, s);
-		}
+		/* Every attempt is recorded (in this transaction: at its commit
+		 * point), so that after a crash the count goes on and
+		 * max_attempts holds even for a message that crashes us. */
+		delivery_defer_attempt(b, d);
 		if (ib->drop_rate > 0 && bus_random(b) < ib->drop_rate) {
 			b->st.dropped++; /* chaos: lost on the way; redelivered later */
 			continue;
@@ -757,14 +845,17 @@ bus_on_ack(struct bus *b, struct agent *a, const struct proto_msg *m)
 		return;
 	}
 	if (d != NULL) {
-		sqlite3_stmt *s = store_stmt(st, "UPDATE deliveries SET state = 1, updated_ms = ?1 "
-		                                 "WHERE recipient = ?2 AND msg_id = ?3");
+		sqlite3_stmt *s =
+		    store_stmt(st, "UPDATE deliveries SET state = 1, attempt = ?4, "
+		                   "updated_ms = ?1 WHERE recipient = ?2 AND msg_id = ?3");
 		if (s != NULL) {
 			sqlite3_bind_int64(s, 1, time_wall_ms());
 			sqlite3_bind_text(s, 2, ib->name, -1, SQLITE_TRANSIENT);
 			sqlite3_bind_int64(s, 3, id);
+			sqlite3_bind_int(s, 4, d->attempt);
 			store_step_write(st, s);
 		}
+		delivery_saved(b, d);
 		b->st.acked++;
 		bus_emit(b, BUS_EV_ACKED, "acked", d->msg, ib->name, d->attempt);
 		delivery_drop(b, d);

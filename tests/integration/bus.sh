@@ -469,6 +469,46 @@ ctl dead requeue abc >/dev/null 2>&1
 lt lazy "E == []" || fail "lazy got errors (acks of a dead message must be harmless): $(lq lazy E)"
 ok "dead requeue $X: delivered again with attempt 1, acked; requeue of a live id refused"
 
+# ---- attempts survive a kill -9 of dreamos -------------------------------------
+# The attempt count is written at the commit point after the delivery; after a
+# crash the message comes back with the next attempt, so max_attempts holds
+# even for a message that crashes the orchestrator.
+
+ctl quit >/dev/null || fail "quit (rt2)"
+wait_exit "$PID" 15
+# shellcheck disable=SC2034
+RT="$T/rt3"
+{
+	cat <<-EOF
+	bridge:
+	  enabled: false
+	extensions:
+	  load: []
+	bus:
+	  ack_timeout: 60s   # only the restart redelivers
+	agents:
+	  hello_timeout: 5s
+	  stop_grace: 2s
+	  list:
+	EOF
+	agentdef keeper record 'BUS_HOLD: "1"' "BUS_RELEASE: \"$T/release3\""
+} >"$T/bus3.yaml"
+start_headless --config "$T/bus3.yaml"
+wait_state keeper ready
+K=$(sendid keeper "kept")
+wait_for 5 "keeper holds $K" lt keeper "[m['attempt'] for m in M if m['id'] == $K] == [1]"
+K1=$(field keeper pid)
+sleep 0.3 # past the commit point
+kill -KILL "$PID"
+wait_exit "$PID" 5
+start_headless --config "$T/bus3.yaml"
+wait_for 10 "$K again after the crash" lt keeper "len([m for m in M if m['id'] == $K]) >= 2"
+lt keeper "[(m['attempt'], m['pid'] != $K1) for m in M if m['id'] == $K] == [(1, False), (2, True)]" ||
+	fail "attempts across a crash: $(lq keeper M)"
+: >"$T/release3"
+wait_delivered "$K" "keeper:acked"
+ok "kill -9 of dreamos: $K delivered again with attempt 2 (the first attempt was stored)"
+
 ctl quit >/dev/null || fail "quit"
 wait_exit "$PID" 15
 [ "$RC" = 0 ] || fail "quit exit status $RC"
