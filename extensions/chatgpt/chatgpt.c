@@ -262,11 +262,8 @@ alog(struct gagent *g, const char *level, const char *f, ...)
 {
 	va_list ap;
 	va_start(ap, f);
-	char *s = NULL;
-	if (vasprintf(&s, f, ap) < 0)
-		s = NULL;
+	char *s = vfmt(f, ap);
 	va_end(ap);
-	s = redact(s);
 	aline(g, json_pack("{s:s,s:s,s:s}", "type", "log", "level", level, "msg", s ? s : ""));
 	free(s);
 }

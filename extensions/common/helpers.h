@@ -32,6 +32,16 @@ redact(char *s)
 	return s;
 }
 
+/* vprintf into a new string, redacted; NULL if out of memory. */
+static char *
+vfmt(const char *f, va_list ap)
+{
+	char *s = NULL;
+	if (vasprintf(&s, f, ap) < 0)
+		s = NULL;
+	return redact(s);
+}
+
 /* printf into a new string, redacted; NULL if out of memory. */
 static char *fmt(const char *f, ...) DREAMOS_PRINTF(1, 2);
 static char *
@@ -39,11 +49,9 @@ fmt(const char *f, ...)
 {
 	va_list ap;
 	va_start(ap, f);
-	char *s = NULL;
-	if (vasprintf(&s, f, ap) < 0)
-		s = NULL;
+	char *s = vfmt(f, ap);
 	va_end(ap);
-	return redact(s);
+	return s;
 }
 
 /* The string at key k of object o, or NULL. */

@@ -208,20 +208,24 @@ pl_write_done(uv_write_t *req, int status)
 	struct process_link *pl = w->pl;
 	free(w);
 	pl->writing = false;
-	if (status == 0 && pl->pending.len > 0 && !pl->exited &&
-	    !uv_is_closing((uv_handle_t *)&pl->in))
+	if (status == 0)
 		pl_write_pending(pl);
-	else if (status != 0)
+	else
 		buf_free(&pl->pending);
 	if (pl->agent != NULL)
 		pl_update_reading(pl);
 }
 
 /* Starts one write of everything that accumulated while the previous write
- * was in flight: under load, many lines cost one system call. */
+ * was in flight or since the first line of this turn: under load, many
+ * lines cost one system call.  Nothing while a write is in flight (its
+ * completion calls this again), nothing once the child is gone. */
 static void
 pl_write_pending(struct process_link *pl)
 {
+	if (pl->writing || pl->pending.len == 0 || pl->exited ||
+	    uv_is_closing((uv_handle_t *)&pl->in))
+		return;
 	size_t len = pl->pending.len;
 	struct spawn_write *w = xmalloc(sizeof *w + len);
 	w->pl = pl;
@@ -244,9 +248,7 @@ pl_on_flush(uv_prepare_t *h)
 	struct process_link *pl = h->data;
 	uv_prepare_stop(h);
 	pl->burst = false;
-	if (!pl->writing && pl->pending.len > 0 && !pl->exited &&
-	    !uv_is_closing((uv_handle_t *)&pl->in))
-		pl_write_pending(pl);
+	pl_write_pending(pl);
 }
 
 static int
@@ -441,9 +443,7 @@ spawn_signal(struct agent *a, int sig)
 	struct process_link *pl = a->proc;
 	if (pl == NULL || pl->exited || pl->pid <= 0)
 		return -1;
-	/* What this turn said to the child (a stop command) goes first. */
-	if (!pl->writing && pl->pending.len > 0 && !uv_is_closing((uv_handle_t *)&pl->in))
-		pl_write_pending(pl);
+	pl_write_pending(pl); /* what this turn said to it (a stop command) first */
 	if (kill(-pl->pid, sig) != 0 && kill(pl->pid, sig) != 0)
 		return -1;
 	return 0;

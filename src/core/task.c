@@ -351,22 +351,15 @@ tasks_write_deferred(void *arg)
 {
 
 	struct tasks *tm = arg;
-	/* Taken out first: a write may log, and a log subscriber may defer. */
-	int64_t *ids = tm->deferred;
-	size_t n = tm->ndeferred, cap = tm->deferred_cap;
-	tm->deferred = NULL;
-	tm->ndeferred = tm->deferred_cap = 0;
-	for (size_t i = 0; i < n && orch_store(tm->orch) != NULL; i++) {
-		struct task *t = intmap_get(&tm->live, ids[i]);
+	/* By index on the live array: a write may log, and a log subscriber
+	 * may defer another task (appended, and written by this loop).  Ids,
+	 * not pointers: a task may end and be freed meanwhile. */
+	for (size_t i = 0; i < tm->ndeferred && orch_store(tm->orch) != NULL; i++) {
+		struct task *t = intmap_get(&tm->live, tm->deferred[i]);
 		if (t != NULL && t->unsaved)
 			task_persist(tm, t);
 	}
-	if (tm->deferred == NULL) { /* keep the array for next time */
-		tm->deferred = ids;
-		tm->deferred_cap = cap;
-	} else {
-		free(ids);
-	}
+	tm->ndeferred = 0;
 }
 
 /* Records a transition: state, counters, store, log, listeners. */

@@ -308,7 +308,9 @@ st GET "/v1/tasks/$TASK2" "$TOBS" >/dev/null
 json_get 'j["state"]' <"$T/body" | grep -qx cancelled || fail "task $TASK2 not cancelled"
 expect 404 GET /v1/tasks/99999 "$TOBS"
 expect 404 DELETE /v1/tasks/99999 "$TOPS"
-ok "POST /v1/tasks -> the remote agent does it; GET /v1/tasks[/ID]; DELETE: 200, 409 when done, 404"
+expect 400 POST /v1/tasks "$TOPS" -H "$JSON" --data-binary '{"title": "forever", "timeout_s": 1e300}'
+errmsg | grep -q "at most 100 years" || fail "timeout_s 1e300: $(cat "$T/body")"
+ok "POST /v1/tasks -> the remote agent does it; GET /v1/tasks[/ID]; DELETE: 200, 409 when done, 404; a timeout beyond 100 years: 400"
 
 expect 200 GET "/v1/logs?source=bridge&limit=5" "$TOBS"
 json_get 'len(j) >= 1' <"$T/body" | grep -q True || fail "GET /v1/logs: $(cat "$T/body")"
