@@ -5,6 +5,7 @@
 
 #include "agent.h"
 #include "bus.h"
+#include "idlease.h"
 #include "intmap.h"
 #include "log.h"
 #include "orch.h"
@@ -26,6 +27,7 @@ struct bmsg {
 	enum proto_mode mode;
 	int64_t ts_ms;
 	int64_t reply_to;
+	bool unstored; /* its commit failed: never delivered again */
 };
 
 struct inbox;
@@ -55,11 +57,11 @@ struct inbox {
 	double drop_rate;
 };
 
-/* A message accepted in this group transaction, answered after commit. */
+/* A message accepted in this group transaction (and already routed), to
+ * answer after commit. */
 struct pending {
 	struct bmsg *msg;
-	struct inbox **to;
-	size_t nto;
+	int nto;      /* recipients */
 	char *sender; /* agent to answer `sent`, or NULL */
 	char *ref;
 	bus_sent_fn done;
@@ -95,6 +97,10 @@ struct bus {
 	struct delivery **unsaved;
 	size_t nunsaved, unsaved_cap;
 	bool hooked; /* bus_write_unsaved is a store_before_commit hook */
+	/* A message is routed (and may be delivered) as soon as it is
+	 * accepted, before its group commit; only `sent` waits for that.  So
+	 * its id comes from a reservation (see idlease.h). */
+	struct idlease ids;
 };
 
 static void bus_write_unsaved(void *arg);
@@ -255,6 +261,8 @@ bus_unhook(struct bus *b)
 void
 bus_close(struct bus *b)
 {
+	if (b != NULL)
+		idlease_close(&b->ids);
 	bus_unhook(b);
 	/* No close callback: bus_free may run before the loop releases the
 	 * handle, and the embedded handle needs nothing more from us. */
@@ -302,7 +310,6 @@ bus_free(struct bus *b)
 	for (struct pending *p = b->batch, *next; p != NULL; p = next) {
 		next = p->next;
 		bmsg_unref(b, p->msg);
-		free(p->to);
 		free(p->sender);
 		free(p->ref);
 		free(p);
@@ -538,6 +545,10 @@ bus_on_timer(uv_timer_t *t)
 	strmap_init(&touched);
 	while (b->ghead != NULL && b->ghead->deadline <= now) {
 		struct delivery *d = b->ghead;
+		if (d->msg->unstored) {
+			delivery_drop(b, d);
+			continue;
+		}
 		if (d->attempt >= max) {
 			/* Straight from flight: unflighted first, delivery_drop
 			 * would unlink it from a queue it is not in (and empty
@@ -577,6 +588,10 @@ bus_agent_gone(struct bus *b, struct agent *a)
 	/* Its unacked messages come back first, in their order. */
 	while (ib->inflight.tail != NULL) {
 		struct delivery *d = ib->inflight.tail;
+		if (d->msg->unstored) {
+			delivery_drop(b, d);
+			continue;
+		}
 		delivery_unflight(b, d);
 		dlist_push_front(&ib->q[d->msg->prio], d);
 	}
@@ -585,7 +600,24 @@ bus_agent_gone(struct bus *b, struct agent *a)
 
 /* ---- accepting -------------------------------------------------------- */
 
-/* After the group commit: answer the senders and route the messages. */
+/* Drops what a message left in the inboxes, once its commit has failed.
+ * Deliveries already in flight stay until acked, so that their recipients'
+ * acks are not refused, but are never delivered again. */
+static void
+bus_unroute(struct bus *b, struct bmsg *m)
+{
+	m->unstored = true;
+	size_t it = 0;
+	void *v;
+	while (strmap_next(&b->inboxes, &it, NULL, &v)) {
+		struct inbox *ib = v;
+		struct delivery *d = intmap_get(&ib->byid, m->id);
+		if (d != NULL && !d->inflight && d->attempt == 0)
+			delivery_drop(b, d);
+	}
+}
+
+/* After the group commit: answer the senders. */
 static void
 bus_batch_committed(void *arg, int status)
 {
@@ -594,13 +626,12 @@ bus_batch_committed(void *arg, int status)
 	b->batch = NULL;
 	b->batch_tail = &b->batch;
 	b->batch_armed = false;
-	struct strmap touched;
-	strmap_init(&touched);
 	for (struct pending *next; p != NULL; p = next) {
 		next = p->next;
 		struct agent *sender =
 		    p->sender ? agents_find(orch_agents(b->orch), p->sender) : NULL;
 		if (status != 0) {
+			bus_unroute(b, p->msg);
 			if (sender != NULL)
 				agent_send_error(
 				    sender, PERR_STORE,
@@ -609,39 +640,39 @@ bus_batch_committed(void *arg, int status)
 				p->done(p->done_arg, 0, 0, PERR_STORE,
 				        "message not stored (store failure)");
 		} else {
-			struct bmsg *m = p->msg;
-			intmap_set(&b->msgs, m->id, m);
-			for (size_t i = 0; i < p->nto; i++) {
-				struct inbox *ib = p->to[i];
-				struct delivery *d = xcalloc(1, sizeof *d);
-				d->msg = m;
-				d->inbox = ib;
-				m->refs++;
-				dlist_push_back(&ib->q[m->prio], d);
-				intmap_set(&ib->byid, m->id, d);
-				b->st.pending++;
-				strmap_set(&touched, ib->name, ib);
-			}
 			b->st.accepted++;
 			if (sender != NULL) {
 				sender->msgs_in++;
-				agent_send_line(sender, proto_sent(p->ref, m->id));
+				agent_send_line(sender, proto_sent(p->ref, p->msg->id));
 			}
-			bus_emit(b, BUS_EV_ACCEPTED, "accepted", m, NULL, 0);
 			if (p->done)
-				p->done(p->done_arg, m->id, (int)p->nto, NULL, NULL);
+				p->done(p->done_arg, p->msg->id, p->nto, NULL, NULL);
 		}
 		bmsg_unref(b, p->msg);
-		free(p->to);
 		free(p->sender);
 		free(p->ref);
 		free(p);
 	}
-	size_t it = 0;
-	void *v;
-	while (strmap_next(&touched, &it, NULL, &v))
-		bus_dispatch(b, v);
-	strmap_free(&touched);
+}
+
+/* Queues a just-accepted message for its recipients and sends what their
+ * windows allow. */
+static void
+bus_route_msg(struct bus *b, struct bmsg *m, struct inbox **to, size_t n)
+{
+	intmap_set(&b->msgs, m->id, m);
+	for (size_t i = 0; i < n; i++) {
+		struct delivery *d = xcalloc(1, sizeof *d);
+		d->msg = m;
+		d->inbox = to[i];
+		m->refs++;
+		dlist_push_back(&to[i]->q[m->prio], d);
+		intmap_set(&to[i]->byid, m->id, d);
+		b->st.pending++;
+	}
+	bus_emit(b, BUS_EV_ACCEPTED, "accepted", m, NULL, 0);
+	for (size_t i = 0; i < n; i++)
+		bus_dispatch(b, to[i]);
 }
 
 /* Resolves the recipients of `to`.  Returns the count (array in *out, may
@@ -729,9 +760,17 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 		return -1;
 
 	struct store *st = orch_store(b->orch);
+	int64_t id = idlease_take(&b->ids);
+	if (id == 0) {
+		free(to);
+		*code = PERR_STORE;
+		*detail = xasprintf("message not stored: no message id reserved (%s)",
+		                    st ? store_state(st) : "no store");
+		return -1;
+	}
 	sqlite3_stmt *s =
-	    store_stmt(st, "INSERT INTO messages (ts_ms, sender, target, priority, "
-	                   "mode, body, reply_to) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+	    store_stmt(st, "INSERT INTO messages (id, ts_ms, sender, target, priority, "
+	                   "mode, body, reply_to) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)");
 	int64_t now = time_wall_ms();
 	int rc = SQLITE_ERROR;
 	if (s != NULL) {
@@ -743,6 +782,7 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 		sqlite3_bind_text(s, 6, req->body, (int)blen, SQLITE_STATIC);
 		if (req->reply_to > 0)
 			sqlite3_bind_int64(s, 7, req->reply_to);
+		sqlite3_bind_int64(s, 8, id);
 		rc = store_step_write(st, s);
 	}
 	if (rc != SQLITE_DONE) {
@@ -751,7 +791,6 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 		*detail = xasprintf("message not stored: %s", store_state(st));
 		return -1;
 	}
-	int64_t id = sqlite3_last_insert_rowid(store_db(st));
 	sqlite3_stmt *ds = store_stmt(st, "INSERT INTO deliveries (msg_id, recipient, state, "
 	                                  "attempt, updated_ms) VALUES (?1, ?2, 0, 0, ?3)");
 	for (long i = 0; i < n && ds != NULL; i++) {
@@ -762,7 +801,7 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	}
 	struct bmsg *m = xcalloc(1, sizeof *m);
 	m->id = id;
-	m->refs = 1;
+	m->refs = 1; /* the pending answer's */
 	m->from = xstrdup(req->from);
 	m->to = xstrdup(req->to);
 	m->body = xstrndup(req->body, blen);
@@ -775,8 +814,7 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 
 	struct pending *p = xcalloc(1, sizeof *p);
 	p->msg = m;
-	p->to = to;
-	p->nto = (size_t)n;
+	p->nto = (int)n;
 	p->sender = sender ? xstrdup(sender) : NULL;
 	p->ref = ref ? xstrdup(ref) : NULL;
 	p->done = done;
@@ -787,6 +825,8 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 		b->batch_armed = true;
 		store_after_commit(st, bus_batch_committed, b);
 	}
+	bus_route_msg(b, m, to, (size_t)n);
+	free(to);
 	return 0;
 }
 
@@ -960,6 +1000,7 @@ bus_recover(struct bus *b, char **cause)
 		b->st.last_id = sqlite3_column_int64(s, 0);
 	if (s != NULL)
 		sqlite3_reset(s);
+	idlease_open(&b->ids, st, "message_ids", b->st.last_id);
 
 	s = store_stmt(st, "SELECT agent, topic FROM subscriptions");
 	while (s != NULL && sqlite3_step(s) == SQLITE_ROW) {

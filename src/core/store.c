@@ -675,7 +675,13 @@ store_flush(struct store *st, char **cause)
 	if (cause != NULL)
 		*cause = NULL;
 	bool closed;
-	return store_commit_now(st, cause, &closed);
+	/* Not a loop commit point: it does not make the loop's next one
+	 * think the store is under load. */
+	uint64_t last = st->last_commit_ns;
+	int rc = store_commit_now(st, cause, &closed);
+	if (!closed)
+		st->last_commit_ns = last;
+	return rc;
 }
 
 bool

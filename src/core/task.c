@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "idlease.h"
 #include "intmap.h"
 #include "log.h"
 #include "orch.h"
@@ -51,6 +52,9 @@ struct tasks {
 	int64_t *deferred;
 	size_t ndeferred, deferred_cap;
 	bool hooked; /* tasks_write_deferred is a store_before_commit hook */
+	/* A task may be assigned before its submission commits: ids come
+	 * from a reservation (see idlease.h). */
+	struct idlease ids;
 };
 
 static const char *const task_state_names[TASK_NSTATES] = {
@@ -252,6 +256,7 @@ tasks_close(struct tasks *tm)
 {
 	if (tm == NULL)
 		return;
+	idlease_close(&tm->ids);
 	tasks_unhook(tm);
 	if (!uv_is_closing((uv_handle_t *)tm->timer))
 		uv_close((uv_handle_t *)tm->timer, handle_free_cb);
@@ -794,7 +799,12 @@ tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 		*cause = xstrdup("a task needs a title");
 		return NULL;
 	}
-	int64_t next_id = tm->counts.last_id + 1;
+	int64_t next_id = idlease_peek(&tm->ids);
+	if (next_id == 0) {
+		*cause = xasprintf("task not stored: no task id reserved (%s)",
+		                   store_state(orch_store(tm->orch)));
+		return NULL;
+	}
 	for (size_t i = 0; i < spec->nafter; i++) {
 		int64_t d = spec->after[i];
 		if (d >= next_id || task_reaches(tm, d, next_id, 0)) {
@@ -874,9 +884,9 @@ tasks_submit(struct tasks *tm, const struct task_spec *spec, char **cause)
 		sqlite3_bind_text(s, 7, task_state_name(t->state), -1, SQLITE_STATIC);
 		sqlite3_bind_text(s, 8, t->submitter, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 9, t->created_ms);
-		/* Ids come from memory: one whose insert a failed commit rolled
-		 * back is never handed out again (its agent may have seen it). */
-		sqlite3_bind_int64(s, 10, next_id);
+		/* Taken even if the insert fails: one whose insert a failed
+		 * commit rolled back is never handed out again either. */
+		sqlite3_bind_int64(s, 10, idlease_take(&tm->ids));
 		rc = store_step_write(st, s);
 	}
 	if (rc != SQLITE_DONE) {
@@ -1249,6 +1259,7 @@ tasks_recover(struct tasks *tm, char **cause)
 		tm->counts.last_id = sqlite3_column_int64(s, 0);
 	if (s != NULL)
 		sqlite3_reset(s);
+	idlease_open(&tm->ids, st, "task_ids", tm->counts.last_id);
 	s = store_stmt(st, "SELECT state, count(*) FROM tasks GROUP BY state");
 	while (s != NULL && sqlite3_step(s) == SQLITE_ROW) {
 		enum task_state ts;
