@@ -101,9 +101,18 @@ struct bus {
 	 * accepted, before its group commit; only `sent` waits for that.  So
 	 * its id comes from a reservation (see idlease.h). */
 	struct idlease ids;
+	/* No message below floor has a pending delivery in the store (kv,
+	 * saved every BUS_FLOOR_MS at a commit point): recovery reads from
+	 * there instead of the whole deliveries table. */
+	int64_t floor;
+	int64_t floor_saved_ms;
 };
 
 static void bus_write_unsaved(void *arg);
+static void bus_save_floor(struct bus *b);
+
+/* How often the recovery floor is saved (at a commit point). */
+#define BUS_FLOOR_MS 1000
 
 /* Frees a handle allocated with xmalloc once libuv is done with it. */
 static void
@@ -261,8 +270,10 @@ bus_unhook(struct bus *b)
 void
 bus_close(struct bus *b)
 {
-	if (b != NULL)
+	if (b != NULL) {
+		bus_save_floor(b);
 		idlease_close(&b->ids);
+	}
 	bus_unhook(b);
 	/* No close callback: bus_free may run before the loop releases the
 	 * handle, and the embedded handle needs nothing more from us. */
@@ -405,6 +416,30 @@ delivery_defer_attempt(struct bus *b, struct delivery *d)
 	store_write_begin(orch_store(b->orch)); /* so that a commit point comes */
 }
 
+/* Saves the recovery floor: the lowest id with a delivery in memory (every
+ * pending one in the store is in memory, from recovery or since), or the
+ * next id when there is none.  Written in the open transaction. */
+static void
+bus_save_floor(struct bus *b)
+{
+	struct store *st = orch_store(b->orch);
+	if (st == NULL || idlease_peek(&b->ids) == 0)
+		return;
+	int64_t floor = idlease_peek(&b->ids), id;
+	size_t it = 0;
+	while (intmap_next(&b->msgs, &it, &id, NULL)) {
+		if (id < floor)
+			floor = id;
+	}
+	b->floor_saved_ms = time_mono_ms();
+	if (floor == b->floor)
+		return;
+	char v[32];
+	snprintf(v, sizeof v, "%lld", (long long)floor);
+	if (store_kv_set(st, "dreamos", "message_floor", v) == 0)
+		b->floor = floor;
+}
+
 /* The store_before_commit hook: writes the attempts that lag behind. */
 static void
 bus_write_unsaved(void *arg)
@@ -418,6 +453,8 @@ bus_write_unsaved(void *arg)
 			delivery_write_attempt(b, b->unsaved[i]);
 	}
 	b->nunsaved = 0;
+	if (time_mono_ms() - b->floor_saved_ms >= BUS_FLOOR_MS)
+		bus_save_floor(b);
 }
 
 /* Removes a delivery entirely and frees it.  An attempt count not yet
@@ -1017,9 +1054,16 @@ bus_recover(struct bus *b, char **cause)
 	if (s != NULL)
 		sqlite3_reset(s);
 
+	char *fl = store_kv_get(st, "dreamos", "message_floor");
+	b->floor = fl ? strtoll(fl, NULL, 10) : 0;
+	free(fl);
+	b->floor_saved_ms = time_mono_ms();
 	s = store_stmt(st, "SELECT d.recipient, d.attempt, m.id, m.ts_ms, m.sender, m.target, "
 	                   "m.priority, m.mode, m.body, m.reply_to FROM deliveries d JOIN "
-	                   "messages m ON m.id = d.msg_id WHERE d.state = 0 ORDER BY m.id");
+	                   "messages m ON m.id = d.msg_id WHERE d.msg_id >= ?1 AND d.state = 0 "
+	                   "ORDER BY d.msg_id");
+	if (s != NULL)
+		sqlite3_bind_int64(s, 1, b->floor);
 	size_t n = 0;
 	while (s != NULL && sqlite3_step(s) == SQLITE_ROW) {
 		int64_t id = sqlite3_column_int64(s, 2);
@@ -1071,6 +1115,7 @@ void
 bus_stats(const struct bus *b, struct bus_stats *out)
 {
 	*out = b->st;
+	out->floor = b->floor;
 }
 
 void
@@ -1152,6 +1197,8 @@ bus_dead_requeue(struct bus *b, int64_t id)
 		sqlite3_bind_int64(u, 2, id);
 		store_step_write(st, u);
 	}
+	if (id < b->floor)
+		bus_save_floor(b); /* (m is in b->msgs) recovery must find it */
 	for (size_t i = 0; i < n; i++) {
 		struct inbox *ib = bus_inbox(b, names[i], true);
 		struct delivery *d = xcalloc(1, sizeof *d);
@@ -1202,8 +1249,10 @@ bus_foreach_pending(struct bus *b, bus_pending_fn fn, void *arg)
 		struct inbox *ib = v;
 		for (int p = 0; p <= PRIO_N; p++) {
 			const struct dlist *l = p < PRIO_N ? &ib->q[p] : &ib->inflight;
-			for (const struct delivery *d = l->head; d != NULL; d = d->next)
-				fn(arg, ib->name, d->msg->id, d->inflight);
+			for (const struct delivery *d = l->head; d != NULL; d = d->next) {
+				if (!d->msg->unstored)
+					fn(arg, ib->name, d->msg->id, d->inflight);
+			}
 		}
 	}
 }

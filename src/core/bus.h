@@ -49,8 +49,8 @@ struct bus_send_req {
 	enum proto_mode mode;
 	int64_t reply_to; /* 0: none */
 };
-/* Accepts a message (validates, stores, and routes after commit); done is
- * called once (possibly before return on a validation error). */
+/* Accepts a message: validates, stores and routes it at once; done is
+ * called once, after its commit (or before return on a validation error). */
 void bus_send(struct bus *b, const struct bus_send_req *req, bus_sent_fn done, void *arg);
 
 struct bus_stats {
@@ -58,6 +58,7 @@ struct bus_stats {
 	uint64_t pending; /* queued + in flight */
 	uint64_t inflight;
 	int64_t last_id;
+	int64_t floor; /* no pending delivery in the store below this id */
 };
 void bus_stats(const struct bus *b, struct bus_stats *out);
 
@@ -67,7 +68,7 @@ void bus_set_drop(struct bus *b, const char *name, double rate);
 /* The drop rate in force for name (0 if none). */
 double bus_drop_rate(const struct bus *b, const char *name);
 /* Calls fn(arg, recipient, id, inflight) for every delivery held in memory
- * (for `verify`). */
+ * (for `verify`), but those of messages whose commit failed. */
 typedef void (*bus_pending_fn)(void *arg, const char *recipient, int64_t id, bool inflight);
 void bus_foreach_pending(struct bus *b, bus_pending_fn fn, void *arg);
 

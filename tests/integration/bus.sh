@@ -456,9 +456,21 @@ sleep 1.2
 lt lazy "len([m for m in M if m['id'] == $X]) == 3" || fail "a dead message was delivered again: $(lq lazy M)"
 ok "ack timeout: $X redelivered with attempt 1, 2, 3 (after bus.ack_timeout each), then dead (dead list, history, log)"
 
+# The recovery floor (a restart reads pending deliveries from there up) is
+# saved at a commit point once a second: with $X dead it rises above it,
+# and a requeue of $X brings it back down, or a restart would miss it.
+floor_of() {
+	ctl verify --json | "${PYTHON3:-python3}" -c "import json, re, sys
+print([int(re.search(r'below message (\d+)', c['detail']).group(1)) for c in json.load(sys.stdin)['checks'] if c['name'] == 'recovery floor'][0])"
+}
+F=$(sendid lazy "floor tick")
+[ "$(floor_of)" -gt "$X" ] || fail "the recovery floor ($(floor_of)) did not rise above dead $X"
 : >"$T/release2"
 ctl dead requeue "$X" --json >"$T/rq.out" || fail "dead requeue: $(cat "$T/rq.out")"
 jtest "j['requeued'] == 1" <"$T/rq.out" || fail "dead requeue answer: $(cat "$T/rq.out")"
+[ "$(floor_of)" -le "$X" ] || fail "the recovery floor ($(floor_of)) stayed above requeued $X"
+ctl verify >/dev/null || fail "verify after the requeue: $(ctl verify)"
+wait_delivered "$F" "lazy:acked"
 wait_for 5 "$X delivered again" lt lazy "len([m for m in M if m['id'] == $X]) >= 4"
 lt lazy "[m['attempt'] for m in M if m['id'] == $X][3] == 1" || fail "requeued delivery attempt: $(lq lazy M)"
 wait_delivered "$X" "lazy:acked"
