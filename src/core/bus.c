@@ -892,7 +892,19 @@ bus_on_send(struct bus *b, struct agent *a, const struct proto_msg *m)
 	if (ms != NULL)
 		proto_mode_parse(ms, &req.mode);
 	req.reply_to = proto_int(m, "reply_to", 0);
-	char *body = json_dumps(proto_get(m, "body"), JSON_COMPACT | JSON_ENCODE_ANY);
+	/* The body is kept as compact JSON text; a string (the common case)
+	 * is quoted by hand, without json_dumps's machinery per message. */
+	const json_t *jb = proto_get(m, "body");
+	char *body;
+	if (json_is_string(jb)) {
+		struct buf bb;
+		buf_init(&bb);
+		buf_reserve(&bb, json_string_length(jb) + 16);
+		buf_add_json_str(&bb, json_string_value(jb));
+		body = (char *)buf_cstr(&bb);
+	} else {
+		body = json_dumps(jb, JSON_COMPACT | JSON_ENCODE_ANY);
+	}
 	req.body = body;
 	const char *code = NULL;
 	char *detail = NULL;

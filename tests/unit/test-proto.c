@@ -742,6 +742,22 @@ test_encode(void **state)
 	l = proto_sent(NULL, 1);
 	assert_string_equal(l, "{\"type\":\"sent\",\"ref\":null,\"id\":1}\n");
 	free(l);
+	/* A ref that needs escaping comes back as the same string, on one line;
+	 * one that is not UTF-8 (cannot come from a parsed line) is cleaned. */
+	static const char odd[] = "q\"\\\n\x01\xc3\xa9/";
+	l = proto_sent(odd, 7);
+	assert_ptr_equal(strchr(l, '\n'), l + strlen(l) - 1);
+	json_t *pj = json_loads(l, 0, NULL);
+	assert_non_null(pj);
+	assert_string_equal(json_string_value(json_object_get(pj, "ref")), odd);
+	assert_int_equal(json_integer_value(json_object_get(pj, "id")), 7);
+	json_decref(pj);
+	free(l);
+	l = proto_sent("a\xff"
+	               "b",
+	               8);
+	assert_string_equal(l, "{\"type\":\"sent\",\"ref\":\"a?b\",\"id\":8}\n");
+	free(l);
 
 	/* Generic encoding: non-ASCII stays UTF-8, control characters are
 	 * escaped, so the line is one line. */
