@@ -27,10 +27,12 @@
 #
 # Prints one line per kill, then a summary:
 #   iterations 10, messages 100000, sent 100000, received 100412,
-#   lost 0, duplicates 412, unrecorded 57, elapsed 31.2 s (drain 4.1 s)
-# ("unrecorded": stored and delivered, but dreamos died before it could
-# answer `sent` — allowed).  Exit status 0 if nothing was lost, 1 if
-# something was lost or the run failed, 2 on bad usage.
+#   lost 0, duplicates 412, unrecorded 57, reused 0, elapsed 31.2 s (drain 4.1 s)
+# ("unrecorded": delivered, but dreamos died before it could answer `sent`,
+# either after the commit or before it, since messages are routed first —
+# allowed; "reused": ids that came with two different bodies — never).
+# Exit status 0 if nothing was lost or reused, 1 if something was or the
+# run failed, 2 on bad usage.
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
 top_srcdir=${top_srcdir:-$top}
@@ -195,9 +197,11 @@ wait_for 600 "no message pending" drained
 drain=$(elapsed "$t1")
 total=$(elapsed "$t0")
 res=$(verify --json) || true
-summary=$(echo "$res" | "$PY" -c "import json,sys; j=json.load(sys.stdin); print('sent %d, received %d, lost %d, duplicates %d, unrecorded %d' % (j['sent'], j['received'], j['lost'], j['duplicates'], j['unrecorded']))")
+summary=$(echo "$res" | "$PY" -c "import json,sys; j=json.load(sys.stdin); print('sent %d, received %d, lost %d, duplicates %d, unrecorded %d, reused %d' % (j['sent'], j['received'], j['lost'], j['duplicates'], j['unrecorded'], j['reused']))")
 echo "iterations $ITER, messages $N, $summary, elapsed $total s (drain $drain s)"
 ctl quit >/dev/null || fail "quit"
 wait_exit "$PID" 30
 echo "$res" | "$PY" -c "import json,sys; sys.exit(0 if json.load(sys.stdin)['lost'] == 0 else 1)" ||
 	fail "messages lost: $(verify)"
+echo "$res" | "$PY" -c "import json,sys; sys.exit(0 if json.load(sys.stdin)['reused'] == 0 else 1)" ||
+	fail "an id came with two different bodies: $(verify)"

@@ -45,11 +45,13 @@ Not an agent:
   busagent.py verify SENT_LOG RECV_LOG [--json]
             compares the ids a producer recorded as `sent` with the ids a
             consumer recorded as received; prints "sent S, received R
-            (distinct D), lost L, duplicates M, unrecorded U" and exits 1 if
-            any sent id was never received (lost > 0), 2 on bad usage.
+            (distinct D), lost L, duplicates M, unrecorded U, reused R" and
+            exits 1 if any sent id was never received (lost > 0) or one id
+            came with two different bodies (reused > 0), 2 on bad usage.
             Duplicates are receptions beyond the first of an id; unrecorded
             are ids received that the producer never saw `sent` for (stored
-            but unanswered when the orchestrator died: not an error).
+            but unanswered when the orchestrator died, or routed before a
+            commit the crash prevented: not an error).
 """
 
 import json
@@ -304,7 +306,12 @@ def verify(argv):
         sys.stderr.write("usage: busagent.py verify SENT_LOG RECV_LOG [--json]\n")
         return 2
     sent = [r["id"] for r in _read_log(argv[0]) if r.get("ev") == "sent"]
-    recv = [r["id"] for r in _read_log(argv[1]) if r.get("ev") == "msg"]
+    msgs = [r for r in _read_log(argv[1]) if r.get("ev") == "msg"]
+    recv = [r["id"] for r in msgs]
+    bodies = {}
+    for r in msgs:
+        bodies.setdefault(r["id"], set()).add(json.dumps(r.get("body"), sort_keys=True))
+    reused = sorted(i for i, b in bodies.items() if len(b) > 1)
     sent_set = set(sent)
     counts = {}
     for i in recv:
@@ -320,15 +327,19 @@ def verify(argv):
         "duplicates": len(recv) - len(counts),
         "unrecorded": len(set(counts) - sent_set),
         "max_sent_id": max(sent) if sent else 0,
+        "reused": len(reused),
+        "reused_ids": reused[:20],
     }
     if "--json" in argv:
         print(json.dumps(res))
     else:
-        print("sent %d, received %d (distinct %d), lost %d, duplicates %d, unrecorded %d%s"
+        print("sent %d, received %d (distinct %d), lost %d, duplicates %d, unrecorded %d, "
+              "reused %d%s%s"
               % (res["sent"], res["received"], res["distinct"], res["lost"],
-                 res["duplicates"], res["unrecorded"],
-                 " (lost ids %s)" % lost[:20] if lost else ""))
-    return 1 if lost else 0
+                 res["duplicates"], res["unrecorded"], res["reused"],
+                 " (lost ids %s)" % lost[:20] if lost else "",
+                 " (reused ids %s)" % reused[:20] if reused else ""))
+    return 1 if lost or reused else 0
 
 
 def main():

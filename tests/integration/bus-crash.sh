@@ -109,6 +109,9 @@ wait_for 60 "no message pending ($(verify 2>&1))" drained
 res=$(verify --json)
 echo "$res" | jtest "j['sent'] == $N and j['sent_distinct'] == $N" || fail "producer log: $res"
 echo "$res" | jtest "j['lost'] == 0" || fail "lost messages: $res"
+# Messages are routed before their commit: an id seen before a crash must
+# never come back on another message.
+echo "$res" | jtest "j['reused'] == 0" || fail "an id came with two different bodies: $res"
 lost=$(echo "$res" | json_get 'j["lost"]')
 dups=$(echo "$res" | json_get 'j["duplicates"]')
 unrec=$(echo "$res" | json_get 'j["unrecorded"]')

@@ -527,6 +527,22 @@ K2=$(sendid keeper "after the crash")
 wait_delivered "$K2" "keeper:acked"
 ok "kill -9 of dreamos: $K delivered again with attempt 2 (the first attempt was stored); new ids start above the reserved ones ($K2)"
 
+# The case the reservation is for: a message routed to keeper whose commit
+# then fails (never stored), then a kill -9; its id must not come back.
+ctl chaos store full >/dev/null || fail "chaos store full"
+ctl send keeper "never stored" >/dev/null 2>&1 && fail "a send was acknowledged while commits fail"
+wait_for 5 "keeper to get the unstored message" lt keeper "any(m['body'] == 'never stored' for m in M)"
+U=$(lq keeper "[m['id'] for m in M if m['body'] == 'never stored'][0]")
+kill -KILL "$PID"
+wait_exit "$PID" 5
+start_headless --config "$T/bus3.yaml"
+wait_state keeper ready
+U2=$(sendid keeper "stored after")
+[ "$U2" -gt "$U" ] || fail "id $U, seen by keeper but never stored, was given again ($U2) after a kill -9"
+ctl history --grep "never stored" --json | jtest "j == []" || fail "the unstored message is in history"
+wait_delivered "$U2" "keeper:acked"
+ok "a message routed but never stored (commit failed), then kill -9: its id ($U) is not given again ($U2)"
+
 ctl quit >/dev/null || fail "quit"
 wait_exit "$PID" 15
 [ "$RC" = 0 ] || fail "quit exit status $RC"
