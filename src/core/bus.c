@@ -57,7 +57,7 @@ struct inbox {
 	double drop_rate;
 };
 
-/* A message accepted in this group transaction (and already routed), to
+/* A message accepted in a group transaction (and already routed), to
  * answer after commit. */
 struct pending {
 	struct bmsg *msg;
@@ -67,6 +67,15 @@ struct pending {
 	bus_sent_fn done;
 	void *done_arg;
 	struct pending *next;
+};
+
+/* The messages of one transaction, with one after-commit callback: after
+ * SQLite rolled a transaction back, later messages go into a new batch
+ * (their transaction may commit while the lost one's callback says -1). */
+struct batch {
+	struct bus *b;
+	uint64_t txn; /* store_txn_seq */
+	struct pending *head, **tail;
 };
 
 struct bus_listener {
@@ -83,8 +92,7 @@ struct bus {
 	struct intmap msgs;             /* id -> bmsg, while any delivery is pending */
 	struct delivery *ghead, *gtail; /* in flight, by deadline */
 	uv_timer_t *timer;              /* allocated: freed by its close callback */
-	struct pending *batch, **batch_tail;
-	bool batch_armed;
+	struct batch *batch;            /* of the open transaction, or NULL */
 	struct bus_stats st;
 	struct bus_listener *listeners;
 	size_t nlisteners;
@@ -106,6 +114,7 @@ struct bus {
 	 * there instead of the whole deliveries table. */
 	int64_t floor;
 	int64_t floor_saved_ms;
+	bool recovered; /* bus_recover is done: memory covers the store */
 };
 
 static void bus_write_unsaved(void *arg);
@@ -243,7 +252,6 @@ bus_new(struct orch *o)
 	strmap_init(&b->inboxes);
 	strmap_init(&b->topics);
 	intmap_init(&b->msgs);
-	b->batch_tail = &b->batch;
 	b->rng = (uint64_t)time_mono_ms() * 2654435761ULL + 1;
 	b->timer = xmalloc(sizeof *b->timer);
 	uv_timer_init(orch_loop(o), b->timer);
@@ -318,13 +326,15 @@ bus_free(struct bus *b)
 		free(v);
 	}
 	strmap_free(&b->topics);
-	for (struct pending *p = b->batch, *next; p != NULL; p = next) {
+	/* (None left once the store is closed: it answers every callback.) */
+	for (struct pending *p = b->batch ? b->batch->head : NULL, *next; p != NULL; p = next) {
 		next = p->next;
 		bmsg_unref(b, p->msg);
 		free(p->sender);
 		free(p->ref);
 		free(p);
 	}
+	free(b->batch);
 	intmap_free(&b->msgs);
 	free(b->listeners);
 	free(b->unsaved);
@@ -418,22 +428,29 @@ delivery_defer_attempt(struct bus *b, struct delivery *d)
 
 /* Saves the recovery floor: the lowest id with a delivery in memory (every
  * pending one in the store is in memory, from recovery or since), or the
- * next id when there is none.  Written in the open transaction. */
+ * next id when there is none.  Written in the open transaction.  After a
+ * failed commit memory may be ahead of the store (an ack or a death rolled
+ * back): then 0, so that the next run reads every delivery, as before the
+ * floor existed. */
 static void
 bus_save_floor(struct bus *b)
 {
 	struct store *st = orch_store(b->orch);
-	if (st == NULL || idlease_peek(&b->ids) == 0)
+	if (st == NULL || !b->recovered)
 		return;
-	int64_t floor = idlease_peek(&b->ids), id;
+	int64_t floor = b->ids.next, id;
 	size_t it = 0;
 	while (intmap_next(&b->msgs, &it, &id, NULL)) {
 		if (id < floor)
 			floor = id;
 	}
+	struct store_stats ss;
+	store_stats(st, &ss);
+	if (ss.commit_failures > 0)
+		floor = 0;
 	b->floor_saved_ms = time_mono_ms();
-	if (floor == b->floor)
-		return;
+	if (floor == b->floor && ss.commit_failures == 0)
+		return; /* (after a failure, b->floor may not be what is committed) */
 	char v[32];
 	snprintf(v, sizeof v, "%lld", (long long)floor);
 	if (store_kv_set(st, "dreamos", "message_floor", v) == 0)
@@ -539,6 +556,10 @@ bus_dispatch(struct bus *b, struct inbox *ib)
 			d = ib->q[p].head;
 		if (d == NULL)
 			break;
+		if (d->msg->unstored) {
+			delivery_drop(b, d);
+			continue;
+		}
 		dlist_remove(&ib->q[d->msg->prio], d);
 		d->attempt++;
 		d->inflight = true;
@@ -638,8 +659,9 @@ bus_agent_gone(struct bus *b, struct agent *a)
 /* ---- accepting -------------------------------------------------------- */
 
 /* Drops what a message left in the inboxes, once its commit has failed.
- * Deliveries already in flight stay until acked, so that their recipients'
- * acks are not refused, but are never delivered again. */
+ * Deliveries in flight stay until acked, so that their recipients' acks
+ * are not refused, but are never delivered again (bus_dispatch, the ack
+ * timer and bus_agent_gone drop them instead). */
 static void
 bus_unroute(struct bus *b, struct bmsg *m)
 {
@@ -649,7 +671,7 @@ bus_unroute(struct bus *b, struct bmsg *m)
 	while (strmap_next(&b->inboxes, &it, NULL, &v)) {
 		struct inbox *ib = v;
 		struct delivery *d = intmap_get(&ib->byid, m->id);
-		if (d != NULL && !d->inflight && d->attempt == 0)
+		if (d != NULL && !d->inflight)
 			delivery_drop(b, d);
 	}
 }
@@ -658,11 +680,12 @@ bus_unroute(struct bus *b, struct bmsg *m)
 static void
 bus_batch_committed(void *arg, int status)
 {
-	struct bus *b = arg;
-	struct pending *p = b->batch;
-	b->batch = NULL;
-	b->batch_tail = &b->batch;
-	b->batch_armed = false;
+	struct batch *bt = arg;
+	struct bus *b = bt->b;
+	if (b->batch == bt)
+		b->batch = NULL;
+	struct pending *p = bt->head;
+	free(bt);
 	for (struct pending *next; p != NULL; p = next) {
 		next = p->next;
 		struct agent *sender =
@@ -856,12 +879,15 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	p->ref = ref ? xstrdup(ref) : NULL;
 	p->done = done;
 	p->done_arg = done_arg;
-	*b->batch_tail = p;
-	b->batch_tail = &p->next;
-	if (!b->batch_armed) {
-		b->batch_armed = true;
-		store_after_commit(st, bus_batch_committed, b);
+	if (b->batch == NULL || b->batch->txn != store_txn_seq(st)) {
+		b->batch = xcalloc(1, sizeof *b->batch);
+		b->batch->b = b;
+		b->batch->txn = store_txn_seq(st);
+		b->batch->tail = &b->batch->head;
+		store_after_commit(st, bus_batch_committed, b->batch);
 	}
+	*b->batch->tail = p;
+	b->batch->tail = &p->next;
 	bus_route_msg(b, m, to, (size_t)n);
 	free(to);
 	return 0;
@@ -1117,6 +1143,7 @@ bus_recover(struct bus *b, char **cause)
 		log_info(orch_log(b->orch), "bus",
 		         "recovered %zu pending deliveries (last id %lld)", n,
 		         (long long)b->st.last_id);
+	b->recovered = true;
 	(void)cause;
 	return 0;
 }
@@ -1209,8 +1236,7 @@ bus_dead_requeue(struct bus *b, int64_t id)
 		sqlite3_bind_int64(u, 2, id);
 		store_step_write(st, u);
 	}
-	if (id < b->floor)
-		bus_save_floor(b); /* (m is in b->msgs) recovery must find it */
+	bus_save_floor(b); /* (m is in b->msgs) recovery must find it */
 	for (size_t i = 0; i < n; i++) {
 		struct inbox *ib = bus_inbox(b, names[i], true);
 		struct delivery *d = xcalloc(1, sizeof *d);

@@ -51,11 +51,11 @@ idlease_open(struct idlease *l, struct store *st, const char *key, int64_t last)
 	l->next = (reserved > last ? reserved : last) + 1;
 	l->lease = l->saved = l->next - 1;
 	idlease_write(l, l->next + IDLEASE_BLOCK - 1);
-	/* A failed commit is the store's to report; the next take retries. */
-	if (store_flush(st, NULL) == 0)
-		l->saved = l->lease;
-	else
-		l->lease = l->saved;
+	/* The callback tells whether it was committed (a rollback may not
+	 * show in store_flush's result); if not, the next take retries. */
+	if (l->lease != l->saved)
+		store_after_commit(st, idlease_committed, l);
+	store_flush(st, NULL);
 }
 
 int64_t

@@ -230,7 +230,8 @@ struct store {
 	size_t cbs_cap;
 	struct commit_hook *hooks; /* store_before_commit */
 	size_t nhooks;
-	size_t nlost; /* cbs[0..nlost) belong to a transaction SQLite rolled back */
+	size_t nlost;     /* cbs[0..nlost) belong to a transaction SQLite rolled back */
+	uint64_t txn_seq; /* transactions begun */
 	int lost_rc;
 
 	const char *state;
@@ -514,15 +515,23 @@ store_write_begin(struct store *st)
 {
 	if (!st->in_txn && !sqlite3_get_autocommit(st->db)) {
 		st->in_txn = true; /* a transaction is open already: adopt it */
+		st->txn_seq++;
 	} else if (!st->in_txn) {
 		int rc = store_run(st, "BEGIN IMMEDIATE");
-		if (rc == SQLITE_DONE)
+		if (rc == SQLITE_DONE) {
 			st->in_txn = true;
-		else
+			st->txn_seq++;
+		} else
 			store_error(st, "%s: cannot begin a transaction: %s", st->path,
 			            sqlite3_errmsg(st->db));
 	}
 	store_schedule(st);
+}
+
+uint64_t
+store_txn_seq(const struct store *st)
+{
+	return st->txn_seq;
 }
 
 int

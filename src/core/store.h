@@ -57,6 +57,9 @@ sqlite3_stmt *store_stmt_text(struct store *st, const char *sql);
 /* Opens the group transaction if none is open and schedules its commit.
  * Call before a write statement. */
 void store_write_begin(struct store *st);
+/* Counts the transactions begun: writes made under one value went into one
+ * transaction (it changes when SQLite rolled one back and a new one began). */
+uint64_t store_txn_seq(const struct store *st);
 /* store_write_begin, then steps stmt to completion and resets it.  Returns
  * the SQLite result code (SQLITE_DONE on success). */
 int store_step_write(struct store *st, sqlite3_stmt *stmt);

@@ -31,7 +31,9 @@
 
 #define EXT_MAX_DEPS 64
 
-static const char *const reserved_names[] = {"core", "ext", "captain", "process", "remote"};
+/* "dreamos" is also the core's namespace in the kv table (ids, floor). */
+static const char *const reserved_names[] = {"core",    "ext",    "captain",
+                                             "process", "remote", "dreamos"};
 
 static void ext_watch_add(struct dreamos_ext *x);
 static void ext_watch_remove(struct dreamos_ext *x);

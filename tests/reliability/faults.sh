@@ -208,6 +208,12 @@ ctl status --json | jtest "j['db']['state'] == 'ok'" || fail "status after the f
 	fail "the refused message was delivered $(grep -c 'not to be stored' "$T/cons.log") times, not once"
 ctl history --grep "not to be stored" --json | jtest "j == []" ||
 	fail "a refused message is in history: $(ctl history --grep 'not to be stored')"
+# After a failed commit memory may be ahead of the store (an ack rolled
+# back): the recovery floor goes to 0, so that a restart reads everything.
+sleep 1.1
+ctl send cons "floor tick" >/dev/null || fail "send floor tick"
+ctl verify --json | jtest "[c['detail'] for c in j['checks'] if c['name'] == 'recovery floor'][0].endswith('below message 0')" ||
+	fail "the recovery floor after failed commits: $(ctl verify | grep -i floor)"
 ok "chaos store full: send and task add refused ('not stored'), status says disk full, the log says why; off: writes work again"
 # A task whose insert was rolled back is not kept in memory either.
 ctl verify --json >"$T/verify.json" 2>&1

@@ -531,6 +531,10 @@ test_load_and_commands(void **state)
 	err = fails(f, "ext load nosuch");
 	assert_contains(err, "nosuch.so: no such file");
 	free(err);
+	/* The core's own kv namespace (message and task ids) is not a name. */
+	err = fails(f, "ext load dreamos");
+	assert_contains(err, "invalid extension name 'dreamos'");
+	free(err);
 }
 
 /* The agent of the extension's type gets messages and tasks. */

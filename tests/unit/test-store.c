@@ -538,6 +538,17 @@ test_kv(void **state)
 	assert_string_equal(v, "two");
 	free(v);
 	assert_int_equal(store_kv_del(st, "ext", "absent"), 0);
+
+	/* One transaction, one store_txn_seq (the bus's batches rely on it). */
+	assert_int_equal(store_flush(st, NULL), 0);
+	uint64_t seq = store_txn_seq(st);
+	assert_int_equal(store_kv_set(st, "t", "a", "1"), 0);
+	assert_int_equal(store_txn_seq(st), seq + 1);
+	assert_int_equal(store_kv_set(st, "t", "b", "2"), 0);
+	assert_int_equal(store_txn_seq(st), seq + 1);
+	assert_int_equal(store_flush(st, NULL), 0);
+	assert_int_equal(store_kv_set(st, "t", "c", "3"), 0);
+	assert_int_equal(store_txn_seq(st), seq + 2);
 	store_close(st);
 }
 
