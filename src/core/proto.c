@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "flatjson.h"
 #include "proto.h"
 #include "util.h"
 
@@ -789,7 +790,9 @@ proto_parse(const char *line, size_t len, struct proto_msg *msg, struct proto_er
 		return -1;
 	}
 	json_error_t je;
-	json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+	json_t *obj = flatjson_load(line, len);
+	if (obj == NULL)
+		obj = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
 	if (obj == NULL) {
 		perr(err, PERR_BAD_JSON, "invalid JSON at column %d: %s", je.column, je.text);
 		return -1;

@@ -11,6 +11,8 @@
  *   - the framer hands over the same lines, in the same order, and reports
  *     the same number of oversized lines, as a simple reference splitter
  *     run on the whole input, however the input is cut up;
+ *   - a line the fast path (flatjson.c) takes, jansson loads as an equal
+ *     object with its keys in the same order;
  *   - an accepted message, encoded again as a line, is accepted again with
  *     the same type (validation is stable under re-encoding);
  *   - an error has a code and a one-line, valid UTF-8 detail, and its
@@ -22,6 +24,7 @@
 #include <string.h>
 
 #include "fuzz-check.h"
+#include "flatjson.h"
 #include "proto.h"
 
 struct state {
@@ -128,6 +131,26 @@ check_error(const struct proto_err *e)
 	free(reply);
 }
 
+/* The fast path of parsing (flatjson.c) must never take a line that jansson
+ * would load differently, or not at all. */
+static void
+check_fast_path(const char *line, size_t len)
+{
+	if (!utf8_valid(line, len))
+		return;
+	json_t *fast = flatjson_load(line, len);
+	if (fast == NULL)
+		return;
+	json_t *slow = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+	FUZZ_CHECK(slow != NULL && json_equal(fast, slow));
+	char *a = json_dumps(fast, JSON_COMPACT), *b = json_dumps(slow, JSON_COMPACT);
+	FUZZ_CHECK(a != NULL && b != NULL && strcmp(a, b) == 0); /* the same key order */
+	free(a);
+	free(b);
+	json_decref(slow);
+	json_decref(fast);
+}
+
 static void
 on_line(void *arg, const char *line, size_t len)
 {
@@ -136,6 +159,7 @@ on_line(void *arg, const char *line, size_t len)
 	const char *want = ref_next(st, &want_len);
 	FUZZ_CHECK(want != NULL && len == want_len && memcmp(line, want, len) == 0);
 	FUZZ_CHECK(st->overflows == st->ref_overflows);
+	check_fast_path(line, len);
 	struct proto_msg m;
 	struct proto_err e;
 	if (proto_parse(line, len, &m, &e) == 0) {

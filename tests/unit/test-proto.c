@@ -5,6 +5,7 @@
 
 #include <time.h>
 
+#include "flatjson.h"
 #include "proto.h"
 
 /* ---- framing helpers ---------------------------------------------------- */
@@ -786,15 +787,135 @@ test_encode(void **state)
 	free(l);
 }
 
+/* ---- the flat-object fast path -------------------------------------------- */
+
+/* What jansson makes of s, as proto_parse would load it. */
+static json_t *
+jansson_load(const char *s)
+{
+	return json_loadb(s, strlen(s), JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+}
+
+/* Checks that the fast path takes s and builds what jansson builds, in the
+ * same key order (an encoder walks it in that order). */
+static void
+assert_flat_same(const char *s)
+{
+	json_t *fast = flatjson_load(s, strlen(s));
+	json_t *slow = jansson_load(s);
+	if (fast == NULL)
+		fail_msg("the fast path declined %s", s);
+	assert_non_null(slow);
+	assert_true(json_equal(fast, slow));
+	char *a = json_dumps(fast, JSON_COMPACT), *b = json_dumps(slow, JSON_COMPACT);
+	assert_string_equal(a, b);
+	free(a);
+	free(b);
+	json_decref(fast);
+	json_decref(slow);
+}
+
+static void
+assert_flat_declines(const char *s)
+{
+	json_t *fast = flatjson_load(s, strlen(s));
+	if (fast != NULL)
+		fail_msg("the fast path took %s", s);
+}
+
+static void
+test_flatjson(void **state)
+{
+	/* The shapes agents send, with the whitespace of Python's json.dumps. */
+	assert_flat_same(
+	    "{\"type\":\"send\",\"to\":\"consumer\",\"ref\":\"17\",\"body\":\"xxxx\"}");
+	assert_flat_same("{\"type\": \"ack\", \"id\": 123456}");
+	assert_flat_same(
+	    " \t\r\n{ \"a\" : -0 , \"b\":true,\"c\":false,\"d\":null,\"e\":\"\"}\r\n ");
+	assert_flat_same("{}");
+	assert_flat_same("{ }");
+	assert_flat_same("{\"n\":999999999999999999,\"m\":-999999999999999999,\"z\":0}");
+	assert_flat_same("{\"u\":\"caf\xc3\xa9 \xe2\x82\xac / ' \x7f\"}");
+	assert_flat_same("{\"\":1}");
+	/* The longest key it takes, and one byte more. */
+	char line[FLATJSON_KEY_MAX + 32];
+	snprintf(line, sizeof line, "{\"%0*d\":1}", FLATJSON_KEY_MAX, 7);
+	assert_flat_same(line);
+	snprintf(line, sizeof line, "{\"%0*d\":1}", FLATJSON_KEY_MAX + 1, 7);
+	assert_flat_declines(line);
+	json_t *long_key = jansson_load(line);
+	assert_non_null(long_key);
+	json_decref(long_key);
+	/* Left to jansson: escapes, control characters, fractions, exponents,
+	 * nesting, long numbers, and anything that is not JSON. */
+	static const char *const declined[] = {
+	    "{\"a\":\"x\\ny\"}",
+	    "{\"a\\u0062\":1}",
+	    "{\"a\":\"tab\there\"}",
+	    "{\"a\":1.5}",
+	    "{\"a\":1e3}",
+	    "{\"a\":1E3}",
+	    "{\"a\":[1]}",
+	    "{\"a\":{}}",
+	    "{\"a\":1234567890123456789}",
+	    "{\"a\":01}",
+	    "{\"a\":-}",
+	    "{\"a\":+1}",
+	    "{\"a\":1,\"a\":2}",
+	    "{\"a\":1,}",
+	    "{,}",
+	    "{\"a\" 1}",
+	    "{\"a\":1",
+	    "{\"a\":\"x",
+	    "{\"a\":truex}",
+	    "{\"a\":nul}",
+	    "{a:1}",
+	    "{\"a\":1}x",
+	    "{\"a\":1}{}",
+	    "[1]",
+	    "\"x\"",
+	    "",
+	    "   ",
+	    "\xef\xbb\xbf{}",
+	};
+	for (size_t i = 0; i < nitems(declined); i++)
+		assert_flat_declines(declined[i]);
+	/* An embedded NUL is a control character: declined, not cut short. */
+	assert_null(flatjson_load("{\"a\":\"x\0\"}", 10));
+	assert_null(flatjson_load("{}\0", 3));
+
+	/* Through proto_parse: a duplicate key is still jansson's error. */
+	struct proto_msg m;
+	struct proto_err e;
+	const char *dup = "{\"type\":\"ack\",\"id\":1,\"id\":2}";
+	assert_int_equal(proto_parse(dup, strlen(dup), &m, &e), -1);
+	assert_string_equal(e.code, PERR_BAD_JSON);
+	assert_non_null(strstr(e.detail, "duplicate"));
+	proto_err_clear(&e);
+}
+
 /* ---- robustness ---------------------------------------------------------- */
 
-/* Parses every framed line; checks what a reply would carry. */
+/* Parses every framed line; checks what a reply would carry, and that the
+ * fast path never takes a line jansson would load differently. */
 static void
 fuzz_line(void *arg, const char *line, size_t len)
 {
 	int *counts = arg;
 	struct proto_msg m;
 	struct proto_err e;
+	if (utf8_valid(line, len)) {
+		json_t *fast = flatjson_load(line, len);
+		if (fast != NULL) {
+			json_t *slow =
+			    json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+			assert_non_null(slow);
+			assert_true(json_equal(fast, slow));
+			json_decref(slow);
+			json_decref(fast);
+			counts[2]++;
+		}
+	}
 	if (proto_parse(line, len, &m, &e) == 0) {
 		counts[0]++;
 		proto_msg_free(&m);
@@ -828,7 +949,7 @@ test_fuzz_smoke(void **state)
 	                            "0a-#*.e";
 	uint32_t rnd = 12345;
 #define RND() (rnd = rnd * 1103515245u + 12345u, (rnd >> 16) & 0x7fff)
-	int counts[2] = {0, 0};
+	int counts[3] = {0, 0, 0};
 	struct proto_framer f;
 	proto_framer_init(&f, 256, fuzz_line, NULL, counts);
 	struct buf b;
@@ -869,6 +990,7 @@ test_fuzz_smoke(void **state)
 #undef RND
 	assert_true(counts[0] > 1000);
 	assert_true(counts[1] > 1000);
+	assert_true(counts[2] > 1000); /* the fast path was exercised */
 	buf_free(&b);
 	proto_framer_free(&f);
 }
@@ -955,6 +1077,7 @@ main(void)
 	    cmocka_unit_test(test_parse_errors),
 	    cmocka_unit_test(test_parse_ref_and_detail),
 	    cmocka_unit_test(test_encode),
+	    cmocka_unit_test(test_flatjson),
 	    cmocka_unit_test(test_names),
 	    cmocka_unit_test(test_fuzz_smoke),
 	};
