@@ -32,13 +32,21 @@ struct bmsg {
 
 struct inbox;
 
+/* deliveries.state in the store. */
+enum delivery_state {
+	DELIVERY_PENDING = 0,
+	DELIVERY_ACKED = 1,
+	DELIVERY_DEAD = 2,
+};
+
 /* One message for one recipient, queued or in flight. */
 struct delivery {
 	struct bmsg *msg;
 	struct inbox *inbox;
 	int attempt;
 	bool inflight;
-	size_t unsaved;                 /* 1 + its index in bus.unsaved: attempt not written yet */
+	bool stored;                    /* its row is in the store (or the open transaction) */
+	size_t unsaved;                 /* 1 + its index in bus.unsaved: row not up to date */
 	int64_t deadline;               /* monotonic ms, when in flight */
 	struct delivery *prev, *next;   /* in a queue or the inbox's in-flight list */
 	struct delivery *gprev, *gnext; /* in the bus's in-flight list */
@@ -98,9 +106,11 @@ struct bus {
 	size_t nlisteners;
 	int next_listener;
 	uint64_t rng;
-	/* Deliveries whose new attempt count is written at the commit point:
-	 * an ack in the same transaction writes it with the new state, so a
-	 * delivery costs one UPDATE instead of two.  Slots of dropped ones are
+	/* Deliveries whose row is written at the commit point: new ones (a
+	 * delivery acked before it is inserted once, already acked) and new
+	 * attempt counts (an ack in the same transaction writes it with the
+	 * new state), so that a message acked within its group commit costs
+	 * one write per delivery instead of three.  Slots of dropped ones are
 	 * NULL. */
 	struct delivery **unsaved;
 	size_t nunsaved, unsaved_cap;
@@ -390,29 +400,47 @@ delivery_saved(struct bus *b, struct delivery *d)
 	}
 }
 
-/* Writes d's attempt count (group-committed). */
+/* Writes d's row as memory has it, state and all: the row is inserted the
+ * first time (a message's deliveries join its transaction at the commit
+ * point, so one acked before then is written once, already acked), then
+ * updated.  A message whose commit failed has no rows to write. */
 static void
-delivery_write_attempt(struct bus *b, struct delivery *d)
+delivery_write(struct bus *b, struct delivery *d, enum delivery_state state, int64_t updated_ms)
 {
 	delivery_saved(b, d);
 	struct store *st = orch_store(b->orch);
-	sqlite3_stmt *s = st ? store_stmt(st, "UPDATE deliveries SET attempt = ?1 WHERE "
-	                                      "recipient = ?2 AND msg_id = ?3")
-	                     : NULL;
-	if (s != NULL) {
-		sqlite3_bind_int(s, 1, d->attempt);
-		sqlite3_bind_text(s, 2, d->inbox->name, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 3, d->msg->id);
-		store_step_write(st, s);
+	if (st == NULL || d->msg->unstored)
+		return;
+	sqlite3_stmt *s;
+	if (d->stored && state == DELIVERY_PENDING)
+		s = store_stmt(st, "UPDATE deliveries SET attempt = ?1 WHERE recipient = ?2 AND "
+		                   "msg_id = ?3");
+	else if (d->stored)
+		s = store_stmt(st,
+		               "UPDATE deliveries SET attempt = ?1, state = ?4, updated_ms = ?5 "
+		               "WHERE recipient = ?2 AND msg_id = ?3");
+	else
+		s = store_stmt(st, "INSERT INTO deliveries (attempt, recipient, msg_id, state, "
+		                   "updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)");
+	if (s == NULL)
+		return;
+	sqlite3_bind_int(s, 1, d->attempt);
+	sqlite3_bind_text(s, 2, d->inbox->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, d->msg->id);
+	if (!d->stored || state != DELIVERY_PENDING) {
+		sqlite3_bind_int(s, 4, (int)state);
+		sqlite3_bind_int64(s, 5, state == DELIVERY_PENDING ? d->msg->ts_ms : updated_ms);
 	}
+	if (store_step_write(st, s) == SQLITE_DONE)
+		d->stored = true;
 }
 
-/* The attempt of d is written at the commit point (see bus.unsaved). */
+/* d's row is written at the commit point (see bus.unsaved). */
 static void
-delivery_defer_attempt(struct bus *b, struct delivery *d)
+delivery_defer_write(struct bus *b, struct delivery *d)
 {
 	if (!b->hooked) {
-		delivery_write_attempt(b, d);
+		delivery_write(b, d, DELIVERY_PENDING, 0);
 		return;
 	}
 	if (d->unsaved)
@@ -457,31 +485,36 @@ bus_save_floor(struct bus *b)
 		b->floor = floor;
 }
 
-/* The store_before_commit hook: writes the attempts that lag behind. */
-static void
-bus_write_unsaved(void *arg)
+void
+bus_sync_rows(struct bus *b)
 {
-	struct bus *b = arg;
 	/* By index on the live array: a write may log, and whatever that
 	 * leads to may add entries (appended, and written by this loop) or
 	 * drop deliveries (their slots become NULL). */
 	for (size_t i = 0; i < b->nunsaved; i++) {
 		if (b->unsaved[i] != NULL)
-			delivery_write_attempt(b, b->unsaved[i]);
+			delivery_write(b, b->unsaved[i], DELIVERY_PENDING, 0);
 	}
 	b->nunsaved = 0;
+}
+
+/* The store_before_commit hook: writes the rows that lag behind. */
+static void
+bus_write_unsaved(void *arg)
+{
+	struct bus *b = arg;
+	bus_sync_rows(b);
 	if (time_mono_ms() - b->floor_saved_ms >= BUS_FLOOR_MS)
 		bus_save_floor(b);
 }
 
-/* Removes a delivery entirely and frees it.  An attempt count not yet
- * written is written now (the callers' own UPDATEs carry it and clear
- * unsaved first). */
+/* Removes a delivery entirely and frees it.  A row not yet up to date is
+ * written now (acks and deaths write theirs first, which clears unsaved). */
 static void
 delivery_drop(struct bus *b, struct delivery *d)
 {
 	if (d->unsaved)
-		delivery_write_attempt(b, d);
+		delivery_write(b, d, DELIVERY_PENDING, 0);
 	if (d->inflight)
 		delivery_unflight(b, d);
 	else
@@ -500,35 +533,26 @@ delivery_line(const struct delivery *d)
 	const struct bmsg *m = d->msg;
 	char ts[40];
 	time_iso8601(m->ts_ms, ts, sizeof ts);
+	size_t blen = strlen(m->body);
+	struct buf b;
+	buf_init(&b);
+	buf_reserve(&b, blen + 256);
+	buf_addf(&b, "{\"type\":\"message\",\"id\":%lld,\"from\":\"%s\",\"to\":\"%s\",\"body\":",
+	         (long long)m->id, m->from, m->to);
+	buf_add(&b, m->body, blen); /* (printf's %s copies a long body slowly) */
+	buf_addf(&b, ",\"priority\":\"%s\",\"mode\":\"%s\",\"ts\":\"%s\",\"attempt\":%d",
+	         proto_priority_name(m->prio), proto_mode_name(m->mode), ts, d->attempt);
 	if (m->reply_to > 0)
-		return xasprintf("{\"type\":\"message\",\"id\":%lld,\"from\":\"%s\",\"to\":\"%s\","
-		                 "\"body\":%s,\"priority\":\"%s\",\"mode\":\"%s\",\"ts\":\"%s\","
-		                 "\"attempt\":%d,\"reply_to\":%lld}\n",
-		                 (long long)m->id, m->from, m->to, m->body,
-		                 proto_priority_name(m->prio), proto_mode_name(m->mode), ts,
-		                 d->attempt, (long long)m->reply_to);
-	return xasprintf("{\"type\":\"message\",\"id\":%lld,\"from\":\"%s\",\"to\":\"%s\","
-	                 "\"body\":%s,\"priority\":\"%s\",\"mode\":\"%s\",\"ts\":\"%s\","
-	                 "\"attempt\":%d}\n",
-	                 (long long)m->id, m->from, m->to, m->body, proto_priority_name(m->prio),
-	                 proto_mode_name(m->mode), ts, d->attempt);
+		buf_addf(&b, ",\"reply_to\":%lld", (long long)m->reply_to);
+	buf_add(&b, "}\n", 2);
+	return (char *)buf_cstr(&b);
 }
 
 /* Marks a delivery dead in the store and drops it. */
 static void
 delivery_dead(struct bus *b, struct delivery *d)
 {
-	struct store *st = orch_store(b->orch);
-	sqlite3_stmt *s = store_stmt(st, "UPDATE deliveries SET state = 2, attempt = ?1, "
-	                                 "updated_ms = ?2 WHERE recipient = ?3 AND msg_id = ?4");
-	if (s != NULL) {
-		sqlite3_bind_int(s, 1, d->attempt);
-		sqlite3_bind_int64(s, 2, time_wall_ms());
-		sqlite3_bind_text(s, 3, d->inbox->name, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(s, 4, d->msg->id);
-		store_step_write(st, s);
-	}
-	delivery_saved(b, d);
+	delivery_write(b, d, DELIVERY_DEAD, time_wall_ms());
 	log_warn(orch_log(b->orch), "bus",
 	         "message %lld from %s to %s is dead after %d attempts ('dead requeue %lld' "
 	         "retries it)",
@@ -578,7 +602,7 @@ bus_dispatch(struct bus *b, struct inbox *ib)
 		/* Every attempt is recorded (in this transaction: at its commit
 		 * point), so that after a crash the count goes on and
 		 * max_attempts holds even for a message that crashes us. */
-		delivery_defer_attempt(b, d);
+		delivery_defer_write(b, d);
 		if (ib->drop_rate > 0 && bus_random(b) < ib->drop_rate) {
 			b->st.dropped++; /* chaos: lost on the way; redelivered later */
 			continue;
@@ -729,6 +753,9 @@ bus_route_msg(struct bus *b, struct bmsg *m, struct inbox **to, size_t n)
 		dlist_push_back(&to[i]->q[m->prio], d);
 		intmap_set(&to[i]->byid, m->id, d);
 		b->st.pending++;
+		/* Its row joins the message's transaction at the commit point:
+		 * one insert, of the state it has by then. */
+		delivery_defer_write(b, d);
 	}
 	bus_emit(b, BUS_EV_ACCEPTED, "accepted", m, NULL, 0);
 	for (size_t i = 0; i < n; i++)
@@ -851,14 +878,6 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 		*detail = xasprintf("message not stored: %s", store_state(st));
 		return -1;
 	}
-	sqlite3_stmt *ds = store_stmt(st, "INSERT INTO deliveries (msg_id, recipient, state, "
-	                                  "attempt, updated_ms) VALUES (?1, ?2, 0, 0, ?3)");
-	for (long i = 0; i < n && ds != NULL; i++) {
-		sqlite3_bind_int64(ds, 1, id);
-		sqlite3_bind_text(ds, 2, to[i]->name, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(ds, 3, now);
-		store_step_write(st, ds);
-	}
 	struct bmsg *m = xcalloc(1, sizeof *m);
 	m->id = id;
 	m->refs = 1; /* the pending answer's */
@@ -960,17 +979,7 @@ bus_on_ack(struct bus *b, struct agent *a, const struct proto_msg *m)
 		return;
 	}
 	if (d != NULL) {
-		sqlite3_stmt *s =
-		    store_stmt(st, "UPDATE deliveries SET state = 1, attempt = ?4, "
-		                   "updated_ms = ?1 WHERE recipient = ?2 AND msg_id = ?3");
-		if (s != NULL) {
-			sqlite3_bind_int64(s, 1, time_wall_ms());
-			sqlite3_bind_text(s, 2, ib->name, -1, SQLITE_TRANSIENT);
-			sqlite3_bind_int64(s, 3, id);
-			sqlite3_bind_int(s, 4, d->attempt);
-			store_step_write(st, s);
-		}
-		delivery_saved(b, d);
+		delivery_write(b, d, DELIVERY_ACKED, time_wall_ms());
 		b->st.acked++;
 		bus_emit(b, BUS_EV_ACKED, "acked", d->msg, ib->name, d->attempt);
 		delivery_drop(b, d);
@@ -1125,6 +1134,7 @@ bus_recover(struct bus *b, char **cause)
 		struct delivery *d = xcalloc(1, sizeof *d);
 		d->msg = m;
 		d->inbox = ib;
+		d->stored = true;
 		d->attempt = sqlite3_column_int(s, 1);
 		m->refs++;
 		dlist_push_back(&ib->q[m->prio], d);
@@ -1241,6 +1251,7 @@ bus_dead_requeue(struct bus *b, int64_t id)
 		struct inbox *ib = bus_inbox(b, names[i], true);
 		struct delivery *d = xcalloc(1, sizeof *d);
 		d->msg = m;
+		d->stored = true; /* its row, made pending again above */
 		d->inbox = ib;
 		m->refs++;
 		dlist_push_back(&ib->q[m->prio], d);

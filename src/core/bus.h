@@ -90,6 +90,10 @@ void bus_unsubscribe_events(struct bus *b, int id);
 int bus_dead_requeue(struct bus *b, int64_t id);
 /* Deletes acknowledged history older than bus.retention. */
 void bus_prune(struct bus *b);
+/* Deliveries' rows wait for the commit point (one write per delivery, not
+ * one per change); this writes them into the open transaction now, so that
+ * a query of this loop turn (history) sees every accepted message's. */
+void bus_sync_rows(struct bus *b);
 
 extern const struct cmd_entry cmd_bus_entries[];
 extern const size_t cmd_bus_count;

@@ -167,6 +167,7 @@ cmd_history_exec(struct cmd_ctx *ctx)
 	if (ms != NULL && !proto_mode_parse(ms, &mode))
 		return cmd_usage_error(ctx, "history: unknown mode '%s'", ms);
 	struct store *st = orch_store(ctx->orch);
+	bus_sync_rows(orch_bus(ctx->orch));
 	sqlite3_stmt *q = store_stmt(
 	    st, "SELECT id, ts_ms, sender, target, priority, mode, body, (SELECT "
 	        "group_concat(recipient || ':' || CASE state WHEN 0 THEN 'pending' WHEN 1 THEN "

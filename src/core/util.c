@@ -131,12 +131,23 @@ buf_adds(struct buf *b, const char *s)
 void
 buf_addf(struct buf *b, const char *fmt, ...)
 {
-	va_list ap;
+	/* Formatted in place: no allocation when the buffer has room (it
+	 * builds protocol lines on the bus's hot path). */
+	va_list ap, again;
 	va_start(ap, fmt);
-	char *s = xvasprintf(fmt, ap);
+	va_copy(again, ap);
+	buf_reserve(b, 128);
+	size_t room = b->cap - b->len;
+	int n = vsnprintf(b->data + b->len, room, fmt, ap);
 	va_end(ap);
-	buf_adds(b, s);
-	free(s);
+	if (n < 0)
+		xalloc_fail(strlen(fmt));
+	if ((size_t)n >= room) {
+		buf_reserve(b, (size_t)n);
+		vsnprintf(b->data + b->len, (size_t)n + 1, fmt, again);
+	}
+	va_end(again);
+	b->len += (size_t)n;
 }
 
 void

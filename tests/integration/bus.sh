@@ -550,3 +550,21 @@ left=""
 for p in $(cat "$BUS_PIDFILE"); do alive "$p" && left="$left $p"; done
 [ -z "$left" ] || fail "agent processes left after quit:$left"
 ok "quit: exit 0, no agent process left"
+
+# What the stores kept: a delivery's row is written at its commit point,
+# already acked if the ack came first; each must carry its real attempt
+# count and state, and come no earlier than its message.
+for db in "$T/rt/dreamos.db" "$T/rt3/dreamos.db"; do
+	"${PYTHON3:-python3}" - "$db" <<'PYEOF' || fail "the deliveries stored in $db are not what happened"
+import sqlite3, sys
+db = sqlite3.connect('file:%s?mode=ro' % sys.argv[1], uri=True)
+q = lambda sql: db.execute(sql).fetchone()[0]
+acked = q("SELECT count(*) FROM deliveries WHERE state = 1")
+bad = q("SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.msg_id WHERE "
+        "(d.state IN (1, 2) AND d.attempt < 1) OR d.updated_ms < m.ts_ms OR d.state NOT IN (0, 1, 2)")
+orphans = q("SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = d.msg_id)")
+if acked < 1 or bad or orphans:
+    sys.exit("%s: %d acked, %d with a bad attempt, state or time, %d without their message" % (sys.argv[1], acked, bad, orphans))
+PYEOF
+done
+ok "the stores: every acked or dead delivery with its attempt count, none before its message"

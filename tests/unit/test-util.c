@@ -84,6 +84,30 @@ test_buf(void **state)
 		buf_add(&b, "x", 1);
 	assert_int_equal(b.len, 10000);
 	buf_free(&b);
+
+	/* buf_addf formats in place: output longer than the room left (the
+	 * second pass) and shorter, at every fill level around a boundary. */
+	char big[3000];
+	memset(big, 'y', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	for (size_t pre = 0; pre < 300; pre += 7) {
+		buf_init(&b);
+		for (size_t i = 0; i < pre; i++)
+			buf_add(&b, "p", 1);
+		buf_addf(&b, "[%s|%d]", big, 7);
+		buf_addf(&b, "<%s>", "z");
+		assert_int_equal(b.len, pre + sizeof big - 1 + 4 + 3);
+		assert_int_equal(strlen(buf_cstr(&b)), b.len);
+		assert_int_equal(b.data[pre], '[');
+		assert_memory_equal(b.data + pre + 1, big, sizeof big - 1);
+		assert_string_equal(b.data + pre + sizeof big, "|7]<z>");
+		buf_free(&b);
+	}
+	buf_init(&b);
+	buf_addf(&b, "%s", "");
+	assert_int_equal(b.len, 0);
+	assert_string_equal(buf_cstr(&b), "");
+	buf_free(&b);
 }
 
 static void
