@@ -28,6 +28,7 @@ struct bmsg {
 	int64_t ts_ms;
 	int64_t reply_to;
 	bool unstored; /* its commit failed: never delivered again */
+	uint64_t txn;  /* store_txn_seq of its transaction until that commits, then 0 */
 };
 
 struct inbox;
@@ -411,6 +412,12 @@ delivery_write(struct bus *b, struct delivery *d, enum delivery_state state, int
 	struct store *st = orch_store(b->orch);
 	if (st == NULL || d->msg->unstored)
 		return;
+	/* A new row only joins its message's transaction: if that one was
+	 * rolled back (a failed write undoes it at once), the row would
+	 * outlive its message; the after-commit callback unroutes it. */
+	if (!d->stored && d->msg->txn != 0 &&
+	    !(store_pending(st) && store_txn_seq(st) == d->msg->txn))
+		return;
 	sqlite3_stmt *s;
 	if (d->stored && state == DELIVERY_PENDING)
 		s = store_stmt(st, "UPDATE deliveries SET attempt = ?1 WHERE recipient = ?2 AND "
@@ -724,6 +731,7 @@ bus_batch_committed(void *arg, int status)
 				p->done(p->done_arg, 0, 0, PERR_STORE,
 				        "message not stored (store failure)");
 		} else {
+			p->msg->txn = 0;
 			b->st.accepted++;
 			if (sender != NULL) {
 				sender->msgs_in++;
@@ -888,6 +896,7 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	m->mode = req->mode;
 	m->ts_ms = now;
 	m->reply_to = req->reply_to;
+	m->txn = store_txn_seq(st);
 	if (id > b->st.last_id)
 		b->st.last_id = id;
 

@@ -35,8 +35,9 @@ struct chaos_pause {
 struct chaos {
 	struct orch *orch;
 	struct chaos_pause *pauses;
-	int store_fault; /* SQLite code every commit fails with, or 0 */
-	char note[128];  /* chaos_agent_note's answer */
+	int store_fault;      /* SQLite code every commit fails with, or 0 */
+	const char *store_on; /* NULL: commits fail; else writes to this table */
+	char note[128];       /* chaos_agent_note's answer */
 };
 
 /* Returns the orchestrator's chaos state, made on first use. */
@@ -154,12 +155,33 @@ chaos_free(struct chaos *c)
 	free(c);
 }
 
-/* The store fault hook: every commit fails with c->store_fault. */
+/* The tables `chaos store --table` may fail writes to (not logs, whose
+ * writes report the failures). */
+static const char *const chaos_tables[] = {"messages", "deliveries", "tasks"};
+
+/* Whether sql writes to table. */
+static bool
+sql_writes_table(const char *sql, const char *table)
+{
+	static const char *const verbs[] = {"INSERT INTO ", "UPDATE ", "DELETE FROM "};
+	size_t n = strlen(table);
+	for (size_t i = 0; i < nitems(verbs); i++) {
+		size_t v = strlen(verbs[i]);
+		if (strncmp(sql, verbs[i], v) == 0 && strncmp(sql + v, table, n) == 0 &&
+		    (sql[v + n] == ' ' || sql[v + n] == '('))
+			return true;
+	}
+	return false;
+}
+
+/* The store fault hook: every commit, or every write to one table, fails
+ * with c->store_fault. */
 static int
 chaos_store_fault(void *arg, const char *op)
 {
-	(void)op;
-	return ((struct chaos *)arg)->store_fault;
+	struct chaos *c = arg;
+	bool hit = c->store_on ? sql_writes_table(op, c->store_on) : strcmp(op, "commit") == 0;
+	return hit ? c->store_fault : 0;
 }
 
 /* ---- chaos commands --------------------------------------------------- */
@@ -309,15 +331,32 @@ cmd_chaos_store_exec(struct cmd_ctx *ctx)
 	if (code < 0)
 		return cmd_usage_error(
 		    ctx, "chaos store: FAULT is full, ioerr, busy or off, got '%s'", f);
+	const char *table = cmd_opt(ctx, "table"), *on = NULL;
+	for (size_t i = 0; table != NULL && i < nitems(chaos_tables); i++)
+		if (strcmp(table, chaos_tables[i]) == 0)
+			on = chaos_tables[i];
+	if (table != NULL && on == NULL)
+		return cmd_usage_error(
+		    ctx, "chaos store: --table is messages, deliveries or tasks, got '%s'", table);
 	struct chaos *c = chaos_get(ctx->orch);
 	struct store *st = orch_store(ctx->orch);
 	c->store_fault = code;
+	c->store_on = on;
 	if (code == 0) {
 		store_set_fault_hook(st, NULL, NULL);
 		log_warn(orch_log(ctx->orch), "chaos", "store fault injection off");
 		return cmd_message(ctx, "store fault off: commits go through again");
 	}
 	store_set_fault_hook(st, chaos_store_fault, c);
+	if (on != NULL) {
+		log_warn(orch_log(ctx->orch), "chaos",
+		         "store fault injection: every write to %s fails (%s)", on, f);
+		return cmd_message(
+		    ctx,
+		    "store fault '%s': every write to %s fails, and takes the rest of "
+		    "its transaction with it, until 'chaos store off'",
+		    f, on);
+	}
 	log_warn(orch_log(ctx->orch), "chaos", "store fault injection: every commit fails (%s)", f);
 	return cmd_message(ctx, "store fault '%s': every commit fails until 'chaos store off'", f);
 }
@@ -347,11 +386,13 @@ cmd_chaos_status_exec(struct cmd_ctx *ctx)
 	struct store_stats ss;
 	store_stats(orch_store(o), &ss);
 	int fault = c ? c->store_fault : 0;
-	json_t *r = json_pack("{s:o,s:o,s:I,s:{s:o,s:s,s:I}}", "paused", paused, "drops", drops,
-	                      "dropped_total", (json_int_t)bs.dropped, "store", "fault",
-	                      fault ? json_string(chaos_fault_name(fault)) : json_null(), "state",
-	                      store_state(orch_store(o)), "commit_failures",
-	                      (json_int_t)ss.commit_failures);
+	const char *on = fault && c ? c->store_on : NULL;
+	json_t *r =
+	    json_pack("{s:o,s:o,s:I,s:{s:o,s:o,s:s,s:I}}", "paused", paused, "drops", drops,
+	              "dropped_total", (json_int_t)bs.dropped, "store", "fault",
+	              fault ? json_string(chaos_fault_name(fault)) : json_null(), "table",
+	              on ? json_string(on) : json_null(), "state", store_state(orch_store(o)),
+	              "commit_failures", (json_int_t)ss.commit_failures);
 	json_object_set_new(
 	    r, "active",
 	    json_boolean(json_array_size(paused) > 0 || json_array_size(drops) > 0 || fault != 0));
@@ -381,8 +422,10 @@ cmd_chaos_status_print(struct cmd_ctx *ctx, const json_t *r, struct buf *out)
 	}
 	json_t *st = json_object_get(r, "store");
 	const char *fault = json_string_value(json_object_get(st, "fault"));
-	buf_addf(out, "store  fault %s, state %s, %lld failed commits since start\n",
-	         fault ? fault : "off", json_string_value(json_object_get(st, "state")),
+	const char *on = json_string_value(json_object_get(st, "table"));
+	buf_addf(out, "store  fault %s%s%s%s, state %s, %lld failed commits since start\n",
+	         fault ? fault : "off", on ? " (writes to " : "", on ? on : "", on ? ")" : "",
+	         json_string_value(json_object_get(st, "state")),
 	         (long long)json_integer_value(json_object_get(st, "commit_failures")));
 	buf_addf(out, "dropped deliveries since start: %lld\n",
 	         (long long)json_integer_value(json_object_get(r, "dropped_total")));
@@ -712,6 +755,11 @@ cmd_chaos_exec(struct cmd_ctx *ctx)
 	return cmd_chaos_status_exec(ctx);
 }
 
+static const struct cmd_opt chaos_store_opts[] = {
+    {"table", OPT_VALUE, "TABLE", "messages|deliveries|tasks"},
+    {NULL, 0, NULL, NULL},
+};
+
 static const struct cmd_opt verify_opts[] = {
     {"quick", OPT_FLAG, NULL, NULL},
     {NULL, 0, NULL, NULL},
@@ -781,10 +829,13 @@ const struct cmd_entry cmd_chaos_entries[] = {
     },
     {
         .name = "chaos store",
-        .usage = "full|ioerr|busy|off",
+        .usage = "full|ioerr|busy|off [--table messages|deliveries|tasks]",
         .help = "Makes every commit of the store fail as if the disk were full (or an I/O "
                 "error, or a lock), through the store's fault hook, until 'chaos store off'.  "
-                "Writes meanwhile are refused with an error, never acknowledged.",
+                "With --table, every write to that table fails instead, as SQLite fails a "
+                "statement, and the rest of its transaction is rolled back with it.  Writes "
+                "meanwhile are refused with an error, never acknowledged.",
+        .opts = chaos_store_opts,
         .min_args = 1,
         .max_args = 1,
         .complete_args = "full|ioerr|busy|off",

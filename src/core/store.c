@@ -220,6 +220,7 @@ struct store {
 	size_t stmt_cap; /* power of two */
 
 	bool in_txn;
+	bool doomed;             /* a write failed and ROLLBACK too: never commit this one */
 	bool scheduled;          /* a commit point is scheduled on the loop */
 	bool batching;           /* under load: the commit point waits on the timer */
 	uint64_t last_commit_ns; /* uv_hrtime at the end of the last commit */
@@ -492,13 +493,49 @@ store_timer_cb(uv_timer_t *h)
 	store_commit_point(h->data);
 }
 
-/* Notes that SQLite rolled the group transaction back on its own (after
- * SQLITE_FULL, IOERR, ...): the callbacks registered so far will get -1. */
+/* Whether a write failed for the database's sake (disk full, I/O, ...)
+ * rather than its own (a constraint, bad SQL). */
+static bool
+store_env_error(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_FULL:
+	case SQLITE_IOERR:
+	case SQLITE_NOMEM:
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+	case SQLITE_CANTOPEN:
+	case SQLITE_READONLY:
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+	case SQLITE_PROTOCOL:
+	case SQLITE_PERM:
+	case SQLITE_INTERRUPT:
+	case SQLITE_ABORT:
+		return true;
+	}
+	return false;
+}
+
+/* After a failed write: if the group transaction is gone (SQLite rolls it
+ * back on its own after some errors) or must go (SQLite undid only the
+ * statement, and a disk-full or I/O error must not let the rest commit
+ * without it: a message stored without its delivery row would be answered
+ * `sent`, then lost), the callbacks registered so far will get -1. */
 static void
 store_check_lost(struct store *st, int rc)
 {
-	if (!st->in_txn || !sqlite3_get_autocommit(st->db))
+	if (!st->in_txn)
 		return;
+	if (!sqlite3_get_autocommit(st->db)) {
+		if (!store_env_error(rc))
+			return;
+		store_run(st, "ROLLBACK");
+		if (!sqlite3_get_autocommit(st->db)) {
+			st->doomed = true; /* the commit point rolls it back instead */
+			return;
+		}
+	}
 	st->in_txn = false;
 	st->txn_writes = 0;
 	st->nlost = st->ncbs;
@@ -539,12 +576,18 @@ store_step_write(struct store *st, sqlite3_stmt *stmt)
 {
 	store_write_begin(st);
 	int rc;
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
-		;
+	/* An injected fault fails the write as SQLite would: not run at all. */
+	int fault = st->fault_fn ? st->fault_fn(st->fault_arg, sqlite3_sql(stmt)) : 0;
+	if (fault != 0)
+		rc = fault;
+	else
+		while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+			;
 	st->stats.writes++;
 	st->txn_writes++;
 	if (rc != SQLITE_DONE) {
-		store_error(st, "%s: write failed: %s: %s", st->path, sqlite3_errmsg(st->db),
+		store_error(st, "%s: write failed: %s: %s", st->path,
+		            fault != 0 ? store_describe(rc) : sqlite3_errmsg(st->db),
 		            sqlite3_sql(stmt));
 		sqlite3_reset(stmt);
 		store_check_lost(st, rc);
@@ -627,8 +670,11 @@ store_commit_now(struct store *st, char **cause, bool *closed)
 		uint64_t t0 = uv_hrtime();
 		if (fault != 0)
 			rc = fault;
+		else if (st->doomed)
+			rc = SQLITE_ABORT;
 		else
 			rc = store_run(st, "COMMIT");
+		st->doomed = false;
 		uint64_t t1 = uv_hrtime();
 		double ms = (double)(t1 - t0) / 1e6;
 		st->in_txn = false;
@@ -724,7 +770,7 @@ store_do_close(struct store *st)
 	st->closing = true;
 	for (int i = 0; i < 8 && (st->in_txn || st->ncbs > 0); i++)
 		store_commit_now(st, NULL, &closed);
-	if (st->in_txn && store_run(st, "COMMIT") != SQLITE_DONE)
+	if (st->in_txn && !st->doomed && store_run(st, "COMMIT") != SQLITE_DONE)
 		store_error(st, "%s: final commit failed: %s", st->path, sqlite3_errmsg(st->db));
 	for (size_t i = 0; i < st->ncbs; i++)
 		st->cbs[i].fn(st->cbs[i].arg, -1);

@@ -106,8 +106,9 @@ typedef void (*store_error_fn)(void *arg, const char *msg);
 void store_set_error_cb(struct store *st, store_error_fn fn, void *arg);
 
 /* Fault injection, like beanstalkd's falloc hook: when set, fn is asked
- * before each commit and a non-zero SQLite code it returns makes the commit
- * fail with that code (e.g. SQLITE_FULL).  For tests and `chaos`. */
+ * before each commit (op "commit") and each write (op: its SQL), and a
+ * non-zero SQLite code it returns makes that fail with the code (e.g.
+ * SQLITE_FULL), a write as SQLite fails one.  For tests and `chaos`. */
 typedef int (*store_fault_fn)(void *arg, const char *op);
 void store_set_fault_hook(struct store *st, store_fault_fn fn, void *arg);
 

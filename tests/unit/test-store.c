@@ -416,18 +416,6 @@ test_flush_without_loop(void **state)
 	store_close(st);
 }
 
-static int fault_code;
-static int fault_calls;
-
-static int
-fault_hook(void *arg, const char *op)
-{
-	(void)arg;
-	assert_string_equal(op, "commit");
-	fault_calls++;
-	return fault_code;
-}
-
 struct errlog {
 	int n;
 	char last[512];
@@ -440,6 +428,103 @@ error_cb(void *arg, const char *msg)
 	e->n++;
 	snprintf(e->last, sizeof e->last, "%s", msg);
 	assert_null(strchr(msg, '\n'));
+}
+
+static int fault_code;
+static int fault_calls;
+
+static int
+fault_hook(void *arg, const char *op)
+{
+	(void)arg;
+	if (strcmp(op, "commit") != 0)
+		return 0; /* a write: these tests fail commits */
+	fault_calls++;
+	return fault_code;
+}
+
+/* Fails, with SQLITE_FULL, the writes whose SQL starts with arg. */
+static int
+write_fault_hook(void *arg, const char *op)
+{
+	const char *prefix = arg;
+	return strncmp(op, prefix, strlen(prefix)) == 0 ? SQLITE_FULL : 0;
+}
+
+/* A write that fails for the database's sake (disk full, I/O) takes its
+ * whole transaction with it, though SQLite undid only the statement: a
+ * message must not be committed without its delivery row.  A statement's
+ * own error (bad SQL, a constraint) does not. */
+static void
+test_write_failure(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	struct store *st = open_store(f->path, &loop, STORE_NORMAL);
+	struct errlog e = {0};
+	store_set_error_cb(st, error_cb, &e);
+
+	struct commit_probe p = {0}, q = {0};
+	assert_int_equal(store_kv_set(st, "w", "first", "v"), 0);
+	store_after_commit(st, probe_cb, &p);
+	uint64_t seq = store_txn_seq(st);
+	store_set_fault_hook(st, write_fault_hook, "INSERT INTO meta");
+	sqlite3_stmt *s = store_stmt(st, "INSERT INTO meta VALUES ('x', 'y')");
+	assert_int_equal(store_step_write(st, s), SQLITE_FULL);
+	assert_false(store_pending(st)); /* rolled back at once */
+	assert_non_null(strstr(e.last, "disk full"));
+	store_set_fault_hook(st, NULL, NULL);
+	/* A write after it, in the same loop turn, is a transaction of its own. */
+	assert_int_equal(store_kv_set(st, "w", "second", "v"), 0);
+	assert_true(store_txn_seq(st) != seq);
+	store_after_commit(st, probe_cb, &q);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.last_status, -1);
+	assert_int_equal(q.calls, 1);
+	assert_int_equal(q.last_status, 0);
+	assert_null(store_kv_get(st, "w", "first"));
+	char *v = store_kv_get(st, "w", "second");
+	assert_non_null(v);
+	free(v);
+	assert_string_equal(store_state(st), "ok");
+	struct store_stats stats;
+	store_stats(st, &stats);
+	assert_int_equal(stats.commit_failures, 1);
+
+	/* A statement's own error undoes that statement only. */
+	assert_int_equal(store_kv_set(st, "w", "third", "v"), 0);
+	char *cause = NULL;
+	assert_int_equal(store_exec(st, "INSERT INTO nosuchtable VALUES (1)", &cause), -1);
+	free(cause);
+	assert_true(store_pending(st));
+	assert_int_equal(store_flush(st, NULL), 0);
+	v = store_kv_get(st, "w", "third");
+	assert_non_null(v);
+	free(v);
+
+	/* The real thing: the database may not grow.  SQLite fails the
+	 * insert with SQLITE_FULL and undoes only it; the store undoes the
+	 * transaction. */
+	assert_int_equal(store_kv_set(st, "w", "fourth", "v"), 0);
+	char pragma[64];
+	snprintf(pragma, sizeof pragma, "PRAGMA max_page_count = %lld",
+	         (long long)query_int(st, "PRAGMA page_count"));
+	assert_int_equal(sqlite3_exec(store_db(st), pragma, NULL, NULL, NULL), SQLITE_OK);
+	s = store_stmt(st, "INSERT INTO meta VALUES ('big', zeroblob(200000))");
+	assert_int_equal(store_step_write(st, s), SQLITE_FULL);
+	assert_false(store_pending(st));
+	assert_int_equal(
+	    sqlite3_exec(store_db(st), "PRAGMA max_page_count = 1073741823", NULL, NULL, NULL),
+	    SQLITE_OK);
+	assert_int_equal(store_flush(st, NULL), 0);
+	assert_null(store_kv_get(st, "w", "fourth"));
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM meta WHERE key = 'big'"), 0);
+
+	store_close(st);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
 }
 
 static void
@@ -736,6 +821,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_adaptive_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_flush_without_loop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fault_disk_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_failure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_strict_durability, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idlease, setup, teardown),
