@@ -5,6 +5,7 @@
 
 #include "agent.h"
 #include "bus.h"
+#include "flatjson.h"
 #include "idlease.h"
 #include "intmap.h"
 #include "log.h"
@@ -238,7 +239,10 @@ bus_emit(struct bus *b, unsigned ev, const char *event, const struct bmsg *m, co
 		wanted |= b->listeners[i].mask;
 	if (!(wanted & ev))
 		return;
-	json_t *body = json_loads(m->body, JSON_DECODE_ANY, NULL);
+	size_t blen = strlen(m->body);
+	json_t *body = flatjson_load_value(m->body, blen);
+	if (body == NULL)
+		body = json_loadb(m->body, blen, JSON_DECODE_ANY, NULL);
 	json_t *j =
 	    json_pack("{s:I,s:s,s:s,s:s?,s:s,s:s,s:I,s:o,s:i}", "id", (json_int_t)m->id, "from",
 	              m->from, "to", m->to, "recipient", recipient, "priority",

@@ -136,3 +136,17 @@ decline:
 	json_decref(obj);
 	return NULL;
 }
+
+json_t *
+flatjson_load_value(const char *s, size_t len)
+{
+	const char *end = s + len, *p = skip_ws(s, end);
+	if (p < end && *p == '{')
+		return flatjson_load(s, len);
+	json_t *v = NULL;
+	const char *q = read_value(p, end, &v);
+	if (q != NULL && skip_ws(q, end) == end)
+		return v;
+	json_decref(v);
+	return NULL;
+}

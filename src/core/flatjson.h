@@ -26,4 +26,9 @@
  * still be valid JSON, or not: the caller asks jansson). */
 json_t *flatjson_load(const char *s, size_t len);
 
+/* The same for one value of any of those kinds: a flat object as above, a
+ * string without escapes, such an integer, true, false or null (the bus
+ * rebuilds a stored body this way for its events).  NULL otherwise. */
+json_t *flatjson_load_value(const char *s, size_t len);
+
 #endif

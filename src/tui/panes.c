@@ -23,11 +23,28 @@ static const char *const pane_names[PANE_N] = {"agents", "tasks", "messages", "l
 static void
 tline_free(struct tline *l)
 {
-	free(l->source);
-	free(l->dest);
-	free(l->mode);
-	free(l->text);
+	free(l->source); /* the one allocation (see tline_set) */
 	memset(l, 0, sizeof *l);
+}
+
+/* Sets l's strings (dest and mode may be NULL; text is text_len bytes) in
+ * one allocation: a line is freed thousands of lines later, from cold
+ * memory, and under a firehose each free was a cost of its own. */
+static void
+tline_set(struct tline *l, const char *source, const char *dest, const char *mode, const char *text,
+          size_t text_len)
+{
+	size_t ns = strlen(source) + 1, nd = dest ? strlen(dest) + 1 : 0,
+	       nm = mode ? strlen(mode) + 1 : 0;
+	char *p = xmalloc(ns + nd + nm + text_len + 1);
+	l->source = memcpy(p, source, ns);
+	p += ns;
+	l->dest = dest ? memcpy(p, dest, nd) : NULL;
+	p += nd;
+	l->mode = mode ? memcpy(p, mode, nm) : NULL;
+	p += nm;
+	l->text = memcpy(p, text, text_len);
+	l->text[text_len] = '\0';
 }
 
 /* Returns the slot for a new line, evicting the oldest when full. */
@@ -82,8 +99,8 @@ tui_on_log(void *arg, const struct log_record *rec)
 	struct tline *l = ring_push(&t->logs);
 	l->ts_ms = rec->ts_ms;
 	l->level = rec->level;
-	l->source = xstrdup(rec->source ? rec->source : "");
-	l->text = xstrdup(rec->msg ? rec->msg : "");
+	const char *msg = rec->msg ? rec->msg : "";
+	tline_set(l, rec->source ? rec->source : "", NULL, NULL, msg, strlen(msg));
 	pane_new_line(t, PANE_LOGS);
 	tui_touch(t);
 }
@@ -98,8 +115,7 @@ tui_log_local(struct tui *t, int level, const char *text)
 		struct tline *l = ring_push(&t->logs);
 		l->ts_ms = time_wall_ms();
 		l->level = level;
-		l->source = xstrdup(">");
-		l->text = xstrndup(p, n);
+		tline_set(l, ">", NULL, NULL, p, n);
 		pane_new_line(t, PANE_LOGS);
 		p += n;
 		if (*p == '\n')
@@ -119,15 +135,18 @@ tui_on_bus(void *arg, const char *event, const json_t *m)
 	l->ts_ms = json_integer_value(json_object_get(m, "ts_ms"));
 	proto_priority_parse(json_string_value(json_object_get(m, "priority")),
 	                     (enum proto_priority *)&l->prio);
-	l->source = xstrdup(json_string_value(json_object_get(m, "from")));
-	l->dest =
-	    xstrdup(strcmp(event, "dead") == 0 ? json_string_value(json_object_get(m, "recipient"))
-	                                       : json_string_value(json_object_get(m, "to")));
-	l->mode = xstrdup(
-	    strcmp(event, "dead") == 0 ? "DEAD" : json_string_value(json_object_get(m, "mode")));
+	bool dead = strcmp(event, "dead") == 0;
 	json_t *body = json_object_get(m, "body");
-	l->text = json_is_string(body) ? xstrdup(json_string_value(body))
-	                               : json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+	char *dumped =
+	    json_is_string(body) ? NULL : json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+	const char *text = dumped ? dumped : json_string_value(body);
+	if (text == NULL)
+		text = "";
+	tline_set(l, json_string_value(json_object_get(m, "from")),
+	          json_string_value(json_object_get(m, dead ? "recipient" : "to")),
+	          dead ? "DEAD" : json_string_value(json_object_get(m, "mode")), text,
+	          dumped ? strlen(dumped) : json_string_length(body));
+	free(dumped);
 	pane_new_line(t, PANE_MESSAGES);
 	tui_touch(t);
 }
@@ -221,13 +240,13 @@ tui_load_recent(struct tui *t)
 		struct tline *l = ring_push(&t->msgs);
 		l->ts_ms = sqlite3_column_int64(s, 0);
 		l->prio = sqlite3_column_int(s, 1);
-		l->source = xstrdup((const char *)sqlite3_column_text(s, 2));
-		l->dest = xstrdup((const char *)sqlite3_column_text(s, 3));
-		l->mode = xstrdup((const char *)sqlite3_column_text(s, 4));
-		json_t *b =
-		    json_loads((const char *)sqlite3_column_text(s, 5), JSON_DECODE_ANY, NULL);
-		l->text = json_is_string(b) ? xstrdup(json_string_value(b))
-		                            : xstrdup((const char *)sqlite3_column_text(s, 5));
+		const char *raw = (const char *)sqlite3_column_text(s, 5);
+		json_t *b = json_loads(raw, JSON_DECODE_ANY, NULL);
+		const char *text = json_is_string(b) ? json_string_value(b) : raw;
+		tline_set(l, (const char *)sqlite3_column_text(s, 2),
+		          (const char *)sqlite3_column_text(s, 3),
+		          (const char *)sqlite3_column_text(s, 4), text,
+		          json_is_string(b) ? json_string_length(b) : strlen(raw));
 		json_decref(b);
 	}
 	if (s != NULL)

@@ -12,7 +12,8 @@
  *     the same number of oversized lines, as a simple reference splitter
  *     run on the whole input, however the input is cut up;
  *   - a line the fast path (flatjson.c) takes, jansson loads as an equal
- *     object with its keys in the same order;
+ *     object with its keys in the same order, and a value it takes, as an
+ *     equal value;
  *   - an accepted message, encoded again as a line, is accepted again with
  *     the same type (validation is stable under re-encoding);
  *   - an error has a code and a one-line, valid UTF-8 detail, and its
@@ -138,6 +139,14 @@ check_fast_path(const char *line, size_t len)
 {
 	if (!utf8_valid(line, len))
 		return;
+	json_t *value = flatjson_load_value(line, len);
+	if (value != NULL) {
+		json_t *slow =
+		    json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+		FUZZ_CHECK(slow != NULL && json_equal(value, slow));
+		json_decref(slow);
+		json_decref(value);
+	}
 	json_t *fast = flatjson_load(line, len);
 	if (fast == NULL)
 		return;

@@ -880,6 +880,22 @@ test_flatjson(void **state)
 	};
 	for (size_t i = 0; i < nitems(declined); i++)
 		assert_flat_declines(declined[i]);
+	/* One value of any kind (how the bus rebuilds a stored body). */
+	static const char *const values[] = {
+	    "\"a body\"", " 42 ", "-7", "true", "null", "{\"k\":\"v\",\"n\":1}", "\"\""};
+	for (size_t i = 0; i < nitems(values); i++) {
+		json_t *fast = flatjson_load_value(values[i], strlen(values[i]));
+		json_t *slow = jansson_load(values[i]);
+		if (fast == NULL)
+			fail_msg("flatjson_load_value declined %s", values[i]);
+		assert_true(json_equal(fast, slow));
+		json_decref(fast);
+		json_decref(slow);
+	}
+	static const char *const not_values[] = {"\"a\\nb\"", "1.5",         "[1]", "\"x\" 1",
+	                                         "",          "{\"a\":[1]}", "nul", "\"x"};
+	for (size_t i = 0; i < nitems(not_values); i++)
+		assert_null(flatjson_load_value(not_values[i], strlen(not_values[i])));
 	/* An embedded NUL is a control character: declined, not cut short. */
 	assert_null(flatjson_load("{\"a\":\"x\0\"}", 10));
 	assert_null(flatjson_load("{}\0", 3));
