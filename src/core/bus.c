@@ -47,9 +47,10 @@ struct delivery {
 	struct inbox *inbox;
 	int attempt;
 	bool inflight;
-	bool stored;                    /* its row is in the store (or the open transaction) */
-	size_t unsaved;                 /* 1 + its index in bus.unsaved: row not up to date */
-	int64_t deadline;               /* monotonic ms, when in flight */
+	bool stored;      /* its row is in the store or the open transaction (stale only for a
+	                   * message whose commit failed, which is never written again) */
+	size_t unsaved;   /* 1 + its index in bus.unsaved: row not up to date */
+	int64_t deadline; /* monotonic ms, when in flight */
 	struct delivery *prev, *next;   /* in a queue or the inbox's in-flight list */
 	struct delivery *gprev, *gnext; /* in the bus's in-flight list */
 };
@@ -433,8 +434,11 @@ delivery_write(struct bus *b, struct delivery *d, enum delivery_state state, int
 	else
 		s = store_stmt(st, "INSERT INTO deliveries (attempt, recipient, msg_id, state, "
 		                   "updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)");
-	if (s == NULL)
+	if (s == NULL) {
+		if (!d->stored) /* (see below) */
+			store_abort_txn(st, SQLITE_ERROR);
 		return;
+	}
 	sqlite3_bind_int(s, 1, d->attempt);
 	sqlite3_bind_text(s, 2, d->inbox->name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, d->msg->id);
@@ -442,8 +446,14 @@ delivery_write(struct bus *b, struct delivery *d, enum delivery_state state, int
 		sqlite3_bind_int(s, 4, (int)state);
 		sqlite3_bind_int64(s, 5, state == DELIVERY_PENDING ? d->msg->ts_ms : updated_ms);
 	}
-	if (store_step_write(st, s) == SQLITE_DONE)
+	int rc = store_step_write(st, s);
+	if (rc == SQLITE_DONE)
 		d->stored = true;
+	else if (!d->stored)
+		/* Whatever the error: the message must not commit without
+		 * its delivery row, or its sender would get `sent` for a
+		 * message no restart delivers. */
+		store_abort_txn(st, rc);
 }
 
 /* d's row is written at the commit point (see bus.unsaved). */

@@ -525,17 +525,26 @@ store_env_error(int rc)
 static void
 store_check_lost(struct store *st, int rc)
 {
+	if (st->in_txn && !sqlite3_get_autocommit(st->db) && !store_env_error(rc))
+		return;
+	store_abort_txn(st, rc);
+}
+
+void
+store_abort_txn(struct store *st, int rc)
+{
 	if (!st->in_txn)
 		return;
 	if (!sqlite3_get_autocommit(st->db)) {
-		if (!store_env_error(rc))
-			return;
 		store_run(st, "ROLLBACK");
 		if (!sqlite3_get_autocommit(st->db)) {
-			st->doomed = true; /* the commit point rolls it back instead */
+			/* Never committed: the commit point (or close) rolls it
+			 * back instead, and its callbacks get -1 then. */
+			st->doomed = true;
 			return;
 		}
 	}
+	st->doomed = false;
 	st->in_txn = false;
 	st->txn_writes = 0;
 	st->nlost = st->ncbs;
@@ -547,14 +556,15 @@ store_check_lost(struct store *st, int rc)
 	            sqlite3_errmsg(st->db));
 }
 
-void
+int
 store_write_begin(struct store *st)
 {
+	int rc = SQLITE_DONE;
 	if (!st->in_txn && !sqlite3_get_autocommit(st->db)) {
 		st->in_txn = true; /* a transaction is open already: adopt it */
 		st->txn_seq++;
 	} else if (!st->in_txn) {
-		int rc = store_run(st, "BEGIN IMMEDIATE");
+		rc = store_run(st, "BEGIN IMMEDIATE");
 		if (rc == SQLITE_DONE) {
 			st->in_txn = true;
 			st->txn_seq++;
@@ -563,6 +573,7 @@ store_write_begin(struct store *st)
 			            sqlite3_errmsg(st->db));
 	}
 	store_schedule(st);
+	return rc == SQLITE_DONE ? 0 : rc;
 }
 
 uint64_t
@@ -574,8 +585,14 @@ store_txn_seq(const struct store *st)
 int
 store_step_write(struct store *st, sqlite3_stmt *stmt)
 {
-	store_write_begin(st);
-	int rc;
+	/* Never outside the group transaction: a write that committed on its
+	 * own would not go with the rest of its turn (a message without its
+	 * deliveries). */
+	int rc = store_write_begin(st);
+	if (rc != 0) {
+		sqlite3_reset(stmt);
+		return rc;
+	}
 	/* An injected fault fails the write as SQLite would: not run at all. */
 	int fault = st->fault_fn ? st->fault_fn(st->fault_arg, sqlite3_sql(stmt)) : 0;
 	if (fault != 0)
@@ -599,7 +616,13 @@ store_step_write(struct store *st, sqlite3_stmt *stmt)
 int
 store_exec(struct store *st, const char *sql, char **cause)
 {
-	store_write_begin(st);
+	int brc = store_write_begin(st);
+	if (brc != 0) {
+		if (cause != NULL)
+			*cause = xasprintf("%s: cannot begin a transaction: %s", st->path,
+			                   sqlite3_errstr(brc));
+		return -1;
+	}
 	char *err = NULL;
 	int rc = sqlite3_exec(st->db, sql, NULL, NULL, &err);
 	st->stats.writes++;
@@ -674,7 +697,6 @@ store_commit_now(struct store *st, char **cause, bool *closed)
 			rc = SQLITE_ABORT;
 		else
 			rc = store_run(st, "COMMIT");
-		st->doomed = false;
 		uint64_t t1 = uv_hrtime();
 		double ms = (double)(t1 - t0) / 1e6;
 		st->in_txn = false;
@@ -696,6 +718,7 @@ store_commit_now(struct store *st, char **cause, bool *closed)
 				store_run(st, "ROLLBACK");
 			/* Should even ROLLBACK fail, retry at the next point. */
 			st->in_txn = !sqlite3_get_autocommit(st->db);
+			st->doomed = st->doomed && st->in_txn;
 			st->stats.commit_failures++;
 			st->state = store_describe(rc);
 			st->failing = true;
@@ -770,7 +793,9 @@ store_do_close(struct store *st)
 	st->closing = true;
 	for (int i = 0; i < 8 && (st->in_txn || st->ncbs > 0); i++)
 		store_commit_now(st, NULL, &closed);
-	if (st->in_txn && !st->doomed && store_run(st, "COMMIT") != SQLITE_DONE)
+	if (st->in_txn && st->doomed)
+		store_run(st, "ROLLBACK");
+	else if (st->in_txn && store_run(st, "COMMIT") != SQLITE_DONE)
 		store_error(st, "%s: final commit failed: %s", st->path, sqlite3_errmsg(st->db));
 	for (size_t i = 0; i < st->ncbs; i++)
 		st->cbs[i].fn(st->cbs[i].arg, -1);

@@ -55,8 +55,13 @@ sqlite3_stmt *store_stmt(struct store *st, const char *sql);
 sqlite3_stmt *store_stmt_text(struct store *st, const char *sql);
 
 /* Opens the group transaction if none is open and schedules its commit.
- * Call before a write statement. */
-void store_write_begin(struct store *st);
+ * Call before a write statement.  Returns 0, or the SQLite code BEGIN
+ * failed with (then do not write: it would commit on its own). */
+int store_write_begin(struct store *st);
+/* Rolls the open transaction back now: a write that the rest of it must
+ * not commit without has failed (rc says why).  Whatever waits for its
+ * commit is told it failed (-1). */
+void store_abort_txn(struct store *st, int rc);
 /* Counts the transactions begun: writes made under one value went into one
  * transaction (it changes when SQLite rolled one back and a new one began). */
 uint64_t store_txn_seq(const struct store *st);

@@ -591,6 +591,41 @@ test_fault_disk_full(void **state)
 	assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* When the group transaction cannot begin (another process holds the
+ * write lock), a write is refused, not run on its own: it would commit
+ * apart from the rest of its turn. */
+static void
+test_begin_busy(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path, NULL, STORE_NORMAL);
+	sqlite3_busy_timeout(store_db(st), 0);
+	sqlite3 *other;
+	assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+
+	struct store_stats before, after;
+	store_stats(st, &before);
+	sqlite3_stmt *s = store_stmt(st, "INSERT INTO meta VALUES ('alone', 'x')");
+	assert_int_equal(store_step_write(st, s), SQLITE_BUSY);
+	store_stats(st, &after);
+	assert_int_equal(after.writes, before.writes); /* not run */
+	assert_false(store_pending(st));
+	char *cause = NULL;
+	assert_int_equal(store_exec(st, "INSERT INTO meta VALUES ('alone2', 'x')", &cause), -1);
+	assert_non_null(strstr(cause, "cannot begin a transaction"));
+	free(cause);
+
+	/* The lock is free again: writes work. */
+	assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(other);
+	assert_int_equal(store_kv_set(st, "b", "k", "v"), 0);
+	assert_int_equal(store_flush(st, NULL), 0);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM meta WHERE key LIKE 'alone%'"), 0);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE ns = 'b'"), 1);
+	store_close(st);
+}
+
 static void
 test_strict_durability(void **state)
 {
@@ -822,6 +857,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_flush_without_loop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fault_disk_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_failure, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_begin_busy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_strict_durability, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idlease, setup, teardown),
