@@ -19,6 +19,11 @@
 #                      1 or 8 clients each with a window of 1000 messages, written in
 #                      batches as the other senders do (bytes only: no framing, no parsing,
 #                      so its msgs/s is the transport's ceiling, not a peer).
+#   store floor        bench/store-floor.c: SQLite alone on one thread, no protocol, the
+#                      same message count in transactions as large as dreamos's group
+#                      commits were: one bare row per message, then dreamos's own rows
+#                      (a copy of its database; a message row and an acked delivery
+#                      row each).  The most a bus storing every message could reach here.
 # Latency: one sender at a fixed BUS_RATE msgs/s for BUS_LAT_SECS s with the CLOCK_MONOTONIC
 # send time in the body; dreamos and Redis: one-way (sender -> the receiver reads it), echo:
 # the round trip (send -> echo read back).  Throughput: median of BUS_REPEAT runs.
@@ -85,6 +90,8 @@ say "building the benchmark programs ($CC -O2) in $tmp"
 for p in bus-producer bus-consumer redis-bench echo; do
 	"$CC" -O2 -Wall -o "$tmp/$p" "$here/$p.c" || die "cannot build $p"
 done
+"$CC" -O2 -Wall -o "$tmp/store-floor" "$here/store-floor.c" -lsqlite3 ||
+	die "cannot build store-floor (libsqlite3-dev)"
 if [ -n "${DREAMOS:-}" ]; then
 	say "using DREAMOS=$DREAMOS"
 	cp "$DREAMOS" "$tmp/dreamos"
@@ -218,6 +225,13 @@ while [ $k -lt "$REPEAT" ]; do
 	say "  run $k: $(tail -n 1 "$tmp/d1") msgs/s ($(field "$line" commits) commits; sent p50 $(field "$line" sent_p50_us) us)"
 done
 D1=$(median <"$tmp/d1") D1S=$(spread <"$tmp/d1")
+# The store floor writes in transactions as large as this run's group commits.
+C1=$(field "$line" commits)
+case $C1 in '' | *[!0-9]* | 0) C1=1 ;; esac
+FLOOR_BATCH=$((MSGS / C1 > 0 ? MSGS / C1 : 1))
+cp "$RUN/rt/dreamos.db" "$tmp/floor-dreamos.db" || die "no dreamos.db in $RUN/rt"
+rm -f "$tmp/floor-dreamos.db-wal"
+if [ -f "$RUN/rt/dreamos.db-wal" ]; then cp "$RUN/rt/dreamos.db-wal" "$tmp/floor-dreamos.db-wal"; fi
 
 say "dreamos: throughput, $CLIENTS producers -> 1 consumer, $((EACH8 * CLIENTS)) messages x $REPEAT"
 k=0
@@ -278,6 +292,29 @@ else
 	say "redis-server or redis-cli not found (apt-get install redis-server): Redis row skipped"
 fi
 
+# ---- store floor ------------------------------------------------------------------------
+# SQLite alone (bench/store-floor.c): the most any bus that stores each message before
+# `sent` can reach here, with no protocol, pipes or routing.
+say "store floor: SQLite alone, $MSGS messages, $FLOOR_BATCH per transaction, x $REPEAT"
+if [ "$DURABILITY" = strict ]; then fsync=full; else fsync=normal; fi
+: >"$tmp/fb"
+: >"$tmp/fd"
+k=0
+while [ $k -lt "$REPEAT" ]; do
+	k=$((k + 1))
+	out=$("$tmp/store-floor" bare "$tmp/floor-bare.db" "$MSGS" "$FLOOR_BATCH" $SIZE $fsync) ||
+		die "store-floor failed"
+	field "$out" msgs_per_s >>"$tmp/fb"
+	cp "$tmp/floor-dreamos.db" "$tmp/floor-run.db"
+	rm -f "$tmp/floor-run.db-wal" "$tmp/floor-run.db-shm"
+	if [ -f "$tmp/floor-dreamos.db-wal" ]; then cp "$tmp/floor-dreamos.db-wal" "$tmp/floor-run.db-wal"; fi
+	out=$("$tmp/store-floor" dreamos "$tmp/floor-run.db" "$MSGS" "$FLOOR_BATCH" $SIZE $fsync) ||
+		die "store-floor failed"
+	field "$out" msgs_per_s >>"$tmp/fd"
+	say "  run $k: $(tail -n 1 "$tmp/fb") / $(tail -n 1 "$tmp/fd") msgs/s"
+done
+FB=$(median <"$tmp/fb") FD=$(median <"$tmp/fd")
+
 # ---- echo -------------------------------------------------------------------------------
 say "echo: throughput 1 and $CLIENTS clients, $ECHO_MSGS messages x $REPEAT; latency at $RATE/s"
 : >"$tmp/e1"
@@ -322,4 +359,12 @@ awk -v d1="$D1" -v d8="$D8" -v r1="$R1" -v r8="$R8" -v e1="$E1" -v e8="$E8" \
 	printf "target: dreamos p50 <= 3 x echo p50:  %.1f x  %s\n", dl50 / el50, (dl50 + 0 <= 3 * el50) ? "met" : "NOT met"
 }'
 echo "dreamos $DNOTE (1 sender at $RATE msgs/s)."
+awk -v fb="$FB" -v fd="$FD" -v d1="$D1" -v r1="$R1" -v b="$FLOOR_BATCH" 'BEGIN {
+	printf "store floor (SQLite alone, 1 thread, no protocol; %d messages per transaction):\n", b
+	printf "  %-38s %8.0f msgs/s", "one bare row per message:", fb
+	if (r1 + 0 > 0) printf " = %.2f x redis (1 client)", fb / r1
+	printf "\n  %-38s %8.0f msgs/s", "dreamos'"'"'s rows (message, delivery):", fd
+	if (r1 + 0 > 0) printf " = %.2f x redis", fd / r1
+	printf "; dreamos reached %.2f x this\n", d1 / fd
+}'
 echo "Whole run: ${elapsed} s."

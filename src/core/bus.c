@@ -127,6 +127,9 @@ struct bus {
 	 * there instead of the whole deliveries table. */
 	int64_t floor;
 	int64_t floor_saved_ms;
+	/* The newest message's time: a new one is never stamped earlier, so
+	 * times grow with ids and bus_first_id_at can search by id. */
+	int64_t last_ts;
 	bool recovered; /* bus_recover is done: memory covers the store */
 };
 
@@ -881,6 +884,8 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	    store_stmt(st, "INSERT INTO messages (id, ts_ms, sender, target, priority, "
 	                   "mode, body, reply_to) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)");
 	int64_t now = time_wall_ms();
+	if (now < b->last_ts)
+		now = b->last_ts; /* the clock went back */
 	int rc = SQLITE_ERROR;
 	if (s != NULL) {
 		sqlite3_bind_int64(s, 1, now);
@@ -909,6 +914,7 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	m->prio = req->priority;
 	m->mode = req->mode;
 	m->ts_ms = now;
+	b->last_ts = now;
 	m->reply_to = req->reply_to;
 	m->txn = store_txn_seq(st);
 	if (id > b->st.last_id)
@@ -1108,6 +1114,11 @@ bus_recover(struct bus *b, char **cause)
 	if (s != NULL)
 		sqlite3_reset(s);
 	idlease_open(&b->ids, st, "message_ids", b->st.last_id);
+	s = store_stmt(st, "SELECT ts_ms FROM messages ORDER BY id DESC LIMIT 1");
+	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
+		b->last_ts = sqlite3_column_int64(s, 0);
+	if (s != NULL)
+		sqlite3_reset(s);
 
 	s = store_stmt(st, "SELECT agent, topic FROM subscriptions");
 	while (s != NULL && sqlite3_step(s) == SQLITE_ROW) {
@@ -1287,6 +1298,39 @@ bus_dead_requeue(struct bus *b, int64_t id)
 	return (int)n;
 }
 
+/* The lowest id a message stored at or after ts_ms can have (one past the
+ * newest if none is).  messages has no index on ts_ms: it would be a b-tree
+ * written per message for the rare --since and retention.  Times never go
+ * back as ids grow (bus_send), so a binary search over ids finds it in
+ * about 40 lookups of the primary key.  (Rows written before schema 7 by a
+ * clock that went back make it approximate, never wrong by more than the
+ * step.) */
+int64_t
+bus_first_id_at(struct store *st, int64_t ts_ms)
+{
+	int64_t lo = 0, hi = 0;
+	sqlite3_stmt *s = store_stmt(st, "SELECT max(id) FROM messages");
+	if (s == NULL)
+		return 0;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		hi = sqlite3_column_int64(s, 0) + 1;
+	sqlite3_reset(s);
+	s = store_stmt(st, "SELECT ts_ms FROM messages WHERE id >= ?1 ORDER BY id LIMIT 1");
+	if (s == NULL)
+		return 0;
+	while (lo < hi) { /* the answer lies in [lo, hi] */
+		int64_t mid = lo + (hi - lo) / 2;
+		sqlite3_bind_int64(s, 1, mid);
+		bool newer = sqlite3_step(s) != SQLITE_ROW || sqlite3_column_int64(s, 0) >= ts_ms;
+		sqlite3_reset(s);
+		if (newer)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
 /* Deletes acknowledged history older than bus.retention. */
 void
 bus_prune(struct bus *b)
@@ -1295,17 +1339,16 @@ bus_prune(struct bus *b)
 	if (keep <= 0)
 		return;
 	struct store *st = orch_store(b->orch);
-	int64_t before = time_wall_ms() - (int64_t)(keep * 1000.0);
-	sqlite3_stmt *s = store_stmt(st, "DELETE FROM deliveries WHERE state = 1 AND msg_id IN "
-	                                 "(SELECT id FROM messages WHERE ts_ms < ?1)");
+	int64_t below = bus_first_id_at(st, time_wall_ms() - (int64_t)(keep * 1000.0));
+	sqlite3_stmt *s = store_stmt(st, "DELETE FROM deliveries WHERE msg_id < ?1 AND state = 1");
 	if (s != NULL) {
-		sqlite3_bind_int64(s, 1, before);
+		sqlite3_bind_int64(s, 1, below);
 		store_step_write(st, s);
 	}
-	s = store_stmt(st, "DELETE FROM messages WHERE ts_ms < ?1 AND NOT EXISTS (SELECT 1 FROM "
+	s = store_stmt(st, "DELETE FROM messages WHERE id < ?1 AND NOT EXISTS (SELECT 1 FROM "
 	                   "deliveries d WHERE d.msg_id = messages.id)");
 	if (s != NULL) {
-		sqlite3_bind_int64(s, 1, before);
+		sqlite3_bind_int64(s, 1, below);
 		store_step_write(st, s);
 	}
 }

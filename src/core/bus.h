@@ -23,6 +23,7 @@
 struct orch;
 struct agent;
 struct bus;
+struct store;
 
 struct bus *bus_new(struct orch *o);
 void bus_free(struct bus *b);
@@ -90,6 +91,8 @@ void bus_unsubscribe_events(struct bus *b, int id);
 int bus_dead_requeue(struct bus *b, int64_t id);
 /* Deletes acknowledged history older than bus.retention. */
 void bus_prune(struct bus *b);
+/* The lowest id a message stored at or after ts_ms (wall clock) can have. */
+int64_t bus_first_id_at(struct store *st, int64_t ts_ms);
 /* Deliveries' rows wait for the commit point (one write per delivery, not
  * one per change); this writes them into the open transaction now, so that
  * a query of this loop turn (history) sees every accepted message's. */

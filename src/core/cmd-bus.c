@@ -168,19 +168,20 @@ cmd_history_exec(struct cmd_ctx *ctx)
 		return cmd_usage_error(ctx, "history: unknown mode '%s'", ms);
 	struct store *st = orch_store(ctx->orch);
 	bus_sync_rows(orch_bus(ctx->orch));
+	int64_t from_id = s != NULL ? bus_first_id_at(st, since) : 0;
 	sqlite3_stmt *q = store_stmt(
 	    st, "SELECT id, ts_ms, sender, target, priority, mode, body, (SELECT "
 	        "group_concat(recipient || ':' || CASE state WHEN 0 THEN 'pending' WHEN 1 THEN "
 	        "'acked' ELSE 'dead' END, ' ') FROM deliveries d WHERE d.msg_id = m.id) FROM "
 	        "messages m WHERE (?1 IS NULL OR m.sender = ?1 OR m.target = ?1 OR EXISTS (SELECT "
-	        "1 FROM deliveries d WHERE d.msg_id = m.id AND d.recipient = ?1)) AND m.ts_ms >= "
+	        "1 FROM deliveries d WHERE d.msg_id = m.id AND d.recipient = ?1)) AND m.id >= "
 	        "?2 AND (?3 IS NULL OR instr(m.body, ?3) > 0) AND (?4 IS NULL OR m.mode = ?4) "
 	        "ORDER BY m.id DESC LIMIT ?5");
 	if (q == NULL)
 		return cmd_error(ctx, "history: query failed");
 	if (ctx->argc > 0)
 		sqlite3_bind_text(q, 1, cmd_arg(ctx, 0), -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(q, 2, since);
+	sqlite3_bind_int64(q, 2, from_id);
 	if (cmd_opt(ctx, "grep"))
 		sqlite3_bind_text(q, 3, cmd_opt(ctx, "grep"), -1, SQLITE_TRANSIENT);
 	if (ms != NULL)

@@ -447,6 +447,7 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	o->handles_started = true;
 
 	orch_prune(o);
+	bus_prune(o->bus);
 	log_info(o->log, "orch", "dreamos %s started (pid %ld, %s mode, runtime %s, config %s)",
 	         PACKAGE_VERSION, (long)getpid(), o->mode, o->runtime,
 	         o->cfg->path ? o->cfg->path : "built-in defaults");

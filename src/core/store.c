@@ -179,6 +179,26 @@ static const struct store_migration store_migrations[] = {
      * (bus.c); only dead ones, rare, keep an index. */
     {.sql = "DROP INDEX deliveries_open;\n"
             "CREATE INDEX deliveries_dead ON deliveries (state, msg_id) WHERE state = 2;\n"},
+    /* 6 -> 7: two b-trees fewer written per message (~1 us each, a
+     * quarter of the bus's store time).  deliveries is keyed by (msg_id,
+     * recipient) instead of (recipient, msg_id) plus an index on msg_id:
+     * every lookup names both or the message (recovery, requeue, history).
+     * messages_ts goes: --since and retention find their first id by a
+     * binary search over ids (bus_first_id_at). */
+    {.sql = "CREATE TABLE deliveries_v7 (\n"
+            "  recipient TEXT NOT NULL,\n"
+            "  msg_id INTEGER NOT NULL,\n"
+            "  state INTEGER NOT NULL,\n"
+            "  attempt INTEGER NOT NULL DEFAULT 0,\n"
+            "  updated_ms INTEGER,\n"
+            "  PRIMARY KEY (msg_id, recipient)\n"
+            ") WITHOUT ROWID;\n"
+            "INSERT INTO deliveries_v7 (recipient, msg_id, state, attempt, updated_ms)\n"
+            "  SELECT recipient, msg_id, state, attempt, updated_ms FROM deliveries;\n"
+            "DROP TABLE deliveries;\n"
+            "ALTER TABLE deliveries_v7 RENAME TO deliveries;\n"
+            "CREATE INDEX deliveries_dead ON deliveries (state, msg_id) WHERE state = 2;\n"
+            "DROP INDEX messages_ts;\n"},
 };
 
 struct stmt_entry {

@@ -482,6 +482,33 @@ ctl dead requeue abc >/dev/null 2>&1
 lt lazy "E == []" || fail "lazy got errors (acks of a dead message must be harmless): $(lq lazy E)"
 ok "dead requeue $X: delivered again with attempt 1, acked; requeue of a live id refused"
 
+# ---- retention: acked history older than bus.retention goes, pending stays ---
+# (pruned at startup and hourly; ids go on from the newest ever given)
+
+ctl agent stop lazy >/dev/null || fail "agent stop lazy"
+wait_state lazy stopped
+W=$(sendid lazy "waits past retention")
+ctl quit >/dev/null || fail "quit (rt2, retention)"
+wait_exit "$PID" 15
+sed 's/^  max_attempts: 3$/&\n  retention: 3s/' "$T/bus2.yaml" >"$T/bus2r.yaml"
+grep -q "retention: 3s" "$T/bus2r.yaml" || fail "bus2r.yaml: $(cat "$T/bus2r.yaml")"
+sleep 3.2
+start_headless --config "$T/bus2r.yaml"
+ht "[r['id'] for r in j] == [$W]" --limit 1000 ||
+	fail "after retention, history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want [$W]"
+ctl verify >/dev/null || fail "verify after pruning: $(ctl verify)"
+wait_delivered "$W" "lazy:acked"
+N2=$(sendid lazy "after pruning")
+[ "$N2" -gt "$W" ] || fail "id after pruning: $N2, not above $W"
+ht "[r['id'] for r in j] == [$W, $N2]" --since 1h || fail "history --since 1h after pruning"
+wait_delivered "$N2" "lazy:acked"
+ctl quit >/dev/null || fail "quit (rt2, retention 2)"
+wait_exit "$PID" 15
+start_headless --config "$T/bus2r.yaml"
+ht "[r['id'] for r in j] == [$N2]" --limit 1000 ||
+	fail "second pruning: history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want [$N2] (acked $W older than 3 s, $N2 younger)"
+ok "retention 3s: acked $X and $F pruned at startup, pending $W kept; once acked and old, $W too, younger $N2 not; ids go on ($N2)"
+
 # ---- attempts survive a kill -9 of dreamos -------------------------------------
 # The attempt count is written at the commit point after the delivery; after a
 # crash the message comes back with the next attempt, so max_attempts holds

@@ -127,6 +127,62 @@ test_reopen_keeps_data(void **state)
 	store_close(st);
 }
 
+/* A database at schema 6 (deliveries keyed by recipient first, plus the
+ * indexes deliveries_msg and messages_ts) is migrated to 7 without losing a
+ * row: deliveries keyed by (msg_id, recipient), those two indexes gone. */
+static void
+test_migrate_bus_keys(void **state)
+{
+	struct fixture *f = *state;
+	store_close(open_store(f->path, NULL, STORE_NORMAL));
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	const char *v6 =
+	    "DROP TABLE deliveries;\n"
+	    "CREATE TABLE deliveries (recipient TEXT NOT NULL, msg_id INTEGER NOT "
+	    "NULL, state INTEGER NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, "
+	    "updated_ms INTEGER, PRIMARY KEY (recipient, msg_id)) WITHOUT ROWID;\n"
+	    "CREATE INDEX deliveries_msg ON deliveries (msg_id);\n"
+	    "CREATE INDEX deliveries_dead ON deliveries (state, msg_id) WHERE state = 2;\n"
+	    "CREATE INDEX messages_ts ON messages (ts_ms);\n"
+	    "INSERT INTO messages (id, ts_ms, sender, target, priority, mode, body) "
+	    "VALUES (1, 1000, 'a', 'b', 1, 'NORMAL', '\"x\"'), (2, 2000, 'a', '*', 1, "
+	    "'NORMAL', '\"y\"');\n"
+	    "INSERT INTO deliveries VALUES ('b', 1, 1, 1, 1500), ('b', 2, 0, 0, 2000), "
+	    "('c', 2, 2, 5, 2600);\n"
+	    "PRAGMA user_version = 6;\n";
+	assert_int_equal(sqlite3_exec(db, v6, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+
+	struct store *st = open_store(f->path, NULL, STORE_NORMAL);
+	assert_int_equal(store_schema_version(st), store_schema_latest());
+	assert_int_equal(query_int(st, "SELECT count(*) FROM messages"), 2);
+	assert_int_equal(query_int(st, "SELECT count(*) FROM deliveries WHERE (recipient, msg_id, "
+	                               "state, attempt, updated_ms) IN (VALUES ('b', 1, 1, 1, "
+	                               "1500), ('b', 2, 0, 0, 2000), ('c', 2, 2, 5, 2600))"),
+	                 3);
+	assert_int_equal(query_int(st, "SELECT count(*) FROM deliveries"), 3);
+	assert_int_equal(query_int(st, "SELECT pk FROM pragma_table_info('deliveries') WHERE "
+	                               "name = 'msg_id'"),
+	                 1);
+	assert_int_equal(query_int(st, "SELECT pk FROM pragma_table_info('deliveries') WHERE "
+	                               "name = 'recipient'"),
+	                 2);
+	assert_int_equal(query_int(st, "SELECT count(*) FROM sqlite_master WHERE name IN "
+	                               "('deliveries_msg', 'messages_ts', 'deliveries_v7')"),
+	                 0);
+	assert_int_equal(query_int(st, "SELECT count(*) FROM deliveries INDEXED BY deliveries_dead "
+	                               "WHERE state = 2"),
+	                 1);
+	store_close(st);
+	/* The primary key still refuses a second row for one recipient. */
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(db, "INSERT INTO deliveries VALUES ('b', 1, 0, 0, 0)", NULL, NULL, NULL),
+	    SQLITE_CONSTRAINT);
+	sqlite3_close(db);
+}
+
 static void
 test_newer_schema_refused(void **state)
 {
@@ -849,6 +905,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_open_creates_schema, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migrate_bus_keys, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_not_a_database_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit_loop, setup, teardown),
