@@ -355,6 +355,8 @@ agent_on_hb_timer(uv_timer_t *t)
 		return;
 	int64_t idle = time_mono_ms() - a->last_seen_ms;
 	int64_t limit = (int64_t)(timeout * 1000.0);
+	if (a->throttled_by != NULL)
+		idle = 0; /* its heartbeats wait in the pipe, unread */
 	if (idle < limit) {
 		uv_timer_start(a->hb_timer, agent_on_hb_timer, (uint64_t)(limit - idle), 0);
 		return;
@@ -734,6 +736,7 @@ agent_free(struct agent *a)
 	free(a->last_exit_why);
 	free(a->kill_reason);
 	free(a->state_why);
+	free(a->throttled_by);
 	free(a->spec);
 	free(a->name);
 	free(a);
@@ -1377,6 +1380,8 @@ agent_json(const struct agent *a, bool detail)
 	const char *chaos = chaos_agent_note(a->orch, a);
 	if (chaos != NULL)
 		json_object_set_new(j, "chaos", json_string(chaos));
+	if (a->throttled_by != NULL)
+		json_object_set_new(j, "throttled_by", json_string(a->throttled_by));
 	if (!detail)
 		return j;
 	json_t *args = json_array();

@@ -115,6 +115,9 @@ struct agent {
 	bool hold_failed;       /* the agent declared itself failed: no restart */
 	char *state_why;        /* why it entered its state (shown by agent info) */
 	int stop_phase;         /* 0 command stop, 1 SIGTERM, 2 SIGKILL */
+	/* Set by the bus while its lines are not read because a recipient it
+	 * sent to has bus.high_water messages waiting (the recipient's name). */
+	char *throttled_by;
 	/* Allocated apart, so the agent can be freed before the loop has
 	 * released them (each frees itself in its close callback). */
 	uv_timer_t *timer;    /* hello timeout, backoff, stop escalation */

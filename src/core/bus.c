@@ -14,7 +14,9 @@
 #include "strmap.h"
 
 /* A recipient whose queue holds this many messages makes new sends to it
- * fail with `backpressure` until it catches up. */
+ * fail with `backpressure` until it catches up.  Agents are throttled long
+ * before (bus.high_water); this is for senders that cannot be, the captain
+ * and HTTP clients. */
 #define BUS_MAX_INBOX 100000
 
 /* One accepted message, shared by its deliveries. */
@@ -66,6 +68,10 @@ struct inbox {
 	struct dlist inflight;
 	struct intmap byid; /* msg id -> delivery */
 	double drop_rate;
+	/* Agents throttled for this inbox's queue (names: one may be gone by
+	 * the time the queue is down to half of bus.high_water). */
+	char **waiters;
+	size_t nwaiters, waiters_cap;
 };
 
 /* A message accepted in a group transaction (and already routed), to
@@ -324,6 +330,9 @@ inbox_free(struct bus *b, struct inbox *ib)
 		}
 	}
 	intmap_free(&ib->byid);
+	for (size_t i = 0; i < ib->nwaiters; i++)
+		free(ib->waiters[i]);
+	free(ib->waiters);
 	free(ib->name);
 	free(ib);
 }
@@ -549,6 +558,79 @@ delivery_drop(struct bus *b, struct delivery *d)
 	free(d);
 }
 
+/* ---- flow control ------------------------------------------------------ */
+/* An agent that sends to a recipient with bus.high_water messages queued is
+ * throttled: its lines are not read (the pipe or socket fills and its
+ * writes block) until that queue is down to half, instead of its sends
+ * being refused.  An agent with messages in flight to it is never
+ * throttled, and one is let go when a message is delivered to it: its acks
+ * must be read.  So two agents sending to each other cannot wait on each
+ * other: a throttled agent is one with nothing to acknowledge, and a queue
+ * that does not drain belongs to a recipient that is not running. */
+
+static void
+bus_unthrottle(struct agent *a)
+{
+	if (a->throttled_by == NULL)
+		return;
+	free(a->throttled_by);
+	a->throttled_by = NULL;
+	if (a->link_ops != NULL && a->link_ops->set_reading != NULL)
+		a->link_ops->set_reading(a, true);
+}
+
+/* After a send from agent `sender` routed to `to`. */
+static void
+bus_throttle_check(struct bus *b, const char *sender, struct inbox **to, size_t n)
+{
+	size_t high = (size_t)orch_config(b->orch)->bus.high_water;
+	struct inbox *full = NULL;
+	for (size_t i = 0; i < n && full == NULL; i++)
+		if (inbox_queued(to[i]) >= high)
+			full = to[i];
+	if (full == NULL)
+		return;
+	struct agent *a = agents_find(orch_agents(b->orch), sender);
+	if (a == NULL || a->throttled_by != NULL || a->link_ops == NULL ||
+	    a->link_ops->set_reading == NULL)
+		return;
+	struct inbox *own = bus_inbox(b, sender, false);
+	if (own != NULL && own->inflight.n > 0)
+		return;
+	size_t i = 0;
+	while (i < full->nwaiters && strcmp(full->waiters[i], sender) != 0)
+		i++;
+	if (i == full->nwaiters) {
+		if (full->nwaiters == full->waiters_cap) {
+			full->waiters_cap = full->waiters_cap ? full->waiters_cap * 2 : 4;
+			full->waiters =
+			    xreallocarray(full->waiters, full->waiters_cap, sizeof *full->waiters);
+		}
+		full->waiters[full->nwaiters++] = xstrdup(sender);
+	}
+	a->throttled_by = xstrdup(full->name);
+	a->link_ops->set_reading(a, false);
+	b->st.throttled++;
+	log_debug(orch_log(b->orch), "bus", "%s throttled: %zu messages wait for %s", sender,
+	          inbox_queued(full), full->name);
+}
+
+/* Lets the agents waiting for ib go once its queue is down to half. */
+static void
+inbox_release(struct bus *b, struct inbox *ib)
+{
+	if (ib->nwaiters == 0 ||
+	    inbox_queued(ib) > (size_t)orch_config(b->orch)->bus.high_water / 2)
+		return;
+	for (size_t i = 0; i < ib->nwaiters; i++) {
+		struct agent *a = agents_find(orch_agents(b->orch), ib->waiters[i]);
+		if (a != NULL && a->throttled_by != NULL && strcmp(a->throttled_by, ib->name) == 0)
+			bus_unthrottle(a);
+		free(ib->waiters[i]);
+	}
+	ib->nwaiters = 0;
+}
+
 /* Builds the `message` line for a delivery.  Names and topics are from a
  * safe character set and the body is already JSON, so no re-encoding. */
 static char *
@@ -631,12 +713,14 @@ bus_dispatch(struct bus *b, struct inbox *ib)
 			b->st.dropped++; /* chaos: lost on the way; redelivered later */
 			continue;
 		}
+		bus_unthrottle(a); /* (its ack must be read) */
 		agent_send_line(a, delivery_line(d));
 		b->st.delivered++;
 		bus_emit(b, BUS_EV_DELIVERED, "delivered", d->msg, ib->name, d->attempt);
 	}
 	if (!armed && b->ghead != NULL)
 		bus_arm_timer(b);
+	inbox_release(b, ib);
 }
 
 /* Ack deadlines: overdue messages go back to the front of their queue, or
@@ -688,6 +772,9 @@ bus_agent_ready(struct bus *b, struct agent *a)
 void
 bus_agent_gone(struct bus *b, struct agent *a)
 {
+	/* Its next link starts reading. */
+	free(a->throttled_by);
+	a->throttled_by = NULL;
 	struct inbox *ib = bus_inbox(b, a->name, false);
 	if (ib == NULL)
 		return;
@@ -937,6 +1024,8 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	*b->batch->tail = p;
 	b->batch->tail = &p->next;
 	bus_route_msg(b, m, to, (size_t)n);
+	if (sender != NULL)
+		bus_throttle_check(b, sender, to, (size_t)n);
 	free(to);
 	return 0;
 }

@@ -56,7 +56,8 @@ void bus_send(struct bus *b, const struct bus_send_req *req, bus_sent_fn done, v
 
 struct bus_stats {
 	uint64_t accepted, delivered, redelivered, acked, dead, dropped;
-	uint64_t pending; /* queued + in flight */
+	uint64_t throttled; /* times an agent sender was throttled (bus.high_water) */
+	uint64_t pending;   /* queued + in flight */
 	uint64_t inflight;
 	int64_t last_id;
 	int64_t floor; /* no pending delivery in the store below this id */

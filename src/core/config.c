@@ -439,6 +439,7 @@ static const struct cfg_key bus_keys[] = {
     KDUR("ack_timeout", C(bus.ack_timeout), 30, .flags = F_POSITIVE),
     KINT("max_attempts", C(bus.max_attempts), 1, 1000, 5),
     KINT("window", C(bus.window), 1, 100000, 64),
+    KINT("high_water", C(bus.high_water), 1, 100000, 10000),
     KSIZE("max_body", C(bus.max_body), 1 * KiB, 64 * MiB, 256 * KiB),
     KDUR("retention", C(bus.retention), 7 * DAY),
     KEND,

@@ -107,6 +107,7 @@ struct config {
 		double ack_timeout;
 		int max_attempts;
 		int window;        /* in-flight messages per recipient */
+		int high_water;    /* queued for one recipient: its agent senders wait */
 		uint64_t max_body; /* bytes */
 		double retention;  /* seconds of history kept; 0 = forever */
 	} bus;

@@ -595,3 +595,67 @@ if acked < 1 or bad or orphans:
 PYEOF
 done
 ok "the stores: every acked or dead delivery with its attempt count, none before its message"
+
+# ---- flow control: a sender to a full queue is throttled, not refused --------
+# slow holds its messages (window 8); flood sends 3,000 as fast as it can.
+# Past bus.high_water (20) queued for slow, dreamos stops reading flood's
+# lines: flood's sends pile up in its pipe, none refused.  Once slow acks,
+# its queue drains below half and flood goes on to the end.
+
+# shellcheck disable=SC2034
+RT="$T/rt4"
+{
+	cat <<-EOF
+	bridge:
+	  enabled: false
+	extensions:
+	  load: []
+	bus:
+	  window: 8
+	  high_water: 20
+	  ack_timeout: 60s
+	agents:
+	  hello_timeout: 5s
+	  stop_grace: 2s
+	  list:
+	EOF
+	agentdef slow record 'BUS_HOLD: "1"' "BUS_RELEASE: \"$T/release4\""
+	agentdef flood produce 'BUS_N: "3000"' 'BUS_TO: slow'
+	# Two agents flooding each other (and acking what they get): neither
+	# may end up waiting for the other.
+	agentdef ping produce 'BUS_N: "3000"' 'BUS_TO: pong'
+	agentdef pong produce 'BUS_N: "3000"' 'BUS_TO: ping'
+} >"$T/bus4.yaml"
+start_headless --config "$T/bus4.yaml"
+wait_state slow ready
+wait_for 10 "flood throttled by slow" agent_is flood "j.get('throttled_by') == 'slow'"
+nsent() { lq flood "len([r for r in R if r.get('ev') == 'sent'])"; }
+S1=$(nsent)
+sleep 1
+S2=$(nsent)
+[ "$S1" = "$S2" ] || fail "flood kept being answered while throttled: $S1 then $S2 sent"
+[ "$S2" -lt 1000 ] || fail "flood got $S2 of 3000 sends through a queue limit of 20"
+lt flood "E == []" || fail "flood got errors instead of back-pressure: $(lq flood E)"
+agent_is flood "j['state'] == 'ready'" || fail "flood while throttled: $(ctl agent info flood)"
+counts_check "c['messages_throttled'] >= 1"
+: >"$T/release4"
+wait_for 60 "flood done" lt flood "any(r.get('ev') == 'done' for r in R)"
+wait_for 30 "slow got all 3000" lt slow "len({m['body']['seq'] for m in M}) == 3000"
+lt flood "E == [] and len([r for r in R if r.get('ev') == 'sent']) == 3000" ||
+	fail "flood after the release: $(lq flood "[len(E), len([r for r in R if r.get('ev') == 'sent'])]")"
+agent_is flood "'throttled_by' not in j" || fail "flood still throttled: $(ctl agent info flood)"
+T1=$(ctl status --json | json_get "j['counts']['messages_throttled']")
+ok "flow control: flood stopped at $S2 of 3000 sends while slow held (bus.high_water 20), none refused; after the release all 3000 delivered ($T1 throttles)"
+for a in ping pong; do
+	wait_for 60 "$a done" lt $a "any(r.get('ev') == 'done' for r in R)"
+	wait_for 30 "$a got all 3000" lt $a "len({m['body']['seq'] for m in M}) == 3000"
+	lt $a "E == []" || fail "$a got errors: $(lq $a E)"
+done
+ok "flow control: ping and pong, each sending 3000 to the other, both finish (no waiting on each other)"
+
+ctl quit >/dev/null || fail "quit (rt4)"
+wait_exit "$PID" 15
+[ "$RC" = 0 ] || fail "quit exit status $RC (rt4)"
+left=""
+for p in $(cat "$BUS_PIDFILE"); do alive "$p" && left="$left $p"; done
+[ -z "$left" ] || fail "agent processes left after quit (rt4):$left"

@@ -128,6 +128,7 @@ test_defaults(void **state)
 	assert_true(cfg->bus.ack_timeout == 30);
 	assert_int_equal(cfg->bus.max_attempts, 5);
 	assert_int_equal(cfg->bus.window, 64);
+	assert_int_equal(cfg->bus.high_water, 10000);
 	assert_int_equal(cfg->bus.max_body, 256 * 1024);
 	assert_true(cfg->bus.retention == 7 * 86400);
 
@@ -848,6 +849,7 @@ test_error_range(void **state)
 	     "3650d)"},
 	    {"bus:\n  max_attempts: 0\n", "t.yaml:2: bus.max_attempts: 0 is out of range (1-1000)"},
 	    {"bus:\n  window: 100001\n", "t.yaml:2: bus.window: 100001 is out of range (1-100000)"},
+	    {"bus:\n  high_water: 0\n", "t.yaml:2: bus.high_water: 0 is out of range (1-100000)"},
 	    {"bus:\n  ack_timeout: 0\n",
 	     "t.yaml:2: bus.ack_timeout: 0 is out of range (more than 0, at most 3650d)"},
 	    {"tasks:\n  default_retries: 1001\n",
