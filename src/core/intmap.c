@@ -99,9 +99,22 @@ intmap_del(struct intmap *m, int64_t key)
 	if (s == NULL)
 		return NULL;
 	void *v = s->value;
-	s->key = INTMAP_TOMB;
 	s->value = NULL;
 	m->n--;
+	size_t mask = m->cap - 1, i = (size_t)(s - m->slots);
+	if (m->slots[(i + 1) & mask].key != INTMAP_EMPTY) {
+		s->key = INTMAP_TOMB;
+		return v;
+	}
+	/* No probe goes past an empty slot, so this one, and the tombstones
+	 * just before it, can be empty again: with ids deleted in about the
+	 * order they came (messages, tasks), tombstones would otherwise pile
+	 * up and lengthen every probe until the next rehash. */
+	do {
+		m->slots[i].key = INTMAP_EMPTY;
+		m->used--;
+		i = (i - 1) & mask;
+	} while (m->slots[i].key == INTMAP_TOMB);
 	return v;
 }
 

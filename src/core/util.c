@@ -228,12 +228,37 @@ time_wall_ms(void)
 void
 time_iso8601(int64_t wall_ms, char *out, size_t len)
 {
-	time_t t = (time_t)(wall_ms / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	char base[24];
-	strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out, len, "%s.%03dZ", base, (int)(wall_ms % 1000));
+	/* Every message line carries one: the seconds are formatted once per
+	 * second (gmtime_r and strftime cost more than the rest of the line). */
+	static _Thread_local bool cached;
+	static _Thread_local int64_t last_sec;
+	static _Thread_local char base[32];
+	static _Thread_local size_t blen;
+	if (len == 0)
+		return;
+	int64_t sec = wall_ms / 1000, ms = wall_ms % 1000;
+	if (ms < 0) { /* before 1970: round down */
+		sec--;
+		ms += 1000;
+	}
+	if (!cached || sec != last_sec) {
+		time_t t = (time_t)sec;
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		blen = strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+		last_sec = sec;
+		cached = true;
+	}
+	char full[40];
+	memcpy(full, base, blen);
+	full[blen] = '.';
+	full[blen + 1] = (char)('0' + ms / 100);
+	full[blen + 2] = (char)('0' + ms / 10 % 10);
+	full[blen + 3] = (char)('0' + ms % 10);
+	full[blen + 4] = 'Z';
+	size_t n = blen + 5 < len ? blen + 5 : len - 1;
+	memcpy(out, full, n);
+	out[n] = '\0';
 }
 
 /* Parses a leading non-negative decimal number; returns the end or NULL. */

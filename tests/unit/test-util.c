@@ -1,9 +1,10 @@
 /* test-util.c — parsing of durations and sizes, UTF-8 validation, buffers,
- * formatting, and the runtime directory lock. */
+ * formatting, the runtime directory lock and the id map. */
 #include "testutil.h"
 
 #include <sys/stat.h>
 
+#include "intmap.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -126,6 +127,20 @@ test_format(void **state)
 	assert_string_equal(s, "1.5 KiB");
 	time_iso8601(1700000000123LL, s, sizeof s);
 	assert_string_equal(s, "2023-11-14T22:13:20.123Z");
+	/* The seconds are cached: the same second, the next, and back. */
+	time_iso8601(1700000000007LL, s, sizeof s);
+	assert_string_equal(s, "2023-11-14T22:13:20.007Z");
+	time_iso8601(1700000001999LL, s, sizeof s);
+	assert_string_equal(s, "2023-11-14T22:13:21.999Z");
+	time_iso8601(1700000000050LL, s, sizeof s);
+	assert_string_equal(s, "2023-11-14T22:13:20.050Z");
+	time_iso8601(0, s, sizeof s);
+	assert_string_equal(s, "1970-01-01T00:00:00.000Z");
+	time_iso8601(-1500, s, sizeof s);
+	assert_string_equal(s, "1969-12-31T23:59:58.500Z");
+	char small[11];
+	time_iso8601(1700000000123LL, small, sizeof small);
+	assert_string_equal(small, "2023-11-14");
 }
 
 static void
@@ -175,6 +190,69 @@ test_runtime_lock(void **state)
 	testutil_rmdir(dir);
 }
 
+/* intmap against a plain array, through the patterns the bus makes (ids
+ * added in order, removed in about that order, a window in between) and
+ * random ones, with deletes that turn tombstones back into empty slots. */
+static void
+test_intmap(void **state)
+{
+	(void)state;
+	enum { RANGE = 5000 };
+	static char model[RANGE + 1]; /* 1: present, with value id * 2 */
+	struct intmap m;
+	intmap_init(&m);
+	assert_null(intmap_get(&m, 1));
+	assert_null(intmap_del(&m, 1));
+	size_t n = 0;
+	uint64_t rng = 42;
+	for (int round = 0; round < 200000; round++) {
+		rng ^= rng << 13;
+		rng ^= rng >> 7;
+		rng ^= rng << 17;
+		int64_t k;
+		if (round < 100000) /* a sliding window of ~300 ids */
+			k = 1 + (round / 2 + (int64_t)(rng % 300)) % RANGE;
+		else
+			k = 1 + (int64_t)(rng % RANGE);
+		void *want = model[k] ? (void *)(intptr_t)(k * 2) : NULL;
+		switch (rng >> 60 & 3) {
+		case 0:
+		case 1:
+			intmap_set(&m, k, (void *)(intptr_t)(k * 2));
+			n += !model[k];
+			model[k] = 1;
+			break;
+		case 2:
+			assert_ptr_equal(intmap_del(&m, k), want);
+			n -= model[k];
+			model[k] = 0;
+			break;
+		default:
+			assert_ptr_equal(intmap_get(&m, k), want);
+		}
+		assert_int_equal(m.n, n);
+		assert_true(m.used >= m.n && m.used < m.cap);
+	}
+	for (int64_t k = 1; k <= RANGE; k++)
+		assert_ptr_equal(intmap_get(&m, k), model[k] ? (void *)(intptr_t)(k * 2) : NULL);
+	size_t seen = 0, it = 0;
+	int64_t key;
+	void *v;
+	while (intmap_next(&m, &it, &key, &v)) {
+		assert_true(model[key]);
+		assert_ptr_equal(v, (void *)(intptr_t)(key * 2));
+		seen++;
+	}
+	assert_int_equal(seen, n);
+	/* Deleting everything leaves no tombstone behind. */
+	for (int64_t k = 1; k <= RANGE; k++)
+		if (model[k])
+			intmap_del(&m, k);
+	assert_int_equal(m.n, 0);
+	assert_int_equal(m.used, 0);
+	intmap_free(&m);
+}
+
 int
 main(void)
 {
@@ -182,6 +260,7 @@ main(void)
 	    cmocka_unit_test(test_duration), cmocka_unit_test(test_size),
 	    cmocka_unit_test(test_utf8),     cmocka_unit_test(test_buf),
 	    cmocka_unit_test(test_format),   cmocka_unit_test(test_runtime_lock),
+	    cmocka_unit_test(test_intmap),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
