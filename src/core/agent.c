@@ -353,10 +353,21 @@ agent_on_hb_timer(uv_timer_t *t)
 	double timeout = a->cfg.heartbeat_timeout;
 	if (timeout <= 0 || !agent_state_connected(a->state))
 		return;
-	int64_t idle = time_mono_ms() - a->last_seen_ms;
+	int64_t now = time_mono_ms();
+	int64_t idle = now - a->last_seen_ms;
 	int64_t limit = (int64_t)(timeout * 1000.0);
-	if (a->throttled_by != NULL)
-		idle = 0; /* its heartbeats wait in the pipe, unread */
+	if (a->throttled_by != NULL) {
+		/* Held back by the bus: its heartbeats wait unread.  For one
+		 * timeout at most, then it is let go, so that a link that died
+		 * meanwhile shows (its end is read) and heartbeats count again. */
+		int64_t held = now - a->throttled_ms;
+		if (held >= limit) {
+			agent_unthrottle(a);
+			held = 0;
+		}
+		uv_timer_start(a->hb_timer, agent_on_hb_timer, (uint64_t)(limit - held), 0);
+		return;
+	}
 	if (idle < limit) {
 		uv_timer_start(a->hb_timer, agent_on_hb_timer, (uint64_t)(limit - idle), 0);
 		return;
@@ -1133,7 +1144,35 @@ agent_can_take_task(const struct agent *a)
 {
 	/* hello_done is cleared before orch_agent_gone: an agent whose link
 	 * just closed must not be handed back its own tasks. */
-	return a->hello_done && a->state == AGENT_READY && a->running_tasks < a->max_tasks;
+	return a->hello_done && a->state == AGENT_READY && a->running_tasks < a->max_tasks &&
+	       a->throttled_by == NULL; /* (its results would wait unread) */
+}
+
+bool
+agent_throttle(struct agent *a, const char *by)
+{
+	if (a->throttled_by != NULL)
+		return true;
+	if (a->link_ops == NULL || a->link_ops->set_reading == NULL)
+		return false;
+	a->throttled_by = xstrdup(by);
+	a->throttled_ms = time_mono_ms();
+	a->link_ops->set_reading(a, false);
+	return true;
+}
+
+void
+agent_unthrottle(struct agent *a)
+{
+	if (a->throttled_by == NULL)
+		return;
+	free(a->throttled_by);
+	a->throttled_by = NULL;
+	/* Its heartbeats waited unread: count from now. */
+	a->last_seen_ms = time_mono_ms();
+	if (a->link_ops != NULL && a->link_ops->set_reading != NULL)
+		a->link_ops->set_reading(a, true);
+	orch_agent_unthrottled(a->orch, a);
 }
 
 void

@@ -115,9 +115,10 @@ struct agent {
 	bool hold_failed;       /* the agent declared itself failed: no restart */
 	char *state_why;        /* why it entered its state (shown by agent info) */
 	int stop_phase;         /* 0 command stop, 1 SIGTERM, 2 SIGKILL */
-	/* Set by the bus while its lines are not read because a recipient it
-	 * sent to has bus.high_water messages waiting (the recipient's name). */
+	/* While the bus holds it back (agent_throttle): the recipient whose
+	 * queue is full, and since when (monotonic). */
 	char *throttled_by;
+	int64_t throttled_ms;
 	/* Allocated apart, so the agent can be freed before the loop has
 	 * released them (each frees itself in its close callback). */
 	uv_timer_t *timer;    /* hello timeout, backoff, stop escalation */
@@ -176,6 +177,12 @@ bool agent_has_cap(const struct agent *a, const char *cap);
 bool agent_takes_any_task(const struct agent *a);
 /* True if the agent may be given new work (ready with a free slot). */
 bool agent_can_take_task(const struct agent *a);
+/* Flow control (bus.c): stops reading the agent's lines because it sends to
+ * `by`, whose queue is full; false if its link cannot stop.  Released by
+ * agent_unthrottle, or after heartbeat_timeout (so that a link that died
+ * meanwhile is noticed). */
+bool agent_throttle(struct agent *a, const char *by);
+void agent_unthrottle(struct agent *a);
 
 /* Sends a protocol line to a connected agent; line is freed.  Returns 0 or
  * -1 if it is not connected. */

@@ -19,6 +19,10 @@
  * and HTTP clients. */
 #define BUS_MAX_INBOX 100000
 
+/* A step back of the wall clock up to this is absorbed: message times
+ * never go back (bus_first_id_at); past it the old times were wrong. */
+#define BUS_CLOCK_STEP_MS (60 * 1000)
+
 /* One accepted message, shared by its deliveries. */
 struct bmsg {
 	int64_t id;
@@ -568,17 +572,6 @@ delivery_drop(struct bus *b, struct delivery *d)
  * other: a throttled agent is one with nothing to acknowledge, and a queue
  * that does not drain belongs to a recipient that is not running. */
 
-static void
-bus_unthrottle(struct agent *a)
-{
-	if (a->throttled_by == NULL)
-		return;
-	free(a->throttled_by);
-	a->throttled_by = NULL;
-	if (a->link_ops != NULL && a->link_ops->set_reading != NULL)
-		a->link_ops->set_reading(a, true);
-}
-
 /* After a send from agent `sender` routed to `to`. */
 static void
 bus_throttle_check(struct bus *b, const char *sender, struct inbox **to, size_t n)
@@ -591,11 +584,12 @@ bus_throttle_check(struct bus *b, const char *sender, struct inbox **to, size_t 
 	if (full == NULL)
 		return;
 	struct agent *a = agents_find(orch_agents(b->orch), sender);
-	if (a == NULL || a->throttled_by != NULL || a->link_ops == NULL ||
-	    a->link_ops->set_reading == NULL)
-		return;
+	if (a == NULL || a->throttled_by != NULL || a->running_tasks > 0)
+		return; /* (a task's results must be read too) */
 	struct inbox *own = bus_inbox(b, sender, false);
 	if (own != NULL && own->inflight.n > 0)
+		return;
+	if (!agent_throttle(a, full->name))
 		return;
 	size_t i = 0;
 	while (i < full->nwaiters && strcmp(full->waiters[i], sender) != 0)
@@ -608,8 +602,6 @@ bus_throttle_check(struct bus *b, const char *sender, struct inbox **to, size_t 
 		}
 		full->waiters[full->nwaiters++] = xstrdup(sender);
 	}
-	a->throttled_by = xstrdup(full->name);
-	a->link_ops->set_reading(a, false);
 	b->st.throttled++;
 	log_debug(orch_log(b->orch), "bus", "%s throttled: %zu messages wait for %s", sender,
 	          inbox_queued(full), full->name);
@@ -625,7 +617,7 @@ inbox_release(struct bus *b, struct inbox *ib)
 	for (size_t i = 0; i < ib->nwaiters; i++) {
 		struct agent *a = agents_find(orch_agents(b->orch), ib->waiters[i]);
 		if (a != NULL && a->throttled_by != NULL && strcmp(a->throttled_by, ib->name) == 0)
-			bus_unthrottle(a);
+			agent_unthrottle(a);
 		free(ib->waiters[i]);
 	}
 	ib->nwaiters = 0;
@@ -709,11 +701,11 @@ bus_dispatch(struct bus *b, struct inbox *ib)
 		 * point), so that after a crash the count goes on and
 		 * max_attempts holds even for a message that crashes us. */
 		delivery_defer_write(b, d);
+		agent_unthrottle(a); /* (its ack must be read) */
 		if (ib->drop_rate > 0 && bus_random(b) < ib->drop_rate) {
 			b->st.dropped++; /* chaos: lost on the way; redelivered later */
 			continue;
 		}
-		bus_unthrottle(a); /* (its ack must be read) */
 		agent_send_line(a, delivery_line(d));
 		b->st.delivered++;
 		bus_emit(b, BUS_EV_DELIVERED, "delivered", d->msg, ib->name, d->attempt);
@@ -735,6 +727,8 @@ bus_on_timer(uv_timer_t *t)
 	strmap_init(&touched);
 	while (b->ghead != NULL && b->ghead->deadline <= now) {
 		struct delivery *d = b->ghead;
+		/* Its inbox has room in flight now, whatever happens next. */
+		strmap_set(&touched, d->inbox->name, d->inbox);
 		if (d->msg->unstored) {
 			delivery_drop(b, d);
 			continue;
@@ -751,7 +745,6 @@ bus_on_timer(uv_timer_t *t)
 		log_debug(orch_log(b->orch), "bus",
 		          "message %lld to %s not acked in time (attempt %d)",
 		          (long long)d->msg->id, d->inbox->name, d->attempt);
-		strmap_set(&touched, d->inbox->name, d->inbox);
 	}
 	size_t it = 0;
 	void *v;
@@ -971,8 +964,10 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	    store_stmt(st, "INSERT INTO messages (id, ts_ms, sender, target, priority, "
 	                   "mode, body, reply_to) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)");
 	int64_t now = time_wall_ms();
-	if (now < b->last_ts)
-		now = b->last_ts; /* the clock went back */
+	/* The clock went back: keep times growing with ids (bus_first_id_at),
+	 * unless by more than a minute, then the earlier time was wrong. */
+	if (now < b->last_ts && b->last_ts - now <= BUS_CLOCK_STEP_MS)
+		now = b->last_ts;
 	int rc = SQLITE_ERROR;
 	if (s != NULL) {
 		sqlite3_bind_int64(s, 1, now);

@@ -652,6 +652,13 @@ orch_agent_ready(struct orch *o, struct agent *a)
 	tasks_agent_ready(o->tasks, a);
 }
 
+/* It can be handed tasks again (agent_can_take_task). */
+void
+orch_agent_unthrottled(struct orch *o, struct agent *a)
+{
+	tasks_agent_ready(o->tasks, a);
+}
+
 void
 orch_agent_gone(struct orch *o, struct agent *a)
 {

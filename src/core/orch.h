@@ -83,6 +83,7 @@ const char *orch_share_dir(const struct orch *o);
 struct agent;
 void orch_agent_state(struct orch *o, struct agent *a, int old_state);
 void orch_agent_ready(struct orch *o, struct agent *a);
+void orch_agent_unthrottled(struct orch *o, struct agent *a);
 void orch_agent_gone(struct orch *o, struct agent *a);
 struct proto_msg;
 bool orch_agent_message(struct orch *o, struct agent *a, const struct proto_msg *m);

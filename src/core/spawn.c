@@ -112,6 +112,8 @@ pl_on_drain(uv_timer_t *t)
 	pl_maybe_finish(t->data, true);
 }
 
+static void pl_update_reading(struct process_link *pl);
+
 static void
 pl_on_exit(uv_process_t *p, int64_t status, int sig)
 {
@@ -119,6 +121,7 @@ pl_on_exit(uv_process_t *p, int64_t status, int sig)
 	pl->exited = true;
 	pl->exit_status = status;
 	pl->term_signal = sig;
+	pl_update_reading(pl); /* (what it wrote is read, throttled or not) */
 	if (!pl->out_eof)
 		uv_timer_start(&pl->drain, pl_on_drain, SPAWN_DRAIN_MS, 0);
 	pl_maybe_finish(pl, false);
@@ -191,7 +194,10 @@ pl_update_reading(struct process_link *pl)
 	if (pl->out_eof || uv_is_closing((uv_handle_t *)&pl->out))
 		return;
 	size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&pl->in) + pl->pending.len;
-	bool on = pl->want_reading && (pl->reading ? q < SPAWN_HIGH_WATER : q < SPAWN_LOW_WATER);
+	/* Once the child has exited, what it wrote is read whatever else
+	 * holds reading back (it is drained before the link ends). */
+	bool on = pl->exited ||
+	          (pl->want_reading && (pl->reading ? q < SPAWN_HIGH_WATER : q < SPAWN_LOW_WATER));
 	if (on && !pl->reading)
 		uv_read_start((uv_stream_t *)&pl->out, pl_alloc_out, pl_on_out);
 	else if (!on && pl->reading)

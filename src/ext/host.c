@@ -1237,13 +1237,6 @@ ext_link_queued(struct agent *a)
 }
 
 static void
-ext_link_set_reading(struct agent *a, bool on)
-{
-	(void)a;
-	(void)on;
-}
-
-static void
 ext_link_close(struct agent *a)
 {
 	struct dreamos_agent *ag = a->link;
@@ -1267,7 +1260,8 @@ static const struct agent_link_ops ext_link_ops = {
     .specialist = ext_link_specialist,
     .send = ext_link_send,
     .queued = ext_link_queued,
-    .set_reading = ext_link_set_reading,
+    /* No reading to stop: the bus does not throttle extension agents. */
+    .set_reading = NULL,
     .close = ext_link_close,
 };
 

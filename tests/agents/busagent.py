@@ -31,7 +31,8 @@ BUS_MODE (or the first argument) says what it does:
               BUS_PRIORITY     priority of the messages (default none)
   script    sends the lines of the file BUS_SCRIPT as they are (one per
             line; a line that is not JSON is written raw), then records
-            {"ev":"script_done"}.  A line "#sleep SECONDS" pauses; other
+            {"ev":"script_done"}.  A line "#sleep SECONDS" pauses, "#exit"
+            ends the process at once (what it wrote stays in the pipe); other
             lines starting with '#' are skipped.  Replies are recorded:
             {"ev":"sent","ref","id"}, {"ev":"error","code","detail","ref"},
             and messages as in record mode (acknowledged unless BUS_NOACK).
@@ -265,6 +266,9 @@ def make_agent():
                 if line.startswith(b"#sleep "):
                     self.call_later(float(line.split()[1]), self.run_script)
                     return
+                if line.strip() == b"#exit":
+                    log({"ev": "script_done", "pid": PID})
+                    os._exit(0)
                 if line.startswith(b"#"):
                     continue
                 try:

@@ -112,6 +112,8 @@ wait_delivered() {
 	done
 }
 
+# counts_quiet PYEXPR: like counts_check, without failing (for wait_for).
+counts_quiet() { ctl status --json 2>/dev/null | jtest "(lambda c: $1)(j['counts'])"; }
 # counts_check PYEXPR: PYEXPR holds over the counts of `status --json` as c.
 counts_check() {
 	ctl status --json | jtest "(lambda c: $1)(j['counts'])" ||
@@ -485,29 +487,35 @@ ok "dead requeue $X: delivered again with attempt 1, acked; requeue of a live id
 # ---- retention: acked history older than bus.retention goes, pending stays ---
 # (pruned at startup and hourly; ids go on from the newest ever given)
 
+# A dead message: every delivery of it dropped on the way (chaos).
+ctl chaos drop lazy 1 >/dev/null || fail "chaos drop lazy 1"
+D=$(sendid lazy "dies before retention")
+wait_for 10 "$D dead" dead_is "$D in [r['id'] for r in j]"
+ctl chaos drop lazy 0 >/dev/null || fail "chaos drop lazy 0"
 ctl agent stop lazy >/dev/null || fail "agent stop lazy"
 wait_state lazy stopped
 W=$(sendid lazy "waits past retention")
 ctl quit >/dev/null || fail "quit (rt2, retention)"
 wait_exit "$PID" 15
-sed 's/^  max_attempts: 3$/&\n  retention: 3s/' "$T/bus2.yaml" >"$T/bus2r.yaml"
-grep -q "retention: 3s" "$T/bus2r.yaml" || fail "bus2r.yaml: $(cat "$T/bus2r.yaml")"
-sleep 3.2
+sed 's/^  max_attempts: 3$/&\n  retention: 5s/' "$T/bus2.yaml" >"$T/bus2r.yaml"
+grep -q "retention: 5s" "$T/bus2r.yaml" || fail "bus2r.yaml: $(cat "$T/bus2r.yaml")"
+sleep 5.2
 start_headless --config "$T/bus2r.yaml"
-ht "[r['id'] for r in j] == [$W]" --limit 1000 ||
-	fail "after retention, history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want [$W]"
+ht "[r['id'] for r in j] == [$D, $W]" --limit 1000 ||
+	fail "after retention, history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want [$D, $W]"
+dead_is "[r['id'] for r in j] == [$D]" || fail "dead list after pruning: $(ctl dead list)"
 ctl verify >/dev/null || fail "verify after pruning: $(ctl verify)"
 wait_delivered "$W" "lazy:acked"
 N2=$(sendid lazy "after pruning")
 [ "$N2" -gt "$W" ] || fail "id after pruning: $N2, not above $W"
-ht "[r['id'] for r in j] == [$W, $N2]" --since 1h || fail "history --since 1h after pruning"
+ht "[r['id'] for r in j] == [$D, $W, $N2]" --since 1h || fail "history --since 1h after pruning"
 wait_delivered "$N2" "lazy:acked"
 ctl quit >/dev/null || fail "quit (rt2, retention 2)"
 wait_exit "$PID" 15
 start_headless --config "$T/bus2r.yaml"
-ht "[r['id'] for r in j] == [$N2]" --limit 1000 ||
-	fail "second pruning: history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want [$N2] (acked $W older than 3 s, $N2 younger)"
-ok "retention 3s: acked $X and $F pruned at startup, pending $W kept; once acked and old, $W too, younger $N2 not; ids go on ($N2)"
+ht "[r['id'] for r in j] == [$D, $N2]" --limit 1000 ||
+	fail "second pruning: history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want [$D, $N2] (acked $W older than 5 s, $N2 younger, $D dead)"
+ok "retention 5s: acked $X and $F pruned at startup, dead $D and pending $W kept; once acked and old, $W too, younger $N2 not; ids go on ($N2)"
 
 # ---- attempts survive a kill -9 of dreamos -------------------------------------
 # The attempt count is written at the commit point after the delivery; after a
@@ -659,3 +667,94 @@ wait_exit "$PID" 15
 left=""
 for p in $(cat "$BUS_PIDFILE"); do alive "$p" && left="$left $p"; done
 [ -z "$left" ] || fail "agent processes left after quit (rt4):$left"
+
+# ---- flow control when every message in flight dies at once ------------------
+# sink never acks (window 50, max_attempts 1): each ack timeout kills all 50
+# in flight in one pass, and the next 50 must go out then, or drain (whose
+# sender is throttled, and so cannot send what would wake the inbox) would
+# wait for ever.
+
+# shellcheck disable=SC2034
+RT="$T/rt5"
+{
+	cat <<-EOF
+	bridge:
+	  enabled: false
+	extensions:
+	  load: []
+	bus:
+	  window: 50
+	  high_water: 10
+	  ack_timeout: 0.3s
+	  max_attempts: 1
+	agents:
+	  hello_timeout: 5s
+	  stop_grace: 2s
+	  list:
+	EOF
+	agentdef sink record 'BUS_NOACK: "1"'
+	agentdef drain produce 'BUS_N: "400"' 'BUS_TO: sink'
+	# burst writes 1,500 sends and exits at once, most of them still in its
+	# pipe, unread while it is throttled: they must be read all the same.
+	agentdef burst script "BUS_SCRIPT: \"$T/burst.txt\"" 'BUS_NOACK: "1"'
+} >"$T/bus5.yaml"
+"$PY" -c 'import json
+for i in range(1500):
+    print(json.dumps({"type": "send", "to": "sink", "body": "b%d" % i, "ref": "r%d" % i}))
+print("#exit")' >"$T/burst.txt"
+start_headless --config "$T/bus5.yaml"
+wait_for 30 "drain done" lt drain "any(r.get('ev') == 'done' for r in R)"
+wait_for 10 "burst ended" agent_is burst "j['state'] == 'stopped'"
+wait_for 10 "1900 dead" counts_quiet "c['messages_dead'] == 1900 and c['messages_pending'] == 0"
+lt drain "E == []" || fail "drain got errors: $(lq drain E)"
+counts_check "c['messages_throttled'] >= 1"
+ok "flow control: 400 messages to an agent that never acks all die after 1 attempt, 50 at a time, while their sender is throttled; 1,500 sends left in the pipe of an agent that exited throttled all taken"
+ctl quit >/dev/null || fail "quit (rt5)"
+wait_exit "$PID" 15
+[ "$RC" = 0 ] || fail "quit exit status $RC (rt5)"
+
+# ---- a throttled agent and its heartbeats --------------------------------------
+# With heartbeat_timeout 1s, a sender held back for longer than that is let go
+# (its lines, heartbeats among them, are read; its next sends to the full
+# queue hold it again): it is never taken for hung, and a link that died
+# while it was held would show.
+
+# shellcheck disable=SC2034
+RT="$T/rt6"
+{
+	cat <<-EOF
+	bridge:
+	  enabled: false
+	extensions:
+	  load: []
+	bus:
+	  window: 8
+	  high_water: 20
+	agents:
+	  heartbeat_timeout: 1s
+	  hello_timeout: 5s
+	  stop_grace: 2s
+	  list:
+	EOF
+	agentdef slow6 record 'BUS_HOLD: "1"' "BUS_RELEASE: \"$T/release6\""
+	agentdef flood6 produce 'BUS_N: "3000"' 'BUS_TO: slow6'
+} >"$T/bus6.yaml"
+start_headless --config "$T/bus6.yaml"
+wait_for 10 "flood6 throttled" agent_is flood6 "j.get('throttled_by') == 'slow6'"
+S1=$(lq flood6 "len([r for r in R if r.get('ev') == 'sent'])")
+sleep 3.5
+S2=$(lq flood6 "len([r for r in R if r.get('ev') == 'sent'])")
+[ "$S2" -gt "$S1" ] || fail "flood6 was not let go after heartbeat_timeout: $S1 then $S2 sent"
+[ "$S2" -lt 3000 ] || fail "flood6 was not held back: $S2 sent"
+agent_is flood6 "j['state'] == 'ready' and j['restarts'] == 0" ||
+	fail "flood6 taken for hung while throttled: $(ctl agent info flood6)"
+: >"$T/release6"
+wait_for 60 "flood6 done" lt flood6 "any(r.get('ev') == 'done' for r in R)"
+lt flood6 "E == []" || fail "flood6 errors: $(lq flood6 E)"
+ok "throttled with heartbeat_timeout 1s: let go once a timeout ($S1 then $S2 sent in 3.5 s), never restarted, all 3000 sent after the release"
+ctl quit >/dev/null || fail "quit (rt6)"
+wait_exit "$PID" 15
+[ "$RC" = 0 ] || fail "quit exit status $RC (rt6)"
+left=""
+for p in $(cat "$BUS_PIDFILE"); do alive "$p" && left="$left $p"; done
+[ -z "$left" ] || fail "agent processes left after quit (rt4-rt6):$left"
