@@ -1368,7 +1368,10 @@ agent_describe(const struct agent *a, char *out, size_t len)
 	case AGENT_READY:
 	case AGENT_BUSY:
 		format_duration((double)(now - a->ready_ms) / 1000.0, d, sizeof d);
-		snprintf(out, len, "up %s", d);
+		if (a->throttled_by != NULL)
+			snprintf(out, len, "up %s; held: %s's queue is full", d, a->throttled_by);
+		else
+			snprintf(out, len, "up %s", d);
 		break;
 
 	case AGENT_STARTING:

@@ -645,6 +645,8 @@ S2=$(nsent)
 [ "$S2" -lt 1000 ] || fail "flood got $S2 of 3000 sends through a queue limit of 20"
 lt flood "E == []" || fail "flood got errors instead of back-pressure: $(lq flood E)"
 agent_is flood "j['state'] == 'ready'" || fail "flood while throttled: $(ctl agent info flood)"
+ctl agent list | grep "^flood " | grep -q "held: slow's queue is full" ||
+	fail "agent list does not say flood is held: $(ctl agent list)"
 counts_check "c['messages_throttled'] >= 1"
 : >"$T/release4"
 wait_for 60 "flood done" lt flood "any(r.get('ev') == 'done' for r in R)"
