@@ -60,6 +60,22 @@ bus_logeval() {
 	EOF
 }
 
+# quit_ok [WHAT]: quits dreamos, which must exit 0.
+quit_ok() {
+	ctl quit >/dev/null || fail "quit${1:+ ($1)}"
+	wait_exit "$PID" 15
+	[ "$RC" = 0 ] || fail "quit exit status $RC${1:+ ($1)}"
+}
+# no_agent_left [WHAT]: no agent process this test caused is alive.
+no_agent_left() {
+	left=""
+	for p in $(cat "$BUS_PIDFILE"); do alive "$p" && left="$left $p"; done
+	[ -z "$left" ] || fail "agent processes left after quit${1:+ ($1)}:$left"
+}
+# core_yaml: the start of a config for the core alone (no Bridge, no
+# extensions, so no extensions' agents as recipients).
+core_yaml() { printf 'bridge:\n  enabled: false\nextensions:\n  load: []\n'; }
+
 # ht PYEXPR ARGS...: PYEXPR holds over `history ARGS --json` as j.
 ht() {
 	ht_e=$1
@@ -131,11 +147,8 @@ agentdef() { # NAME MODE [ENV...]: one agents.list entry
 }
 
 {
+	core_yaml
 	cat <<-EOF
-	bridge:
-	  enabled: false
-	extensions:
-	  load: []          # the core alone: no extensions' agents as recipients
 	bus:
 	  ack_timeout: 30s
 	  max_attempts: 3
@@ -401,9 +414,7 @@ wait_state other stopped
 P=$(sendid other "persist one")
 P2=$(sendid other "persist two" --priority high)
 LAST=$P2
-ctl quit >/dev/null || fail "quit"
-wait_exit "$PID" 15
-[ "$RC" = 0 ] || fail "quit exit status $RC"
+quit_ok
 start_headless --config "$T/bus.yaml"
 ht "$ID_HELLO in [r['id'] for r in j] and [r['id'] for r in j][-1] == $P2" --limit 100000 ||
 	fail "history after a restart: $(ctl history --limit 5)"
@@ -417,9 +428,7 @@ N1=$(sendid rec "after restart")
 counts_check "c['last_message_id'] == $N1"
 agent_is s1 "j['state'] == 'stopped'" || fail "s1 (stopped) came back: $(ctl agent info s1)"
 ok "restart: history kept, other's inbox ($P, $P2) delivered by priority after it, ids go on ($N1 = $LAST + 1)"
-ctl quit >/dev/null || fail "quit"
-wait_exit "$PID" 15
-[ "$RC" = 0 ] || fail "quit exit status $RC"
+quit_ok
 
 # ---- ack timeout: redelivery, dead letters, requeue --------------------------
 
@@ -427,11 +436,8 @@ wait_exit "$PID" 15
 # shellcheck disable=SC2034
 RT="$T/rt2"
 {
+	core_yaml
 	cat <<-EOF
-	bridge:
-	  enabled: false
-	extensions:
-	  load: []          # the core alone: no extensions' agents as recipients
 	bus:
 	  ack_timeout: 0.5s
 	  max_attempts: 3
@@ -495,8 +501,7 @@ ctl chaos drop lazy 0 >/dev/null || fail "chaos drop lazy 0"
 ctl agent stop lazy >/dev/null || fail "agent stop lazy"
 wait_state lazy stopped
 W=$(sendid lazy "waits past retention")
-ctl quit >/dev/null || fail "quit (rt2, retention)"
-wait_exit "$PID" 15
+quit_ok "rt2, retention"
 sed 's/^  max_attempts: 3$/&\n  retention: 5s/' "$T/bus2.yaml" >"$T/bus2r.yaml"
 grep -q "retention: 5s" "$T/bus2r.yaml" || fail "bus2r.yaml: $(cat "$T/bus2r.yaml")"
 sleep 5.2
@@ -510,8 +515,7 @@ N2=$(sendid lazy "after pruning")
 [ "$N2" -gt "$W" ] || fail "id after pruning: $N2, not above $W"
 ht "[r['id'] for r in j] == [$D, $W, $N2]" --since 1h || fail "history --since 1h after pruning"
 wait_delivered "$N2" "lazy:acked"
-ctl quit >/dev/null || fail "quit (rt2, retention 2)"
-wait_exit "$PID" 15
+quit_ok "rt2, retention 2"
 start_headless --config "$T/bus2r.yaml"
 ht "[r['id'] for r in j] == [$D, $N2]" --limit 1000 ||
 	fail "second pruning: history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want [$D, $N2] (acked $W older than 5 s, $N2 younger, $D dead)"
@@ -522,16 +526,12 @@ ok "retention 5s: acked $X and $F pruned at startup, dead $D and pending $W kept
 # crash the message comes back with the next attempt, so max_attempts holds
 # even for a message that crashes the orchestrator.
 
-ctl quit >/dev/null || fail "quit (rt2)"
-wait_exit "$PID" 15
+quit_ok "rt2"
 # shellcheck disable=SC2034
 RT="$T/rt3"
 {
+	core_yaml
 	cat <<-EOF
-	bridge:
-	  enabled: false
-	extensions:
-	  load: []
 	bus:
 	  ack_timeout: 60s   # only the restart redelivers
 	agents:
@@ -578,12 +578,8 @@ ctl history --grep "never stored" --json | jtest "j == []" || fail "the unstored
 wait_delivered "$U2" "keeper:acked"
 ok "a message routed but never stored (commit failed), then kill -9: its id ($U) is not given again ($U2)"
 
-ctl quit >/dev/null || fail "quit"
-wait_exit "$PID" 15
-[ "$RC" = 0 ] || fail "quit exit status $RC"
-left=""
-for p in $(cat "$BUS_PIDFILE"); do alive "$p" && left="$left $p"; done
-[ -z "$left" ] || fail "agent processes left after quit:$left"
+quit_ok
+no_agent_left
 ok "quit: exit 0, no agent process left"
 
 # What the stores kept: a delivery's row is written at its commit point,
@@ -613,11 +609,8 @@ ok "the stores: every acked or dead delivery with its attempt count, none before
 # shellcheck disable=SC2034
 RT="$T/rt4"
 {
+	core_yaml
 	cat <<-EOF
-	bridge:
-	  enabled: false
-	extensions:
-	  load: []
 	bus:
 	  window: 8
 	  high_water: 20
@@ -663,12 +656,8 @@ for a in ping pong; do
 done
 ok "flow control: ping and pong, each sending 3000 to the other, both finish (no waiting on each other)"
 
-ctl quit >/dev/null || fail "quit (rt4)"
-wait_exit "$PID" 15
-[ "$RC" = 0 ] || fail "quit exit status $RC (rt4)"
-left=""
-for p in $(cat "$BUS_PIDFILE"); do alive "$p" && left="$left $p"; done
-[ -z "$left" ] || fail "agent processes left after quit (rt4):$left"
+quit_ok "rt4"
+no_agent_left "rt4"
 
 # ---- flow control when every message in flight dies at once ------------------
 # sink never acks (window 50, max_attempts 1): each ack timeout kills all 50
@@ -679,11 +668,8 @@ for p in $(cat "$BUS_PIDFILE"); do alive "$p" && left="$left $p"; done
 # shellcheck disable=SC2034
 RT="$T/rt5"
 {
+	core_yaml
 	cat <<-EOF
-	bridge:
-	  enabled: false
-	extensions:
-	  load: []
 	bus:
 	  window: 50
 	  high_water: 10
@@ -711,9 +697,7 @@ wait_for 10 "1900 dead" counts_quiet "c['messages_dead'] == 1900 and c['messages
 lt drain "E == []" || fail "drain got errors: $(lq drain E)"
 counts_check "c['messages_throttled'] >= 1"
 ok "flow control: 400 messages to an agent that never acks all die after 1 attempt, 50 at a time, while their sender is throttled; 1,500 sends left in the pipe of an agent that exited throttled all taken"
-ctl quit >/dev/null || fail "quit (rt5)"
-wait_exit "$PID" 15
-[ "$RC" = 0 ] || fail "quit exit status $RC (rt5)"
+quit_ok "rt5"
 
 # ---- a throttled agent and its heartbeats --------------------------------------
 # With heartbeat_timeout 1s, a sender held back for longer than that is let go
@@ -724,11 +708,8 @@ wait_exit "$PID" 15
 # shellcheck disable=SC2034
 RT="$T/rt6"
 {
+	core_yaml
 	cat <<-EOF
-	bridge:
-	  enabled: false
-	extensions:
-	  load: []
 	bus:
 	  window: 8
 	  high_water: 20
@@ -754,9 +735,5 @@ agent_is flood6 "j['state'] == 'ready' and j['restarts'] == 0" ||
 wait_for 60 "flood6 done" lt flood6 "any(r.get('ev') == 'done' for r in R)"
 lt flood6 "E == []" || fail "flood6 errors: $(lq flood6 E)"
 ok "throttled with heartbeat_timeout 1s: let go once a timeout ($S1 then $S2 sent in 3.5 s), never restarted, all 3000 sent after the release"
-ctl quit >/dev/null || fail "quit (rt6)"
-wait_exit "$PID" 15
-[ "$RC" = 0 ] || fail "quit exit status $RC (rt6)"
-left=""
-for p in $(cat "$BUS_PIDFILE"); do alive "$p" && left="$left $p"; done
-[ -z "$left" ] || fail "agent processes left after quit (rt4-rt6):$left"
+quit_ok "rt6"
+no_agent_left "rt4-rt6"
