@@ -64,7 +64,8 @@ int
 main(int argc, char **argv)
 {
 	if (argc != 7 || (strcmp(argv[1], "bare") != 0 && strcmp(argv[1], "dreamos") != 0)) {
-		fprintf(stderr, "usage: store-floor bare|dreamos DB COUNT BATCH SIZE normal|full\n");
+		fprintf(stderr,
+		        "usage: store-floor bare|dreamos DB COUNT BATCH SIZE normal|full\n");
 		return 2;
 	}
 	int dreamos = strcmp(argv[1], "dreamos") == 0;
@@ -87,11 +88,14 @@ main(int argc, char **argv)
 	         "PRAGMA journal_size_limit = 67108864");
 	sqlite3_stmt *m, *d = NULL;
 	if (dreamos) {
-		exec(db, "DELETE FROM deliveries; DELETE FROM messages; PRAGMA wal_checkpoint(TRUNCATE)");
-		m = prepare(db, "INSERT INTO messages (id, ts_ms, sender, target, priority, mode, body, "
-		                "reply_to) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-		d = prepare(db, "INSERT INTO deliveries (attempt, recipient, msg_id, state, updated_ms) "
-		                "VALUES (?1, ?2, ?3, ?4, ?5)");
+		exec(db, "DELETE FROM deliveries; DELETE FROM messages; PRAGMA "
+		         "wal_checkpoint(TRUNCATE)");
+		m = prepare(
+		    db, "INSERT INTO messages (id, ts_ms, sender, target, priority, mode, body, "
+		        "reply_to) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+		d = prepare(
+		    db, "INSERT INTO deliveries (attempt, recipient, msg_id, state, updated_ms) "
+		        "VALUES (?1, ?2, ?3, ?4, ?5)");
 	} else {
 		exec(db, "CREATE TABLE m (id INTEGER PRIMARY KEY, body TEXT NOT NULL)");
 		m = prepare(db, "INSERT INTO m (id, body) VALUES (?1, ?2)");
