@@ -566,11 +566,12 @@ delivery_drop(struct bus *b, struct delivery *d)
 /* An agent that sends to a recipient with bus.high_water messages queued is
  * throttled: its lines are not read (the pipe or socket fills and its
  * writes block) until that queue is down to half, instead of its sends
- * being refused.  An agent with messages in flight to it is never
- * throttled, and one is let go when a message is delivered to it: its acks
- * must be read.  So two agents sending to each other cannot wait on each
- * other: a throttled agent is one with nothing to acknowledge, and a queue
- * that does not drain belongs to a recipient that is not running. */
+ * being refused.  An agent with messages in flight to it (or tasks
+ * running) is never throttled, and one is let go when a message is
+ * delivered to it: its acks must be read.  So two agents sending to each
+ * other cannot wait on each other: a throttled agent is one with nothing
+ * to acknowledge, and a queue that does not drain belongs to a recipient
+ * that is not running.  (Also let go after its heartbeat timeout: agent.c.) */
 
 /* After a send from agent `sender` routed to `to`. */
 static void
@@ -1385,10 +1386,10 @@ bus_dead_requeue(struct bus *b, int64_t id)
 /* The lowest id a message stored at or after ts_ms can have (one past the
  * newest if none is).  messages has no index on ts_ms: it would be a b-tree
  * written per message for the rare --since and retention.  Times never go
- * back as ids grow (bus_send), so a binary search over ids finds it in
- * about 40 lookups of the primary key.  (Rows written before schema 7 by a
- * clock that went back make it approximate, never wrong by more than the
- * step.) */
+ * back as ids grow (bus_accept), so a binary search over ids finds it in
+ * about 40 lookups of the primary key.  (A clock step back of more than
+ * BUS_CLOCK_STEP_MS, or rows written before schema 7, make it approximate
+ * around the step.) */
 int64_t
 bus_first_id_at(struct store *st, int64_t ts_ms)
 {
