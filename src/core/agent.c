@@ -449,6 +449,8 @@ agent_link_closed(struct agent *a, const struct agent_exit *ex)
 	uv_timer_stop(a->hb_timer);
 	a->hello_done = false;
 	a->link_ops = NULL;
+	free(a->throttled_by); /* (its next link starts reading) */
+	a->throttled_by = NULL;
 	a->pid = 0;
 	a->last_exit_status = ex->status;
 	a->last_signal = ex->signal;

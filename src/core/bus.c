@@ -766,9 +766,6 @@ bus_agent_ready(struct bus *b, struct agent *a)
 void
 bus_agent_gone(struct bus *b, struct agent *a)
 {
-	/* Its next link starts reading. */
-	free(a->throttled_by);
-	a->throttled_by = NULL;
 	struct inbox *ib = bus_inbox(b, a->name, false);
 	if (ib == NULL)
 		return;
