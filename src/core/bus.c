@@ -439,31 +439,28 @@ delivery_write(struct bus *b, struct delivery *d, enum delivery_state state, int
 	if (!d->stored && d->msg->txn != 0 &&
 	    !(store_pending(st) && store_txn_seq(st) == d->msg->txn))
 		return;
-	sqlite3_stmt *s;
+	/* Queued (store_queue): it runs on the store thread, after the
+	 * message's row, which was queued first. */
+	int rc;
+	int64_t attempt = d->attempt, when = state == DELIVERY_PENDING ? d->msg->ts_ms : updated_ms;
 	if (d->stored && state == DELIVERY_PENDING)
-		s = store_stmt(st, "UPDATE deliveries SET attempt = ?1 WHERE recipient = ?2 AND "
-		                   "msg_id = ?3");
+		rc = store_queue(st,
+		                 "UPDATE deliveries SET attempt = ?1 WHERE recipient = ?2 AND "
+		                 "msg_id = ?3",
+		                 "iti", attempt, d->inbox->name, d->msg->id);
 	else if (d->stored)
-		s = store_stmt(st,
-		               "UPDATE deliveries SET attempt = ?1, state = ?4, updated_ms = ?5 "
-		               "WHERE recipient = ?2 AND msg_id = ?3");
+		rc =
+		    store_queue(st,
+		                "UPDATE deliveries SET attempt = ?1, state = ?4, updated_ms = ?5 "
+		                "WHERE recipient = ?2 AND msg_id = ?3",
+		                "itiii", attempt, d->inbox->name, d->msg->id, (int64_t)state, when);
 	else
-		s = store_stmt(st, "INSERT INTO deliveries (attempt, recipient, msg_id, state, "
-		                   "updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)");
-	if (s == NULL) {
-		if (!d->stored) /* (see below) */
-			store_abort_txn(st, SQLITE_ERROR);
-		return;
-	}
-	sqlite3_bind_int(s, 1, d->attempt);
-	sqlite3_bind_text(s, 2, d->inbox->name, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, d->msg->id);
-	if (!d->stored || state != DELIVERY_PENDING) {
-		sqlite3_bind_int(s, 4, (int)state);
-		sqlite3_bind_int64(s, 5, state == DELIVERY_PENDING ? d->msg->ts_ms : updated_ms);
-	}
-	int rc = store_step_write(st, s);
-	if (rc == SQLITE_DONE)
+		rc =
+		    store_queue(st,
+		                "INSERT INTO deliveries (attempt, recipient, msg_id, state, "
+		                "updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+		                "itiii", attempt, d->inbox->name, d->msg->id, (int64_t)state, when);
+	if (rc == 0)
 		d->stored = true;
 	else if (!d->stored)
 		/* Whatever the error: the message must not commit without
@@ -488,7 +485,7 @@ delivery_defer_write(struct bus *b, struct delivery *d)
 	}
 	b->unsaved[b->nunsaved++] = d;
 	d->unsaved = b->nunsaved;
-	store_write_begin(orch_store(b->orch)); /* so that a commit point comes */
+	store_write_soon(orch_store(b->orch));
 }
 
 /* Saves the recovery floor: the lowest id with a delivery in memory (every
@@ -958,28 +955,20 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 		                    st ? store_state(st) : "no store");
 		return -1;
 	}
-	sqlite3_stmt *s =
-	    store_stmt(st, "INSERT INTO messages (id, ts_ms, sender, target, priority, "
-	                   "mode, body, reply_to) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)");
 	int64_t now = time_wall_ms();
 	/* The clock went back: keep times growing with ids (bus_first_id_at),
 	 * unless by more than a minute, then the earlier time was wrong. */
 	if (now < b->last_ts && b->last_ts - now <= BUS_CLOCK_STEP_MS)
 		now = b->last_ts;
-	int rc = SQLITE_ERROR;
-	if (s != NULL) {
-		sqlite3_bind_int64(s, 1, now);
-		sqlite3_bind_text(s, 2, req->from, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, req->to, -1, SQLITE_STATIC);
-		sqlite3_bind_int(s, 4, req->priority);
-		sqlite3_bind_text(s, 5, proto_mode_name(req->mode), -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 6, req->body, (int)blen, SQLITE_STATIC);
-		if (req->reply_to > 0)
-			sqlite3_bind_int64(s, 7, req->reply_to);
-		sqlite3_bind_int64(s, 8, id);
-		rc = store_step_write(st, s);
-	}
-	if (rc != SQLITE_DONE) {
+	/* Queued: the loop goes on while the store thread writes it (no
+	 * reply_to: the last value is NULL, its argument unused). */
+	int rc = store_queue(st,
+	                     "INSERT INTO messages (id, ts_ms, sender, target, priority, "
+	                     "mode, body, reply_to) VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6, ?8)",
+	                     req->reply_to > 0 ? "ittitTii" : "ittitTin", now, req->from, req->to,
+	                     (int64_t)req->priority, proto_mode_name(req->mode), req->body, blen,
+	                     id, req->reply_to);
+	if (rc != 0) {
 		free(to);
 		*code = PERR_STORE;
 		*detail = xasprintf("message not stored: %s", store_state(st));

@@ -393,6 +393,7 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	    .durability = o->cfg->store.durability,
 	    .commit_interval_ms = (unsigned)o->cfg->store.commit_interval_ms,
 	    .adaptive = o->cfg->store.adaptive_commit,
+	    .threaded = true,
 	};
 	if (store_open(&o->store, loop, &so, cause) != 0)
 		goto fail;

@@ -19,9 +19,23 @@
  *
  * After a failed commit the next commit point is delayed by a timer
  * (STORE_RETRY_MS): otherwise a full disk plus a log sink that writes the
- * "commit failed" error back into the store would spin the loop. */
+ * "commit failed" error back into the store would spin the loop.
+ *
+ * The store thread (opts.threaded): the commit point hands the open
+ * transaction's work (the writes queued with store_queue, then COMMIT) to
+ * a second thread as a job, and the loop goes on with the next turn; when
+ * the job is done, store_async_cb runs its after-commit callbacks on the
+ * loop.  One job is in flight at a time: a commit point that comes before
+ * its end waits for it, which batches the turns in between.  The loop's
+ * own use of the connection (a read, a store_step_write) first waits for
+ * the job (store_wait) and runs the queued writes (store_sync), so it sees
+ * everything written before it.  Why: SQLite (the inserts, the COMMIT's
+ * WAL writes, checkpoints) was about half the loop's time under a message
+ * flood, and the second core sat idle. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +231,45 @@ struct commit_hook {
 	void *arg;
 };
 
+#define STORE_REC_VALS 8 /* parameters of a queued write, at most */
+
+/* A write queued by store_queue.  Text values live in the queue's text
+ * buffer (offsets, as it grows). */
+struct store_rec {
+	const char *sql;
+	int n;
+	char type[STORE_REC_VALS]; /* 'i', 't' (text at iv, len bytes) or 'n' */
+	int64_t iv[STORE_REC_VALS];
+	size_t len[STORE_REC_VALS];
+};
+
+struct store_recs {
+	struct store_rec *v;
+	size_t n, cap;
+	char *text;
+	size_t tlen, tcap;
+};
+
+/* One commit point's work: the queued writes and COMMIT (run by the store
+ * thread, or inline), then the after-commit callbacks (on the loop). */
+struct store_job {
+	struct store_recs q;
+	struct commit_cb *cbs;
+	size_t ncbs;
+	size_t nlost; /* cbs[0..nlost) belong to a transaction rolled back before */
+	int lost_rc;
+	bool commit;      /* a transaction is open: commit it */
+	bool doomed;      /* ... no: roll it back (see store.doomed) */
+	int commit_fault; /* injected into the COMMIT, or 0 */
+	/* What running it gave: */
+	int rc;                 /* SQLITE_DONE, or why it failed */
+	bool write_failed;      /* a queued write failed (rc), not the COMMIT */
+	char *err;              /* the failure, one line */
+	bool still_open;        /* even ROLLBACK failed */
+	uint64_t t0, t1;        /* uv_hrtime around the COMMIT */
+	struct store_job *next; /* run, callbacks not yet */
+};
+
 struct store {
 	sqlite3 *db;
 	char *path;
@@ -254,6 +307,23 @@ struct store {
 	size_t nlost;     /* cbs[0..nlost) belong to a transaction SQLite rolled back */
 	uint64_t txn_seq; /* transactions begun */
 	int lost_rc;
+	struct store_recs q; /* store_queue's writes, not run yet */
+
+	/* The store thread and what the loop handed it.  mu guards work,
+	 * work_done and quit; the rest is the loop's.  While a job is in
+	 * flight the thread owns the connection: the loop waits (store_wait)
+	 * before it touches it. */
+	bool threaded;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct store_job *work;
+	bool work_done;
+	bool quit;
+	struct store_job *inflight;              /* handed over, not reaped */
+	struct store_job *done_head, *done_tail; /* reaped, callbacks not run */
+	bool want_commit;                        /* a commit point came while a job was in flight */
+	uv_async_t async;
 
 	const char *state;
 	struct store_stats stats;
@@ -263,7 +333,7 @@ struct store {
 	store_fault_fn fault_fn;
 	void *fault_arg;
 
-	int busy;           /* depth of store_commit_now calls */
+	int busy;           /* depth of store_finish calls (running callbacks) */
 	bool closing;       /* store_close was called */
 	bool close_pending; /* ... from inside a commit; finish it there */
 
@@ -354,26 +424,13 @@ store_cache_grow(struct store *st)
 	st->stmt_cap = cap;
 }
 
-sqlite3_stmt *
-store_stmt(struct store *st, const char *sql)
-{
-	size_t slot = ((uintptr_t)sql >> 3) % STORE_ADDR_SLOTS;
-	if (st->by_addr[slot].sql == sql) {
-		sqlite3_stmt *stmt = st->by_addr[slot].stmt;
-		sqlite3_reset(stmt);
-		sqlite3_clear_bindings(stmt);
-		return stmt;
-	}
-	sqlite3_stmt *stmt = store_stmt_text(st, sql);
-	if (stmt != NULL) {
-		st->by_addr[slot].sql = sql;
-		st->by_addr[slot].stmt = stmt;
-	}
-	return stmt;
-}
+static void store_sync(struct store *st);
+static void store_wait(struct store *st);
 
-sqlite3_stmt *
-store_stmt_text(struct store *st, const char *sql)
+/* The cached statement for sql, by its text; from the store thread too
+ * (which reports nothing itself: report is false). */
+static sqlite3_stmt *
+store_stmt_by_text(struct store *st, const char *sql, bool report)
 {
 	uint32_t hash = store_hash(sql);
 	if (st->stmt_cap != 0) {
@@ -387,8 +444,9 @@ store_stmt_text(struct store *st, const char *sql)
 	sqlite3_stmt *stmt;
 	int rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
 	if (rc != SQLITE_OK || stmt == NULL) {
-		store_error(st, "%s: cannot prepare \"%s\": %s", st->path, sql,
-		            rc != SQLITE_OK ? sqlite3_errmsg(st->db) : "empty statement");
+		if (report)
+			store_error(st, "%s: cannot prepare \"%s\": %s", st->path, sql,
+			            rc != SQLITE_OK ? sqlite3_errmsg(st->db) : "empty statement");
 		return NULL;
 	}
 	if ((st->nstmts + 1) * 2 > st->stmt_cap)
@@ -399,6 +457,39 @@ store_stmt_text(struct store *st, const char *sql)
 	e->stmt = stmt;
 	st->nstmts++;
 	return stmt;
+}
+
+/* The cached statement for a literal, by its address first. */
+static sqlite3_stmt *
+store_stmt_get(struct store *st, const char *sql, bool report)
+{
+	size_t slot = ((uintptr_t)sql >> 3) % STORE_ADDR_SLOTS;
+	if (st->by_addr[slot].sql == sql) {
+		sqlite3_stmt *stmt = st->by_addr[slot].stmt;
+		sqlite3_reset(stmt);
+		sqlite3_clear_bindings(stmt);
+		return stmt;
+	}
+	sqlite3_stmt *stmt = store_stmt_by_text(st, sql, report);
+	if (stmt != NULL) {
+		st->by_addr[slot].sql = sql;
+		st->by_addr[slot].stmt = stmt;
+	}
+	return stmt;
+}
+
+sqlite3_stmt *
+store_stmt(struct store *st, const char *sql)
+{
+	store_sync(st);
+	return store_stmt_get(st, sql, true);
+}
+
+sqlite3_stmt *
+store_stmt_text(struct store *st, const char *sql)
+{
+	store_sync(st);
+	return store_stmt_by_text(st, sql, true);
 }
 
 /* Resets cached statements a caller left mid-iteration, so that they hold
@@ -419,7 +510,7 @@ store_reset_busy(struct store *st)
 static int
 store_run(struct store *st, const char *sql)
 {
-	sqlite3_stmt *stmt = store_stmt(st, sql);
+	sqlite3_stmt *stmt = store_stmt_get(st, sql, false);
 	if (stmt == NULL)
 		return sqlite3_errcode(st->db) != SQLITE_OK ? sqlite3_errcode(st->db)
 		                                            : SQLITE_ERROR;
@@ -432,7 +523,7 @@ store_run(struct store *st, const char *sql)
 static int64_t
 store_query_int(struct store *st, const char *sql)
 {
-	sqlite3_stmt *stmt = store_stmt(st, sql);
+	sqlite3_stmt *stmt = store_stmt_get(st, sql, true);
 	if (stmt == NULL)
 		return -1;
 	int64_t v = -1;
@@ -442,11 +533,12 @@ store_query_int(struct store *st, const char *sql)
 	return v;
 }
 
-/* Arms the next commit point on the loop (nothing without a loop). */
+/* Arms the next commit point on the loop (nothing without a loop).  Not
+ * while one waits for the store thread: the end of its job brings it. */
 static void
 store_schedule(struct store *st)
 {
-	if (st->loop == NULL || st->scheduled || st->closing)
+	if (st->loop == NULL || st->scheduled || st->closing || st->want_commit)
 		return;
 	st->scheduled = true;
 	if (st->failing || st->commit_interval_ms > 0)
@@ -474,17 +566,31 @@ store_unschedule(struct store *st)
 	uv_timer_stop(&st->timer);
 }
 
+static void store_commit_handoff(struct store *st);
+static bool store_finish(struct store *st);
+
 /* The loop reached the commit point. */
 static void
 store_commit_point(struct store *st)
 {
+	if (st->inflight != NULL) {
+		/* The last commit still runs: this one follows it. */
+		store_unschedule(st);
+		st->want_commit = true;
+		return;
+	}
 	/* Under load, let the next turns' writes join this commit. */
-	if (st->adaptive && !st->batching && !st->failing && !st->closing &&
+	if (st->adaptive && !st->threaded && !st->batching && !st->failing && !st->closing &&
 	    st->commit_interval_ms == 0 && st->in_txn && st->txn_writes < STORE_BATCH_MAX &&
 	    st->last_commit_ns != 0 && uv_hrtime() - st->last_commit_ns < st->busy_ns) {
 		st->batching = true;
 		uv_idle_stop(&st->idle); /* the loop may wait for I/O or the timer */
 		uv_timer_start(&st->timer, store_timer_cb, 1, 0);
+		return;
+	}
+	if (st->threaded) {
+		store_commit_handoff(st);
+		store_finish(st);
 		return;
 	}
 	bool closed;
@@ -555,6 +661,8 @@ store_abort_txn(struct store *st, int rc)
 {
 	if (!st->in_txn)
 		return;
+	store_wait(st);
+	st->q.n = st->q.tlen = 0; /* its queued writes go with it */
 	if (!sqlite3_get_autocommit(st->db)) {
 		store_run(st, "ROLLBACK");
 		if (!sqlite3_get_autocommit(st->db)) {
@@ -579,6 +687,7 @@ store_abort_txn(struct store *st, int rc)
 int
 store_write_begin(struct store *st)
 {
+	store_sync(st);
 	int rc = SQLITE_DONE;
 	if (!st->in_txn && !sqlite3_get_autocommit(st->db)) {
 		st->in_txn = true; /* a transaction is open already: adopt it */
@@ -691,38 +800,195 @@ store_after_commit(struct store *st, store_commit_fn fn, void *arg)
 	store_schedule(st);
 }
 
-/* Commits the open transaction (if any), then runs the pending after-commit
- * callbacks.  Returns 0, or -1 with *cause set (if cause is not NULL; the
- * caller frees it).  *closed is set if a callback closed the store: st is
- * then gone. */
-static int
-store_commit_now(struct store *st, char **cause, bool *closed)
-{
-	*closed = false;
-	/* Deferred writes join this transaction (they may open it). */
-	for (size_t i = 0; i < st->nhooks; i++)
-		st->hooks[i].fn(st->hooks[i].arg);
-	store_unschedule(st);
-	st->busy++;
+/* ---- queued writes ------------------------------------------------------ */
 
-	int status = 0;
+int
+store_queue(struct store *st, const char *sql, const char *types, ...)
+{
+	int fault = st->fault_fn ? st->fault_fn(st->fault_arg, sql) : 0;
+	if (fault != 0) {
+		/* As store_step_write fails one: in the transaction, which
+		 * goes with it. */
+		if (store_write_begin(st) == 0) {
+			st->stats.writes++;
+			st->txn_writes++;
+		}
+		store_error(st, "%s: write failed: %s: %s", st->path, store_describe(fault), sql);
+		store_check_lost(st, fault);
+		return fault;
+	}
+	if (!st->in_txn) {
+		st->in_txn = true; /* it begins where the queue runs */
+		st->txn_seq++;
+	}
+	struct store_recs *q = &st->q;
+	if (q->n == q->cap) {
+		q->cap = q->cap ? q->cap * 2 : 256;
+		q->v = xreallocarray(q->v, q->cap, sizeof *q->v);
+	}
+	struct store_rec *r = &q->v[q->n++];
+	r->sql = sql;
+	r->n = 0;
+	va_list ap;
+	va_start(ap, types);
+	for (const char *t = types; *t != '\0'; t++) {
+		if (r->n == STORE_REC_VALS) {
+			fprintf(stderr, "store_queue: more than %d values: %s\n", STORE_REC_VALS,
+			        sql);
+			abort(); /* a programming error */
+		}
+		int k = r->n++;
+		r->type[k] = 'n';
+		if (*t == 'i') {
+			r->type[k] = 'i';
+			r->iv[k] = va_arg(ap, int64_t);
+		} else if (*t == 't' || *t == 'T') {
+			const char *s = va_arg(ap, const char *);
+			size_t len = *t == 'T' ? va_arg(ap, size_t) : s ? strlen(s) : 0;
+			if (s == NULL)
+				continue;
+			if (q->tlen + len > q->tcap) {
+				while (q->tlen + len > q->tcap)
+					q->tcap = q->tcap ? q->tcap * 2 : 65536;
+				q->text = xrealloc(q->text, q->tcap);
+			}
+			memcpy(q->text + q->tlen, s, len);
+			r->type[k] = 't';
+			r->iv[k] = (int64_t)q->tlen;
+			r->len[k] = len;
+			q->tlen += len;
+		}
+	}
+	va_end(ap);
+	st->stats.writes++;
+	st->txn_writes++;
+	store_schedule(st);
+	return 0;
+}
+
+void
+store_write_soon(struct store *st)
+{
+	store_schedule(st);
+}
+
+/* Runs the queued writes q in order, in the open transaction (begun if
+ * none is), and empties q.  On the loop or the store thread: reports
+ * nothing itself.  Returns SQLITE_DONE, or the code one failed with and
+ * *err. */
+static int
+store_recs_run(struct store *st, struct store_recs *q, char **err)
+{
 	int rc = SQLITE_DONE;
+	if (q->n > 0 && sqlite3_get_autocommit(st->db)) {
+		rc = store_run(st, "BEGIN IMMEDIATE");
+		if (rc != SQLITE_DONE)
+			*err = xasprintf("%s: cannot begin a transaction: %s", st->path,
+			                 sqlite3_errmsg(st->db));
+	}
+	for (size_t i = 0; i < q->n && rc == SQLITE_DONE; i++) {
+		struct store_rec *r = &q->v[i];
+		sqlite3_stmt *s = store_stmt_get(st, r->sql, false);
+		if (s == NULL) {
+			rc = SQLITE_ERROR;
+			*err = xasprintf("%s: cannot prepare \"%s\": %s", st->path, r->sql,
+			                 sqlite3_errmsg(st->db));
+			break;
+		}
+		for (int k = 0; k < r->n; k++) {
+			if (r->type[k] == 'i')
+				sqlite3_bind_int64(s, k + 1, r->iv[k]);
+			else if (r->type[k] == 't')
+				sqlite3_bind_text(s, k + 1, r->len[k] ? q->text + r->iv[k] : "",
+				                  (int)r->len[k], SQLITE_STATIC);
+		}
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+			;
+		if (rc != SQLITE_DONE)
+			*err = xasprintf("%s: write failed: %s: %s", st->path,
+			                 sqlite3_errmsg(st->db), r->sql);
+		sqlite3_reset(s);
+	}
+	q->n = q->tlen = 0;
+	return rc;
+}
+
+/* ---- commits: jobs, the store thread ----------------------------------- */
+
+/* Takes the open transaction's work (queued writes, callbacks, whether to
+ * commit) into a job; the next write begins a new transaction. */
+static struct store_job *
+store_job_take(struct store *st)
+{
+	struct store_job *j = xcalloc(1, sizeof *j);
+	j->q = st->q;
+	memset(&st->q, 0, sizeof st->q);
+	j->cbs = st->cbs;
+	j->ncbs = st->ncbs;
+	j->nlost = st->nlost;
+	j->lost_rc = st->lost_rc;
+	st->cbs = NULL;
+	st->ncbs = st->cbs_cap = st->nlost = 0;
+	j->rc = SQLITE_DONE;
 	if (st->in_txn) {
+		j->commit = true;
+		j->doomed = st->doomed;
+		j->commit_fault = st->fault_fn ? st->fault_fn(st->fault_arg, "commit") : 0;
+	}
+	st->in_txn = false;
+	st->doomed = false;
+	st->txn_writes = 0;
+	return j;
+}
+
+static void
+store_job_free(struct store_job *j)
+{
+	free(j->q.v);
+	free(j->q.text);
+	free(j->cbs);
+	free(j->err);
+	free(j);
+}
+
+/* Runs a job's writes and COMMIT (ROLLBACK if any fails).  On the store
+ * thread, or the loop when there is none: touches only the connection,
+ * the statement cache and j. */
+static void
+store_job_run(struct store *st, struct store_job *j)
+{
+	if (!j->commit)
+		return;
+	if (j->doomed)
+		j->rc = SQLITE_ABORT;
+	else {
+		j->rc = store_recs_run(st, &j->q, &j->err);
+		j->write_failed = j->rc != SQLITE_DONE;
+	}
+	j->t0 = uv_hrtime();
+	if (j->rc == SQLITE_DONE) {
 		store_reset_busy(st);
-		int fault = st->fault_fn ? st->fault_fn(st->fault_arg, "commit") : 0;
-		uint64_t t0 = uv_hrtime();
-		if (fault != 0)
-			rc = fault;
-		else if (st->doomed)
-			rc = SQLITE_ABORT;
-		else
-			rc = store_run(st, "COMMIT");
-		uint64_t t1 = uv_hrtime();
-		double ms = (double)(t1 - t0) / 1e6;
-		st->in_txn = false;
-		st->last_commit_ns = t1;
-		st->txn_writes = 0;
-		if (rc == SQLITE_DONE) {
+		j->rc = j->commit_fault != 0 ? j->commit_fault : store_run(st, "COMMIT");
+	}
+	j->t1 = uv_hrtime();
+	if (j->rc != SQLITE_DONE && !j->write_failed)
+		j->err = xasprintf("%s: commit failed: %s (%s)", st->path, store_describe(j->rc),
+		                   j->commit_fault != 0 || j->doomed ? sqlite3_errstr(j->rc)
+		                                                     : sqlite3_errmsg(st->db));
+	if (j->rc != SQLITE_DONE && !sqlite3_get_autocommit(st->db))
+		store_run(st, "ROLLBACK");
+	j->still_open = !sqlite3_get_autocommit(st->db);
+}
+
+/* On the loop, once j ran: the statistics, the state, the error report;
+ * its callbacks wait in the done list for store_finish. */
+static void
+store_reap(struct store *st, struct store_job *j)
+{
+	if (j->commit) {
+		st->last_commit_ns = j->t1;
+		if (j->rc == SQLITE_DONE) {
+			double ms = (double)(j->t1 - j->t0) / 1e6;
 			st->stats.commits++;
 			st->stats.last_commit_ms = ms;
 			if (ms > st->stats.max_commit_ms)
@@ -730,46 +996,199 @@ store_commit_now(struct store *st, char **cause, bool *closed)
 			st->state = "ok";
 			st->failing = false;
 		} else {
-			status = -1;
-			const char *why = fault != 0 ? sqlite3_errstr(rc) : sqlite3_errmsg(st->db);
-			char *msg = xasprintf("%s: commit failed: %s (%s)", st->path,
-			                      store_describe(rc), why);
-			if (!sqlite3_get_autocommit(st->db))
-				store_run(st, "ROLLBACK");
-			/* Should even ROLLBACK fail, retry at the next point. */
-			st->in_txn = !sqlite3_get_autocommit(st->db);
-			st->doomed = st->doomed && st->in_txn;
 			st->stats.commit_failures++;
-			st->state = store_describe(rc);
+			st->state = store_describe(j->rc);
 			st->failing = true;
+			if (j->still_open) {
+				/* Even ROLLBACK failed: whatever joins that
+				 * transaction is rolled back with it at the
+				 * next commit point, never committed. */
+				if (!st->in_txn) {
+					st->in_txn = true;
+					st->txn_seq++;
+				}
+				st->doomed = true;
+				store_schedule(st);
+			}
+			if (j->write_failed) {
+				store_error(st, "%s", j->err);
+				free(j->err);
+				j->err = xasprintf("%s: transaction rolled back: %s", st->path,
+				                   store_describe(j->rc));
+			}
 			if (st->error_fn != NULL)
-				st->error_fn(st->error_arg, msg);
-			if (cause != NULL)
-				*cause = msg;
-			else
-				free(msg);
+				st->error_fn(st->error_arg, j->err);
 		}
-	} else if (st->nlost > 0 && cause != NULL) {
-		*cause = xasprintf("%s: transaction rolled back: %s", st->path,
-		                   store_describe(st->lost_rc));
 	}
-	if (st->nlost > 0)
-		status = -1;
+	if (st->done_tail != NULL)
+		st->done_tail->next = j;
+	else
+		st->done_head = j;
+	st->done_tail = j;
+}
 
-	/* Take the callbacks: any registered from here on wait for the next
-	 * commit point. */
-	struct commit_cb *cbs = st->cbs;
-	size_t ncbs = st->ncbs, nlost = st->nlost;
-	st->cbs = NULL;
-	st->ncbs = st->cbs_cap = st->nlost = 0;
-	for (size_t i = 0; i < ncbs; i++)
-		cbs[i].fn(cbs[i].arg, i < nlost || rc != SQLITE_DONE ? -1 : 0);
-	free(cbs);
+/* Waits for the job in flight, if any, and reaps it: the loop may use the
+ * connection again. */
+static void
+store_wait(struct store *st)
+{
+	struct store_job *j = st->inflight;
+	if (j == NULL)
+		return;
+	pthread_mutex_lock(&st->mu);
+	while (!st->work_done)
+		pthread_cond_wait(&st->cv, &st->mu);
+	st->work_done = false;
+	pthread_mutex_unlock(&st->mu);
+	st->inflight = NULL;
+	store_reap(st, j);
+}
 
+/* Before the loop uses the connection: the store thread is done and the
+ * queued writes have run, in the open transaction. */
+static void
+store_sync(struct store *st)
+{
+	store_wait(st);
+	if (st->q.n == 0)
+		return;
+	char *err = NULL;
+	int rc = store_recs_run(st, &st->q, &err);
+	if (rc != SQLITE_DONE) {
+		store_error(st, "%s", err);
+		free(err);
+		store_abort_txn(st, rc);
+	}
+}
+
+/* Runs the callbacks of the jobs that ran, in order.  Returns true if one
+ * closed the store (st is gone). */
+static bool
+store_finish(struct store *st)
+{
+	st->busy++;
+	while (st->done_head != NULL) {
+		struct store_job *j = st->done_head;
+		st->done_head = j->next;
+		if (st->done_head == NULL)
+			st->done_tail = NULL;
+		bool failed = j->rc != SQLITE_DONE;
+		for (size_t i = 0; i < j->ncbs; i++)
+			j->cbs[i].fn(j->cbs[i].arg, i < j->nlost || failed ? -1 : 0);
+		store_job_free(j);
+	}
 	if (--st->busy == 0 && st->close_pending && !st->closing) {
 		store_do_close(st);
-		*closed = true;
+		return true;
 	}
+	return false;
+}
+
+static void
+store_hooks_run(struct store *st)
+{
+	/* Deferred writes join this transaction (they may open it). */
+	for (size_t i = 0; i < st->nhooks; i++)
+		st->hooks[i].fn(st->hooks[i].arg);
+}
+
+/* The commit point with a store thread: the transaction's work goes to it,
+ * and the loop goes on; store_async_cb runs the callbacks (store_finish). */
+static void
+store_commit_handoff(struct store *st)
+{
+	store_hooks_run(st);
+	store_unschedule(st);
+	if (!st->in_txn) {
+		/* Nothing to commit: callbacks only (the caller runs them). */
+		if (st->ncbs > 0 || st->nlost > 0)
+			store_reap(st, store_job_take(st));
+		return;
+	}
+	struct store_job *j = store_job_take(st);
+	st->inflight = j;
+	uv_ref((uv_handle_t *)&st->async); /* the loop runs until its callbacks have */
+	pthread_mutex_lock(&st->mu);
+	st->work = j;
+	st->work_done = false;
+	pthread_cond_broadcast(&st->cv);
+	pthread_mutex_unlock(&st->mu);
+}
+
+static void *
+store_thread_main(void *arg)
+{
+	struct store *st = arg;
+	pthread_mutex_lock(&st->mu);
+	for (;;) {
+		while (st->work == NULL && !st->quit)
+			pthread_cond_wait(&st->cv, &st->mu);
+		if (st->work == NULL)
+			break;
+		struct store_job *j = st->work;
+		pthread_mutex_unlock(&st->mu);
+		store_job_run(st, j);
+		pthread_mutex_lock(&st->mu);
+		st->work = NULL;
+		st->work_done = true;
+		pthread_cond_broadcast(&st->cv);
+		uv_async_send(&st->async);
+	}
+	pthread_mutex_unlock(&st->mu);
+	return NULL;
+}
+
+/* The store thread finished a job (maybe reaped already by store_wait). */
+static void
+store_async_cb(uv_async_t *h)
+{
+	struct store *st = h->data;
+	if (st->inflight != NULL) {
+		pthread_mutex_lock(&st->mu);
+		bool done = st->work_done;
+		pthread_mutex_unlock(&st->mu);
+		if (done)
+			store_wait(st);
+	}
+	if (st->inflight == NULL && st->want_commit && !st->closing) {
+		/* The commit point that waited (the wait was its batching)
+		 * goes first, so that the thread works while the loop runs the
+		 * callbacks; they still run in order (store_finish). */
+		st->want_commit = false;
+		store_commit_handoff(st);
+	}
+	if (store_finish(st))
+		return;
+	if (st->inflight == NULL)
+		uv_unref((uv_handle_t *)&st->async);
+}
+
+/* Commits the open transaction (if any) here and now, then runs the
+ * pending after-commit callbacks.  Returns 0, or -1 with *cause set (if
+ * cause is not NULL; the caller frees it).  *closed is set if a callback
+ * closed the store: st is then gone. */
+static int
+store_commit_now(struct store *st, char **cause, bool *closed)
+{
+	store_wait(st);
+	store_hooks_run(st);
+	store_unschedule(st);
+	st->want_commit = false;
+	struct store_job *j = store_job_take(st);
+	store_job_run(st, j);
+	store_reap(st, j);
+	int status = 0;
+	if (j->rc != SQLITE_DONE) {
+		status = -1;
+		if (cause != NULL)
+			*cause = xstrdup(j->err);
+	} else if (j->nlost > 0) {
+		status = -1;
+		if (cause != NULL)
+			*cause = xasprintf("%s: transaction rolled back: %s", st->path,
+			                   store_describe(j->lost_rc));
+	}
+	*closed = store_finish(st);
 	return status;
 }
 
@@ -781,6 +1200,7 @@ store_flush(struct store *st, char **cause)
 	bool closed;
 	/* Not a loop commit point: it does not make the loop's next one
 	 * think the store is under load. */
+	store_wait(st);
 	uint64_t last = st->last_commit_ns;
 	int rc = store_commit_now(st, cause, &closed);
 	if (!closed)
@@ -811,8 +1231,20 @@ store_do_close(struct store *st)
 {
 	bool closed;
 	st->closing = true;
+	store_wait(st);
+	store_finish(st);
 	for (int i = 0; i < 8 && (st->in_txn || st->ncbs > 0); i++)
 		store_commit_now(st, NULL, &closed);
+	if (st->threaded) {
+		pthread_mutex_lock(&st->mu);
+		st->quit = true;
+		pthread_cond_broadcast(&st->cv);
+		pthread_mutex_unlock(&st->mu);
+		pthread_join(st->thread, NULL);
+		pthread_cond_destroy(&st->cv);
+		pthread_mutex_destroy(&st->mu);
+	}
+	store_sync(st); /* (queued writes after the last round) */
 	if (st->in_txn && st->doomed)
 		store_run(st, "ROLLBACK");
 	else if (st->in_txn && store_run(st, "COMMIT") != SQLITE_DONE)
@@ -837,15 +1269,19 @@ store_do_close(struct store *st)
 	free(st->cbs);
 	free(st->hooks);
 	free(st->path);
+	free(st->q.v);
+	free(st->q.text);
 	if (st->loop == NULL) {
 		free(st);
 		return;
 	}
 	store_unschedule(st);
-	st->open_handles = 3;
+	st->open_handles = st->threaded ? 4 : 3;
 	uv_close((uv_handle_t *)&st->check, store_handle_closed);
 	uv_close((uv_handle_t *)&st->idle, store_handle_closed);
 	uv_close((uv_handle_t *)&st->timer, store_handle_closed);
+	if (st->threaded)
+		uv_close((uv_handle_t *)&st->async, store_handle_closed);
 }
 
 void
@@ -864,6 +1300,7 @@ store_close(struct store *st)
 sqlite3 *
 store_db(struct store *st)
 {
+	store_sync(st);
 	return st->db;
 }
 
@@ -876,6 +1313,7 @@ store_schema_version(struct store *st)
 int64_t
 store_size_bytes(struct store *st)
 {
+	store_sync(st);
 	int64_t pages = store_query_int(st, "PRAGMA page_count");
 	int64_t size = store_query_int(st, "PRAGMA page_size");
 	int64_t total = pages > 0 && size > 0 ? pages * size : 0;
@@ -1083,6 +1521,21 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, c
 		uv_idle_init(loop, &st->idle);
 		uv_timer_init(loop, &st->timer);
 		st->check.data = st->idle.data = st->timer.data = st;
+	}
+	if (loop != NULL && opts->threaded) {
+		pthread_mutex_init(&st->mu, NULL);
+		pthread_cond_init(&st->cv, NULL);
+		uv_async_init(loop, &st->async, store_async_cb);
+		st->async.data = st;
+		uv_unref((uv_handle_t *)&st->async);
+		st->threaded = pthread_create(&st->thread, NULL, store_thread_main, st) == 0;
+		if (!st->threaded) {
+			/* Commits on the loop, as without the option. */
+			pthread_cond_destroy(&st->cv);
+			pthread_mutex_destroy(&st->mu);
+			st->async.data = NULL;
+			uv_close((uv_handle_t *)&st->async, NULL);
+		}
 	}
 	*out = st;
 	return 0;

@@ -7,7 +7,14 @@
  * That is how the bus answers `sent` only once a message is durable, while
  * paying one commit for a whole burst of messages.  After a failed commit
  * (disk full...), the next commit point comes after a short delay instead
- * of at the end of the turn, until a commit succeeds again. */
+ * of at the end of the turn, until a commit succeeds again.
+ *
+ * The store thread (opts.threaded): COMMIT, and the writes queued with
+ * store_queue, run on a second thread while the loop goes on with the next
+ * turn; the after-commit callbacks still run on the loop, after the commit.
+ * Whatever the loop itself does with the database (store_stmt, a write, a
+ * read) first waits for that thread and runs the queued writes, so it sees
+ * every write made before it, as without the thread. */
 #ifndef DREAMOS_STORE_H
 #define DREAMOS_STORE_H
 
@@ -27,6 +34,7 @@ struct store_opts {
 	unsigned commit_interval_ms; /* 0: commit at the end of each loop turn */
 	bool adaptive;               /* with 0: under load, let a few turns share a commit */
 	unsigned busy_us;            /* commits closer than this are "under load"; 0: 500 */
+	bool threaded;               /* with a loop: commit on the store thread */
 };
 
 struct store;
@@ -71,6 +79,20 @@ int store_step_write(struct store *st, sqlite3_stmt *stmt);
 /* Runs one or more SQL statements as writes in the group transaction.
  * Returns 0 or -1 with *cause set. */
 int store_exec(struct store *st, const char *sql, char **cause);
+/* Queues a write of the group transaction: sql (a string literal, cached
+ * like store_stmt's) with its parameters ?1, ?2... in the order of types,
+ * one letter each: 'i' an int64_t, 't' a NUL-terminated string, 'T' a
+ * string and its length (size_t), 'n' NULL.  Strings are copied.  Queued
+ * writes run in order at the commit point, on the store thread if there is
+ * one, or before any other use of the database.  Returns 0, or the SQLite
+ * code an injected fault fails it with (as store_step_write's).  One that
+ * fails when it runs takes its whole transaction: every callback of it
+ * gets -1, as when the COMMIT fails. */
+int store_queue(struct store *st, const char *sql, const char *types, ...);
+/* A commit point will come: for writes an owner defers to a
+ * store_before_commit hook.  Touches no database (does not wait for the
+ * store thread). */
+void store_write_soon(struct store *st);
 
 typedef void (*store_commit_fn)(void *arg, int status);
 /* Calls fn(arg, 0) once the current group transaction is committed, or

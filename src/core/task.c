@@ -339,7 +339,7 @@ task_defer_persist(struct tasks *tm, struct task *t)
 	}
 	tm->deferred[tm->ndeferred++] = t->id;
 	t->unsaved = true;
-	store_write_begin(orch_store(tm->orch)); /* so that a commit point comes */
+	store_write_soon(orch_store(tm->orch));
 }
 
 void

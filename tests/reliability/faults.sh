@@ -115,10 +115,10 @@ ctl status --json | jtest "j['counts']['messages_pending'] >= 100" || fail "deaf
 # few times that.
 ctl status --json | jtest "j['counts']['messages_inflight'] <= 64" ||
 	fail "more than bus.window in flight: $(ctl status --json | json_get 'j["counts"]')"
-# (Under valgrind or ASan, shadow memory and quarantine make RSS meaningless.)
+# (Under valgrind, ASan or TSan, shadow memory and quarantine make RSS meaningless.)
 RSS_LIMIT=64
 case $(head -c 400 "$DREAMOS" 2>/dev/null | tr -d '\0') in *valgrind*) RSS_LIMIT=100000 ;; esac
-grep -qa __asan_init "$DREAMOS" 2>/dev/null && RSS_LIMIT=100000
+grep -qa -e __asan_init -e __tsan_init "$DREAMOS" 2>/dev/null && RSS_LIMIT=100000
 [ "$grow" -lt "$RSS_LIMIT" ] || fail "RSS grew by $grow MiB with deaf blocked (15 MB stored)"
 ok "deaf stops reading: 150 x 100 KB sends answered, $(ctl status --json | json_get 'j["counts"]["messages_pending"]') pending for it, at most 64 in flight; status in $(((t1 - t0) / 1000000)) ms; cons still served; RSS +$grow MiB"
 ctl chaos kill deaf >/dev/null || fail "chaos kill deaf"

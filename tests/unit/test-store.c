@@ -899,6 +899,189 @@ test_close_without_loop(void **state)
 	store_close(st);
 }
 
+/* ---- the store thread (opts.threaded) ------------------------------------ */
+
+static struct store *
+open_threaded(const char *path, uv_loop_t *loop)
+{
+	struct store_opts opts = {.path = path, .durability = STORE_NORMAL, .threaded = true};
+	struct store *st = NULL;
+	char *cause = NULL;
+	if (store_open(&st, loop, &opts, &cause) != 0)
+		fail_msg("store_open: %s", cause);
+	return st;
+}
+
+static const char KV_INSERT[] =
+    "INSERT INTO kv (ns, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)";
+
+/* Callbacks in the order they ran. */
+struct order {
+	int seen[8];
+	int n;
+	int status[8];
+};
+struct order_arg {
+	struct order *o;
+	int id;
+};
+
+static void
+order_cb(void *arg, int status)
+{
+	struct order_arg *a = arg;
+	a->o->status[a->o->n] = status;
+	a->o->seen[a->o->n++] = a->id;
+}
+
+/* Queued writes run on the thread and commit there; the callbacks run on
+ * the loop after the commit, in order; whatever the loop reads or writes
+ * meanwhile sees every write queued before it. */
+static void
+test_thread_commits(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	struct store *st = open_threaded(f->path, &loop);
+	struct errlog e = {0};
+	store_set_error_cb(st, error_cb, &e);
+
+	uint64_t seq = store_txn_seq(st);
+	struct commit_probe p = {.path = f->path};
+	for (int i = 0; i < 100; i++) {
+		char key[16];
+		snprintf(key, sizeof key, "q%d", i);
+		assert_int_equal(store_queue(st, KV_INSERT, "ttti", "q", key, "v", (int64_t)i), 0);
+	}
+	assert_int_equal(store_txn_seq(st), seq + 1); /* one transaction */
+	store_after_commit(st, probe_cb, &p);
+	assert_true(store_pending(st));
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv"), 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.last_status, 0);
+	assert_int_equal(p.rows_seen, 100); /* committed before the callback */
+	assert_false(store_pending(st));
+	struct store_stats stats;
+	store_stats(st, &stats);
+	assert_int_equal(stats.commits, 1);
+	assert_int_equal(stats.writes, 100);
+
+	/* Read your writes: a read runs the queue first. */
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "q", "mine", "seen", (int64_t)1), 0);
+	char *v = store_kv_get(st, "q", "mine");
+	assert_non_null(v);
+	assert_string_equal(v, "seen");
+	free(v);
+	/* Strings with their length, empty ones, and NULL. */
+	assert_int_equal(store_queue(st, KV_INSERT, "tTni", "q", "lenXXX", (size_t)3, (int64_t)2),
+	                 0);
+	assert_int_equal(store_queue(st, KV_INSERT, "tTti", "q", "e", (size_t)1, "", (int64_t)3),
+	                 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE key = 'len' AND value "
+	                                   "IS NULL"),
+	                 1);
+	assert_int_equal(
+	    peek_int(f->path, "SELECT count(*) FROM kv WHERE key = 'e' AND value = ''"), 1);
+
+	/* A commit in flight while the next transaction fills: A is handed
+	 * to the thread at the first commit point, B waits for it; a write
+	 * of the loop's own in between waits for A and joins B. */
+	struct order o = {0};
+	struct order_arg a = {&o, 1}, b = {&o, 2};
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "o", "a", "v", (int64_t)0), 0);
+	store_after_commit(st, order_cb, &a);
+	uv_run(&loop, UV_RUN_NOWAIT); /* the commit point: A goes */
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "o", "b", "v", (int64_t)0), 0);
+	assert_int_equal(store_kv_set(st, "o", "sync", "v"), 0);
+	store_after_commit(st, order_cb, &b);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(o.n, 2);
+	assert_int_equal(o.seen[0], 1);
+	assert_int_equal(o.seen[1], 2);
+	assert_int_equal(o.status[0], 0);
+	assert_int_equal(o.status[1], 0);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE ns = 'o'"), 3);
+	assert_int_equal(e.n, 0);
+
+	/* Closing with a commit in flight: it completes, its callback runs. */
+	struct commit_probe c = {0};
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "c", "last", "v", (int64_t)0), 0);
+	store_after_commit(st, probe_cb, &c);
+	uv_run(&loop, UV_RUN_NOWAIT);
+	store_close(st);
+	assert_int_equal(c.calls, 1);
+	assert_int_equal(c.last_status, 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE ns = 'c'"), 1);
+}
+
+/* A queued write that fails when it runs takes its whole transaction:
+ * nothing of it is committed, every callback of it gets -1, the log says
+ * which write and that the transaction was rolled back; the next one
+ * commits.  One failed by an injected fault fails at once, as a write. */
+static void
+test_thread_write_failure(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	struct store *st = open_threaded(f->path, &loop);
+	struct errlog e = {0};
+	store_set_error_cb(st, error_cb, &e);
+
+	assert_int_equal(store_kv_set(st, "w", "taken", "v"), 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	struct commit_probe p = {0}, q = {0};
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "w", "good", "v", (int64_t)0), 0);
+	/* (the key exists: a constraint error, found only when it runs) */
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "w", "taken", "v", (int64_t)0), 0);
+	store_after_commit(st, probe_cb, &p);
+	store_after_commit(st, probe_cb, &q);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.last_status, -1);
+	assert_int_equal(q.last_status, -1);
+	assert_int_equal(e.n, 2);
+	assert_non_null(strstr(e.last, "transaction rolled back"));
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE key = 'good'"), 0);
+	struct store_stats stats;
+	store_stats(st, &stats);
+	assert_int_equal(stats.commit_failures, 1);
+	assert_string_not_equal(store_state(st), "ok");
+
+	struct commit_probe r = {0};
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "w", "good", "v", (int64_t)0), 0);
+	store_after_commit(st, probe_cb, &r);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(r.last_status, 0);
+	assert_string_equal(store_state(st), "ok");
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE key = 'good'"), 1);
+
+	/* An injected fault: refused at once, and the transaction with it. */
+	struct commit_probe s = {0};
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "w", "before", "v", (int64_t)0), 0);
+	store_after_commit(st, probe_cb, &s);
+	store_set_fault_hook(st, write_fault_hook, "INSERT INTO kv");
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "w", "faulty", "v", (int64_t)0),
+	                 SQLITE_FULL);
+	assert_false(store_pending(st));
+	assert_non_null(strstr(e.last, "transaction rolled back"));
+	store_set_fault_hook(st, NULL, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(s.last_status, -1);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE key IN ('before', "
+	                                   "'faulty')"),
+	                 0);
+
+	store_close(st);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int
 main(void)
 {
@@ -921,6 +1104,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_stmt_cache, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_with_loop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_without_loop, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_thread_commits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_thread_write_failure, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
