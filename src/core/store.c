@@ -579,8 +579,13 @@ store_commit_point(struct store *st)
 		st->want_commit = true;
 		return;
 	}
-	/* Under load, let the next turns' writes join this commit. */
-	if (st->adaptive && !st->threaded && !st->batching && !st->failing && !st->closing &&
+	/* Queued writes go to the store thread; a transaction of the loop's
+	 * own writes only (tasks, logs) commits here as before: its COMMIT
+	 * alone is not worth two thread switches. */
+	bool offload = st->threaded && st->q.n > 0;
+	/* Under load, let the next turns' writes join this commit (with the
+	 * thread, waiting for the job in flight does that). */
+	if (st->adaptive && !offload && !st->batching && !st->failing && !st->closing &&
 	    st->commit_interval_ms == 0 && st->in_txn && st->txn_writes < STORE_BATCH_MAX &&
 	    st->last_commit_ns != 0 && uv_hrtime() - st->last_commit_ns < st->busy_ns) {
 		st->batching = true;
@@ -588,7 +593,7 @@ store_commit_point(struct store *st)
 		uv_timer_start(&st->timer, store_timer_cb, 1, 0);
 		return;
 	}
-	if (st->threaded) {
+	if (offload) {
 		store_commit_handoff(st);
 		store_finish(st);
 		return;
