@@ -1179,7 +1179,9 @@ int
 bus_recover(struct bus *b, char **cause)
 {
 	struct store *st = orch_store(b->orch);
-	sqlite3_stmt *s = store_stmt(st, "SELECT seq FROM sqlite_sequence WHERE name = 'messages'");
+	/* (The reservation in kv is at or above every id ever given: no id
+	 * comes back, even one that retention deleted.) */
+	sqlite3_stmt *s = store_stmt(st, "SELECT coalesce(max(id), 0) FROM messages");
 	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
 		b->st.last_id = sqlite3_column_int64(s, 0);
 	if (s != NULL)

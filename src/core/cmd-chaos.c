@@ -660,7 +660,8 @@ verify_tasks(struct orch *o, json_t *checks)
 	return r;
 }
 
-/* Ids: sqlite_sequence at or above every id, memory's last id too. */
+/* Ids: the high-water mark (the message id reservation, the tasks'
+ * sqlite_sequence) at or above every id, memory's last id too. */
 static json_t *
 verify_ids(struct orch *o, json_t *checks)
 {
@@ -670,14 +671,14 @@ verify_ids(struct orch *o, json_t *checks)
 	struct task_counts tc;
 	tasks_counts(orch_tasks(o), &tc);
 	int64_t mmax = verify_int(st, "SELECT coalesce(max(id), 0) FROM messages");
-	int64_t mseq = verify_int(st, "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE "
-	                              "name = 'messages'), 0)");
+	int64_t mseq = verify_int(st, "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM kv "
+	                              "WHERE ns = 'dreamos' AND key = 'message_ids'), 0)");
 	int64_t tmax = verify_int(st, "SELECT coalesce(max(id), 0) FROM tasks");
 	int64_t tseq = verify_int(
 	    st, "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0)");
 	verify_check(checks, "message ids", mseq >= mmax && bs.last_id >= mmax,
-	             "largest stored %lld, sequence %lld, last in memory %lld", (long long)mmax,
-	             (long long)mseq, (long long)bs.last_id);
+	             "largest stored %lld, reserved up to %lld, last in memory %lld",
+	             (long long)mmax, (long long)mseq, (long long)bs.last_id);
 	verify_check(checks, "task ids", tseq >= tmax && tc.last_id >= tmax,
 	             "largest stored %lld, sequence %lld, last in memory %lld", (long long)tmax,
 	             (long long)tseq, (long long)tc.last_id);
@@ -860,7 +861,8 @@ const struct cmd_entry cmd_chaos_entries[] = {
                 "(every delivery acked, pending in an inbox or dead; none held only in memory); "
                 "every task in one state, the same in memory and in the store, running ones on "
                 "connected agents, no dependency on a missing task; ids never go back "
-                "(sqlite_sequence and memory at or above the largest id).  Fails (exit status 1 "
+                "(the id reservation or sqlite_sequence, and memory, at or above the largest "
+                "id).  Fails (exit status 1 "
                 "from 'dreamos ctl') if one does not hold.",
         .min_args = 0,
         .max_args = 0,

@@ -360,6 +360,10 @@ agents:
             if f.get("to") == "done":
                 done[f.get("task")] = done.get(f.get("task"), 0) + 1
         seq = dict(db.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+        # (message ids: the reservation in kv is their high-water mark)
+        seq["messages"] = int(db.execute(
+            "SELECT coalesce((SELECT value FROM kv WHERE ns = 'dreamos' AND key = 'message_ids'), 0)"
+        ).fetchone()[0])
         mmax = db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
         tmax = db.execute("SELECT coalesce(max(id), 0) FROM tasks").fetchone()[0]
         db.close()

@@ -183,6 +183,64 @@ test_migrate_bus_keys(void **state)
 	sqlite3_close(db);
 }
 
+/* Schema 8: messages lose AUTOINCREMENT; the sequence's value, which may be
+ * above every stored id (retention deleted the newest), goes to the id
+ * reservation, unless that is higher already. */
+static void
+test_migrate_message_ids(void **state)
+{
+	struct fixture *f = *state;
+	for (int round = 0; round < 2; round++) {
+		unlink(f->path);
+		store_close(open_store(f->path, NULL, STORE_NORMAL));
+		sqlite3 *db;
+		assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+		char *v7 = xasprintf(
+		    "DROP TABLE messages;\n"
+		    "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER "
+		    "NOT "
+		    "NULL, sender TEXT NOT NULL, target TEXT NOT NULL, priority INTEGER NOT NULL, "
+		    "mode TEXT NOT NULL, body TEXT NOT NULL, reply_to INTEGER);\n"
+		    "INSERT INTO messages (id, ts_ms, sender, target, priority, mode, body, "
+		    "reply_to) "
+		    "VALUES (1, 1000, 'a', 'b', 1, 'NORMAL', '\"x\"', NULL), (2, 2000, 'a', 'b', "
+		    "3, "
+		    "'CAPTAIN', '\"y\"', 1), (5000, 3000, 'a', 'b', 1, 'NORMAL', '\"z\"', NULL);\n"
+		    "DELETE FROM messages WHERE id = 5000;\n"
+		    "%s"
+		    "PRAGMA user_version = 7;\n",
+		    round == 0 ? ""
+		               : "INSERT INTO kv VALUES ('dreamos', 'message_ids', '9000', 0);\n");
+		assert_int_equal(sqlite3_exec(db, v7, NULL, NULL, NULL), SQLITE_OK);
+		free(v7);
+		sqlite3_close(db);
+
+		struct store *st = open_store(f->path, NULL, STORE_NORMAL);
+		assert_int_equal(store_schema_version(st), store_schema_latest());
+		assert_int_equal(query_int(st, "SELECT count(*) FROM messages WHERE (id, ts_ms, "
+		                               "sender, target, priority, mode, body, reply_to) IS "
+		                               "(2, 2000, 'a', 'b', 3, 'CAPTAIN', '\"y\"', 1)"),
+		                 1);
+		assert_int_equal(query_int(st, "SELECT count(*) FROM messages"), 2);
+		assert_int_equal(query_int(st, "SELECT count(*) FROM sqlite_master WHERE name = "
+		                               "'messages' AND sql LIKE '%AUTOINCREMENT%'"),
+		                 0);
+		assert_int_equal(query_int(st, "SELECT count(*) FROM sqlite_sequence WHERE name IN "
+		                               "('messages', 'messages_v8')"),
+		                 0);
+		char *v = store_kv_get(st, "dreamos", "message_ids");
+		assert_non_null(v);
+		assert_string_equal(v, round == 0 ? "5000" : "9000");
+		free(v);
+		/* The next id given is above it. */
+		struct idlease l;
+		idlease_open(&l, st, "message_ids", 2);
+		assert_int_equal(idlease_take(&l), round == 0 ? 5001 : 9001);
+		idlease_close(&l);
+		store_close(st);
+	}
+}
+
 static void
 test_newer_schema_refused(void **state)
 {
@@ -1089,6 +1147,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_open_creates_schema, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_bus_keys, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migrate_message_ids, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_not_a_database_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit_loop, setup, teardown),
