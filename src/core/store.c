@@ -1184,9 +1184,14 @@ store_async_cb(uv_async_t *h)
 	if (st->inflight == NULL && st->want_commit && !st->closing) {
 		/* The commit point that waited (the wait was its batching)
 		 * goes first, so that the thread works while the loop runs the
-		 * callbacks; they still run in order (store_finish). */
+		 * callbacks; they still run in order (store_finish).  Unless
+		 * the job failed: then the next one waits STORE_RETRY_MS as
+		 * on the loop (a full disk must not spin it). */
 		st->want_commit = false;
-		store_commit_handoff(st);
+		if (st->failing)
+			store_schedule(st);
+		else
+			store_commit_handoff(st);
 	}
 	if (store_finish(st))
 		return;
