@@ -622,6 +622,7 @@ RT="$T/rt4"
 	EOF
 	agentdef slow record 'BUS_HOLD: "1"' "BUS_RELEASE: \"$T/release4\""
 	agentdef flood produce 'BUS_N: "3000"' 'BUS_TO: slow'
+	printf '      capabilities: [floodwork]\n'
 	# Two agents flooding each other (and acking what they get): neither
 	# may end up waiting for the other.
 	agentdef ping produce 'BUS_N: "3000"' 'BUS_TO: pong'
@@ -641,14 +642,22 @@ agent_is flood "j['state'] == 'ready'" || fail "flood while throttled: $(ctl age
 ctl agent list | grep "^flood " | grep -q "held: slow's queue is full" ||
 	fail "agent list does not say flood is held: $(ctl agent list)"
 counts_check "c['messages_throttled'] >= 1"
+# A held agent gets no task (its result would wait unread): one that only
+# flood can take waits, and goes to flood once it is let go.
+FT=$(ctl task add "for flood" --cap floodwork --retries 0 --json | json_get 'j["id"]')
+sleep 1
+ctl task show "$FT" --json | jtest "j['state'] == 'queued' and j['attempt'] == 0" ||
+	fail "a task went to flood while it was held: $(ctl task show "$FT")"
 : >"$T/release4"
+wait_for 20 "the task to reach flood once it is let go" eval \
+	"ctl task show $FT --json | jtest \"j['attempt'] == 1 and j['agent'] == 'flood'\""
 wait_for 60 "flood done" lt flood "any(r.get('ev') == 'done' for r in R)"
 wait_for 30 "slow got all 3000" lt slow "len({m['body']['seq'] for m in M}) == 3000"
 lt flood "E == [] and len([r for r in R if r.get('ev') == 'sent']) == 3000" ||
 	fail "flood after the release: $(lq flood "[len(E), len([r for r in R if r.get('ev') == 'sent'])]")"
 agent_is flood "'throttled_by' not in j" || fail "flood still throttled: $(ctl agent info flood)"
 T1=$(ctl status --json | json_get "j['counts']['messages_throttled']")
-ok "flow control: flood stopped at $S2 of 3000 sends while slow held (bus.high_water 20), none refused; after the release all 3000 delivered ($T1 throttles)"
+ok "flow control: flood stopped at $S2 of 3000 sends while slow held (bus.high_water 20), none refused, given no task; after the release all 3000 delivered and the task taken ($T1 throttles)"
 for a in ping pong; do
 	wait_for 60 "$a done" lt $a "any(r.get('ev') == 'done' for r in R)"
 	wait_for 30 "$a got all 3000" lt $a "len({m['body']['seq'] for m in M}) == 3000"
