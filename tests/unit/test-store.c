@@ -959,15 +959,26 @@ test_close_without_loop(void **state)
 
 /* ---- the store thread (opts.threaded) ------------------------------------ */
 
+/* A loop, and a store with a thread on it whose errors go to e. */
 static struct store *
-open_threaded(const char *path, uv_loop_t *loop)
+open_threaded(const char *path, uv_loop_t *loop, struct errlog *e)
 {
+	assert_int_equal(uv_loop_init(loop), 0);
 	struct store_opts opts = {.path = path, .durability = STORE_NORMAL, .threaded = true};
 	struct store *st = NULL;
 	char *cause = NULL;
 	if (store_open(&st, loop, &opts, &cause) != 0)
 		fail_msg("store_open: %s", cause);
+	store_set_error_cb(st, error_cb, e);
 	return st;
+}
+
+static void
+close_threaded(struct store *st, uv_loop_t *loop)
+{
+	store_close(st);
+	uv_run(loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(loop), 0);
 }
 
 static const char KV_INSERT[] =
@@ -1000,10 +1011,8 @@ test_thread_commits(void **state)
 {
 	struct fixture *f = *state;
 	uv_loop_t loop;
-	assert_int_equal(uv_loop_init(&loop), 0);
-	struct store *st = open_threaded(f->path, &loop);
 	struct errlog e = {0};
-	store_set_error_cb(st, error_cb, &e);
+	struct store *st = open_threaded(f->path, &loop, &e);
 
 	uint64_t seq = store_txn_seq(st);
 	struct commit_probe p = {.path = f->path};
@@ -1069,11 +1078,9 @@ test_thread_commits(void **state)
 	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "c", "last", "v", (int64_t)0), 0);
 	store_after_commit(st, probe_cb, &c);
 	uv_run(&loop, UV_RUN_NOWAIT);
-	store_close(st);
+	close_threaded(st, &loop);
 	assert_int_equal(c.calls, 1);
 	assert_int_equal(c.last_status, 0);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(uv_loop_close(&loop), 0);
 	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE ns = 'c'"), 1);
 }
 
@@ -1086,10 +1093,8 @@ test_thread_write_failure(void **state)
 {
 	struct fixture *f = *state;
 	uv_loop_t loop;
-	assert_int_equal(uv_loop_init(&loop), 0);
-	struct store *st = open_threaded(f->path, &loop);
 	struct errlog e = {0};
-	store_set_error_cb(st, error_cb, &e);
+	struct store *st = open_threaded(f->path, &loop, &e);
 
 	assert_int_equal(store_kv_set(st, "w", "taken", "v"), 0);
 	uv_run(&loop, UV_RUN_DEFAULT);
@@ -1135,9 +1140,7 @@ test_thread_write_failure(void **state)
 	                                   "'faulty')"),
 	                 0);
 
-	store_close(st);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(uv_loop_close(&loop), 0);
+	close_threaded(st, &loop);
 }
 
 int
