@@ -1041,6 +1041,15 @@ store_reap(struct store *st, struct store_job *j)
 				st->doomed = true;
 				store_schedule(st);
 			}
+			/* A commit point armed before the failure was known
+			 * moves to the retry timer too. */
+			if (st->scheduled) {
+				store_unschedule(st);
+				store_schedule(st);
+			}
+			/* (The error callback may close the store: under busy,
+			 * the close waits for the end of store_finish.) */
+			st->busy++;
 			if (j->write_failed) {
 				store_error(st, "%s", j->err);
 				free(j->err);
@@ -1049,6 +1058,7 @@ store_reap(struct store *st, struct store_job *j)
 			}
 			if (st->error_fn != NULL)
 				st->error_fn(st->error_arg, j->err);
+			st->busy--;
 		}
 	}
 	if (st->done_tail != NULL)
@@ -1558,21 +1568,21 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, c
 		uv_timer_init(loop, &st->timer);
 		st->check.data = st->idle.data = st->timer.data = st;
 	}
-	if (loop != NULL && opts->threaded) {
+	/* (A SQLite built single-threaded must not be used from two threads,
+	 * even in turn; without the thread, commits run on the loop.) */
+	if (loop != NULL && opts->threaded && sqlite3_threadsafe() != 0) {
 		pthread_mutex_init(&st->mu, NULL);
 		pthread_cond_init(&st->cv, NULL);
-		uv_async_init(loop, &st->async, store_async_cb);
-		st->async.data = st;
-		uv_unref((uv_handle_t *)&st->async);
+		/* The thread sends nothing before it is handed a job. */
 		st->threaded = pthread_create(&st->thread, NULL, store_thread_main, st) == 0;
-		if (st->threaded)
+		if (st->threaded) {
 			pthread_setname_np(st->thread, "dreamos-store"); /* (top -H, perf) */
-		if (!st->threaded) {
-			/* Commits on the loop, as without the option. */
+			uv_async_init(loop, &st->async, store_async_cb);
+			st->async.data = st;
+			uv_unref((uv_handle_t *)&st->async);
+		} else {
 			pthread_cond_destroy(&st->cv);
 			pthread_mutex_destroy(&st->mu);
-			st->async.data = NULL;
-			uv_close((uv_handle_t *)&st->async, NULL);
 		}
 	}
 	*out = st;

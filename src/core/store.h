@@ -103,7 +103,7 @@ typedef void (*store_hook_fn)(void *arg);
 /* Calls fn(arg) at every commit point (and store_flush), inside the
  * transaction and before COMMIT: for writes its owner deferred so that
  * several changes to one row in a transaction cost one statement.  The
- * owner calls store_write_begin when it defers one (so that a commit point
+ * owner calls store_write_soon when it defers one (so that a commit point
  * comes) and removes the hook before it goes away. */
 void store_before_commit(struct store *st, store_hook_fn fn, void *arg);
 void store_before_commit_remove(struct store *st, store_hook_fn fn, void *arg);

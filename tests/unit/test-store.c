@@ -1143,6 +1143,51 @@ test_thread_write_failure(void **state)
 	close_threaded(st, &loop);
 }
 
+/* A failed commit on the thread delays the next one by the retry delay, as
+ * on the loop (a full disk must not spin it), even when that next commit
+ * point was armed before the failure was known. */
+struct timed {
+	int status;
+	uint64_t at;
+};
+
+static void
+timed_cb(void *arg, int status)
+{
+	struct timed *t = arg;
+	t->status = status;
+	t->at = uv_hrtime();
+}
+
+static void
+test_thread_retry_delay(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	struct errlog e = {0};
+	struct store *st = open_threaded(f->path, &loop, &e);
+	fault_code = SQLITE_FULL;
+	fault_calls = 0;
+	store_set_fault_hook(st, fault_hook, NULL);
+	struct timed a = {1, 0}, b = {1, 0};
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "r", "a", "v", (int64_t)0), 0);
+	store_after_commit(st, timed_cb, &a);
+	uv_run(&loop, UV_RUN_NOWAIT); /* A goes to the thread, its COMMIT fails */
+	store_set_fault_hook(st, NULL, NULL);
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "r", "b", "v", (int64_t)0), 0);
+	store_after_commit(st, timed_cb, &b);    /* (arms the end of this turn) */
+	char *v = store_kv_get(st, "r", "none"); /* waits for A */
+	assert_null(v);
+	assert_string_equal(store_state(st), "disk full");
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(fault_calls, 1);
+	assert_int_equal(a.status, -1);
+	assert_int_equal(b.status, 0);
+	assert_true(b.at - a.at >= 200 * 1000000ull); /* STORE_RETRY_MS is 250 */
+	assert_string_equal(store_state(st), "ok");
+	close_threaded(st, &loop);
+}
+
 int
 main(void)
 {
@@ -1168,6 +1213,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_close_without_loop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_commits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_write_failure, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_thread_retry_delay, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
