@@ -7,12 +7,15 @@
 # 1,000 connections beyond max_connections), a remote agent on the Python SDK
 # that gets a message and a task and acks them and gets a message again after
 # it reconnects, observers, rate limits, the audit chain catching an edited
-# and a deleted row, and TLS with a self-signed certificate.
+# and a deleted row, TLS with a self-signed certificate, and a remote agent
+# throttled by a slow recipient's full queue that is killed while held.
 #
 # Three dreamos runs on one runtime: (1) plain HTTP, most of the tests;
 # (2) after editing an audit row: audit verify, rate limits and the connection
 # flood (small security.rate_limit and bridge.max_connections); (3) after
-# deleting the newest audit row: audit verify again, then TLS.
+# deleting the newest audit row: audit verify again, then TLS.  Between (1)
+# and (2), one on a runtime of its own (small bus.high_water and
+# heartbeat_timeout): the throttled remote agent.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 
 TOP=$(cd "${top_srcdir:-.}" && pwd)
@@ -757,6 +760,128 @@ grep -q '^dreamos_bridge_requests_total{code="4xx"} [1-9]' "$T/body" || fail "4x
 ok "metrics count authentication failures and 4xx answers"
 stop_dreamos
 ok "dreamos exits 0 on SIGTERM after all that"
+
+# =========================================================================
+# On a runtime of its own: a remote agent throttled by a full queue, killed
+# =========================================================================
+# slowr holds its messages (bus.window 8) until $T/release exists; the remote
+# agent flood (tests/agents/busagent.py produce, on the SDK over the
+# WebSocket) sends it 3,000.  Once bus.high_water (20) wait for slowr, dreamos
+# stops reading flood's WebSocket; it lets it go after heartbeat_timeout
+# (agents.heartbeat_timeout, 1.5 s here, is a remote agent's too) and holds it
+# again at its next send.  flood is killed (kill -9) while held: its end can
+# only be seen when dreamos reads from it again, so within a few seconds.
+RT="$T/rtf"
+BUSAGENT="$TOP/tests/agents/busagent.py"
+BUS_PIDFILE="$T/fpids" # every busagent.py appends its pid
+: >"$BUS_PIDFILE"
+export BUS_PIDFILE
+flood_cleanup() {
+	_left=$(cat "$BUS_PIDFILE" 2>/dev/null)
+	cleanup
+	for p in $_left; do kill -KILL "$p" 2>/dev/null; done
+}
+trap flood_cleanup EXIT
+cat >"$T/f.yaml" <<EOF
+extensions:
+  load: []
+bus:
+  window: 8
+  high_water: 20
+  ack_timeout: 60s
+agents:
+  heartbeat_timeout: 1.5s
+  hello_timeout: 5s
+  stop_grace: 2s
+  list:
+    - name: slowr
+      command: $PY
+      args: [-u, $BUSAGENT, record]
+      env: {BUS_LOG: "$T/slowr.log", BUS_HOLD: "1", BUS_RELEASE: "$T/release"}
+    - name: other
+      command: $PY
+      args: [-u, $BUSAGENT, record]
+      env: {BUS_LOG: "$T/other.log"}
+EOF
+start_bridge "$T/f.yaml"
+newkey flood agent
+# fq NAME PYEXPR: prints PYEXPR over R, the records of busagent NAME's log.
+fq() {
+	"$PY" - "$T/$1.log" "$2" <<-'EOF'
+	import json, sys
+	R = []
+	for line in open(sys.argv[1], "rb"):
+	    try:
+	        R.append(json.loads(line))
+	    except ValueError:
+	        pass
+	print(eval(sys.argv[2]))
+	EOF
+}
+# finfo PYEXPR: PYEXPR holds over `agent info flood --json` as j.
+finfo() { ctl agent info flood --json 2>/dev/null | jtest "$1"; }
+now_ms() { "$PY" -c 'import time; print(int(time.time() * 1000))'; }
+: >"$T/flood.log"
+DREAMOS_BRIDGE_URL="ws://127.0.0.1:$PORT" DREAMOS_API_KEY="$KEY" DREAMOS_HEARTBEAT_INTERVAL=0.3 \
+	BUS_LOG="$T/flood.log" BUS_N=3000 BUS_TO=slowr "$PY" -u "$BUSAGENT" produce 2>"$T/flood.err" &
+FPID=$!
+PIDS="$PIDS $FPID"
+until_ok 10 finfo "j['state'] == 'ready' and j.get('throttled_by') == 'slowr'" ||
+	fail "flood not throttled by slowr: $(ctl agent info flood)"
+# Killed as soon as a new `sent` arrives (it was let go, and held again at
+# its next send): about a heartbeat_timeout before dreamos reads from it.
+"$PY" - "$T/flood.log" "$FPID" >"$T/kill.out" <<'EOF' || fail "killing flood: $(cat "$T/kill.out")"
+import os, signal, sys, time
+def nsent():
+    with open(sys.argv[1], "rb") as f:
+        return f.read().count(b'"ev":"sent"')
+n0, end = nsent(), time.monotonic() + 5
+while nsent() == n0 and time.monotonic() < end:
+    time.sleep(0.005)
+os.kill(int(sys.argv[2]), signal.SIGKILL)
+print(int(time.time() * 1000), n0, nsent())
+EOF
+ctl agent info flood --json >"$T/after-kill.json"
+read -r KT N0 N1 <"$T/kill.out"
+wait_exit "$FPID" 5
+[ "$N1" -gt "$N0" ] || fail "flood was not let go after heartbeat_timeout ($N0 sent, none more in 5 s): $(ctl agent info flood)"
+jtest "j['state'] == 'ready' and j.get('throttled_by') == 'slowr'" <"$T/after-kill.json" ||
+	fail "flood not held when it was killed: $(cat "$T/after-kill.json")"
+until_ok 6 finfo "j['state'] != 'ready'" || fail "flood's end not seen 6 s after the kill: $(ctl agent info flood)"
+NOTICED=$(($(now_ms) - KT))
+[ "$NOTICED" -le 5000 ] || fail "flood's end seen only $NOTICED ms after the kill (heartbeat_timeout 1.5 s)"
+finfo "j['state'] == 'stopped' and j['last_exit'] == 'disconnected' and 'throttled_by' not in j" ||
+	fail "flood after its end: $(ctl agent info flood)"
+NSENT=$(fq flood "len([r for r in R if r.get('ev') == 'sent'])")
+ok "a remote agent throttled by slowr (bus.high_water 20; let go after heartbeat_timeout: $N0 then $N1 sent), killed while held: stopped (disconnected) $NOTICED ms later, no longer held"
+
+# dreamos goes on: status answers and another agent gets a message.
+ctl status >/dev/null || fail "status after flood's end"
+ctl send other "after the flood" --json >"$T/send.out" 2>&1 || fail "send to other: $(cat "$T/send.out")"
+OID=$(json_get 'j["id"]' <"$T/send.out")
+got_other() { fq other "any(r.get('ev') == 'msg' and r['id'] == $OID for r in R)" | grep -qx True; }
+until_ok 5 got_other || fail "other did not get message $OID"
+ok "dreamos goes on: status answers, other gets message $OID"
+
+# Every message flood got `sent` for reaches slowr once it acks.
+: >"$T/release"
+fverify() { "$PY" "$BUSAGENT" verify "$T/flood.log" "$T/slowr.log"; }
+until_ok 20 fverify || fail "not every message flood got sent for reached slowr: $(fverify)"
+no_pending() { ctl status --json | jtest "j['counts']['messages_pending'] == 0"; }
+until_ok 10 no_pending || fail "messages still pending: $(ctl status --json | json_get 'j["counts"]')"
+ctl verify >"$T/verify.out" 2>&1 || fail "verify: $(cat "$T/verify.out")"
+ok "released, slowr has every message flood got sent for ($NSENT): $(fverify); verify passes"
+
+ctl quit >/dev/null || fail "quit"
+wait_exit "$PID" 15
+[ "$RC" = 0 ] || fail "quit exit status $RC"
+left=""
+while read -r p; do
+	kill -0 "$p" 2>/dev/null && left="$left $p"
+done <"$BUS_PIDFILE"
+[ -z "$left" ] || fail "agent processes left after quit:$left"
+ok "quit: exit 0, none of the $(wc -l <"$BUS_PIDFILE") agent processes (flood, slowr, other) left"
+RT="$T/rt"
 
 # =========================================================================
 # An edited audit row is found.  Run 2: rate limit and connection flood.
