@@ -25,6 +25,7 @@ struct agents {
 	bool stopping_all;
 	struct agent **stop_order;
 	size_t nstop, stop_next;
+	bool in_stop_next, stop_again; /* agents_stop_next is running, and again */
 	void (*all_done)(void *);
 	void *all_arg;
 };
@@ -1202,28 +1203,37 @@ agent_handle_closed_cb(uv_handle_t *h)
 	free(h);
 }
 
-/* Stops the next agent of the shutdown order, or finishes. */
+/* Asks every agent not asked yet to stop, in reverse start order but
+ * without waiting for one before the next: each has its stop_grace, so a
+ * shutdown takes the longest of them, not their sum.  Then, once none is
+ * stopping any more, finishes.  Called again at every exit. */
 static void
 agents_stop_next(struct agents *as)
 {
-	while (as->stop_next < as->nstop) {
-		struct agent *a = as->stop_order[as->stop_next];
-		if (a->state == AGENT_STOPPED || a->state == AGENT_FAILED) {
-			as->stop_next++;
-			continue;
-		}
-		if (a->state == AGENT_STOPPING)
-			return; /* wait for its exit */
-		bool was_wanted = a->wanted;
-		char *cause = NULL;
-		int rc = agent_stop(a, &cause);
-		free(cause);
-		/* Shutdown is not the captain's wish: keep it for next start. */
-		a->wanted = was_wanted;
-		if (rc == 0 && a->state == AGENT_STOPPING)
-			return;
-		as->stop_next++;
+	if (as->in_stop_next) { /* (agent_stop of one in backoff calls back) */
+		as->stop_again = true;
+		return;
 	}
+	as->in_stop_next = true;
+	do {
+		as->stop_again = false;
+		while (as->stop_next < as->nstop) {
+			struct agent *a = as->stop_order[as->stop_next++];
+			if (a->state == AGENT_STOPPED || a->state == AGENT_FAILED ||
+			    a->state == AGENT_STOPPING)
+				continue;
+			bool was_wanted = a->wanted;
+			char *cause = NULL;
+			agent_stop(a, &cause);
+			free(cause);
+			/* Shutdown is not the captain's wish: keep it for next start. */
+			a->wanted = was_wanted;
+		}
+	} while (as->stop_again);
+	as->in_stop_next = false;
+	for (size_t i = 0; i < as->nstop; i++)
+		if (as->stop_order[i]->state == AGENT_STOPPING)
+			return; /* wait for its exit */
 	if (!as->stopping_all)
 		return;
 	as->stopping_all = false;
@@ -1251,7 +1261,8 @@ agents_stop_all(struct agents *as, void (*done)(void *arg), void *arg)
 	as->stop_next = 0;
 	qsort(as->stop_order, as->nstop, sizeof *as->stop_order, cmp_start_seq_desc);
 	if (as->nstop > 0)
-		log_info(orch_log(as->orch), "agents", "stopping %zu agents in reverse start order",
+		log_info(orch_log(as->orch), "agents",
+		         "stopping %zu agents (asked in reverse start order, all at once)",
 		         agents_up(as));
 	agents_stop_next(as);
 }

@@ -516,7 +516,8 @@ orch_request_quit(struct orch *o, const char *why)
 		return;
 	o->quitting = true;
 	log_info(o->log, "orch", "shutting down (%s)", why);
-	/* Agents stop asynchronously, in reverse start order; then the rest. */
+	/* Agents stop asynchronously, all at once (asked in reverse start
+	 * order); then the rest. */
 	agents_stop_all(o->agents, orch_agents_stopped, o);
 }
 

@@ -299,21 +299,33 @@ ok "agent stop: command stop, exit 0, stopped"
 
 ctl agent spawn keeper --cap keep --env PROBE_MODE=normal -- "$PYBIN" -u "$PROBE" >/dev/null || fail "spawn keeper"
 ctl agent restart stubborn >/dev/null || fail "agent restart stubborn"
+# Three more that ignore command stop and SIGTERM: each needs 2 x
+# stop_grace (0.5 s) and SIGKILL.  Asked all at once, the shutdown takes
+# about 1 s, not 4 x 1 s.
+for s in stub2 stub3 stub4; do
+	ctl agent spawn $s --env PROBE_MODE=ignore-term -- "$PYBIN" -u "$PROBE" >/dev/null || fail "spawn $s"
+done
 wait_state keeper ready 10
-wait_state stubborn ready 10
+for s in stubborn stub2 stub3 stub4; do wait_state $s ready 10; done
 grep -q "^# child pid=" "$PROBE_LOGDIR/alpha.log" || fail "alpha did not start its grandchild"
 child=$(sed -n 's/^# child pid=//p' "$PROBE_LOGDIR/alpha.log" | tail -n 1)
 alive "$child" || fail "alpha's grandchild $child is not running"
 npids=$(wc -l <"$PROBE_PIDFILE")
+t0=$(date +%s%N)
 kill -TERM "$PID"
 wait_exit "$PID" 15
+t1=$(date +%s%N)
 [ "$RC" = 0 ] || fail "shutdown exit status $RC"
+ms=$(((t1 - t0) / 1000000))
+[ "$ms" -lt 2500 ] || fail "shutdown with 4 agents ignoring SIGTERM took $ms ms (stop_grace 0.5 s: they are stopped one after the other)"
+grep -q "stopping .* agents (asked in reverse start order, all at once)" "$T/headless.err" ||
+	fail "no shutdown log line: $(grep -i stopping "$T/headless.err")"
 left=""
 for p in $(cat "$PROBE_PIDFILE"); do
 	alive "$p" && left="$left $p"
 done
 [ -z "$left" ] || fail "processes left after shutdown:$left ($(ps -o pid,stat,args -p "$(echo $left | tr ' ' ,)" 2>&1))"
-ok "shutdown (SIGTERM): exit 0, none of the $npids agent processes (grandchild included) left"
+ok "shutdown (SIGTERM) in $ms ms with 4 agents ignoring it (stop_grace 0.5 s each, asked all at once): exit 0, none of the $npids agent processes (grandchild included) left"
 
 # ---- remembered across a restart -----------------------------------------
 
