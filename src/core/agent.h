@@ -196,8 +196,8 @@ void agent_send_error(struct agent *a, const char *code, const char *detail, con
 void agent_tasks_changed(struct agent *a);
 
 /* Stops every agent: all asked at once, in reverse start order (each with
- * its own stop_grace, so the slowest bounds the whole); calls done(arg) when all have
- * stopped (at once if none runs). */
+ * its own stop_grace, so the slowest bounds the whole); calls done(arg)
+ * when all have stopped (at once if none runs). */
 void agents_stop_all(struct agents *as, void (*done)(void *arg), void *arg);
 
 /* Connects an agent that is not a child process: an in-process agent of an
