@@ -74,20 +74,6 @@ static double ask_cost;
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static char *
-xstrdup(const char *s)
-{
-	return s ? strdup(s) : NULL;
-}
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 #include "../common/helpers.h"
 
 /* ---- the API key ----------------------------------------------------------- */
@@ -1431,28 +1417,11 @@ cfg_free(void)
 static int
 cfg_load(const char *config)
 {
-	json_error_t je;
-	json_t *c = json_loads(config ? config : "{}", JSON_DECODE_ANY, &je);
-	if (json_is_null(c) || c == NULL) {
-		json_decref(c);
-		c = json_object();
-	}
-	if (!json_is_object(c)) {
-		host->set_error(self, "extensions.chatgpt must be a mapping");
-		json_decref(c);
+	json_t *c = cfg_object(config, "chatgpt");
+	if (c == NULL)
 		return -1;
-	}
-	const char *u = jstr(c, "base_url");
-	cfg.base_url = strdup(u ? u : "https://api.openai.com");
-	size_t l = strlen(cfg.base_url);
-	while (l > 0 && cfg.base_url[l - 1] == '/')
-		cfg.base_url[--l] = '\0';
-	/* "https://host/v1" works as well as "https://host". */
-	if (l >= 3 && strcmp(cfg.base_url + l - 3, "/v1") == 0)
-		cfg.base_url[l - 3] = '\0';
-	if (strncmp(cfg.base_url, "http://", 7) != 0 && strncmp(cfg.base_url, "https://", 8) != 0) {
-		host->set_error(self,
-		                "extensions.chatgpt.base_url must start with http:// or https://");
+	cfg.base_url = cfg_base_url(c, "chatgpt");
+	if (cfg.base_url == NULL) {
 		json_decref(c);
 		return -1;
 	}

@@ -103,14 +103,6 @@ struct proc {
 	proc_done_fn done;
 };
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void
 proc_close(struct proc *p)
 {
@@ -1321,31 +1313,17 @@ default_work_dir(void)
 static int
 cfg_load(const char *config)
 {
-	json_t *c = json_loads(config ? config : "{}", JSON_DECODE_ANY, NULL);
-	if (c == NULL || json_is_null(c)) {
-		json_decref(c);
-		c = json_object();
-	}
-	if (!json_is_object(c)) {
-		host->set_error(self, "extensions.codex must be a mapping");
-		json_decref(c);
+	json_t *c = cfg_object(config, "codex");
+	if (c == NULL)
 		return -1;
-	}
 	if (json_object_get(c, "api_key") != NULL) {
 		host->set_error(self, "extensions.codex.api_key is not read: put the key in the "
 		                      "environment (api_key_env)");
 		json_decref(c);
 		return -1;
 	}
-	cfg.base_url = strdup(jstr(c, "base_url") ? jstr(c, "base_url") : "https://api.openai.com");
-	size_t l = strlen(cfg.base_url);
-	while (l > 0 && cfg.base_url[l - 1] == '/')
-		cfg.base_url[--l] = '\0';
-	if (l >= 3 && strcmp(cfg.base_url + l - 3, "/v1") == 0)
-		cfg.base_url[l - 3] = '\0';
-	if (strncmp(cfg.base_url, "http://", 7) != 0 && strncmp(cfg.base_url, "https://", 8) != 0) {
-		host->set_error(self,
-		                "extensions.codex.base_url must start with http:// or https://");
+	cfg.base_url = cfg_base_url(c, "codex");
+	if (cfg.base_url == NULL) {
 		json_decref(c);
 		return -1;
 	}

@@ -175,3 +175,19 @@ LEAK=$(grep -rl -- "$KEY" "$RT" "$T"/*.json "$T"/*.txt "$T/headless.err" 2>/dev/
 [ -z "$LEAK" ] || fail "the API key leaked into: $LEAK"
 grep -q "Sanitizer\|runtime error" "$T/headless.err" && fail "sanitizer report"
 ok "no key in logs or outputs; clean shutdown"
+
+# ---- bad settings: ext load refuses them, saying which --------------------
+bad_conf() { # SETTINGS EXPECTED: ext load fails with EXPECTED
+	RT="$T/rt-bad"
+	rm -rf "$RT"
+	printf 'bridge: {enabled: false}\nextensions:\n  dir: %s\n  load: []\n  codex: %s\n' \
+		"$T/ext" "$1" >"$T/bad.yaml"
+	start_headless --config "$T/bad.yaml"
+	ctl ext load "$T/ext/codex.so" >"$T/bad.out" 2>&1 && fail "codex loaded with codex: $1"
+	grep -qF "$2" "$T/bad.out" || fail "codex: $1: $(cat "$T/bad.out")"
+	ctl quit >/dev/null 2>&1
+	wait_exit "$PID" 10
+}
+bad_conf '{base_url: "ftp://127.0.0.1/v1"}' "extensions.codex.base_url must start with http:// or https://"
+bad_conf '[1, 2]' "extensions.codex must be a mapping"
+ok "bad settings refused at ext load: a base_url not http(s), settings that are not a mapping"
