@@ -888,6 +888,10 @@ store_queue(struct store *st, const char *sql, const char *types, ...)
 			r->iv[k] = (int64_t)q->tlen;
 			r->len[k] = len;
 			q->tlen += len;
+		} else if (*t != 'n') {
+			/* (an unknown letter would misread every value after it) */
+			fprintf(stderr, "store_queue: bad type '%c': %s\n", *t, sql);
+			abort(); /* a programming error */
 		}
 	}
 	va_end(ap);
