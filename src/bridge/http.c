@@ -39,6 +39,7 @@
 #include "util.h"
 
 #define HTTP_IN_HIGH     (256 * 1024)  /* unparsed input held before reading stops */
+#define HTTP_WS_MSG_KEEP (64 * 1024)   /* a message buffer kept for the next message */
 #define HTTP_WQ_HIGH     (1024 * 1024) /* queued output before reading/sending stops */
 #define HTTP_FLUSH_MS    10000         /* longest wait for a closing connection's output */
 #define HTTP_LINGER_MS   1000          /* then how long we read and discard */
@@ -83,6 +84,12 @@ struct ws_conn {
 	void *arg;
 	struct buf in; /* received, not yet given to wslay */
 	size_t in_off;
+	/* The data message being received: wslay runs without buffering
+	 * (it would take two allocations and two copies per message), and
+	 * hands us each frame's payload, unmasked and UTF-8 checked. */
+	struct buf msg;
+	bool frame_ctrl;  /* the current frame is a control frame (wslay buffers those) */
+	bool msg_too_big; /* over max_ws_message: closed with 1009, dropped */
 	int in_recv;      /* inside wslay_event_recv */
 	bool paused;      /* ws_set_reading(false) */
 	bool done;        /* on_close called */
@@ -924,6 +931,7 @@ conn_free(struct http_conn *c)
 	if (c->ws != NULL) {
 		wslay_event_context_free(c->ws->ctx);
 		buf_free(&c->ws->in);
+		buf_free(&c->ws->msg);
 		free(c->ws->our_reason);
 		free(c->ws->peer_reason);
 		free(c->ws);
@@ -1349,6 +1357,16 @@ ws_send_all(struct ws_conn *ws)
 	return rc;
 }
 
+/* Forgets the data message received so far (a big buffer goes back). */
+static void
+ws_msg_reset(struct ws_conn *ws)
+{
+	if (ws->msg.cap > HTTP_WS_MSG_KEEP)
+		buf_free(&ws->msg);
+	buf_clear(&ws->msg);
+	ws->msg_too_big = false;
+}
+
 /* Called by wslay with a complete message: text to the user, binary refused
  * (1003), a close frame's reason kept for on_close. */
 static void
@@ -1360,15 +1378,13 @@ ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg 
 		return;
 	switch (arg->opcode) {
 	case WSLAY_TEXT_FRAME: {
-		if (ws->our_code != 0 || ws->on_message == NULL)
+		if (ws->our_code != 0 || ws->on_message == NULL || ws->msg_too_big)
 			return; /* closing: discard */
 		ws->conn->srv->stats.ws_messages_in++;
-		char *copy = xmalloc(arg->msg_length + 1);
-		if (arg->msg_length > 0)
-			memcpy(copy, arg->msg, arg->msg_length);
-		copy[arg->msg_length] = '\0';
-		ws->on_message(ws->arg, ws, copy, arg->msg_length);
-		free(copy);
+		/* (A callback may close or send, not receive: msg stays.) */
+		size_t len = ws->msg.len;
+		ws->on_message(ws->arg, ws, buf_cstr(&ws->msg), len);
+		ws_msg_reset(ws);
 		break;
 	}
 	case WSLAY_BINARY_FRAME:
@@ -1385,9 +1401,44 @@ ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg 
 	}
 }
 
+/* Called by wslay at each frame's header: a text or binary frame begins a
+ * message, a continuation goes on with it, a control frame is wslay's. */
+static void
+ws_frame_start_cb(wslay_event_context_ptr ctx,
+                  const struct wslay_event_on_frame_recv_start_arg *arg, void *user_data)
+{
+	struct ws_conn *ws = user_data;
+	(void)ctx;
+	ws->frame_ctrl = (arg->opcode & 0x8) != 0;
+	if (!ws->frame_ctrl && arg->opcode != WSLAY_CONTINUATION_FRAME)
+		ws_msg_reset(ws);
+}
+
+/* Called by wslay with payload bytes of the current frame. */
+static void
+ws_frame_chunk_cb(wslay_event_context_ptr ctx,
+                  const struct wslay_event_on_frame_recv_chunk_arg *arg, void *user_data)
+{
+	struct ws_conn *ws = user_data;
+	if (ws->frame_ctrl || ws->msg_too_big)
+		return;
+	if (arg->data_length > ws->conn->srv->limits.max_ws_message - ws->msg.len) {
+		/* wslay checks each frame's length, not a fragmented
+		 * message's: the whole one is checked here, closed as it
+		 * would (1009, no more reading). */
+		ws->msg_too_big = true;
+		wslay_event_shutdown_read(ctx);
+		wslay_event_queue_close(ctx, WSLAY_CODE_MESSAGE_TOO_BIG, NULL, 0);
+		return;
+	}
+	buf_add(&ws->msg, arg->data, arg->data_length);
+}
+
 static const struct wslay_event_callbacks ws_callbacks = {
     .recv_callback = ws_recv_cb,
     .send_callback = ws_send_cb,
+    .on_frame_recv_start_callback = ws_frame_start_cb,
+    .on_frame_recv_chunk_callback = ws_frame_chunk_cb,
     .on_msg_recv_callback = ws_msg_cb,
 };
 
@@ -1567,6 +1618,8 @@ http_upgrade_websocket(struct http_request *req, ws_message_fn on_message, ws_cl
 		abort();
 	}
 	wslay_event_config_set_max_recv_msg_length(ws->ctx, c->srv->limits.max_ws_message);
+	wslay_event_config_set_no_buffering(ws->ctx, 1);
+	buf_init(&ws->msg);
 	c->ws = ws;
 	c->active = NULL;
 	c->srv->stats.ws_open++;

@@ -691,13 +691,28 @@ agent_on_overflow(void *arg, size_t len)
 	agent_close_after_error(a, "line too long");
 }
 
-void
-agent_link_input(struct agent *a, const char *data, size_t len)
+/* (The framer's callbacks are set at each feed: a restart re-initialises
+ * it without them.) */
+static void
+agent_framer_arm(struct agent *a)
 {
 	a->framer.on_line = agent_on_line;
 	a->framer.on_overflow = agent_on_overflow;
 	a->framer.arg = a;
+}
+
+void
+agent_link_input(struct agent *a, const char *data, size_t len)
+{
+	agent_framer_arm(a);
 	proto_framer_feed(&a->framer, data, len);
+}
+
+void
+agent_link_message(struct agent *a, const char *data, size_t len)
+{
+	agent_framer_arm(a);
+	proto_framer_feed_line(&a->framer, data, len);
 }
 
 int

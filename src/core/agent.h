@@ -225,6 +225,9 @@ void agent_describe(const struct agent *a, char *out, size_t len);
 
 /* Feeds bytes read from the agent (protocol lines). */
 void agent_link_input(struct agent *a, const char *data, size_t len);
+/* Feeds one message of a transport that frames its own (a WebSocket
+ * message, an extension's line): as its bytes and a "\n". */
+void agent_link_message(struct agent *a, const char *data, size_t len);
 /* The connection ended (process exit, disconnect). */
 void agent_link_closed(struct agent *a, const struct agent_exit *ex);
 

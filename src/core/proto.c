@@ -296,6 +296,22 @@ proto_framer_feed(struct proto_framer *f, const char *data, size_t n)
 		buf_free(&f->buf);
 }
 
+void
+proto_framer_feed_line(struct proto_framer *f, const char *data, size_t n)
+{
+	if (memchr(data, '\n', n) != NULL) {
+		proto_framer_feed(f, data, n);
+		proto_framer_feed(f, "\n", 1);
+		return;
+	}
+	/* As the two feeds above, without copying a line that arrives whole
+	 * (framer_complete passes it on straight from data). */
+	if (!f->stopped)
+		framer_complete(f, data, n);
+	if (f->stopped)
+		buf_free(&f->buf);
+}
+
 /* ---- errors ------------------------------------------------------------ */
 
 /* Frees what e holds and zeroes it. */

@@ -130,6 +130,9 @@ void proto_framer_free(struct proto_framer *f);
 /* Feeds n bytes.  Callbacks may run; a callback may call
  * proto_framer_stop to make feed return early (the rest is dropped). */
 void proto_framer_feed(struct proto_framer *f, const char *data, size_t n);
+/* Feeds n bytes and a "\n" after them (a message of a transport that
+ * frames its own messages, as a WebSocket does). */
+void proto_framer_feed_line(struct proto_framer *f, const char *data, size_t n);
 /* Makes the running feed return after the current callback, and every
  * later feed return at once. */
 void proto_framer_stop(struct proto_framer *f);

@@ -429,6 +429,17 @@ utf8_valid(const char *str, size_t len)
 	const unsigned char *s = (const unsigned char *)str;
 	size_t i = 0;
 	while (i < len) {
+		/* Protocol lines are mostly ASCII: eight bytes at a time while
+		 * none has its high bit set. */
+		uint64_t w;
+		while (len - i >= sizeof w) {
+			memcpy(&w, s + i, sizeof w);
+			if ((w & UINT64_C(0x8080808080808080)) != 0)
+				break;
+			i += sizeof w;
+		}
+		if (i == len)
+			break;
 		unsigned char c = s[i];
 		size_t n;
 		uint32_t cp;

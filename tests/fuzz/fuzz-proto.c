@@ -7,6 +7,8 @@
  *             64, 500 or all at once
  *   bit 3     max_line 64 (reaches line_too_long) instead of 64 KiB
  *   bit 4     the framer is stopped from a callback after the third line
+ *   bit 5     each piece is fed as a message (proto_framer_feed_line, as a
+ *             WebSocket's are): the reference sees a "\n" after each
  * Checks, beyond the sanitizers':
  *   - the framer hands over the same lines, in the same order, and reports
  *     the same number of oversized lines, as a simple reference splitter
@@ -222,9 +224,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	                   .all_len = size};
 	proto_framer_init(&st.f, st.max_line, on_line, on_overflow, &st);
 	size_t step = pieces[mode & 7];
+	bool messages = (mode & 32) != 0;
+	char *joined = NULL;
+	if (messages) {
+		/* What the reference splits: the pieces, each with its "\n". */
+		joined = malloc(2 * size);
+		FUZZ_CHECK(joined != NULL);
+		size_t j = 0;
+		for (size_t off = 0; off < size;) {
+			size_t n = size - off < step ? size - off : step;
+			memcpy(joined + j, data + off, n);
+			j += n;
+			joined[j++] = '\n';
+			off += n;
+		}
+		st.all = joined;
+		st.all_len = j;
+	}
 	for (size_t off = 0; off < size;) {
 		size_t n = size - off < step ? size - off : step;
-		proto_framer_feed(&st.f, (const char *)data + off, n);
+		if (messages)
+			proto_framer_feed_line(&st.f, (const char *)data + off, n);
+		else
+			proto_framer_feed(&st.f, (const char *)data + off, n);
 		off += n;
 	}
 	if (!st.f.stopped) {
@@ -234,5 +256,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(st.overflows == st.ref_overflows);
 	}
 	proto_framer_free(&st.f);
+	free(joined);
 	return 0;
 }

@@ -701,6 +701,12 @@ cases = [
     ("invalid UTF-8", 1007, lambda w: w.send_frame(OP_TEXT, b"\xff\xfe")),
     ("message over max_line", 1009, lambda w: w.send_frame(OP_TEXT, b"x" * (1024 * 1024 + 1))),
     ("length 2^62", 1009, lambda w: w.send_raw(WebSocket.frame(OP_TEXT, b"abc", length=2 ** 62))),
+    # Each frame under the limit, the message over it.
+    ("fragmented message over max_line", 1009,
+     lambda w: (w.send_frame(OP_TEXT, b"x" * 600000, fin=False),
+                w.send_frame(OP_CONT, b"x" * 600000))),
+    ("invalid UTF-8 in a continuation", 1007,
+     lambda w: (w.send_frame(OP_TEXT, b"{", fin=False), w.send_frame(OP_CONT, b"\xc3\x28"))),
     # RFC 6455 5.5: control frames are not fragmented and carry <= 125 bytes.
     ("fragmented ping", 1002, lambda w: w.send_frame(OP_PING, b"x", fin=False)),
     ("ping over 125 bytes", 1002, lambda w: w.send_frame(OP_PING, b"x" * 126)),
@@ -722,6 +728,23 @@ w.send_frame(OP_CONT, b'ibe", "events": ["logs"]}')
 import json
 m = json.loads(w.recv_text(timeout=5))
 assert m["type"] == "subscribed" and m["logs"], m
+# A character cut between two frames, and a message after a big one (the
+# buffer is reused): each arrives whole.
+def reply():
+    while True:  # (log events may come in between)
+        m = json.loads(w.recv_text(timeout=5))
+        if m["type"] in ("subscribed", "error"):
+            return m
+w.send_frame(OP_TEXT, b'{"type": "subscribe", "x": "\xc3', fin=False)
+w.send_frame(OP_CONT, b'\xa9", "events": ["tasks"]}')
+m = reply()
+assert m["type"] == "subscribed" and m["tasks"], m
+w.send_text('{"type": "subscribe", "pad": "%s", "events": ["agents"]}' % ("y" * 200000))
+m = reply()
+assert m["type"] == "subscribed" and m["agents"], m
+w.send_text('{"type": "nonsense"}')
+m = reply()
+assert m["type"] == "error" and m["code"] == "bad_request", m
 w.ping_wait(b"after")
 assert w.pongs == [b"mid", b"after"], w.pongs
 assert w.close(1000) == (1000, "")

@@ -21,6 +21,7 @@ struct seen {
 	size_t overflow_len;
 	int stop_after; /* stop the framer after this many lines (0: never) */
 	struct proto_framer *f;
+	const char *last; /* where the last line was passed from */
 };
 
 static void
@@ -30,6 +31,7 @@ seen_line(void *arg, const char *line, size_t len)
 	assert_true(s->nlines < MAX_SEEN);
 	s->lines[s->nlines] = xstrndup(line, len);
 	s->lens[s->nlines] = len;
+	s->last = line;
 	s->nlines++;
 	if (s->stop_after != 0 && s->nlines == s->stop_after)
 		proto_framer_stop(s->f);
@@ -60,6 +62,60 @@ feeds(struct proto_framer *f, const char *s)
 }
 
 /* ---- framing ------------------------------------------------------------ */
+
+/* proto_framer_feed_line does what feeding the bytes and a "\n" does, and
+ * passes a whole line on from the caller's bytes. */
+static void
+test_frame_message(void **state)
+{
+	static const char *const cases[][2] = {
+	    /* what was fed before (a partial line), the message */
+	    {"", "{\"type\":\"heartbeat\"}"},
+	    {"", "crlf\r"},
+	    {"", ""},
+	    {"", "two\nlines"},
+	    {"", "trailing\n"},
+	    {"{\"ty", "pe\":\"heartbeat\"}"},
+	    {"", "0123456789012345678901234567890123456789"}, /* over max_line 32 */
+	    {"0123456789012345678901234567890123456789", "tail"},
+	    {"", "01234567890123456789012345678901\r"}, /* max_line with its '\r' */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct proto_framer f, g;
+		struct seen s = {.f = &f}, t = {.f = &g};
+		proto_framer_init(&f, 32, seen_line, seen_overflow, &s);
+		proto_framer_init(&g, 32, seen_line, seen_overflow, &t);
+		feeds(&f, cases[i][0]);
+		feeds(&g, cases[i][0]);
+		const char *m = cases[i][1];
+		proto_framer_feed_line(&f, m, strlen(m));
+		feeds(&g, m);
+		feeds(&g, "\n");
+		assert_int_equal(s.nlines, t.nlines);
+		for (int k = 0; k < s.nlines; k++)
+			assert_string_equal(s.lines[k], t.lines[k]);
+		assert_int_equal(s.noverflow, t.noverflow);
+		/* Both framers take the next line alike. */
+		feeds(&f, "next\n");
+		feeds(&g, "next\n");
+		assert_int_equal(s.nlines, t.nlines);
+		assert_string_equal(s.lines[s.nlines - 1], "next");
+		seen_clear(&s);
+		seen_clear(&t);
+		proto_framer_free(&f);
+		proto_framer_free(&g);
+	}
+	/* A whole line is not copied. */
+	struct proto_framer f;
+	struct seen s = {.f = &f};
+	proto_framer_init(&f, 0, seen_line, seen_overflow, &s);
+	const char *m = "{\"type\":\"heartbeat\"}";
+	proto_framer_feed_line(&f, m, strlen(m));
+	assert_int_equal(s.nlines, 1);
+	assert_ptr_equal(s.last, m);
+	seen_clear(&s);
+	proto_framer_free(&f);
+}
 
 static void
 test_frame_basic(void **state)
@@ -1078,6 +1134,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_frame_basic),
+	    cmocka_unit_test(test_frame_message),
 	    cmocka_unit_test(test_frame_split),
 	    cmocka_unit_test(test_frame_limit),
 	    cmocka_unit_test(test_frame_stop),

@@ -67,6 +67,22 @@ test_utf8(void **state)
 	assert_false(utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
 	assert_false(utf8_valid("\xff", 1));
 	assert_false(utf8_valid("a\x80", 2));
+	/* Long ASCII runs are checked a word at a time: a bad byte, a good
+	 * character or a cut one at every offset around the word edges. */
+	char s[48];
+	for (size_t at = 0; at + 3 <= sizeof s; at++) {
+		memset(s, 'a', sizeof s);
+		s[at] = '\x80';
+		assert_false(utf8_valid(s, sizeof s));
+		memcpy(s + at, "\xe2\x82\xac", 3); /* U+20AC */
+		assert_true(utf8_valid(s, sizeof s));
+		assert_false(utf8_valid(s, at + 2)); /* cut after two of its three bytes */
+		s[at + 1] = 'a';                     /* a lead byte without its continuation */
+		assert_false(utf8_valid(s, sizeof s));
+	}
+	memset(s, 'a', sizeof s);
+	assert_true(utf8_valid(s, sizeof s));
+	assert_true(utf8_valid(s, 0));
 }
 
 static void
