@@ -41,7 +41,6 @@
 
 #define CHATGPT_VERSION "1.0"
 #define TYPE_NAME       "chatgpt"
-#define SERVICE         "openai"
 
 static const struct dreamos_host *host;
 static struct dreamos_ext *self;
@@ -78,23 +77,11 @@ static double ask_cost;
 
 /* ---- the API key ----------------------------------------------------------- */
 
-/* A copy of the key, which the host now hides wherever it would show. */
-static char *
-key_keep(const char *k)
-{
-	if (DREAMOS_HOST_HAS(host, secret_add))
-		host->secret_add(self, k);
-	return strdup(k);
-}
-
 static void
 key_load(void)
 {
-	if (api_key != NULL) {
-		explicit_bzero(api_key, strlen(api_key));
-		free(api_key);
-		api_key = NULL;
-	}
+	secret_free(api_key);
+	api_key = NULL;
 	key_problem[0] = '\0';
 	if (cfg.key_file != NULL) {
 		int fd = open(cfg.key_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -127,7 +114,7 @@ key_load(void)
 			snprintf(key_problem, sizeof key_problem, "api_key_file %s is empty",
 			         cfg.key_file);
 		else
-			api_key = key_keep(buf);
+			api_key = secret_keep(buf);
 		explicit_bzero(buf, sizeof buf);
 		return;
 	}
@@ -136,7 +123,7 @@ key_load(void)
 		snprintf(key_problem, sizeof key_problem, "no API key: $%s is not set",
 		         cfg.key_env);
 	else
-		api_key = key_keep(v);
+		api_key = secret_keep(v);
 }
 
 static const char *
@@ -233,13 +220,7 @@ agent_find(const char *name)
 static void
 aline(struct gagent *g, json_t *o)
 {
-	char *s = json_dumps(o, JSON_COMPACT);
-	s = redact(s);
-	if (g->agent != NULL && host->agent_line(self, g->agent, s) != 0)
-		host->log(self, DREAMOS_LOG_WARN, "agent_line for %s: %s", g->name,
-		          host->last_error(self));
-	free(s);
-	json_decref(o);
+	agent_send(g->agent, g->name, o);
 }
 
 /* A log record with the agent as its source. */
@@ -579,35 +560,11 @@ req_start(struct req *r, const char *system, json_t *history, char **why)
 		json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
 	char *text = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
-	char *url = NULL, *auth = NULL;
-	if (asprintf(&url, "%s/v1/chat/completions", cfg.base_url) < 0 ||
-	    asprintf(&auth, "Authorization: Bearer %s", api_key) < 0) {
-		free(text);
-		*why = strdup("out of memory");
-		return -1;
-	}
-	const char *headers[] = {
-	    auth, "Content-Type: application/json",
-	    r->stream ? "Accept: text/event-stream" : "Accept: application/json", NULL};
-	struct dreamos_http_request rq = {
-	    .size = sizeof rq,
-	    .method = "POST",
-	    .url = url,
-	    .headers = headers,
-	    .body = text,
-	    .timeout_s = cfg.timeout_s,
-	    .max_retries = cfg.retries,
-	    .service = SERVICE,
-	};
-	r->http = host->http_request(self, &rq, req_done, r->stream ? on_chunk : NULL, r);
-	explicit_bzero(auth, strlen(auth));
-	free(auth);
-	free(url);
+	r->http = chat_request(cfg.base_url, api_key, text, cfg.timeout_s, cfg.retries, req_done,
+	                       r->stream ? on_chunk : NULL, r, why);
 	free(text);
-	if (r->http == 0) {
-		*why = fmt("%s", host->last_error(self));
+	if (r->http == 0)
 		return -1;
-	}
 	r->next = reqs;
 	reqs = r;
 	return 0;
@@ -1136,22 +1093,6 @@ agent_stop(struct dreamos_ext *ext, struct dreamos_agent *agent, void *state, co
 
 /* ---- commands ---------------------------------------------------------------- */
 
-static char *
-join_args(struct dreamos_call *call, int from)
-{
-	size_t len = 0;
-	int n = host->call_argc(call);
-	for (int i = from; i < n; i++)
-		len += strlen(host->call_arg(call, i)) + 1;
-	char *s = calloc(1, len + 1);
-	for (int i = from; i < n; i++) {
-		if (i > from)
-			strcat(s, " ");
-		strcat(s, host->call_arg(call, i));
-	}
-	return s;
-}
-
 static int
 cmd_ask(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 {
@@ -1159,7 +1100,7 @@ cmd_ask(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 	r->kind = REQ_ASK;
 	r->call = call;
 	r->stream = true;
-	r->prompt = join_args(call, 0);
+	r->prompt = args_join(call, 0);
 	const char *model = host->call_opt(call, "model");
 	r->model = strdup(model ? model : cfg.model);
 	const char *system = host->call_opt(call, "system");
@@ -1277,12 +1218,7 @@ cmd_chatgpt(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 			    "tokens_out", (json_int_t)ask_out, "cost_usd", ask_cost);
 		}
 		json_decref(list);
-		char *s = json_dumps(o, JSON_COMPACT);
-		s = redact(s);
-		host->call_reply_json(call, s);
-		free(s);
-		json_decref(o);
-		return DREAMOS_CMD_OK;
+		return reply_redacted(call, o);
 	}
 	if (name == NULL) {
 		host->call_error(call, "chatgpt %s: missing agent NAME", verb);
@@ -1552,11 +1488,8 @@ fini(struct dreamos_ext *ext)
 		free(p->ts);
 		free(p);
 	}
-	if (api_key) {
-		explicit_bzero(api_key, strlen(api_key));
-		free(api_key);
-		api_key = NULL;
-	}
+	secret_free(api_key);
+	api_key = NULL;
 	cfg_free();
 }
 

@@ -44,7 +44,6 @@
 
 #define CODEX_VERSION "1.0"
 #define TYPE_NAME     "codex"
-#define SERVICE       "openai"
 #define OUT_MAX       (256 * 1024) /* output kept of a child */
 #define FEEDBACK_MAX  8000         /* check output sent back to the model */
 
@@ -343,12 +342,7 @@ job_free(struct job *j)
 static void
 aline(struct cagent *g, json_t *o)
 {
-	char *s = redact(json_dumps(o, JSON_COMPACT));
-	if (g != NULL && g->agent != NULL && host->agent_line(self, g->agent, s) != 0)
-		host->log(self, DREAMOS_LOG_WARN, "agent_line for %s: %s", g->name,
-		          host->last_error(self));
-	free(s);
-	json_decref(o);
+	agent_send(g ? g->agent : NULL, g ? g->name : NULL, o);
 }
 
 static void
@@ -458,30 +452,10 @@ ask(struct job *j, const char *system, const char *prompt, char **why)
 	                         "content", prompt, "stream", 0, "temperature", 0.0);
 	char *text = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
-	char *url = fmt("%s/v1/chat/completions", cfg.base_url), *auth = NULL;
-	if (asprintf(&auth, "Authorization: Bearer %s", api_key) < 0)
-		auth = NULL;
-	const char *headers[] = {auth, "Content-Type: application/json", "Accept: application/json",
-	                         NULL};
-	struct dreamos_http_request rq = {
-	    .size = sizeof rq,
-	    .method = "POST",
-	    .url = url,
-	    .headers = headers,
-	    .body = text,
-	    .timeout_s = cfg.timeout_s,
-	    .max_retries = cfg.retries,
-	    .service = SERVICE,
-	};
-	j->http = auth ? host->http_request(self, &rq, on_answer, NULL, j) : 0;
-	if (auth)
-		explicit_bzero(auth, strlen(auth));
-	free(auth), free(url), free(text);
-	if (j->http == 0) {
-		*why = fmt("%s", host->last_error(self));
-		return -1;
-	}
-	return 0;
+	j->http = chat_request(cfg.base_url, api_key, text, cfg.timeout_s, cfg.retries, on_answer,
+	                       NULL, j, why);
+	free(text);
+	return j->http == 0 ? -1 : 0;
 }
 
 /* The answer's text (malloc'd), or NULL with *why. */
@@ -605,6 +579,17 @@ step_review(struct job *j)
 	free(p);
 }
 
+/* The attempts are over (the change committed, left in the checkout, or
+ * reverted): the review if one was asked for, else the end. */
+static void
+review_or_finish(struct job *j)
+{
+	if (j->review)
+		step_review(j);
+	else
+		job_finish(j);
+}
+
 /* The review's verdict: {valid, feedback, suggestions}, or an error. */
 static json_t *
 verdict_of(const char *a)
@@ -699,10 +684,7 @@ after_commit(struct job *j, int status, char *out)
 		host->log(self, DREAMOS_LOG_WARN, "codex %ld: commit failed: %s", j->id, out);
 	}
 	free(out);
-	if (j->review)
-		step_review(j);
-	else
-		job_finish(j);
+	review_or_finish(j);
 }
 
 static void
@@ -717,10 +699,7 @@ step_finish_pass(struct job *j)
 		    NULL, 60, after_commit);
 		return;
 	}
-	if (j->review)
-		step_review(j);
-	else
-		job_finish(j);
+	review_or_finish(j);
 }
 
 static void
@@ -751,10 +730,7 @@ after_last_revert(struct job *j, int status, char *out)
 	if (status != 0)
 		host->log(self, DREAMOS_LOG_WARN, "codex %ld: revert failed: %s", j->id, out);
 	free(out);
-	if (j->review)
-		step_review(j);
-	else
-		job_finish(j);
+	review_or_finish(j);
 }
 
 /* An attempt failed: the next one, or the end (a failed change is reverted:
@@ -1109,14 +1085,8 @@ cmd_status(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 	const char *id = host->call_arg(call, 0);
 	if (id != NULL) {
 		for (struct job *j = jobs; j != NULL; j = j->next)
-			if (j->id == strtol(id, NULL, 10)) {
-				json_t *o = job_json(j);
-				char *s = redact(json_dumps(o, JSON_COMPACT));
-				host->call_reply_json(call, s);
-				free(s);
-				json_decref(o);
-				return DREAMOS_CMD_OK;
-			}
+			if (j->id == strtol(id, NULL, 10))
+				return reply_redacted(call, job_json(j));
 		char key[64];
 		snprintf(key, sizeof key, "job.%ld", strtol(id, NULL, 10));
 		char *s = host->kv_get(self, key);
@@ -1137,11 +1107,7 @@ cmd_status(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 	              api_key != NULL, "work_dir", cfg.work_dir, "attempts", cfg.attempts,
 	              "check_timeout_s", cfg.check_timeout_s, "jobs_done", (json_int_t)jobs_done,
 	              "jobs_passed", (json_int_t)jobs_passed, "running", list, "agents", ags);
-	char *s = redact(json_dumps(o, JSON_COMPACT));
-	host->call_reply_json(call, s);
-	free(s);
-	json_decref(o);
-	return DREAMOS_CMD_OK;
+	return reply_redacted(call, o);
 }
 
 static int
@@ -1348,9 +1314,7 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 	if (cfg_load(config) != 0)
 		return -1;
 	const char *k = getenv(cfg.key_env);
-	api_key = k && *k ? strdup(k) : NULL;
-	if (api_key != NULL && DREAMOS_HOST_HAS(host, secret_add))
-		host->secret_add(self, api_key);
+	api_key = k && *k ? secret_keep(k) : NULL;
 	if (api_key == NULL)
 		host->log(ext, DREAMOS_LOG_INFO, "no API key: $%s is not set; codex jobs will fail",
 		          cfg.key_env);
@@ -1432,11 +1396,8 @@ fini(struct dreamos_ext *ext)
 		free(g->name);
 		free(g);
 	}
-	if (api_key) {
-		explicit_bzero(api_key, strlen(api_key));
-		free(api_key);
-		api_key = NULL;
-	}
+	secret_free(api_key);
+	api_key = NULL;
 	free(cfg.base_url), free(cfg.key_env), free(cfg.model), free(cfg.work_dir);
 	memset(&cfg, 0, sizeof cfg);
 }

@@ -1,14 +1,20 @@
 /* helpers.h — small helpers the core extensions share (each is its own
- * module, so they are static here).  Include after declaring
+ * module, so they are static here, and inline so that an extension may
+ * leave some unused).  Include after declaring
  *
  *   static const struct dreamos_host *host;
  *   static struct dreamos_ext *self;
  *
- * and jansson.h. */
+ * and jansson.h.  What fmt, vfmt, reply_redacted and agent_send make
+ * passes through redact; an extension with secrets of its own defines
+ * HELPERS_SCRUB (a function taking and returning a malloc'd string, like
+ * redact) before including this, and it passes through that instead. */
 #ifndef DREAMOS_EXT_HELPERS_H
 #define DREAMOS_EXT_HELPERS_H
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +23,13 @@
 #include <dreamos/extension.h>
 #include <jansson.h>
 
+#ifndef HELPERS_SCRUB
+#define HELPERS_SCRUB redact
+#endif
+
 /* s (malloc'd) with every secret the host knows (the API key among them:
  * secret_add) replaced by "[redacted]"; returns the new string. */
-static char *
+static inline char *
 redact(char *s)
 {
 	if (s == NULL || !DREAMOS_HOST_HAS(host, redact))
@@ -33,19 +43,22 @@ redact(char *s)
 	return s;
 }
 
-/* vprintf into a new string, redacted; NULL if out of memory. */
-static char *
+/* vprintf into a new string, redacted (HELPERS_SCRUB); NULL if out of
+ * memory.  The caller frees it. */
+static inline char *vfmt(const char *f, va_list ap) DREAMOS_PRINTF(1, 0);
+static inline char *
 vfmt(const char *f, va_list ap)
 {
 	char *s = NULL;
 	if (vasprintf(&s, f, ap) < 0)
 		s = NULL;
-	return redact(s);
+	return HELPERS_SCRUB(s);
 }
 
-/* printf into a new string, redacted; NULL if out of memory. */
-static char *fmt(const char *f, ...) DREAMOS_PRINTF(1, 2);
-static char *
+/* printf into a new string, redacted (HELPERS_SCRUB); NULL if out of
+ * memory.  The caller frees it. */
+static inline char *fmt(const char *f, ...) DREAMOS_PRINTF(1, 2);
+static inline char *
 fmt(const char *f, ...)
 {
 	va_list ap;
@@ -56,25 +69,98 @@ fmt(const char *f, ...)
 }
 
 /* The string at key k of object o, or NULL. */
-static const char *
+static inline const char *
 jstr(const json_t *o, const char *k)
 {
 	return json_string_value(json_object_get(o, k));
 }
 
 /* The number at key k of object o, or dflt. */
-static double
+static inline double
 jnum(const json_t *o, const char *k, double dflt)
 {
 	json_t *v = json_object_get(o, k);
 	return json_is_number(v) ? json_number_value(v) : dflt;
 }
 
-/* A copy of s, or NULL for NULL. */
+/* A copy of s, or NULL for NULL; aborts when out of memory (like xmalloc:
+ * the callers do not check). */
 static inline char *
 xstrdup(const char *s)
 {
-	return s ? strdup(s) : NULL;
+	if (s == NULL)
+		return NULL;
+	char *d = strdup(s);
+	if (d == NULL)
+		abort();
+	return d;
+}
+
+/* The positional arguments of call from the from-th on, joined with
+ * spaces ("" for none); NULL if out of memory.  The caller frees it. */
+static inline char *
+args_join(struct dreamos_call *call, int from)
+{
+	size_t len = 0;
+	int n = host->call_argc(call);
+	for (int i = from; i < n; i++)
+		len += strlen(host->call_arg(call, i)) + 1;
+	char *s = calloc(1, len + 1);
+	if (s == NULL)
+		return NULL;
+	for (int i = from; i < n; i++) {
+		if (i > from)
+			strcat(s, " ");
+		strcat(s, host->call_arg(call, i));
+	}
+	return s;
+}
+
+/* Answers call with o (consumed) as JSON, redacted (HELPERS_SCRUB);
+ * returns DREAMOS_CMD_OK, for the command to return. */
+static inline int
+reply_redacted(struct dreamos_call *call, json_t *o)
+{
+	char *s = HELPERS_SCRUB(json_dumps(o, JSON_COMPACT));
+	json_decref(o);
+	host->call_reply_json(call, s);
+	free(s);
+	return DREAMOS_CMD_OK;
+}
+
+/* Sends o (consumed) as a protocol line of agent (nothing if agent is
+ * NULL), redacted (HELPERS_SCRUB); a line the host refuses is logged as a warning that
+ * names the agent (name). */
+static inline void
+agent_send(struct dreamos_agent *agent, const char *name, json_t *o)
+{
+	char *s = HELPERS_SCRUB(json_dumps(o, JSON_COMPACT));
+	if (agent != NULL && host->agent_line(self, agent, s) != 0)
+		host->log(self, DREAMOS_LOG_WARN, "agent_line for %s: %s", name,
+		          host->last_error(self));
+	free(s);
+	json_decref(o);
+}
+
+/* A copy of the secret k (an API key, a token), which the host now hides
+ * wherever it would show (redact); free it with secret_free. */
+static inline char *
+secret_keep(const char *k)
+{
+	if (DREAMOS_HOST_HAS(host, secret_add))
+		host->secret_add(self, k);
+	return strdup(k);
+}
+
+/* Frees s (may be NULL) after overwriting it, so that no copy of a secret
+ * stays behind in freed memory. */
+static inline void
+secret_free(char *s)
+{
+	if (s == NULL)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
 }
 
 /* Seconds on the monotonic clock. */
@@ -126,6 +212,49 @@ cfg_base_url(const json_t *c, const char *name)
 		return NULL;
 	}
 	return b;
+}
+
+/* Starts a chat completion of an OpenAI-compatible API: body (JSON text)
+ * POSTed to base_url's /v1/chat/completions with key as the bearer token,
+ * through the host's outbound HTTP (service "openai": the extensions that
+ * talk to it share its rate limits).  chunk non-NULL: the answer streams
+ * to it as server-sent events; done gets the end.  The header holding the
+ * key is wiped once the host has its copy.  Returns the request's id, or 0
+ * with *why set (malloc'd). */
+static inline uint64_t
+chat_request(const char *base_url, const char *key, const char *body, double timeout_s, int retries,
+             dreamos_http_done_fn done, dreamos_http_chunk_fn chunk, void *arg, char **why)
+{
+	char *url = NULL, *auth = NULL;
+	if (asprintf(&url, "%s/v1/chat/completions", base_url) < 0)
+		url = NULL;
+	if (asprintf(&auth, "Authorization: Bearer %s", key) < 0)
+		auth = NULL;
+	if (url == NULL || auth == NULL) {
+		free(url);
+		secret_free(auth);
+		*why = strdup("out of memory");
+		return 0;
+	}
+	const char *headers[] = {auth, "Content-Type: application/json",
+	                         chunk ? "Accept: text/event-stream" : "Accept: application/json",
+	                         NULL};
+	struct dreamos_http_request rq = {
+	    .size = sizeof rq,
+	    .method = "POST",
+	    .url = url,
+	    .headers = headers,
+	    .body = body,
+	    .timeout_s = timeout_s,
+	    .max_retries = retries,
+	    .service = "openai",
+	};
+	uint64_t id = host->http_request(self, &rq, done, chunk, arg);
+	secret_free(auth);
+	free(url);
+	if (id == 0)
+		*why = fmt("%s", host->last_error(self));
+	return id;
 }
 
 #endif

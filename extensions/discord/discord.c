@@ -53,6 +53,12 @@
 static const struct dreamos_host *host;
 static struct dreamos_ext *self;
 
+/* What helpers.h makes (fmt, vfmt, reply_redacted) is scrubbed of the
+ * webhook URLs too, not only of the secrets the host knows. */
+static char *scrub(char *s);
+#define HELPERS_SCRUB scrub
+#include "../common/helpers.h"
+
 static const char *const level_names[] = {"trace", "debug", "info", "warn", "error", "fatal"};
 
 /* ---- state --------------------------------------------------------------- */
@@ -136,20 +142,6 @@ static size_t ntws;
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static char *
-xstrdup(const char *s)
-{
-	return s ? strdup(s) : NULL;
-}
-
 /* Replaces every occurrence of needle in s (malloc'd) by "[redacted]";
  * returns the (maybe new) string. */
 static char *
@@ -176,8 +168,8 @@ cut_out(char *s, const char *needle)
 	return s;
 }
 
-/* s (malloc'd) without any webhook URL or token; returns the (maybe new)
- * string, to be freed. */
+/* s (malloc'd) without any webhook URL or token, nor any other secret
+ * the host knows; returns the (maybe new) string, to be freed. */
 static char *
 scrub(char *s)
 {
@@ -185,32 +177,28 @@ scrub(char *s)
 		s = cut_out(s, h->url);
 		s = cut_out(s, h->token);
 	}
-	if (s != NULL && DREAMOS_HOST_HAS(host, redact)) {
-		char *r = host->redact(self, s);
-		if (r != NULL) {
-			free(s);
-			s = strdup(r);
-			host->free(r);
-		}
-	}
-	return s;
+	return redact(s);
 }
 
-static char *fmt(const char *f, ...) DREAMOS_PRINTF(1, 2);
-static void dlog(int level, const char *f, ...) DREAMOS_PRINTF(2, 3);
-
-/* printf into a new string, scrubbed of secrets; the caller frees it. */
-static char *
-fmt(const char *f, ...)
+/* *s (malloc'd, or NULL) with sep and what appended (what alone if *s was
+ * NULL); left as it was if what is NULL or out of memory. */
+static void
+str_append(char **s, const char *sep, const char *what)
 {
-	va_list ap;
-	va_start(ap, f);
-	char *s = NULL;
-	if (vasprintf(&s, f, ap) < 0)
-		s = NULL;
-	va_end(ap);
-	return scrub(s);
+	char *n = NULL;
+	if (what == NULL)
+		return;
+	if (*s == NULL)
+		n = strdup(what);
+	else if (asprintf(&n, "%s%s%s", *s, sep, what) < 0)
+		n = NULL;
+	if (n != NULL) {
+		free(*s);
+		*s = n;
+	}
 }
+
+static void dlog(int level, const char *f, ...) DREAMOS_PRINTF(2, 3);
 
 /* Logs a line (scrubbed) as the extension. */
 static void
@@ -218,11 +206,8 @@ dlog(int level, const char *f, ...)
 {
 	va_list ap;
 	va_start(ap, f);
-	char *s = NULL;
-	if (vasprintf(&s, f, ap) < 0)
-		s = NULL;
+	char *s = vfmt(f, ap);
 	va_end(ap);
-	s = scrub(s);
 	if (s != NULL)
 		host->log(self, level, "%s", s);
 	free(s);
@@ -353,20 +338,6 @@ hook_get(const char *url)
 		h->token = strndup(s, (size_t)(e - s));
 	*pp = h;
 	return h;
-}
-
-static void
-hook_uses_add(struct hook *h, const char *what)
-{
-	char *n = NULL;
-	if (h->uses == NULL)
-		n = strdup(what);
-	else if (asprintf(&n, "%s, %s", h->uses, what) < 0)
-		n = NULL;
-	if (n != NULL) {
-		free(h->uses);
-		h->uses = n;
-	}
 }
 
 static struct item *
@@ -719,7 +690,7 @@ http_done(struct dreamos_ext *ext, void *arg, const struct dreamos_http_response
 		why = fmt("%s", resp->error ? resp->error : "no answer");
 	else {
 		json_t *j = json_loads(resp->body, 0, NULL);
-		const char *m = json_string_value(json_object_get(j, "message"));
+		const char *m = jstr(j, "message");
 		why = m ? fmt("HTTP %ld: %.200s", resp->status, m) : fmt("HTTP %ld", resp->status);
 		json_decref(j);
 	}
@@ -738,12 +709,8 @@ hook_free(struct hook *h)
 		hook_pop(h);
 	}
 	free(h->q);
-	if (h->url != NULL)
-		explicit_bzero(h->url, strlen(h->url));
-	if (h->token != NULL)
-		explicit_bzero(h->token, strlen(h->token));
-	free(h->url);
-	free(h->token);
+	secret_free(h->url);
+	secret_free(h->token);
 	free(h->id_shown);
 	free(h->where);
 	free(h->hash);
@@ -765,20 +732,6 @@ tw_forget(struct test_wait *tw)
 	}
 	free(tw->report);
 	free(tw);
-}
-
-static void
-tw_add_line(struct test_wait *tw, const char *line)
-{
-	char *n = NULL;
-	if (tw->report == NULL)
-		n = strdup(line);
-	else if (asprintf(&n, "%s\n%s", tw->report, line) < 0)
-		n = NULL;
-	if (n != NULL) {
-		free(tw->report);
-		tw->report = n;
-	}
 }
 
 /* Answers the command (once). */
@@ -813,7 +766,7 @@ tw_resolve(struct test_wait *tw, struct hook *h, bool ok, const char *why)
 		snprintf(line, sizeof line, "webhook #%d%s%s%s: failed: %s", h->no,
 		         *h->id_shown ? " (id " : "", h->id_shown, *h->id_shown ? ")" : "", why);
 	if (tw->call != NULL) {
-		tw_add_line(tw, line);
+		str_append(&tw->report, "\n", line);
 		if (!ok)
 			tw->failed++;
 	}
@@ -834,7 +787,7 @@ tw_timeout(struct dreamos_ext *ext, void *arg)
 	snprintf(line, sizeof line,
 	         "%d webhook%s did not take the message within %.0f s (it stays queued)",
 	         tw->pending, tw->pending == 1 ? "" : "s", cfg.test_timeout_s);
-	tw_add_line(tw, line);
+	str_append(&tw->report, "\n", line);
 	tw->failed++;
 	tw_answer(tw); /* freed when the last item lets go of it */
 }
@@ -845,9 +798,9 @@ tw_timeout(struct dreamos_ext *ext, void *arg)
 static char *
 record_line(json_t *rec, int level)
 {
-	const char *ts = json_string_value(json_object_get(rec, "ts"));
-	const char *src = json_string_value(json_object_get(rec, "source"));
-	const char *msg = json_string_value(json_object_get(rec, "msg"));
+	const char *ts = jstr(rec, "ts");
+	const char *src = jstr(rec, "source");
+	const char *msg = jstr(rec, "msg");
 	char tbuf[16] = "";
 	if (ts != NULL && strlen(ts) >= 19 && ts[10] == 'T')
 		snprintf(tbuf, sizeof tbuf, "%.8s", ts + 11);
@@ -855,11 +808,8 @@ record_line(json_t *rec, int level)
 	snprintf(lv, sizeof lv, "%s", level_names[level]);
 	for (char *p = lv; *p; p++)
 		*p = (char)toupper((unsigned char)*p);
-	char *s = NULL;
-	if (asprintf(&s, "`%s` **%s** %s: %s", tbuf[0] ? tbuf : "--:--:--", lv, src ? src : "?",
-	             msg ? msg : "") < 0)
-		return NULL;
-	s = scrub(s);
+	char *s = fmt("`%s` **%s** %s: %s", tbuf[0] ? tbuf : "--:--:--", lv, src ? src : "?",
+	              msg ? msg : "");
 	if (s == NULL)
 		return NULL;
 	size_t l = strlen(s);
@@ -918,9 +868,9 @@ on_event(struct dreamos_ext *ext, void *arg, const char *kind, const char *json)
 		json_decref(rec);
 		return;
 	}
-	int level = level_parse(json_string_value(json_object_get(rec, "level")));
-	const char *source = json_string_value(json_object_get(rec, "source"));
-	const char *msg = json_string_value(json_object_get(rec, "msg"));
+	int level = level_parse(jstr(rec, "level"));
+	const char *source = jstr(rec, "source");
+	const char *msg = jstr(rec, "msg");
 	if (level < 0 || source == NULL || is_own_failure(source, msg)) {
 		json_decref(rec);
 		return;
@@ -987,12 +937,7 @@ cmd_status(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 		              level_names[cfg.min_level], "problem", cfg.problem, "routes", rl,
 		              "webhooks", l);
 	}
-	char *s = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	s = scrub(s);
-	host->call_reply_json(call, s);
-	free(s);
-	return DREAMOS_CMD_OK;
+	return reply_redacted(call, o); /* scrubbed (HELPERS_SCRUB) */
 }
 
 static int
@@ -1139,36 +1084,20 @@ secret(const char *s)
 		host->secret_add(self, s);
 }
 
+/* Adds p (malloc'd, or NULL; freed here) to cfg.problem. */
 static void
 problem_add(char *p)
 {
-	if (p == NULL)
-		return;
-	if (cfg.problem == NULL) {
-		cfg.problem = p;
-		return;
-	}
-	char *n = NULL;
-	if (asprintf(&n, "%s; %s", cfg.problem, p) >= 0) {
-		free(cfg.problem);
-		cfg.problem = n;
-	}
+	str_append(&cfg.problem, "; ", p);
 	free(p);
 }
 
 static int
 cfg_load(const char *config)
 {
-	json_t *c = json_loads(config ? config : "{}", JSON_DECODE_ANY, NULL);
-	if (c == NULL || json_is_null(c)) {
-		json_decref(c);
-		c = json_object();
-	}
-	if (!json_is_object(c)) {
-		host->set_error(self, "extensions.discord must be a mapping");
-		json_decref(c);
+	json_t *c = cfg_object(config, "discord");
+	if (c == NULL)
 		return -1;
-	}
 	const char *k;
 	json_t *v;
 	json_object_foreach(c, k, v)
@@ -1213,7 +1142,7 @@ cfg_load(const char *config)
 	problem_add(problem);
 	if (url != NULL) {
 		default_hook = hook_get(url);
-		hook_uses_add(default_hook, "default");
+		str_append(&default_hook->uses, ", ", "default");
 		free(url);
 	}
 	json_t *rs = json_object_get(c, "routes");
@@ -1280,7 +1209,7 @@ cfg_load(const char *config)
 		free(url);
 		char *use = NULL;
 		if (asprintf(&use, "route %s", k) >= 0) {
-			hook_uses_add(r->hook, use);
+			str_append(&r->hook->uses, ", ", use);
 			free(use);
 		}
 		struct route **pp = &routes;
@@ -1454,7 +1383,7 @@ restore_state(struct dreamos_ext *ext, const char *state)
 	uint64_t lost = 0;
 	json_array_foreach(l, i, v)
 	{
-		const char *hash = json_string_value(json_object_get(v, "hash"));
+		const char *hash = jstr(v, "hash");
 		json_t *q = json_object_get(v, "queue");
 		struct hook *h = hooks;
 		while (h != NULL && (hash == NULL || strcmp(h->hash, hash) != 0))

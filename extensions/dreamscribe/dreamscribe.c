@@ -49,6 +49,10 @@
 #define DS_VERSION "1.0"
 
 static const struct dreamos_host *host;
+static struct dreamos_ext *self; /* for helpers.h */
+
+#include "../common/helpers.h"
+
 static sqlite3 *db;
 static char *db_path;
 static int64_t window_ms = 3600 * 1000;
@@ -613,25 +617,6 @@ on_event(struct dreamos_ext *ext, void *arg, const char *kind, const char *json)
 
 /* ---- commands ---------------------------------------------------------------- */
 
-/* The positional arguments joined with spaces (malloc'd). */
-static char *
-args_joined(struct dreamos_call *call, int from)
-{
-	size_t len = 0;
-	int n = host->call_argc(call);
-	for (int i = from; i < n; i++)
-		len += strlen(host->call_arg(call, i)) + 1;
-	char *s = calloc(1, len + 1);
-	if (s == NULL)
-		return NULL;
-	for (int i = from; i < n; i++) {
-		if (i > from)
-			strcat(s, " ");
-		strcat(s, host->call_arg(call, i));
-	}
-	return s;
-}
-
 static int
 reply_json(struct dreamos_call *call, json_t *j)
 {
@@ -755,7 +740,7 @@ cmd_add(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 	const char *atv = host->call_opt(call, "at");
 	if (atv != NULL && (at = parse_since(atv)) < 0)
 		return host->call_error(call, "memory add: --at '%s': not a time", atv);
-	char *text = args_joined(call, 0);
+	char *text = args_join(call, 0);
 	size_t nt = host->call_opt_count(call, "tags");
 	const char **tv = calloc(nt + 1, sizeof *tv);
 	for (size_t i = 0; tv && i < nt; i++)
@@ -790,7 +775,7 @@ cmd_search(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 	const char *s = host->call_opt(call, "since");
 	if (s != NULL && (since = parse_since(s)) < 0)
 		return host->call_error(call, "memory search: --since '%s': not a time", s);
-	char *query = args_joined(call, 0);
+	char *query = args_join(call, 0);
 	const char *err = NULL;
 	/* The query in FTS5 syntax first; on a syntax error, its words. */
 	json_t *rows = search_run(query, host->call_opt(call, "agent"), since, (int)limit, &err);
@@ -1085,7 +1070,7 @@ cmd_recall(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 	long long k = opt_int(call, "k", 5);
 	if (k <= 0)
 		return host->call_error(call, "memory recall: --k wants a number >= 1");
-	char *text = args_joined(call, 0);
+	char *text = args_join(call, 0);
 	const char *err = NULL;
 	json_t *rows = recall(text, host->call_opt(call, "agent"), (int)k, &err);
 	if (rows == NULL) {
@@ -1267,6 +1252,7 @@ static int
 init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 {
 	host = h;
+	self = ext;
 	char *w = host->config_get(ext, "thread_window_s");
 	if (w != NULL) {
 		double v = strtod(w, NULL);

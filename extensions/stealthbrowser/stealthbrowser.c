@@ -52,6 +52,8 @@
 static const struct dreamos_host *host;
 static struct dreamos_ext *self;
 
+#include "../common/helpers.h"
+
 /* ---- settings ------------------------------------------------------------ */
 
 static struct {
@@ -77,19 +79,13 @@ static struct {
 
 /* ---- small helpers ------------------------------------------------------------ */
 
-static char *
-xstrdup(const char *s)
-{
-	if (s == NULL)
-		return NULL;
-	char *d = strdup(s);
-	if (d == NULL)
-		abort();
-	return d;
-}
+static char *xfmt(const char *f, ...) DREAMOS_PRINTF(1, 2);
 
+/* printf into a new string; aborts when out of memory.  Not redacted,
+ * unlike fmt (helpers.h): it makes the browser's arguments, file names
+ * and scripts as well as messages.  The caller frees it. */
 static char *
-fmt(const char *f, ...)
+xfmt(const char *f, ...)
 {
 	va_list ap;
 	va_start(ap, f);
@@ -106,12 +102,6 @@ now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static const char *
-jstr(const json_t *o, const char *k)
-{
-	return json_string_value(json_object_get(o, k));
 }
 
 /* Pauses come from splitmix64, seeded by `seed` (or the clock). */
@@ -233,7 +223,7 @@ br_find_binary(void)
 		const char *p = path;
 		while (*p != '\0') {
 			size_t n = strcspn(p, ":");
-			char *f = fmt("%.*s/%s", (int)n, p, names[i]);
+			char *f = xfmt("%.*s/%s", (int)n, p, names[i]);
 			if (n > 0 && access(f, X_OK) == 0)
 				return f;
 			free(f);
@@ -252,12 +242,12 @@ private_dir(const char *name, char **why)
 {
 	const char *base = host->data_dir(self);
 	if (base == NULL) {
-		*why = fmt("no data directory: %s", host->last_error(self));
+		*why = xfmt("no data directory: %s", host->last_error(self));
 		return NULL;
 	}
-	char *d = fmt("%s/%s", base, name);
+	char *d = xfmt("%s/%s", base, name);
 	if (mkdir(d, 0700) != 0 && errno != EEXIST) {
-		*why = fmt("cannot create %s: %s", d, strerror(errno));
+		*why = xfmt("cannot create %s: %s", d, strerror(errno));
 		free(d);
 		return NULL;
 	}
@@ -289,7 +279,7 @@ br_on_start_timeout(struct dreamos_ext *ext, void *arg)
 	(void)ext, (void)arg;
 	br.timer = 0;
 	free(br.fail_why);
-	br.fail_why = fmt("it did not answer within %ld ms", cfg.start_timeout_ms);
+	br.fail_why = xfmt("it did not answer within %ld ms", cfg.start_timeout_ms);
 	if (br.proc != 0)
 		host->proc_kill(self, br.proc, 9);
 }
@@ -329,10 +319,10 @@ br_launch(char **why)
 {
 	char *bin = br_find_binary();
 	if (bin == NULL) {
-		*why = cfg.chromium ? fmt("cannot run %s (extensions.stealthbrowser.chromium): %s",
-		                          cfg.chromium, strerror(errno))
-		                    : fmt("no chromium on PATH: install it or set "
-		                          "extensions.stealthbrowser.chromium");
+		*why = cfg.chromium ? xfmt("cannot run %s (extensions.stealthbrowser.chromium): %s",
+		                           cfg.chromium, strerror(errno))
+		                    : xfmt("no chromium on PATH: install it or set "
+		                           "extensions.stealthbrowser.chromium");
 		return -1;
 	}
 	char *profile = private_dir("profile", why);
@@ -358,10 +348,10 @@ br_launch(char **why)
 	argv[n++] = "--password-store=basic";
 	argv[n++] = "--mute-audio";
 	argv[n++] = "--disable-breakpad";
-	argv[n++] = owned[nowned++] = fmt("--user-data-dir=%s", profile);
-	argv[n++] = owned[nowned++] = fmt("--window-size=%d,%d", cfg.width, cfg.height);
-	argv[n++] = owned[nowned++] = fmt("--lang=%s", cfg.lang);
-	argv[n++] = owned[nowned++] = fmt("--accept-lang=%s", cfg.accept_lang);
+	argv[n++] = owned[nowned++] = xfmt("--user-data-dir=%s", profile);
+	argv[n++] = owned[nowned++] = xfmt("--window-size=%d,%d", cfg.width, cfg.height);
+	argv[n++] = owned[nowned++] = xfmt("--lang=%s", cfg.lang);
+	argv[n++] = owned[nowned++] = xfmt("--accept-lang=%s", cfg.accept_lang);
 	if (cfg.stealth)
 		argv[n++] = "--disable-blink-features=AutomationControlled";
 	for (size_t i = 0; i < nextra; i++)
@@ -384,7 +374,7 @@ br_launch(char **why)
 	free(argv);
 	free(profile);
 	if (id == 0) {
-		*why = fmt("%s", host->last_error(self));
+		*why = xfmt("%s", host->last_error(self));
 		free(bin);
 		return -1;
 	}
@@ -521,7 +511,7 @@ br_on_setup_reply(const struct cdp_msg *m)
 		br_timer_clear();
 		if (m->error != NULL) {
 			free(br.fail_why);
-			br.fail_why = fmt("Browser.getVersion: %s", m->error);
+			br.fail_why = xfmt("Browser.getVersion: %s", m->error);
 			host->proc_kill(self, br.proc, 9);
 			return;
 		}
@@ -543,7 +533,7 @@ br_on_setup_reply(const struct cdp_msg *m)
 		return;
 	}
 	if (m->error != NULL) {
-		char *why = fmt("setting up the page: %s", m->error);
+		char *why = xfmt("setting up the page: %s", m->error);
 		br_forget_page();
 		jobs_page_lost(why);
 		free(why);
@@ -732,11 +722,11 @@ br_on_exit(struct dreamos_ext *ext, void *arg, uint64_t id, int status, int sign
 	br.crashed = true;
 	char *why;
 	if (starting)
-		why = fmt("the browser (%s) did not start: %s%s%s", br.path ? br.path : "chromium",
-		          br.fail_why ? br.fail_why : how, br.errlen ? "; stderr: " : "",
-		          br.errlen ? br_errtail() : "");
+		why = xfmt("the browser (%s) did not start: %s%s%s", br.path ? br.path : "chromium",
+		           br.fail_why ? br.fail_why : how, br.errlen ? "; stderr: " : "",
+		           br.errlen ? br_errtail() : "");
 	else
-		why = fmt("the browser died (%s); it restarts with the next command", how);
+		why = xfmt("the browser died (%s); it restarts with the next command", how);
 	host->log(self, DREAMOS_LOG_WARN, "%s", why);
 	if (starting)
 		jobs_browser_failed(why);
@@ -903,7 +893,7 @@ job_fail(struct job *j, bool retry, const char *f, ...)
 		host->call_finish(j->call, DREAMOS_CMD_ERROR);
 	} else if (j->ag != NULL) {
 		j->ag->failed++;
-		char *e = fmt("browser: %s", why);
+		char *e = xfmt("browser: %s", why);
 		aline(j->ag, json_pack("{s:s,s:I,s:s,s:b}", "type", "task.fail", "task",
 		                       (json_int_t)j->task, "error", e, "retry", retry));
 		free(e);
@@ -1014,7 +1004,7 @@ eval_value(const json_t *res, char **why)
 	if (ex != NULL) {
 		const char *d = jstr(json_object_get(ex, "exception"), "description");
 		const char *t = jstr(ex, "text");
-		*why = fmt("%s", d ? d : t ? t : "an exception");
+		*why = xfmt("%s", d ? d : t ? t : "an exception");
 		char *nl = strchr(*why, '\n');
 		if (nl != NULL)
 			*nl = '\0';
@@ -1075,12 +1065,12 @@ shot_save(const char *b64, const char *name, char **why)
 	size_t len = 0;
 	char *png = b64 ? b64_decode(b64, &len) : NULL;
 	if (png == NULL) {
-		*why = fmt("the browser sent no image");
+		*why = xfmt("the browser sent no image");
 		return NULL;
 	}
 	if (len < 24 || memcmp(png, "\x89PNG\r\n\x1a\n", 8) != 0) {
 		free(png);
-		*why = fmt("the browser sent something that is not a PNG");
+		*why = xfmt("the browser sent something that is not a PNG");
 		return NULL;
 	}
 	unsigned w = (unsigned)(unsigned char)png[16] << 24 |
@@ -1097,8 +1087,8 @@ shot_save(const char *b64, const char *name, char **why)
 	char *path;
 	if (name != NULL) {
 		size_t nl = strlen(name);
-		path = fmt("%s/%s%s", dir, name,
-		           nl > 4 && strcmp(name + nl - 4, ".png") == 0 ? "" : ".png");
+		path = xfmt("%s/%s%s", dir, name,
+		            nl > 4 && strcmp(name + nl - 4, ".png") == 0 ? "" : ".png");
 	} else {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -1106,10 +1096,10 @@ shot_save(const char *b64, const char *name, char **why)
 		localtime_r(&ts.tv_sec, &tm);
 		char stamp[32];
 		strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
-		path = fmt("%s/shot-%s-%ld.png", dir, stamp, ++shots_taken);
+		path = xfmt("%s/shot-%s-%ld.png", dir, stamp, ++shots_taken);
 	}
 	free(dir);
-	char *tmp = fmt("%s.tmp", path);
+	char *tmp = xfmt("%s.tmp", path);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	size_t off = 0;
 	while (fd >= 0 && off < len) {
@@ -1122,7 +1112,7 @@ shot_save(const char *b64, const char *name, char **why)
 	}
 	bool ok = fd >= 0 && off == len && close(fd) == 0 && rename(tmp, path) == 0;
 	if (!ok) {
-		*why = fmt("cannot write %s: %s", path, strerror(errno));
+		*why = xfmt("cannot write %s: %s", path, strerror(errno));
 		if (fd >= 0 && off != len)
 			close(fd);
 		unlink(tmp);
@@ -1262,11 +1252,12 @@ act_step(struct job *j, struct act *a)
 			json_t *sel = json_string(a->s1);
 			char *q = json_dumps(sel, JSON_ENCODE_ANY);
 			json_decref(sel);
-			char *js = fmt("(function (s) { var e = document.querySelector(s); if (!e) "
-			               "return null; e.scrollIntoView({block: 'center', inline: "
-			               "'center'}); var r = e.getBoundingClientRect(); return "
-			               "[r.left, r.top, r.width, r.height]; })(%s)",
-			               q);
+			char *js =
+			    xfmt("(function (s) { var e = document.querySelector(s); if (!e) "
+			         "return null; e.scrollIntoView({block: 'center', inline: "
+			         "'center'}); var r = e.getBoundingClientRect(); return "
+			         "[r.left, r.top, r.width, r.height]; })(%s)",
+			         q);
 			free(q);
 			j->step = 2;
 			int rc = job_eval(j, js);
@@ -1529,8 +1520,8 @@ static char *
 act_parse(json_t *o, struct act *a)
 {
 	if (!json_is_object(o) || json_object_size(o) != 1)
-		return fmt("each action is an object with one key (click, type, eval, text, shot, "
-		           "wait_ms)");
+		return xfmt("each action is an object with one key (click, type, eval, text, shot, "
+		            "wait_ms)");
 	const char *k = json_object_iter_key(json_object_iter(o));
 	json_t *v = json_object_iter_value(json_object_iter(o));
 	if (strcmp(k, "click") == 0 && json_is_string(v)) {
@@ -1554,9 +1545,9 @@ act_parse(json_t *o, struct act *a)
 		a->kind = A_WAIT;
 		a->n = (long)json_integer_value(v);
 	} else {
-		return fmt("bad action '%s' (click: SEL, type: [SEL, TEXT], eval: JS, text: true, "
-		           "shot: true|NAME, wait_ms: 0..600000)",
-		           k);
+		return xfmt("bad action '%s' (click: SEL, type: [SEL, TEXT], eval: JS, text: true, "
+		            "shot: true|NAME, wait_ms: 0..600000)",
+		            k);
 	}
 	return NULL;
 }
@@ -1575,21 +1566,21 @@ task_job(json_t *payload, char **why)
 		return j;
 	}
 	if (!json_is_object(payload)) {
-		*why = fmt("the payload must be {\"url\": ..., \"actions\": [...]}");
+		*why = xfmt("the payload must be {\"url\": ..., \"actions\": [...]}");
 		return NULL;
 	}
 	const char *url = jstr(payload, "url");
 	json_t *acts = json_object_get(payload, "actions");
 	if (acts != NULL && !json_is_array(acts)) {
-		*why = fmt("payload: actions must be a list");
+		*why = xfmt("payload: actions must be a list");
 		return NULL;
 	}
 	if (url == NULL && json_array_size(acts) == 0) {
-		*why = fmt("payload: no url and no actions");
+		*why = xfmt("payload: no url and no actions");
 		return NULL;
 	}
 	if (url != NULL && !url_ok(url)) {
-		*why = fmt(
+		*why = xfmt(
 		    "payload: '%s' is not a URL it may open (http://, https://, about:, data:%s)",
 		    url, cfg.allow_files ? ", file://" : "");
 		return NULL;
@@ -1611,10 +1602,10 @@ task_job(json_t *payload, char **why)
 		char *e = act_parse(json_array_get(acts, i), &j->acts[k]);
 		if (e == NULL && j->acts[k].kind == A_SHOT && j->acts[k].s1 != NULL &&
 		    !shot_name_ok(j->acts[k].s1))
-			e = fmt("bad screenshot name '%s' (letters, digits, '.', '_', '-')",
-			        j->acts[k].s1);
+			e = xfmt("bad screenshot name '%s' (letters, digits, '.', '_', '-')",
+			         j->acts[k].s1);
 		if (e != NULL) {
-			*why = fmt("payload: action %zu: %s", i + 1, e);
+			*why = xfmt("payload: action %zu: %s", i + 1, e);
 			free(e);
 			j->nacts = k + 1;
 			job_free(j);
@@ -1634,7 +1625,7 @@ agent_task(struct bagent *g, json_t *m)
 	struct job *j = task_job(json_object_get(t, "payload"), &why);
 	if (j == NULL) {
 		g->failed++;
-		char *e = fmt("browser: %s", why);
+		char *e = xfmt("browser: %s", why);
 		aline(g, json_pack("{s:s,s:I,s:s,s:b}", "type", "task.fail", "task", id, "error", e,
 		                   "retry", 0));
 		free(e);
@@ -1723,22 +1714,6 @@ agent_stop(struct dreamos_ext *ext, struct dreamos_agent *agent, void *state, co
 /* ---- commands ----------------------------------------------------------------------------------
  */
 
-static char *
-join_args(struct dreamos_call *call, int from)
-{
-	size_t len = 1;
-	int n = host->call_argc(call);
-	for (int i = from; i < n; i++)
-		len += strlen(host->call_arg(call, i)) + 1;
-	char *s = calloc(1, len);
-	for (int i = from; i < n; i++) {
-		if (i > from)
-			strcat(s, " ");
-		strcat(s, host->call_arg(call, i));
-	}
-	return s;
-}
-
 static bool
 url_ok(const char *u)
 {
@@ -1806,21 +1781,21 @@ static int
 cmd_eval(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 {
 	(void)ext, (void)arg;
-	return cmd_act(call, A_EVAL, join_args(call, 0), NULL, 0);
+	return cmd_act(call, A_EVAL, args_join(call, 0), NULL, 0);
 }
 
 static int
 cmd_click(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 {
 	(void)ext, (void)arg;
-	return cmd_act(call, A_CLICK, join_args(call, 0), NULL, 0);
+	return cmd_act(call, A_CLICK, args_join(call, 0), NULL, 0);
 }
 
 static int
 cmd_type(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 {
 	(void)ext, (void)arg;
-	return cmd_act(call, A_TYPE, xstrdup(host->call_arg(call, 0)), join_args(call, 1), 0);
+	return cmd_act(call, A_TYPE, xstrdup(host->call_arg(call, 0)), args_join(call, 1), 0);
 }
 
 static int
@@ -1977,21 +1952,14 @@ cfg_load(const char *config)
 	    " timeout_ms command_timeout_ms start_timeout_ms pause_ms_min pause_ms_max key_ms_min"
 	    " key_ms_max seed kill_after_s max_message_mb agent stealth no_sandbox headless"
 	    " allow_file_urls ";
-	json_t *c = json_loads(config ? config : "{}", JSON_DECODE_ANY, NULL);
-	if (c == NULL || json_is_null(c)) {
-		json_decref(c);
-		c = json_object();
-	}
-	if (!json_is_object(c)) {
-		host->set_error(self, "extensions.stealthbrowser must be a mapping");
-		json_decref(c);
+	json_t *c = cfg_object(config, "stealthbrowser");
+	if (c == NULL)
 		return -1;
-	}
 	const char *k;
 	json_t *v;
 	json_object_foreach(c, k, v)
 	{
-		char *word = fmt(" %s ", k);
+		char *word = xfmt(" %s ", k);
 		bool known = strstr(keys, word) != NULL;
 		free(word);
 		if (!known) {
