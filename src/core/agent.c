@@ -706,6 +706,7 @@ agent_link_input(struct agent *a, const char *data, size_t len)
 {
 	agent_framer_arm(a);
 	proto_framer_feed(&a->framer, data, len);
+	store_progress(orch_store(a->orch));
 }
 
 void

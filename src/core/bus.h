@@ -2,12 +2,15 @@
  * priorities, durability before `sent`, at-least-once delivery with acks,
  * redelivery, dead letters, history.
  *
- * Every accepted message gets a monotonic id and is written to SQLite (one
- * row in messages, one per recipient in deliveries) in the current group
- * transaction; the sender hears `sent` and the recipients get the message
- * only after that transaction commits.  Each recipient has an inbox: four
- * FIFO queues (one per priority, higher first) and an in-flight list bounded
- * by bus.window.  An in-flight message comes back to the front of its queue
+ * Every accepted message gets a monotonic id and is written to SQLite (a
+ * row in messages, and for a broadcast or a topic one per recipient in
+ * deliveries) in the current group transaction; the sender hears `sent`
+ * only after that transaction commits (recipients may get it before).  A
+ * direct message's delivery row is written when it is acked, dies or has
+ * its attempt recorded: until then the message's row alone says it is
+ * pending (BUS_SQL_DIRECT).  Each recipient has an inbox: four FIFO queues
+ * (one per priority, higher first) and an in-flight list bounded by
+ * bus.window.  An in-flight message comes back to the front of its queue
  * when its ack does not arrive within bus.ack_timeout or when its recipient
  * disconnects; after bus.max_attempts it is dead. */
 #ifndef DREAMOS_BUS_H
@@ -19,6 +22,17 @@
 
 #include "cmd.h"
 #include "proto.h"
+
+/* SQL: whether the messages row aliased `m` is a direct message (to one
+ * agent, named by target).  Such a message without a row in deliveries is
+ * pending to its target, with attempt 0. */
+#define BUS_SQL_DIRECT(m)                                                                          \
+	"(" m ".target NOT IN ('*', 'captain') AND substr(" m ".target, 1, 1) != '#')"
+/* SQL: whether message `m` has a delivery pending to it in the store
+ * without a row (see above). */
+#define BUS_SQL_ROWLESS(m)                                                                         \
+	"(" BUS_SQL_DIRECT(m) " AND NOT EXISTS (SELECT 1 FROM deliveries d0 WHERE "                \
+	                      "d0.msg_id = " m ".id))"
 
 struct orch;
 struct agent;

@@ -512,10 +512,12 @@ verify_messages(struct orch *o, json_t *checks, uint64_t *lost, uint64_t *dups)
 	strmap_init(&vm.map);
 	bus_foreach_pending(orch_bus(o), verify_mem_add, &vm);
 
-	/* Pending in the store: each must be in memory. */
+	/* Pending in the store (rows, and direct messages without one): each
+	 * must be in memory. */
 	uint64_t db_pending = 0, unsynced = 0;
-	sqlite3_stmt *s =
-	    store_stmt(st, "SELECT recipient, msg_id FROM deliveries WHERE state = 0");
+	sqlite3_stmt *s = store_stmt(
+	    st, "SELECT recipient, msg_id FROM deliveries WHERE state = 0 "
+	        "UNION ALL SELECT m.target, m.id FROM messages m WHERE " BUS_SQL_ROWLESS("m"));
 	while (s != NULL && sqlite3_step(s) == SQLITE_ROW) {
 		char key[160];
 		snprintf(key, sizeof key, "%s\x1f%lld", (const char *)sqlite3_column_text(s, 0),
@@ -543,18 +545,20 @@ verify_messages(struct orch *o, json_t *checks, uint64_t *lost, uint64_t *dups)
 	    verify_int(st, "SELECT count(*) FROM deliveries WHERE state NOT IN (0, 1, 2)");
 	int64_t orphans = verify_int(st, "SELECT count(*) FROM deliveries d WHERE NOT EXISTS "
 	                                 "(SELECT 1 FROM messages m WHERE m.id = d.msg_id)");
-	/* A message to one agent always has its delivery row (pruning removes
-	 * both together). */
+	/* A direct message's only delivery is to its target: a row for anyone
+	 * else leaves the target's pending without a row, so unseen. */
 	int64_t undelivered = verify_int(
-	    st, "SELECT count(*) FROM messages m WHERE m.target NOT IN ('*', 'captain') AND "
-	        "substr(m.target, 1, 1) != '#' AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE "
-	        "d.msg_id = m.id AND d.recipient = m.target)");
+	    st, "SELECT count(*) FROM messages m WHERE " BUS_SQL_DIRECT(
+	            "m") " AND EXISTS (SELECT "
+	                 "1 FROM deliveries d WHERE d.msg_id = m.id) AND NOT EXISTS (SELECT 1 FROM "
+	                 "deliveries d WHERE d.msg_id = m.id AND d.recipient = m.target)");
 	struct store_stats ss;
 	store_stats(st, &ss);
 	struct bus_stats bs;
 	bus_stats(orch_bus(o), &bs);
-	sqlite3_stmt *f =
-	    store_stmt(st, "SELECT count(*) FROM deliveries WHERE state = 0 AND msg_id < ?1");
+	sqlite3_stmt *f = store_stmt(st, "SELECT (SELECT count(*) FROM deliveries WHERE state = 0 "
+	                                 "AND msg_id < ?1) + (SELECT count(*) FROM messages m "
+	                                 "WHERE m.id < ?1 AND " BUS_SQL_ROWLESS("m") ")");
 	int64_t below = -1;
 	if (f != NULL) {
 		sqlite3_bind_int64(f, 1, bs.floor);

@@ -52,6 +52,7 @@
 #define STORE_ADDR_SLOTS      256   /* direct-mapped, by the SQL text's address */
 #define STORE_BUSY_US         500   /* commits closer than this: under load */
 #define STORE_BATCH_MAX       20000 /* writes that make a commit wait no more */
+#define STORE_HANDOFF_MIN     256   /* queued writes store_progress hands off */
 
 /* One schema migration: sql (and then fn, if set) upgrades the database from
  * version i to version i + 1, where i is the index in store_migrations[].
@@ -239,6 +240,12 @@ static const struct store_migration store_migrations[] = {
             "  value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER));\n"
             "DROP TABLE messages;\n"
             "ALTER TABLE messages_v8 RENAME TO messages;\n"},
+    /* 8 -> 9: no table changes; a direct message's delivery row is
+     * written when it is acked or dies (or its attempt is recorded), and
+     * until then the message row alone means pending (bus.h).  The version
+     * makes an older dreamos, which would not deliver such a message,
+     * refuse the database.  Every row written before keeps its meaning. */
+    {.sql = "SELECT 1;\n"},
 };
 
 struct stmt_entry {
@@ -1211,6 +1218,15 @@ store_async_cb(uv_async_t *h)
 		return;
 	if (st->inflight == NULL)
 		uv_unref((uv_handle_t *)&st->async);
+}
+
+void
+store_progress(struct store *st)
+{
+	if (st == NULL || !st->threaded || st->inflight != NULL || st->q.n < STORE_HANDOFF_MIN ||
+	    st->failing || st->closing || st->commit_interval_ms > 0)
+		return;
+	store_commit_handoff(st);
 }
 
 /* Commits the open transaction (if any) here and now, then runs the

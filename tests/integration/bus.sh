@@ -522,9 +522,9 @@ ht "[r['id'] for r in j] == [$D, $N2]" --limit 1000 ||
 ok "retention 5s: acked $X and $F pruned at startup, dead $D and pending $W kept; once acked and old, $W too, younger $N2 not; ids go on ($N2)"
 
 # ---- attempts survive a kill -9 of dreamos -------------------------------------
-# The attempt count is written at the commit point after the delivery; after a
-# crash the message comes back with the next attempt, so max_attempts holds
-# even for a message that crashes the orchestrator.
+# The attempt count is written once the delivery has been in flight 100 ms
+# without an ack; after a crash the message comes back with the next attempt,
+# so max_attempts holds even for a message that crashes the orchestrator.
 
 quit_ok "rt2"
 # shellcheck disable=SC2034
@@ -546,7 +546,7 @@ wait_state keeper ready
 K=$(sendid keeper "kept")
 wait_for 5 "keeper holds $K" lt keeper "[m['attempt'] for m in M if m['id'] == $K] == [1]"
 K1=$(field keeper pid)
-sleep 0.3 # past the commit point
+sleep 0.3 # past the 100 ms and the commit point
 kill -KILL "$PID"
 wait_exit "$PID" 5
 start_headless --config "$T/bus3.yaml"
@@ -582,8 +582,9 @@ quit_ok
 no_agent_left
 ok "quit: exit 0, no agent process left"
 
-# What the stores kept: a delivery's row is written at its commit point,
-# already acked if the ack came first; each must carry its real attempt
+# What the stores kept: a broadcast's delivery rows are written at its
+# commit point, already acked if the ack came first, a direct message's when
+# acked, dead or in flight for 100 ms; each must carry its real attempt
 # count and state, and come no earlier than its message.
 for db in "$T/rt/dreamos.db" "$T/rt3/dreamos.db"; do
 	"${PYTHON3:-python3}" - "$db" <<'PYEOF' || fail "the deliveries stored in $db are not what happened"
@@ -594,8 +595,18 @@ acked = q("SELECT count(*) FROM deliveries WHERE state = 1")
 bad = q("SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.msg_id WHERE "
         "(d.state IN (1, 2) AND d.attempt < 1) OR d.updated_ms < m.ts_ms OR d.state NOT IN (0, 1, 2)")
 orphans = q("SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = d.msg_id)")
-if acked < 1 or bad or orphans:
-    sys.exit("%s: %d acked, %d with a bad attempt, state or time, %d without their message" % (sys.argv[1], acked, bad, orphans))
+# A direct message has one delivery row at most, its target's (none while
+# it is pending: its row alone says so), written once: acked at attempt 1
+# when the ack came within 100 ms.
+direct = "m.target NOT IN ('*', 'captain') AND substr(m.target, 1, 1) != '#'"
+stray = q("SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.msg_id WHERE " + direct +
+          " AND d.recipient != m.target")
+once = q("SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.msg_id WHERE " + direct +
+         " AND d.state = 1 AND d.attempt = 1")
+if acked < 1 or bad or orphans or stray or once < 1:
+    sys.exit("%s: %d acked, %d with a bad attempt, state or time, %d without their message, "
+             "%d of a direct message for another agent, %d acked at attempt 1" %
+             (sys.argv[1], acked, bad, orphans, stray, once))
 PYEOF
 done
 ok "the stores: every acked or dead delivery with its attempt count, none before its message"

@@ -222,25 +222,26 @@ ok "verify after the faults: all invariants hold"
 
 # A write that fails inside a transaction: SQLite undoes only that
 # statement, so the store must undo the rest, or a message would be
-# committed without its delivery row, answered `sent`, and lost.  The
-# message's row is written when it is accepted, its delivery's at the
-# commit point: the second fails here.
+# committed without its delivery rows, answered `sent`, and lost.  A
+# broadcast's row is written when it is accepted, its deliveries' at the
+# commit point: the second fails here.  (A direct message's delivery row
+# waits for its ack: the message's row alone keeps it pending.)
 ctl chaos store full --table deliveries >"$T/c.out" 2>&1 || fail "chaos store full --table: $(cat "$T/c.out")"
 ctl chaos status --json | jtest "j['store']['table'] == 'deliveries'" || fail "chaos status: $(ctl chaos status)"
 ctl chaos status | grep -q "fault full (writes to deliveries)" || fail "chaos status (text): $(ctl chaos status)"
-ctl send cons "half stored" >"$T/s.out" 2>&1 && fail "a send was acknowledged without its delivery row: $(cat "$T/s.out")"
+ctl broadcast "half stored" >"$T/s.out" 2>&1 && fail "a broadcast was acknowledged without its delivery rows: $(cat "$T/s.out")"
 grep -q "not stored" "$T/s.out" || fail "send error: $(cat "$T/s.out")"
 grep -q "write failed: disk full" "$T/headless.err" || fail "no log line for the failed write"
 ctl chaos store off >/dev/null || fail "chaos store off"
 ctl history --grep "half stored" --json | jtest "j == []" ||
-	fail "a message without its delivery row was kept: $(ctl history --grep 'half stored')"
+	fail "a broadcast without its delivery rows was kept: $(ctl history --grep 'half stored')"
 ctl chaos store full --table logs >"$T/c.out" 2>&1 && fail "chaos store --table logs accepted"
 grep -q "messages, deliveries or tasks" "$T/c.out" || fail "--table error: $(cat "$T/c.out")"
 verify_ok
 n0=$(count msg "$T/cons.log")
 ctl send cons "after the write fault" >"$T/s.out" 2>&1 || fail "send after the write fault: $(cat "$T/s.out")"
 wait_for 10 "the message after the write fault" received_at_least $((n0 + 1))
-ok "a write failing mid-transaction (chaos store full --table deliveries): send refused, message not kept, verify ok"
+ok "a write failing mid-transaction (chaos store full --table deliveries): broadcast refused, message not kept, verify ok"
 
 ctl quit >/dev/null || fail "quit"
 wait_exit "$PID" 15

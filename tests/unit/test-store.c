@@ -1084,6 +1084,56 @@ test_thread_commits(void **state)
 	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE ns = 'c'"), 1);
 }
 
+/* store_progress: mid-turn, with the thread idle and 256 writes queued, the
+ * transaction goes to the thread at once (not before: fewer stay for the
+ * commit point); the writes queued after it form the next transaction,
+ * which waits for it; the callbacks run on the loop only, in order. */
+static void
+test_thread_progress(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	struct errlog e = {0};
+	struct store *st = open_threaded(f->path, &loop, &e);
+	struct order o = {0};
+	struct order_arg a = {&o, 1}, b = {&o, 2};
+	char key[16];
+	for (int i = 0; i < 255; i++) {
+		snprintf(key, sizeof key, "a%d", i);
+		assert_int_equal(store_queue(st, KV_INSERT, "ttti", "p", key, "v", (int64_t)i), 0);
+	}
+	store_after_commit(st, order_cb, &a);
+	uint64_t seq = store_txn_seq(st);
+	store_progress(st); /* 255: stays */
+	assert_true(store_pending(st));
+	assert_int_equal(store_txn_seq(st), seq);
+	assert_int_equal(store_queue(st, KV_INSERT, "ttti", "p", "a255", "v", (int64_t)0), 0);
+	store_progress(st); /* 256: handed off */
+	assert_false(store_pending(st));
+	assert_int_equal(o.n, 0); /* (no callback from store_progress) */
+	for (int i = 0; i < 300; i++) {
+		snprintf(key, sizeof key, "b%d", i);
+		assert_int_equal(store_queue(st, KV_INSERT, "ttti", "p", key, "v", (int64_t)i), 0);
+	}
+	assert_int_equal(store_txn_seq(st), seq + 1);
+	store_progress(st); /* one in flight: the next waits for it */
+	assert_true(store_pending(st));
+	store_after_commit(st, order_cb, &b);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(o.n, 2);
+	assert_int_equal(o.seen[0], 1);
+	assert_int_equal(o.seen[1], 2);
+	assert_int_equal(o.status[0], 0);
+	assert_int_equal(o.status[1], 0);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE ns = 'p'"), 556);
+	struct store_stats stats;
+	store_stats(st, &stats);
+	assert_int_equal(stats.commits, 2);
+	assert_int_equal(e.n, 0);
+	store_progress(NULL); /* (no store: nothing) */
+	close_threaded(st, &loop);
+}
+
 /* A queued write that fails when it runs takes its whole transaction:
  * nothing of it is committed, every callback of it gets -1, the log says
  * which write and that the transaction was rolled back; the next one
@@ -1212,6 +1262,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_close_with_loop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_without_loop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_commits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_thread_progress, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_write_failure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_retry_delay, setup, teardown),
 	};
