@@ -1003,6 +1003,17 @@ order_cb(void *arg, int status)
 	a->o->seen[a->o->n++] = a->id;
 }
 
+/* Callbacks 1 and 2 ran, in that order, after commits that worked. */
+static void
+assert_both_committed(const struct order *o)
+{
+	assert_int_equal(o->n, 2);
+	assert_int_equal(o->seen[0], 1);
+	assert_int_equal(o->seen[1], 2);
+	assert_int_equal(o->status[0], 0);
+	assert_int_equal(o->status[1], 0);
+}
+
 /* Queued writes run on the thread and commit there; the callbacks run on
  * the loop after the commit, in order; whatever the loop reads or writes
  * meanwhile sees every write queued before it. */
@@ -1065,11 +1076,7 @@ test_thread_commits(void **state)
 	assert_int_equal(store_kv_set(st, "o", "sync", "v"), 0);
 	store_after_commit(st, order_cb, &b);
 	uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(o.n, 2);
-	assert_int_equal(o.seen[0], 1);
-	assert_int_equal(o.seen[1], 2);
-	assert_int_equal(o.status[0], 0);
-	assert_int_equal(o.status[1], 0);
+	assert_both_committed(&o);
 	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE ns = 'o'"), 3);
 	assert_int_equal(e.n, 0);
 
@@ -1120,11 +1127,7 @@ test_thread_progress(void **state)
 	assert_true(store_pending(st));
 	store_after_commit(st, order_cb, &b);
 	uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(o.n, 2);
-	assert_int_equal(o.seen[0], 1);
-	assert_int_equal(o.seen[1], 2);
-	assert_int_equal(o.status[0], 0);
-	assert_int_equal(o.status[1], 0);
+	assert_both_committed(&o);
 	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE ns = 'p'"), 556);
 	struct store_stats stats;
 	store_stats(st, &stats);
