@@ -714,6 +714,7 @@ agent_link_message(struct agent *a, const char *data, size_t len)
 {
 	agent_framer_arm(a);
 	proto_framer_feed_line(&a->framer, data, len);
+	store_progress(orch_store(a->orch));
 }
 
 int

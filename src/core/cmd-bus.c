@@ -171,16 +171,16 @@ cmd_history_exec(struct cmd_ctx *ctx)
 	int64_t from_id = s != NULL ? bus_first_id_at(st, since) : 0;
 	sqlite3_stmt *q = store_stmt(
 	    st,
+	    /* clang-format off */
 	    "SELECT id, ts_ms, sender, target, priority, mode, body, coalesce((SELECT "
 	    "group_concat(recipient || ':' || CASE state WHEN 0 THEN 'pending' WHEN 1 THEN "
-	    "'acked' ELSE 'dead' END, ' ') FROM deliveries d WHERE d.msg_id = m.id), CASE "
-	    "WHEN " BUS_SQL_DIRECT(
-	        "m") " THEN m.target || ':pending' END) FROM "
-	             "messages m WHERE (?1 IS NULL OR m.sender = ?1 OR m.target = ?1 OR EXISTS "
-	             "(SELECT "
-	             "1 FROM deliveries d WHERE d.msg_id = m.id AND d.recipient = ?1)) AND m.id >= "
-	             "?2 AND (?3 IS NULL OR instr(m.body, ?3) > 0) AND (?4 IS NULL OR m.mode = ?4) "
-	             "ORDER BY m.id DESC LIMIT ?5");
+	    "'acked' ELSE 'dead' END, ' ') FROM deliveries d WHERE d.msg_id = m.id), "
+	    "CASE WHEN " BUS_SQL_DIRECT("m") " THEN m.target || ':pending' END) "
+	    "FROM messages m WHERE (?1 IS NULL OR m.sender = ?1 OR m.target = ?1 OR EXISTS "
+	    "(SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.recipient = ?1)) AND "
+	    "m.id >= ?2 AND (?3 IS NULL OR instr(m.body, ?3) > 0) AND (?4 IS NULL OR "
+	    "m.mode = ?4) ORDER BY m.id DESC LIMIT ?5");
+	/* clang-format on */
 	if (q == NULL)
 		return cmd_error(ctx, "history: query failed");
 	if (ctx->argc > 0)

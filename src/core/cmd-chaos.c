@@ -548,10 +548,11 @@ verify_messages(struct orch *o, json_t *checks, uint64_t *lost, uint64_t *dups)
 	/* A direct message's only delivery is to its target: a row for anyone
 	 * else leaves the target's pending without a row, so unseen. */
 	int64_t undelivered = verify_int(
-	    st, "SELECT count(*) FROM messages m WHERE " BUS_SQL_DIRECT(
-	            "m") " AND EXISTS (SELECT "
-	                 "1 FROM deliveries d WHERE d.msg_id = m.id) AND NOT EXISTS (SELECT 1 FROM "
-	                 "deliveries d WHERE d.msg_id = m.id AND d.recipient = m.target)");
+	    /* clang-format off */
+	    st, "SELECT count(*) FROM messages m WHERE " BUS_SQL_DIRECT("m") " AND EXISTS "
+	        "(SELECT 1 FROM deliveries d WHERE d.msg_id = m.id) AND NOT EXISTS (SELECT 1 "
+	        "FROM deliveries d WHERE d.msg_id = m.id AND d.recipient = m.target)");
+	/* clang-format on */
 	struct store_stats ss;
 	store_stats(st, &ss);
 	struct bus_stats bs;
