@@ -89,12 +89,12 @@ struct inbox {
 };
 
 /* A message accepted in a group transaction (and already routed), to
- * answer after commit. */
+ * answer after commit.  Its strings live in the same allocation. */
 struct pending {
 	struct bmsg *msg;
 	int nto;      /* recipients */
 	char *sender; /* agent to answer `sent`, or NULL */
-	char *ref;
+	char *ref;    /* or NULL */
 	bus_sent_fn done;
 	void *done_arg;
 	struct pending *next;
@@ -229,10 +229,47 @@ bmsg_unref(struct bus *b, struct bmsg *m)
 		return;
 	if (intmap_get(&b->msgs, m->id) == m)
 		intmap_del(&b->msgs, m->id);
-	free(m->from);
-	free(m->to);
-	free(m->body);
 	free(m);
+}
+
+static bool bus_target_direct(const char *to);
+
+/* A new message (one reference) with copies of its strings, in one
+ * allocation with it: the bus makes one per message. */
+static struct bmsg *
+bmsg_new(int64_t id, const char *from, const char *to, const char *body, size_t blen)
+{
+	size_t flen = strlen(from) + 1, tlen = strlen(to) + 1;
+	struct bmsg *m = xcalloc(1, sizeof *m + flen + tlen + blen + 1);
+	char *p = (char *)(m + 1);
+	m->id = id;
+	m->refs = 1;
+	m->from = memcpy(p, from, flen);
+	m->to = memcpy(p + flen, to, tlen);
+	m->body = memcpy(p + flen + tlen, body, blen);
+	m->body[blen] = '\0';
+	m->direct = bus_target_direct(to);
+	return m;
+}
+
+/* A message from a row of messages whose columns col.. are ts_ms, sender,
+ * target, priority, mode, body and reply_to (recovery, requeue); its
+ * reference count is 0. */
+static struct bmsg *
+bmsg_from_row(sqlite3_stmt *s, int col, int64_t id)
+{
+	const char *body = (const char *)sqlite3_column_text(s, col + 5);
+	struct bmsg *m = bmsg_new(id, (const char *)sqlite3_column_text(s, col + 1),
+	                          (const char *)sqlite3_column_text(s, col + 2), body ? body : "",
+	                          body ? strlen(body) : 0);
+	m->refs = 0;
+	m->ts_ms = sqlite3_column_int64(s, col);
+	int prio = sqlite3_column_int(s, col + 3);
+	m->prio = prio >= 0 && prio < PRIO_N ? (enum proto_priority)prio : PRIO_NORMAL;
+	m->mode = MODE_NORMAL;
+	proto_mode_parse((const char *)sqlite3_column_text(s, col + 4), &m->mode);
+	m->reply_to = sqlite3_column_int64(s, col + 6);
+	return m;
 }
 
 /* Whether a message to `to` is direct: to one agent, which `to` names (see
@@ -399,8 +436,6 @@ bus_free(struct bus *b)
 	for (struct pending *p = b->batch ? b->batch->head : NULL, *next; p != NULL; p = next) {
 		next = p->next;
 		bmsg_unref(b, p->msg);
-		free(p->sender);
-		free(p->ref);
 		free(p);
 	}
 	free(b->batch);
@@ -762,13 +797,26 @@ delivery_line(const struct delivery *d)
 	struct buf b;
 	buf_init(&b);
 	buf_reserve(&b, blen + 256);
-	buf_addf(&b, "{\"type\":\"message\",\"id\":%lld,\"from\":\"%s\",\"to\":\"%s\",\"body\":",
-	         (long long)m->id, m->from, m->to);
-	buf_add(&b, m->body, blen); /* (printf's %s copies a long body slowly) */
-	buf_addf(&b, ",\"priority\":\"%s\",\"mode\":\"%s\",\"ts\":\"%s\",\"attempt\":%d",
-	         proto_priority_name(m->prio), proto_mode_name(m->mode), ts, d->attempt);
-	if (m->reply_to > 0)
-		buf_addf(&b, ",\"reply_to\":%lld", (long long)m->reply_to);
+	buf_adds(&b, "{\"type\":\"message\",\"id\":");
+	buf_add_int(&b, m->id);
+	buf_adds(&b, ",\"from\":\"");
+	buf_adds(&b, m->from);
+	buf_adds(&b, "\",\"to\":\"");
+	buf_adds(&b, m->to);
+	buf_adds(&b, "\",\"body\":");
+	buf_add(&b, m->body, blen);
+	buf_adds(&b, ",\"priority\":\"");
+	buf_adds(&b, proto_priority_name(m->prio));
+	buf_adds(&b, "\",\"mode\":\"");
+	buf_adds(&b, proto_mode_name(m->mode));
+	buf_adds(&b, "\",\"ts\":\"");
+	buf_adds(&b, ts);
+	buf_adds(&b, "\",\"attempt\":");
+	buf_add_int(&b, d->attempt);
+	if (m->reply_to > 0) {
+		buf_adds(&b, ",\"reply_to\":");
+		buf_add_int(&b, m->reply_to);
+	}
 	buf_add(&b, "}\n", 2);
 	return (char *)buf_cstr(&b);
 }
@@ -967,8 +1015,6 @@ bus_batch_committed(void *arg, int status)
 				p->done(p->done_arg, p->msg->id, p->nto, NULL, NULL);
 		}
 		bmsg_unref(b, p->msg);
-		free(p->sender);
-		free(p->ref);
 		free(p);
 	}
 }
@@ -1110,27 +1156,25 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 		*detail = xasprintf("message not stored: %s", store_state(st));
 		return -1;
 	}
-	struct bmsg *m = xcalloc(1, sizeof *m);
-	m->id = id;
-	m->refs = 1; /* the pending answer's */
-	m->from = xstrdup(req->from);
-	m->to = xstrdup(req->to);
-	m->body = xstrndup(req->body, blen);
+	/* Its one reference is the pending answer's. */
+	struct bmsg *m = bmsg_new(id, req->from, req->to, req->body, blen);
 	m->prio = req->priority;
 	m->mode = req->mode;
 	m->ts_ms = now;
 	b->last_ts = now;
 	m->reply_to = req->reply_to;
-	m->direct = bus_target_direct(req->to);
 	m->txn = store_txn_seq(st);
 	if (id > b->st.last_id)
 		b->st.last_id = id;
 
-	struct pending *p = xcalloc(1, sizeof *p);
+	size_t slen = sender ? strlen(sender) + 1 : 0, rlen = ref ? strlen(ref) + 1 : 0;
+	struct pending *p = xcalloc(1, sizeof *p + slen + rlen);
 	p->msg = m;
 	p->nto = (int)n;
-	p->sender = sender ? xstrdup(sender) : NULL;
-	p->ref = ref ? xstrdup(ref) : NULL;
+	if (sender != NULL)
+		p->sender = memcpy((char *)(p + 1), sender, slen);
+	if (ref != NULL)
+		p->ref = memcpy((char *)(p + 1) + slen, ref, rlen);
 	p->done = done;
 	p->done_arg = done_arg;
 	if (b->batch == NULL || b->batch->txn != store_txn_seq(st)) {
@@ -1174,19 +1218,9 @@ bus_on_send(struct bus *b, struct agent *a, const struct proto_msg *m)
 	if (ms != NULL)
 		proto_mode_parse(ms, &req.mode);
 	req.reply_to = proto_int(m, "reply_to", 0);
-	/* The body is kept as compact JSON text; a string (the common case)
-	 * is quoted by hand, without json_dumps's machinery per message. */
-	const json_t *jb = proto_get(m, "body");
-	char *body;
-	if (json_is_string(jb)) {
-		struct buf bb;
-		buf_init(&bb);
-		buf_reserve(&bb, json_string_length(jb) + 16);
-		buf_add_json_str(&bb, json_string_value(jb));
-		body = (char *)buf_cstr(&bb);
-	} else {
-		body = json_dumps(jb, JSON_COMPACT | JSON_ENCODE_ANY);
-	}
+	/* The body is kept as compact JSON text (a flat line's string is
+	 * copied as it came). */
+	char *body = proto_json(m, "body");
 	req.body = body;
 	const char *code = NULL;
 	char *detail = NULL;
@@ -1363,19 +1397,7 @@ bus_recover(struct bus *b, char **cause)
 		int64_t id = sqlite3_column_int64(s, 2);
 		struct bmsg *m = intmap_get(&b->msgs, id);
 		if (m == NULL) {
-			m = xcalloc(1, sizeof *m);
-			m->id = id;
-			m->ts_ms = sqlite3_column_int64(s, 3);
-			m->from = xstrdup((const char *)sqlite3_column_text(s, 4));
-			m->to = xstrdup((const char *)sqlite3_column_text(s, 5));
-			int prio = sqlite3_column_int(s, 6);
-			m->prio =
-			    prio >= 0 && prio < PRIO_N ? (enum proto_priority)prio : PRIO_NORMAL;
-			m->mode = MODE_NORMAL;
-			proto_mode_parse((const char *)sqlite3_column_text(s, 7), &m->mode);
-			m->body = xstrdup((const char *)sqlite3_column_text(s, 8));
-			m->reply_to = sqlite3_column_int64(s, 9);
-			m->direct = bus_target_direct(m->to);
+			m = bmsg_from_row(s, 3, id);
 			intmap_set(&b->msgs, id, m);
 		}
 		struct inbox *ib = bus_inbox(b, (const char *)sqlite3_column_text(s, 0), true);
@@ -1463,20 +1485,8 @@ bus_dead_requeue(struct bus *b, int64_t id)
 	struct bmsg *m = intmap_get(&b->msgs, id);
 	bool fresh = m == NULL;
 	while (sqlite3_step(s) == SQLITE_ROW) {
-		if (m == NULL) {
-			m = xcalloc(1, sizeof *m);
-			m->id = id;
-			m->ts_ms = sqlite3_column_int64(s, 1);
-			m->from = xstrdup((const char *)sqlite3_column_text(s, 2));
-			m->to = xstrdup((const char *)sqlite3_column_text(s, 3));
-			int prio = sqlite3_column_int(s, 4);
-			m->prio =
-			    prio >= 0 && prio < PRIO_N ? (enum proto_priority)prio : PRIO_NORMAL;
-			proto_mode_parse((const char *)sqlite3_column_text(s, 5), &m->mode);
-			m->body = xstrdup((const char *)sqlite3_column_text(s, 6));
-			m->reply_to = sqlite3_column_int64(s, 7);
-			m->direct = bus_target_direct(m->to);
-		}
+		if (m == NULL)
+			m = bmsg_from_row(s, 1, id);
 		names = xreallocarray(names, n + 1, sizeof *names);
 		names[n++] = xstrdup((const char *)sqlite3_column_text(s, 0));
 	}

@@ -1,11 +1,12 @@
 /* flatjson.c — flat JSON objects in one pass (see flatjson.h).
  *
  * A recogniser, not a parser: it accepts a strict subset of what jansson
- * accepts and builds the same object, and declines everything else
+ * accepts (and flatjson_load builds the same object), and declines everything else
  * (escapes, numbers with a fraction or exponent, nesting, duplicate keys),
  * leaving it, and every error message, to jansson.  fuzz-proto checks that
  * whatever it accepts, jansson accepts as an equal object. */
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -22,12 +23,31 @@ skip_ws(const char *p, const char *end)
 	return p;
 }
 
+/* Whether any byte of w is '"', '\\' or a control character (below 0x20):
+ * eight bytes per test, with the classic has-zero-byte trick. */
+static bool
+word_special(uint64_t w)
+{
+	const uint64_t ones = UINT64_C(0x0101010101010101), high = UINT64_C(0x8080808080808080);
+	uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+	uint64_t special = ((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w);
+	return (special & high) != 0;
+}
+
 /* p is just past an opening quote: returns its closing quote, or NULL if
  * the string has an escape or a control character (jansson's to judge) or
- * does not end. */
+ * does not end.  (A message body is most of a line: it is skipped eight
+ * bytes at a time up to the word that holds its end.) */
 static const char *
 scan_str(const char *p, const char *end)
 {
+	uint64_t w;
+	while (end - p >= (ptrdiff_t)sizeof w) {
+		memcpy(&w, p, sizeof w);
+		if (word_special(w))
+			break;
+		p += sizeof w;
+	}
 	for (; p < end; p++) {
 		unsigned char c = (unsigned char)*p;
 		if (c == '"')
@@ -44,9 +64,10 @@ is_digit(char c)
 	return c >= '0' && c <= '9';
 }
 
-/* Reads one value at p into *out; returns the byte after it, or NULL. */
+/* Reads one value at p into *f (its kind and value); returns the byte
+ * after it, or NULL. */
 static const char *
-read_value(const char *p, const char *end, json_t **out)
+read_value(const char *p, const char *end, struct flatjson_field *f)
 {
 	if (p == end)
 		return NULL;
@@ -54,17 +75,21 @@ read_value(const char *p, const char *end, json_t **out)
 		const char *q = scan_str(p + 1, end);
 		if (q == NULL)
 			return NULL;
-		*out = json_stringn_nocheck(p + 1, (size_t)(q - p - 1));
+		f->kind = FLATJSON_STR;
+		f->str = p + 1;
+		f->slen = (size_t)(q - p - 1);
 		return q + 1;
 	}
 	static const struct {
 		const char *word;
 		size_t len;
-	} words[] = {{"true", 4}, {"false", 5}, {"null", 4}};
+		enum flatjson_kind kind;
+	} words[] = {
+	    {"true", 4, FLATJSON_TRUE}, {"false", 5, FLATJSON_FALSE}, {"null", 4, FLATJSON_NULL}};
 	for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
 		if ((size_t)(end - p) >= words[i].len &&
 		    memcmp(p, words[i].word, words[i].len) == 0) {
-			*out = i == 0 ? json_true() : i == 1 ? json_false() : json_null();
+			f->kind = words[i].kind;
 			return p + words[i].len;
 		}
 	}
@@ -82,59 +107,92 @@ read_value(const char *p, const char *end, json_t **out)
 	}
 	if (q < end && (*q == '.' || *q == 'e' || *q == 'E'))
 		return NULL;
-	*out = json_integer(neg ? -v : v);
+	f->kind = FLATJSON_INT;
+	f->num = neg ? -v : v;
 	return q;
 }
 
-json_t *
-flatjson_load(const char *s, size_t len)
+int
+flatjson_scan(const char *s, size_t len, struct flatjson_field *f, int max)
 {
 	const char *p = s, *end = s + len;
 	p = skip_ws(p, end);
 	if (p == end || *p != '{')
-		return NULL;
-	json_t *obj = json_object();
-	if (obj == NULL)
-		return NULL;
+		return -1;
+	int n = 0;
 	p = skip_ws(p + 1, end);
 	if (p < end && *p == '}') {
 		p++;
 		goto done;
 	}
 	for (;;) {
-		if (p == end || *p != '"')
-			goto decline;
+		if (p == end || *p != '"' || n == max)
+			return -1;
 		const char *kq = scan_str(p + 1, end);
 		if (kq == NULL || kq - p - 1 > FLATJSON_KEY_MAX)
-			goto decline;
-		char key[FLATJSON_KEY_MAX + 1];
-		memcpy(key, p + 1, (size_t)(kq - p - 1));
-		key[kq - p - 1] = '\0';
+			return -1;
+		struct flatjson_field *fd = &f[n];
+		fd->key = p + 1;
+		fd->klen = (size_t)(kq - p - 1);
 		/* A duplicate is an error for jansson (JSON_REJECT_DUPLICATES). */
-		if (json_object_get(obj, key) != NULL)
-			goto decline;
+		for (int i = 0; i < n; i++)
+			if (f[i].klen == fd->klen && memcmp(f[i].key, fd->key, fd->klen) == 0)
+				return -1;
 		p = skip_ws(kq + 1, end);
 		if (p == end || *p != ':')
-			goto decline;
-		json_t *v = NULL;
-		p = read_value(skip_ws(p + 1, end), end, &v);
-		if (p == NULL || v == NULL || json_object_set_new_nocheck(obj, key, v) != 0)
-			goto decline;
+			return -1;
+		p = read_value(skip_ws(p + 1, end), end, fd);
+		if (p == NULL)
+			return -1;
+		n++;
 		p = skip_ws(p, end);
 		if (p < end && *p == '}') {
 			p++;
 			break;
 		}
 		if (p == end || *p != ',')
-			goto decline;
+			return -1;
 		p = skip_ws(p + 1, end);
 	}
 done:
-	if (skip_ws(p, end) == end)
-		return obj;
-decline:
-	json_decref(obj);
-	return NULL;
+	return skip_ws(p, end) == end ? n : -1;
+}
+
+json_t *
+flatjson_field_json(const struct flatjson_field *f)
+{
+	switch (f->kind) {
+	case FLATJSON_STR:
+		return json_stringn_nocheck(f->str, f->slen);
+	case FLATJSON_INT:
+		return json_integer(f->num);
+	case FLATJSON_TRUE:
+		return json_true();
+	case FLATJSON_FALSE:
+		return json_false();
+	default:
+		return json_null();
+	}
+}
+
+json_t *
+flatjson_load(const char *s, size_t len)
+{
+	struct flatjson_field f[FLATJSON_FIELDS_MAX];
+	int n = flatjson_scan(s, len, f, FLATJSON_FIELDS_MAX);
+	if (n < 0)
+		return NULL;
+	json_t *obj = json_object();
+	for (int i = 0; obj != NULL && i < n; i++) {
+		char key[FLATJSON_KEY_MAX + 1];
+		memcpy(key, f[i].key, f[i].klen);
+		key[f[i].klen] = '\0';
+		if (json_object_set_new_nocheck(obj, key, flatjson_field_json(&f[i])) != 0) {
+			json_decref(obj);
+			obj = NULL;
+		}
+	}
+	return obj;
 }
 
 json_t *
@@ -143,10 +201,9 @@ flatjson_load_value(const char *s, size_t len)
 	const char *end = s + len, *p = skip_ws(s, end);
 	if (p < end && *p == '{')
 		return flatjson_load(s, len);
-	json_t *v = NULL;
-	const char *q = read_value(p, end, &v);
+	struct flatjson_field f;
+	const char *q = read_value(p, end, &f);
 	if (q != NULL && skip_ws(q, end) == end)
-		return v;
-	json_decref(v);
+		return flatjson_field_json(&f);
 	return NULL;
 }

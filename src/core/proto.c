@@ -379,10 +379,21 @@ perr(struct proto_err *e, const char *code, const char *fmt, ...)
 #define R_MAX 0x2u /* value <= hi */
 #define R_GT  0x4u /* value > lo */
 
+/* A field's value, whichever way its line was read: from a flat line's
+ * spans (no JSON tree) or from jansson's object. */
+struct pval {
+	unsigned t;    /* T_* bit */
+	const char *s; /* T_STR */
+	size_t len;    /* T_STR: its length */
+	json_int_t i;  /* T_INT */
+	double d;      /* T_INT, T_REAL */
+	json_t *j;     /* jansson's value (NULL for a flat line's) */
+};
+
 struct field;
 /* An extra check of a present, well-typed value; returns false with *err
  * filled. */
-typedef bool (*field_check_fn)(const char *type, const struct field *fd, json_t *v,
+typedef bool (*field_check_fn)(const char *type, const struct field *fd, const struct pval *v,
                                struct proto_err *err);
 
 struct field {
@@ -407,17 +418,23 @@ struct msg_schema {
 #define ID             .range = R_MIN, .lo = 1 /* an id: an integer >= 1 */
 /* clang-format on */
 
-static bool check_proto(const char *, const struct field *, json_t *, struct proto_err *);
-static bool check_agent_name(const char *, const struct field *, json_t *, struct proto_err *);
-static bool check_caps(const char *, const struct field *, json_t *, struct proto_err *);
-static bool check_cap(const char *, const struct field *, json_t *, struct proto_err *);
-static bool check_to(const char *, const struct field *, json_t *, struct proto_err *);
-static bool check_priority(const char *, const struct field *, json_t *, struct proto_err *);
-static bool check_mode(const char *, const struct field *, json_t *, struct proto_err *);
-static bool check_topic(const char *, const struct field *, json_t *, struct proto_err *);
-static bool check_title(const char *, const struct field *, json_t *, struct proto_err *);
-static bool check_ids(const char *, const struct field *, json_t *, struct proto_err *);
-static bool check_level(const char *, const struct field *, json_t *, struct proto_err *);
+static bool check_proto(const char *, const struct field *, const struct pval *,
+                        struct proto_err *);
+static bool check_agent_name(const char *, const struct field *, const struct pval *,
+                             struct proto_err *);
+static bool check_caps(const char *, const struct field *, const struct pval *, struct proto_err *);
+static bool check_cap(const char *, const struct field *, const struct pval *, struct proto_err *);
+static bool check_to(const char *, const struct field *, const struct pval *, struct proto_err *);
+static bool check_priority(const char *, const struct field *, const struct pval *,
+                           struct proto_err *);
+static bool check_mode(const char *, const struct field *, const struct pval *, struct proto_err *);
+static bool check_topic(const char *, const struct field *, const struct pval *,
+                        struct proto_err *);
+static bool check_title(const char *, const struct field *, const struct pval *,
+                        struct proto_err *);
+static bool check_ids(const char *, const struct field *, const struct pval *, struct proto_err *);
+static bool check_level(const char *, const struct field *, const struct pval *,
+                        struct proto_err *);
 
 /* Every agent → orchestrator message and its fields (see
  * dreamos-protocol(7), which must be kept in step with this table). */
@@ -537,20 +554,20 @@ types_phrase(unsigned mask)
 
 /* Formats a JSON number into out; returns out. */
 static const char *
-fmt_num(const json_t *v, char *out, size_t len)
+fmt_num(const struct pval *v, char *out, size_t len)
 {
-	if (json_is_integer(v))
-		snprintf(out, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	if (v->t == T_INT)
+		snprintf(out, len, "%" JSON_INTEGER_FORMAT, v->i);
 	else
-		snprintf(out, len, "%.15g", json_number_value(v));
+		snprintf(out, len, "%.15g", v->d);
 	return out;
 }
 
 /* Checks the numeric range of fd on v; returns false with *err filled. */
 static bool
-check_range(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_range(const char *type, const struct field *fd, const struct pval *v, struct proto_err *err)
 {
-	double x = json_number_value(v);
+	double x = v->d;
 	bool ok = true;
 	if ((fd->range & R_MIN) && !(x >= fd->lo))
 		ok = false;
@@ -559,8 +576,8 @@ check_range(const char *type, const struct field *fd, json_t *v, struct proto_er
 	if ((fd->range & R_GT) && !(x > fd->lo))
 		ok = false;
 	/* A big integer must not pass by rounding to a double. */
-	if (json_is_integer(v)) {
-		json_int_t i = json_integer_value(v);
+	if (v->t == T_INT) {
+		json_int_t i = v->i;
 		if ((fd->range & R_MIN) && i < (json_int_t)fd->lo)
 			ok = false;
 		if ((fd->range & R_MAX) && i > (json_int_t)fd->hi)
@@ -590,21 +607,22 @@ check_range(const char *type, const struct field *fd, json_t *v, struct proto_er
 
 /* hello.proto: only PROTO_VERSION is spoken (bad_proto). */
 static bool
-check_proto(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_proto(const char *type, const struct field *fd, const struct pval *v, struct proto_err *err)
 {
-	if (json_integer_value(v) == PROTO_VERSION)
+	if (v->i == PROTO_VERSION)
 		return true;
 	return perr(err, PERR_BAD_PROTO,
 	            "%s: protocol version %" JSON_INTEGER_FORMAT
 	            " is not supported (this orchestrator speaks version %d)",
-	            type, json_integer_value(v), PROTO_VERSION);
+	            type, v->i, PROTO_VERSION);
 }
 
 /* hello.name: a valid agent name. */
 static bool
-check_agent_name(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_agent_name(const char *type, const struct field *fd, const struct pval *v,
+                 struct proto_err *err)
 {
-	const char *s = json_string_value(v);
+	const char *s = v->s;
 	if (proto_valid_agent_name(s))
 		return true;
 	char sn[SNIP_MAX + 4];
@@ -629,10 +647,10 @@ cap_ok(const char *type, const char *field, const char *s, struct proto_err *err
 
 /* hello.capabilities: an array of valid capabilities. */
 static bool
-check_caps(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_caps(const char *type, const struct field *fd, const struct pval *v, struct proto_err *err)
 {
-	for (size_t i = 0; i < json_array_size(v); i++) {
-		json_t *e = json_array_get(v, i);
+	for (size_t i = 0; i < json_array_size(v->j); i++) {
+		json_t *e = json_array_get(v->j, i);
 		if (!json_is_string(e))
 			return perr(err, PERR_BAD_FIELD,
 			            "%s: field '%s' must be an array of strings", type, fd->name);
@@ -644,16 +662,16 @@ check_caps(const char *type, const struct field *fd, json_t *v, struct proto_err
 
 /* task.submit.capability: one valid capability. */
 static bool
-check_cap(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_cap(const char *type, const struct field *fd, const struct pval *v, struct proto_err *err)
 {
-	return cap_ok(type, fd->name, json_string_value(v), err);
+	return cap_ok(type, fd->name, v->s, err);
 }
 
 /* send.to: an agent name, '*', or '#' and a valid topic (bad_topic). */
 static bool
-check_to(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_to(const char *type, const struct field *fd, const struct pval *v, struct proto_err *err)
 {
-	const char *s = json_string_value(v);
+	const char *s = v->s;
 	char sn[SNIP_MAX + 4];
 	if (strcmp(s, "*") == 0 || strcmp(s, "captain") == 0 || proto_valid_agent_name(s))
 		return true;
@@ -672,36 +690,37 @@ check_to(const char *type, const struct field *fd, json_t *v, struct proto_err *
 
 /* A priority name (bad_priority). */
 static bool
-check_priority(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_priority(const char *type, const struct field *fd, const struct pval *v,
+               struct proto_err *err)
 {
 	enum proto_priority p;
-	if (proto_priority_parse(json_string_value(v), &p))
+	if (proto_priority_parse(v->s, &p))
 		return true;
 	char sn[SNIP_MAX + 4];
 	return perr(err, PERR_BAD_PRIORITY,
 	            "%s: bad priority '%s' (expected low, normal, high or urgent)", type,
-	            snip(json_string_value(v), sn));
+	            snip(v->s, sn));
 }
 
 /* A mode name, any case (bad_mode). */
 static bool
-check_mode(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_mode(const char *type, const struct field *fd, const struct pval *v, struct proto_err *err)
 {
 	enum proto_mode m;
-	if (proto_mode_parse(json_string_value(v), &m))
+	if (proto_mode_parse(v->s, &m))
 		return true;
 	char sn[SNIP_MAX + 4];
 	return perr(err, PERR_BAD_MODE,
 	            "%s: bad mode '%s' (expected NORMAL, TASK, SYSTEM, CAPTAIN, SYNC, VERIFY, "
 	            "REPAIR, BACKUP, RESTORE, CLEANUP or INTEGRATE)",
-	            type, snip(json_string_value(v), sn));
+	            type, snip(v->s, sn));
 }
 
 /* A topic, with or without its '#' (bad_topic). */
 static bool
-check_topic(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_topic(const char *type, const struct field *fd, const struct pval *v, struct proto_err *err)
 {
-	const char *s = json_string_value(v);
+	const char *s = v->s;
 	if (proto_valid_topic(s[0] == '#' ? s + 1 : s))
 		return true;
 	char sn[SNIP_MAX + 4];
@@ -713,9 +732,9 @@ check_topic(const char *type, const struct field *fd, json_t *v, struct proto_er
 
 /* task.submit.title: 1 to 200 characters (code points). */
 static bool
-check_title(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_title(const char *type, const struct field *fd, const struct pval *v, struct proto_err *err)
 {
-	const char *s = json_string_value(v);
+	const char *s = v->s;
 	size_t chars = 0;
 	for (const char *p = s; *p != '\0'; p++)
 		chars += ((unsigned char)*p & 0xc0) != 0x80;
@@ -727,10 +746,10 @@ check_title(const char *type, const struct field *fd, json_t *v, struct proto_er
 
 /* task.submit.after: an array of task ids. */
 static bool
-check_ids(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_ids(const char *type, const struct field *fd, const struct pval *v, struct proto_err *err)
 {
-	for (size_t i = 0; i < json_array_size(v); i++) {
-		json_t *e = json_array_get(v, i);
+	for (size_t i = 0; i < json_array_size(v->j); i++) {
+		json_t *e = json_array_get(v->j, i);
 		if (!json_is_integer(e) || json_integer_value(e) < 1)
 			return perr(err, PERR_BAD_FIELD,
 			            "%s: field '%s' must be an array of task ids (integers >= 1)",
@@ -741,9 +760,9 @@ check_ids(const char *type, const struct field *fd, json_t *v, struct proto_err 
 
 /* log.level: one of the log levels. */
 static bool
-check_level(const char *type, const struct field *fd, json_t *v, struct proto_err *err)
+check_level(const char *type, const struct field *fd, const struct pval *v, struct proto_err *err)
 {
-	const char *s = json_string_value(v);
+	const char *s = v->s;
 	for (size_t i = 0; i < nitems(level_names); i++)
 		if (strcmp(s, level_names[i]) == 0)
 			return true;
@@ -753,25 +772,77 @@ check_level(const char *type, const struct field *fd, json_t *v, struct proto_er
 	            snip(s, sn));
 }
 
-/* Checks obj against the schema of t; returns false with *err filled. */
+/* The member of a flat line named name, or NULL. */
+static const struct flatjson_field *
+flat_field(const struct proto_msg *m, const char *name)
+{
+	size_t n = strlen(name);
+	for (int i = 0; i < m->nflat; i++)
+		if (m->flat[i].klen == n && memcmp(m->flat[i].key, name, n) == 0)
+			return &m->flat[i];
+	return NULL;
+}
+
+/* Reads field name of m into *v; false if absent. */
 static bool
-validate(enum proto_type t, json_t *obj, struct proto_err *err)
+msg_field(const struct proto_msg *m, const char *name, struct pval *v)
+{
+	memset(v, 0, sizeof *v);
+	if (m->nflat >= 0) {
+		const struct flatjson_field *f = flat_field(m, name);
+		if (f == NULL)
+			return false;
+		switch (f->kind) {
+		case FLATJSON_STR:
+			v->t = T_STR;
+			v->s = f->str; /* NUL-terminated in m->text */
+			v->len = f->slen;
+			break;
+		case FLATJSON_INT:
+			v->t = T_INT;
+			v->i = f->num;
+			v->d = (double)f->num;
+			break;
+		case FLATJSON_NULL:
+			v->t = T_NULL;
+			break;
+		default:
+			v->t = T_BOOL;
+			v->i = f->kind == FLATJSON_TRUE;
+		}
+		return true;
+	}
+	json_t *j = json_object_get(m->obj, name);
+	if (j == NULL)
+		return false;
+	v->j = j;
+	v->t = json_tbit(j);
+	v->s = json_string_value(j);
+	v->len = json_string_length(j);
+	v->i = json_is_integer(j) ? json_integer_value(j) : json_is_true(j);
+	v->d = json_number_value(j);
+	return true;
+}
+
+/* Checks m against the schema of t; returns false with *err filled. */
+static bool
+validate(enum proto_type t, const struct proto_msg *m, struct proto_err *err)
 {
 	const char *tname = type_names[t];
 	for (const struct field *fd = schemas[t].fields; fd->name != NULL; fd++) {
-		json_t *v = json_object_get(obj, fd->name);
-		if (v == NULL) {
+		struct pval v;
+		if (!msg_field(m, fd->name, &v)) {
 			if (fd->required)
 				return perr(err, PERR_MISSING_FIELD, "%s: missing field '%s'",
 				            tname, fd->name);
 			continue;
 		}
-		if ((json_tbit(v) & fd->types) == 0)
+		if ((v.t & fd->types) == 0)
 			return perr(err, PERR_BAD_FIELD, "%s: field '%s' must be %s", tname,
 			            fd->name, types_phrase(fd->types));
-		if (fd->range != 0 && !check_range(tname, fd, v, err))
+		if (fd->range != 0 && !check_range(tname, fd, &v, err))
 			return false;
-		if (fd->check != NULL && !fd->check(tname, fd, v, err))
+		if (fd->check != NULL && !fd->check(tname, fd, &v, err))
 			return false;
 	}
 	return true;
@@ -792,6 +863,31 @@ type_lookup(const char *s, enum proto_type *out)
 	return false;
 }
 
+/* Reads a flat line into msg without a JSON tree: a copy of the line, each
+ * string value NUL-terminated in place (where its closing quote was: the
+ * fast path takes no string with a NUL or an escape in it), and the spans
+ * of its members.  False if the line is not flat. */
+static bool
+load_flat(const char *line, size_t len, struct proto_msg *msg)
+{
+	int n = flatjson_scan(line, len, msg->flat, FLATJSON_FIELDS_MAX);
+	if (n < 0)
+		return false;
+	msg->text = xmalloc(len + 1);
+	memcpy(msg->text, line, len);
+	msg->text[len] = '\0';
+	for (int i = 0; i < n; i++) {
+		struct flatjson_field *f = &msg->flat[i];
+		f->key = msg->text + (f->key - line);
+		if (f->kind == FLATJSON_STR) {
+			f->str = msg->text + (f->str - line);
+			msg->text[f->str - msg->text + (ptrdiff_t)f->slen] = '\0';
+		}
+	}
+	msg->nflat = n;
+	return true;
+}
+
 /* Parses and validates one line (see proto.h). */
 int
 proto_parse(const char *line, size_t len, struct proto_msg *msg, struct proto_err *err)
@@ -800,63 +896,81 @@ proto_parse(const char *line, size_t len, struct proto_msg *msg, struct proto_er
 	err->detail = NULL;
 	err->ref = NULL;
 	msg->obj = NULL;
+	msg->text = NULL;
+	msg->nflat = -1;
 
 	if (!utf8_valid(line, len)) {
 		perr(err, PERR_BAD_UTF8, "line is not valid UTF-8");
 		return -1;
 	}
-	json_error_t je;
-	json_t *obj = flatjson_load(line, len);
-	if (obj == NULL)
-		obj = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-	if (obj == NULL) {
-		perr(err, PERR_BAD_JSON, "invalid JSON at column %d: %s", je.column, je.text);
-		return -1;
-	}
-	if (!json_is_object(obj)) {
-		perr(err, PERR_NOT_OBJECT, "a message must be a JSON object");
-		json_decref(obj);
-		return -1;
+	if (!load_flat(line, len, msg)) {
+		json_error_t je;
+		json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+		if (obj == NULL) {
+			perr(err, PERR_BAD_JSON, "invalid JSON at column %d: %s", je.column,
+			     je.text);
+			return -1;
+		}
+		if (!json_is_object(obj)) {
+			perr(err, PERR_NOT_OBJECT, "a message must be a JSON object");
+			json_decref(obj);
+			return -1;
+		}
+		msg->obj = obj;
 	}
 
 	bool ok = false;
 	enum proto_type t = PROTO_HELLO;
-	json_t *type = json_object_get(obj, "type");
-	if (type == NULL) {
+	struct pval type;
+	if (!msg_field(msg, "type", &type)) {
 		perr(err, PERR_MISSING_FIELD, "missing field 'type'");
-	} else if (!json_is_string(type)) {
+	} else if (type.t != T_STR) {
 		perr(err, PERR_BAD_FIELD, "field 'type' must be a string");
-	} else if (!type_lookup(json_string_value(type), &t)) {
+	} else if (!type_lookup(type.s, &t)) {
 		char sn[SNIP_MAX + 4];
-		perr(err, PERR_UNKNOWN_TYPE, "unknown message type '%s'",
-		     snip(json_string_value(type), sn));
+		perr(err, PERR_UNKNOWN_TYPE, "unknown message type '%s'", snip(type.s, sn));
 	} else {
-		ok = validate(t, obj, err);
+		ok = validate(t, msg, err);
 	}
 	if (!ok) {
-		const char *ref = json_string_value(json_object_get(obj, "ref"));
+		const char *ref = proto_str(msg, "ref");
 		if (ref != NULL)
 			err->ref = xstrdup(ref);
-		json_decref(obj);
+		proto_msg_free(msg);
 		return -1;
 	}
 	msg->type = t;
-	msg->obj = obj;
 	return 0;
 }
 
-/* Releases msg's object. */
+/* Releases msg's object and text. */
 void
 proto_msg_free(struct proto_msg *msg)
 {
 	json_decref(msg->obj);
 	msg->obj = NULL;
+	free(msg->text);
+	msg->text = NULL;
+	msg->nflat = -1;
 }
 
-/* Returns field's value (borrowed from m), or NULL if absent. */
+/* Returns field's value (borrowed from m), or NULL if absent.  A flat
+ * line's object is built on the first call (m's cache: the hot paths read
+ * fields through the accessors below and never need it). */
 json_t *
 proto_get(const struct proto_msg *m, const char *field)
 {
+	if (m->obj == NULL && m->nflat >= 0) {
+		json_t *obj = json_object();
+		for (int i = 0; obj != NULL && i < m->nflat; i++) {
+			const struct flatjson_field *f = &m->flat[i];
+			char key[FLATJSON_KEY_MAX + 1];
+			memcpy(key, f->key, f->klen);
+			key[f->klen] = '\0';
+			json_object_set_new_nocheck(obj, key, flatjson_field_json(f));
+		}
+		((struct proto_msg *)m)->obj = obj;
+	}
 	return json_object_get(m->obj, field);
 }
 
@@ -864,31 +978,58 @@ proto_get(const struct proto_msg *m, const char *field)
 const char *
 proto_str(const struct proto_msg *m, const char *field)
 {
-	return json_string_value(proto_get(m, field));
+	struct pval v;
+	return msg_field(m, field, &v) && v.t == T_STR ? v.s : NULL;
 }
 
 /* Returns field's integer, or dflt if absent or not an integer. */
 json_int_t
 proto_int(const struct proto_msg *m, const char *field, json_int_t dflt)
 {
-	json_t *v = proto_get(m, field);
-	return json_is_integer(v) ? json_integer_value(v) : dflt;
+	struct pval v;
+	return msg_field(m, field, &v) && v.t == T_INT ? v.i : dflt;
 }
 
 /* Returns field's number (integer or real), or dflt if absent or not one. */
 double
 proto_num(const struct proto_msg *m, const char *field, double dflt)
 {
-	json_t *v = proto_get(m, field);
-	return json_is_number(v) ? json_number_value(v) : dflt;
+	struct pval v;
+	return msg_field(m, field, &v) && (v.t & T_NUM) ? v.d : dflt;
 }
 
 /* Returns field's boolean, or dflt if absent or not a boolean. */
 bool
 proto_bool(const struct proto_msg *m, const char *field, bool dflt)
 {
-	json_t *v = proto_get(m, field);
-	return json_is_boolean(v) ? json_is_true(v) : dflt;
+	struct pval v;
+	return msg_field(m, field, &v) && v.t == T_BOOL ? v.i != 0 : dflt;
+}
+
+/* Returns field's value as compact JSON text (malloc'd), or NULL if
+ * absent.  A flat line's string needs no escaping: it is copied as it
+ * came, with no scan and no JSON tree (the bus stores every body so). */
+char *
+proto_json(const struct proto_msg *m, const char *field)
+{
+	struct pval v;
+	if (!msg_field(m, field, &v))
+		return NULL;
+	if (v.t == T_STR) {
+		struct buf b;
+		buf_init(&b);
+		if (v.j == NULL) {
+			buf_reserve(&b, v.len + 2);
+			buf_add(&b, "\"", 1);
+			buf_add(&b, v.s, v.len);
+			buf_add(&b, "\"", 1);
+		} else {
+			buf_reserve(&b, v.len + 16);
+			buf_add_json_str(&b, v.s);
+		}
+		return (char *)buf_cstr(&b);
+	}
+	return json_dumps(proto_get(m, field), JSON_COMPACT | JSON_ENCODE_ANY);
 }
 
 /* ---- encoding ------------------------------------------------------------ */
@@ -996,6 +1137,8 @@ proto_sent(const char *ref, int64_t id)
 		buf_add_json_str(&b, ref);
 	else
 		buf_adds(&b, "null");
-	buf_addf(&b, ",\"id\":%lld}\n", (long long)id);
+	buf_adds(&b, ",\"id\":");
+	buf_add_int(&b, id);
+	buf_add(&b, "}\n", 2);
 	return (char *)buf_cstr(&b);
 }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "flatjson.h"
 #include "util.h"
 
 #define PROTO_VERSION          1
@@ -139,12 +140,18 @@ void proto_framer_stop(struct proto_framer *f);
 
 /* ---- parsing and validation ------------------------------------------- */
 
-/* A parsed, validated agent → orchestrator message.  obj owns everything;
- * the accessors below read its fields (strings stay valid while obj lives).
- * Optional fields absent from the line read as NULL / defaults. */
+/* A parsed, validated agent → orchestrator message; the accessors below
+ * read its fields (strings stay valid until proto_msg_free).  Optional
+ * fields absent from the line read as NULL / defaults.  A flat line (see
+ * flatjson.h: most of them, `send` and `ack` among them) is kept as spans
+ * of a copy of it, without a JSON tree; any other line as jansson's
+ * object.  Do not copy the struct. */
 struct proto_msg {
 	enum proto_type type;
-	json_t *obj;
+	json_t *obj; /* jansson's object; for a flat line, built if proto_get asks */
+	char *text;  /* a flat line: its copy, each string NUL-terminated in place */
+	int nflat;   /* a flat line: how many members flat[] has; else -1 */
+	struct flatjson_field flat[FLATJSON_FIELDS_MAX];
 };
 
 /* A validation failure: code (PERR_*), a one-line detail, and the `ref` of
@@ -172,6 +179,8 @@ json_int_t proto_int(const struct proto_msg *m, const char *field, json_int_t df
 double proto_num(const struct proto_msg *m, const char *field, double dflt);
 bool proto_bool(const struct proto_msg *m, const char *field, bool dflt);
 json_t *proto_get(const struct proto_msg *m, const char *field);
+/* field's value as compact JSON text (malloc'd), or NULL if absent. */
+char *proto_json(const struct proto_msg *m, const char *field);
 
 /* ---- encoding (orchestrator → agent) ---------------------------------- */
 

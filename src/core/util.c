@@ -129,6 +129,20 @@ buf_adds(struct buf *b, const char *s)
 }
 
 void
+buf_add_int(struct buf *b, int64_t v)
+{
+	char tmp[24], *p = tmp + sizeof tmp;
+	/* In unsigned arithmetic: -INT64_MIN does not fit an int64_t. */
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	do
+		*--p = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*--p = '-';
+	buf_add(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
+void
 buf_addf(struct buf *b, const char *fmt, ...)
 {
 	/* Formatted in place: no allocation when the buffer has room (it

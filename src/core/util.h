@@ -39,6 +39,8 @@ void buf_reserve(struct buf *b, size_t extra);
 void buf_add(struct buf *b, const void *p, size_t n);
 void buf_adds(struct buf *b, const char *s);
 void buf_addf(struct buf *b, const char *fmt, ...) PRINTFLIKE(2, 3);
+/* Appends v in decimal (printf costs more than the rest of a hot line). */
+void buf_add_int(struct buf *b, int64_t v);
 /* Drops the first n bytes. */
 void buf_consume(struct buf *b, size_t n);
 /* Returns the data NUL-terminated (the buffer keeps ownership). */

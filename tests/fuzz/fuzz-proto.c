@@ -16,6 +16,10 @@
  *   - a line the fast path (flatjson.c) takes, jansson loads as an equal
  *     object with its keys in the same order, and a value it takes, as an
  *     equal value;
+ *   - such a line, parsed as it is (spans, no JSON tree) and as its twin
+ *     that only jansson reads (one more member, an array), gives the same
+ *     verdict: the same type and fields through every accessor, or the same
+ *     error code, detail and ref;
  *   - an accepted message, encoded again as a line, is accepted again with
  *     the same type (validation is stable under re-encoding);
  *   - an error has a code and a one-line, valid UTF-8 detail, and its
@@ -107,6 +111,7 @@ read_fields(const struct proto_msg *m)
 	(void)proto_num(m, "cost_usd", 0);
 	(void)proto_num(m, "load", 0);
 	(void)proto_bool(m, "retry", true);
+	free(proto_json(m, "body"));
 	(void)proto_get(m, "body");
 	(void)proto_get(m, "capabilities");
 	enum proto_priority p = PRIO_NORMAL;
@@ -162,6 +167,65 @@ check_fast_path(const char *line, size_t len)
 	json_decref(fast);
 }
 
+/* Whether two strings are both NULL or equal. */
+static bool
+same_str(const char *a, const char *b)
+{
+	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
+/* A flat line and its twin that only jansson reads (one more member, an
+ * array) must look the same to every handler. */
+static void
+check_two_paths(const char *line, size_t len)
+{
+	struct flatjson_field f[FLATJSON_FIELDS_MAX];
+	if (!utf8_valid(line, len) || flatjson_scan(line, len, f, FLATJSON_FIELDS_MAX) < 0)
+		return;
+	json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+	FUZZ_CHECK(json_is_object(o));
+	if (json_object_get(o, "zz_twin") != NULL) {
+		json_decref(o);
+		return;
+	}
+	json_t *t = json_deep_copy(o);
+	json_object_set_new(t, "zz_twin", json_pack("[i]", 0));
+	char *twin = json_dumps(t, JSON_COMPACT);
+	json_decref(t);
+	FUZZ_CHECK(twin != NULL);
+	struct proto_msg a, b;
+	struct proto_err ea, eb;
+	int ra = proto_parse(line, len, &a, &ea);
+	int rb = proto_parse(twin, strlen(twin), &b, &eb);
+	FUZZ_CHECK(ra == rb);
+	if (ra != 0) {
+		FUZZ_CHECK(same_str(ea.code, eb.code) && same_str(ea.detail, eb.detail) &&
+		           same_str(ea.ref, eb.ref));
+		proto_err_clear(&ea);
+		proto_err_clear(&eb);
+	} else {
+		FUZZ_CHECK(a.type == b.type && a.nflat >= 0 && b.nflat == -1);
+		const char *key;
+		json_t *v;
+		json_object_foreach(o, key, v)
+		{
+			FUZZ_CHECK(same_str(proto_str(&a, key), proto_str(&b, key)));
+			FUZZ_CHECK(proto_int(&a, key, -5) == proto_int(&b, key, -5));
+			FUZZ_CHECK(proto_num(&a, key, -5) == proto_num(&b, key, -5));
+			FUZZ_CHECK(proto_bool(&a, key, true) == proto_bool(&b, key, true));
+			FUZZ_CHECK(proto_bool(&a, key, false) == proto_bool(&b, key, false));
+			char *ja = proto_json(&a, key), *jb = proto_json(&b, key);
+			FUZZ_CHECK(same_str(ja, jb));
+			free(ja);
+			free(jb);
+		}
+		proto_msg_free(&a);
+		proto_msg_free(&b);
+	}
+	free(twin);
+	json_decref(o);
+}
+
 static void
 on_line(void *arg, const char *line, size_t len)
 {
@@ -171,6 +235,7 @@ on_line(void *arg, const char *line, size_t len)
 	FUZZ_CHECK(want != NULL && len == want_len && memcmp(line, want, len) == 0);
 	FUZZ_CHECK(st->overflows == st->ref_overflows);
 	check_fast_path(line, len);
+	check_two_paths(line, len);
 	struct proto_msg m;
 	struct proto_err e;
 	if (proto_parse(line, len, &m, &e) == 0) {
@@ -178,6 +243,7 @@ on_line(void *arg, const char *line, size_t len)
 		             strcmp(proto_type_name(m.type), proto_str(&m, "type")) != 0));
 		read_fields(&m);
 		/* Encoded again, it must be accepted again, with the same type. */
+		(void)proto_get(&m, "type"); /* (builds a flat line's object) */
 		char *again = proto_encode(json_incref(m.obj));
 		FUZZ_CHECK(again != NULL);
 		check_reply_line(again);

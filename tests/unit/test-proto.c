@@ -347,7 +347,7 @@ parse_ok(const char *line, struct proto_msg *m)
 	if (rc != 0)
 		fail_msg("unexpected error %s: %s (line %s)", e.code, e.detail, line);
 	assert_null(e.code);
-	assert_non_null(m->obj);
+	assert_true(m->obj != NULL || m->nflat >= 0);
 	return m->type;
 }
 
@@ -359,6 +359,7 @@ parse_bad_n(const char *line, size_t len, const char *code, const char *detail)
 	struct proto_err e;
 	assert_int_equal(proto_parse(line, len, &m, &e), -1);
 	assert_null(m.obj);
+	assert_null(m.text);
 	assert_non_null(e.code);
 	if (strcmp(e.code, code) != 0)
 		fail_msg("line %s: want %s, got %s: %s", line, code, e.code, e.detail);
@@ -955,8 +956,159 @@ test_flatjson(void **state)
 	/* An embedded NUL is a control character: declined, not cut short. */
 	assert_null(flatjson_load("{\"a\":\"x\0\"}", 10));
 	assert_null(flatjson_load("{}\0", 3));
+	/* Strings are scanned eight bytes at a time: a closing quote, an
+	 * escape or a control character at every offset of the first words. */
+	static const char *const specials[] = {"\\n", "\\\"", "\x01", "\x1f", "\t"};
+	char body[24];
+	for (int n = 1; n < 20; n++) {
+		memset(body, 'y', (size_t)n);
+		body[n] = '\0';
+		for (int k = 0; k < n; k++) {
+			for (size_t i = 0; i < nitems(specials); i++) {
+				snprintf(line, sizeof line, "{\"a\":\"%.*s%s%s\"}", k, body,
+				         specials[i], body + k);
+				assert_flat_declines(line);
+			}
+			snprintf(line, sizeof line, "{\"a\":\"%.*s\",\"b\":\"%s\"}", k, body,
+			         body + k);
+			assert_flat_same(line);
+			snprintf(line, sizeof line, "{\"a\":\"%.*s\xc3\xa9%s\"}", k, body,
+			         body + k);
+			assert_flat_same(line);
+		}
+	}
 	/* That errors stay jansson's (a duplicate key, a trailing comma, a
 	 * NUL) through proto_parse is checked in test_parse_errors. */
+}
+
+/* The line s with one more member (an array) that only jansson reads: the
+ * same message, parsed the other way. */
+static char *
+jansson_twin(const char *s)
+{
+	json_t *o = jansson_load(s);
+	assert_non_null(o);
+	json_object_set_new(o, "zz_twin", json_pack("[i]", 0));
+	char *t = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return t;
+}
+
+/* Parses s (a flat line) both ways, as is and as its jansson twin, and
+ * checks that everything a handler can see is the same: the verdict, the
+ * type, every field through every accessor, the body's JSON text, or the
+ * error's code, detail and ref. */
+static void
+assert_paths_agree(const char *s)
+{
+	char *twin = jansson_twin(s);
+	struct proto_msg a, b;
+	struct proto_err ea, eb;
+	int ra = proto_parse(s, strlen(s), &a, &ea);
+	int rb = proto_parse(twin, strlen(twin), &b, &eb);
+	if (ra != rb)
+		fail_msg("%s: flat %d, jansson %d", s, ra, rb);
+	if (ra != 0) {
+		assert_string_equal(ea.code, eb.code);
+		assert_string_equal(ea.detail, eb.detail);
+		assert_true((ea.ref == NULL) == (eb.ref == NULL));
+		if (ea.ref != NULL)
+			assert_string_equal(ea.ref, eb.ref);
+		proto_err_clear(&ea);
+		proto_err_clear(&eb);
+		free(twin);
+		return;
+	}
+	assert_true(a.nflat >= 0); /* the fast path was taken ... */
+	assert_null(a.obj);        /* ... with no JSON tree */
+	assert_int_equal(b.nflat, -1);
+	assert_int_equal(a.type, b.type);
+	json_t *o = jansson_load(s);
+	const char *key;
+	json_t *v;
+	json_object_foreach(o, key, v)
+	{
+		const char *sa = proto_str(&a, key), *sb = proto_str(&b, key);
+		assert_true((sa == NULL) == (sb == NULL));
+		if (sa != NULL)
+			assert_string_equal(sa, sb);
+		assert_int_equal(proto_int(&a, key, -5), proto_int(&b, key, -5));
+		assert_true(proto_num(&a, key, -5) == proto_num(&b, key, -5));
+		assert_int_equal(proto_bool(&a, key, false), proto_bool(&b, key, false));
+		assert_int_equal(proto_bool(&a, key, true), proto_bool(&b, key, true));
+		char *ja = proto_json(&a, key), *jb = proto_json(&b, key);
+		assert_string_equal(ja, jb);
+		free(ja);
+		free(jb);
+	}
+	assert_null(proto_str(&a, "absent"));
+	assert_null(proto_json(&a, "absent"));
+	/* The object is built when asked for, equal to jansson's. */
+	assert_true(json_equal(proto_get(&a, "type"), json_object_get(o, "type")));
+	assert_non_null(a.obj);
+	assert_true(json_equal(a.obj, o));
+	json_decref(o);
+	proto_msg_free(&a);
+	proto_msg_free(&b);
+	free(twin);
+}
+
+static void
+test_parse_flat_same(void **state)
+{
+	static const char *const lines[] = {
+	    /* accepted */
+	    "{\"type\":\"send\",\"to\":\"consumer\",\"ref\":\"17\",\"body\":\"xx / \xc3\xa9\"}",
+	    "{\"type\":\"send\",\"to\":\"#news\",\"body\":42,\"priority\":\"urgent\","
+	    "\"mode\":\"sync\",\"reply_to\":9}",
+	    "{\"type\":\"send\",\"to\":\"*\",\"body\":true}",
+	    "{\"type\":\"send\",\"to\":\"b\",\"body\":null,\"ref\":\"\"}",
+	    "{\"type\": \"ack\", \"id\": 123456}",
+	    "{\"type\":\"hello\",\"proto\":1,\"name\":\"w-1\",\"max_tasks\":3}",
+	    "{\"type\":\"heartbeat\",\"load\":2}",
+	    "{\"type\":\"task.fail\",\"task\":3,\"error\":\"no\",\"retry\":false}",
+	    "{\"type\":\"task.progress\",\"task\":3,\"pct\":100}",
+	    "{\"type\":\"usage\",\"tokens_in\":1,\"tokens_out\":0,\"cost_usd\":0}",
+	    "{\"type\":\"log\",\"level\":\"warn\",\"msg\":\"m\"}",
+	    /* refused, each for another reason */
+	    "{\"type\":\"send\",\"to\":\"b\",\"ref\":\"r9\"}",
+	    "{\"type\":\"send\",\"to\":\"b\",\"body\":1,\"priority\":\"soon\",\"ref\":\"r\"}",
+	    "{\"type\":\"send\",\"to\":\"b\",\"body\":1,\"mode\":\"x\"}",
+	    "{\"type\":\"send\",\"to\":\"#bad topic\",\"body\":1}",
+	    "{\"type\":\"send\",\"to\":7,\"body\":1}",
+	    "{\"type\":\"send\",\"to\":\"b\",\"body\":1,\"reply_to\":\"7\"}",
+	    "{\"type\":\"ack\",\"id\":0,\"ref\":\"a0\"}",
+	    "{\"type\":\"ack\",\"id\":true}",
+	    "{\"type\":\"ack\"}",
+	    "{\"type\":\"hello\",\"proto\":2,\"name\":\"w\"}",
+	    "{\"type\":\"hello\",\"proto\":1,\"name\":\"bad name\"}",
+	    "{\"type\":\"task.progress\",\"task\":3,\"pct\":101}",
+	    "{\"type\":\"usage\",\"tokens_in\":-1,\"tokens_out\":0,\"cost_usd\":0}",
+	    "{\"type\":\"nope\",\"ref\":\"n\"}",
+	    "{\"type\":null}",
+	    "{\"ref\":\"t\"}",
+	};
+	for (size_t i = 0; i < nitems(lines); i++)
+		assert_paths_agree(lines[i]);
+	/* The fast path takes up to FLATJSON_FIELDS_MAX members. */
+	struct buf b;
+	buf_init(&b);
+	buf_adds(&b, "{\"type\":\"heartbeat\"");
+	for (int i = 1; i < FLATJSON_FIELDS_MAX; i++)
+		buf_addf(&b, ",\"k%d\":%d", i, i);
+	buf_adds(&b, "}");
+	struct flatjson_field f[FLATJSON_FIELDS_MAX + 1];
+	assert_int_equal(flatjson_scan(b.data, b.len, f, FLATJSON_FIELDS_MAX), FLATJSON_FIELDS_MAX);
+	assert_paths_agree(b.data);
+	b.len--;
+	buf_adds(&b, ",\"one_more\":1}");
+	assert_int_equal(flatjson_scan(b.data, b.len, f, FLATJSON_FIELDS_MAX), -1);
+	struct proto_msg m;
+	assert_int_equal(parse_ok(b.data, &m), PROTO_HEARTBEAT);
+	assert_int_equal(m.nflat, -1); /* jansson's */
+	assert_int_equal(proto_int(&m, "one_more", 0), 1);
+	proto_msg_free(&m);
+	buf_free(&b);
 }
 
 /* ---- robustness ---------------------------------------------------------- */
@@ -1144,6 +1296,7 @@ main(void)
 	    cmocka_unit_test(test_parse_ref_and_detail),
 	    cmocka_unit_test(test_encode),
 	    cmocka_unit_test(test_flatjson),
+	    cmocka_unit_test(test_parse_flat_same),
 	    cmocka_unit_test(test_names),
 	    cmocka_unit_test(test_fuzz_smoke),
 	};
