@@ -546,11 +546,13 @@ orch_status_json(struct orch *o)
 	if (o->store != NULL)
 		store_stats(o->store, &ss);
 	logmgr_stats(o->log, &ls);
-	json_t *db = json_pack("{s:s,s:I,s:s,s:i,s:I,s:f}", "path", o->db_path, "size_bytes",
-	                       (json_int_t)(o->store ? store_size_bytes(o->store) : 0), "state",
-	                       o->store ? store_state(o->store) : "closed", "schema",
-	                       o->store ? store_schema_version(o->store) : 0, "commits",
-	                       (json_int_t)ss.commits, "last_commit_ms", ss.last_commit_ms);
+	json_t *db =
+	    json_pack("{s:s,s:I,s:s,s:i,s:I,s:f,s:I,s:i}", "path", o->db_path, "size_bytes",
+	              (json_int_t)(o->store ? store_size_bytes(o->store) : 0), "state",
+	              o->store ? store_state(o->store) : "closed", "schema",
+	              o->store ? store_schema_version(o->store) : 0, "commits",
+	              (json_int_t)ss.commits, "last_commit_ms", ss.last_commit_ms, "checkpoints",
+	              (json_int_t)ss.checkpoints, "wal_pages", ss.wal_pages);
 	struct bus_stats bs;
 	struct task_counts tc;
 	bus_stats(o->bus, &bs);

@@ -42,6 +42,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpointer.h"
 #include "store.h"
 #include "util.h"
 
@@ -357,6 +358,7 @@ struct store {
 	struct store_job *done_head, *done_tail; /* reaped, callbacks not run */
 	bool want_commit;                        /* a commit point came while a job was in flight */
 	uv_async_t async;
+	struct checkpointer *ckpt; /* with the thread, on a file: WAL checkpoints */
 
 	const char *state;
 	struct store_stats stats;
@@ -1330,6 +1332,8 @@ store_do_close(struct store *st)
 	st->stmt_cap = st->nstmts = 0;
 	if (sqlite3_next_stmt(st->db, NULL) != NULL)
 		store_error(st, "%s: closed with statements not finalised", st->path);
+	checkpointer_stop(st->ckpt);
+	st->ckpt = NULL;
 	sqlite3_close_v2(st->db);
 	st->db = NULL;
 	free(st->cbs);
@@ -1403,6 +1407,12 @@ void
 store_stats(const struct store *st, struct store_stats *out)
 {
 	*out = st->stats;
+	if (st->ckpt != NULL) {
+		struct checkpointer_stats cs;
+		checkpointer_stats(st->ckpt, &cs);
+		out->checkpoints = cs.runs + cs.forced;
+		out->wal_pages = cs.last_pages;
+	}
 }
 
 void
@@ -1563,6 +1573,19 @@ store_connect(struct store *st, char **cause)
 	return rc == SQLITE_OK ? 0 : -1;
 }
 
+/* With the store thread, the WAL is checkpointed on a thread of its own
+ * (checkpointer.h); without it (or if that cannot start), by SQLite in the
+ * COMMIT that crosses 1,000 pages. */
+static void
+store_start_checkpointer(struct store *st)
+{
+	if (strcmp(st->path, ":memory:") == 0 || st->path[0] == '\0')
+		return;
+	char *cause = NULL;
+	st->ckpt = checkpointer_start(st->db, st->path, st->durability == STORE_STRICT, &cause);
+	free(cause); /* (automatic checkpoints go on: nothing is lost) */
+}
+
 int
 store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, char **cause)
 {
@@ -1597,6 +1620,7 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, c
 		st->threaded = pthread_create(&st->thread, NULL, store_thread_main, st) == 0;
 		if (st->threaded) {
 			pthread_setname_np(st->thread, "dreamos-store"); /* (top -H, perf) */
+			store_start_checkpointer(st);
 			uv_async_init(loop, &st->async, store_async_cb);
 			st->async.data = st;
 			uv_unref((uv_handle_t *)&st->async);

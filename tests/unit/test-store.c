@@ -2,10 +2,12 @@
  * or foreign files, group commit on a real loop, fault injection, kv, the
  * statement cache and closing with and without a loop. */
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "testutil.h"
 
+#include "checkpointer.h"
 #include "idlease.h"
 #include "store.h"
 #include "util.h"
@@ -1091,6 +1093,102 @@ test_thread_commits(void **state)
 	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE ns = 'c'"), 1);
 }
 
+/* The size of the file at path, 0 if there is none. */
+static off_t
+file_size(const char *path)
+{
+	struct stat sb;
+	return stat(path, &sb) == 0 ? sb.st_size : 0;
+}
+
+/* With the thread, the WAL is checkpointed off the writer's way
+ * (checkpointer.h): the checkpoints happen, the WAL stays within the cap
+ * however fast transactions come, the database gets the pages, and
+ * nothing is lost. */
+static void
+test_thread_checkpoints(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	struct errlog e = {0};
+	struct store *st = open_threaded(f->path, &loop, &e);
+	char *wal = xasprintf("%s-wal", f->path);
+	char value[1024];
+	memset(value, 'v', sizeof value - 1);
+	value[sizeof value - 1] = '\0';
+	/* 24 MiB in transactions of 256 KiB, three times the cap's WAL. */
+	off_t wal_max = 0;
+	for (int t = 0; t < 96; t++) {
+		for (int i = 0; i < 256; i++) {
+			char key[24];
+			snprintf(key, sizeof key, "k%d.%d", t, i);
+			assert_int_equal(
+			    store_queue(st, KV_INSERT, "ttti", "ck", key, value, (int64_t)i), 0);
+		}
+		uv_run(&loop, UV_RUN_DEFAULT);
+		if (file_size(wal) > wal_max)
+			wal_max = file_size(wal);
+	}
+	struct store_stats ss;
+	store_stats(st, &ss);
+	assert_true(ss.checkpoints >= 1);
+	assert_true(ss.wal_pages > 0);
+	/* The cap, plus one transaction's pages that cross it. */
+	assert_true(wal_max <= (off_t)(CHECKPOINTER_CAP_PAGES + 200) * (4096 + 24));
+	assert_true(file_size(f->path) > 16 * 1024 * 1024); /* checkpointed there */
+	assert_int_equal(e.n, 0);
+	close_threaded(st, &loop);
+	assert_int_equal(file_size(wal), 0); /* the last close checkpoints it all */
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE ns = 'ck'"), 96 * 256);
+	free(wal);
+}
+
+/* The checkpointer by itself, on a connection of the test's: a commit that
+ * takes the WAL past 1,000 pages wakes the thread; one past the cap is
+ * checkpointed by the writer at once, and the next transaction starts the
+ * WAL over; stopping it gives the connection SQLite's checkpoints back. */
+static void
+test_checkpointer(void **state)
+{
+	struct fixture *f = *state;
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(db, "PRAGMA journal_mode = WAL; CREATE TABLE t (x)", NULL, NULL, NULL),
+	    SQLITE_OK);
+	char *cause = NULL;
+	struct checkpointer *c = checkpointer_start(db, f->path, 0, &cause);
+	assert_non_null(c);
+	static const char fill[] = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+	                           "WHERE i < %d) INSERT INTO t SELECT zeroblob(1000) FROM n";
+	char sql[256];
+	snprintf(sql, sizeof sql, fill, 6000); /* about 1,500 pages */
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	struct checkpointer_stats cs;
+	for (int i = 0; i < 500; i++) { /* the thread's run: up to 5 s */
+		checkpointer_stats(c, &cs);
+		if (cs.runs > 0)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(cs.runs, 1);
+	assert_int_equal(cs.forced, 0);
+	assert_true(cs.last_pages >= CHECKPOINTER_PAGES && cs.last_pages < CHECKPOINTER_CAP_PAGES);
+
+	snprintf(sql, sizeof sql, fill, 20000); /* past the cap in one commit */
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	checkpointer_stats(c, &cs);
+	assert_int_equal(cs.forced, 1);
+	assert_true(cs.last_pages >= CHECKPOINTER_CAP_PAGES);
+	assert_int_equal(sqlite3_exec(db, "INSERT INTO t VALUES (1)", NULL, NULL, NULL), SQLITE_OK);
+	checkpointer_stats(c, &cs);
+	assert_true(cs.last_pages < 10); /* started over */
+
+	checkpointer_stop(c);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM t"), 26001);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
 /* store_progress: mid-turn, with the thread idle and 256 writes queued, the
  * transaction goes to the thread at once (not before: fewer stay for the
  * commit point); the writes queued after it form the next transaction,
@@ -1268,6 +1366,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_thread_progress, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_write_failure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_retry_delay, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_thread_checkpoints, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpointer, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,45 @@
+/* checkpointer.h — WAL checkpoints on a thread of their own.
+ *
+ * SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL
+ * past 1,000 pages: it copies those pages into the database and fsyncs it,
+ * and the writer (the store thread, under a message flood) waits.  That was
+ * a fifth of the store thread's time.  Here a WAL hook on the writer's
+ * connection asks a second thread, with a connection of its own, for a
+ * PASSIVE checkpoint instead (one never blocks a writer), and the writer
+ * goes on.  Under a steady flow the WAL is never wholly copied at the moment
+ * a transaction begins, so SQLite cannot start it over from the beginning
+ * and it would grow: at CHECKPOINTER_CAP_PAGES the writer checkpoints
+ * itself (after the thread's run, if one is going), which copies the rest
+ * while nothing is written, and the next transaction starts the WAL over. */
+#ifndef DREAMOS_CHECKPOINTER_H
+#define DREAMOS_CHECKPOINTER_H
+
+#include <sqlite3.h>
+#include <stdint.h>
+
+/* WAL pages that ask the thread for a checkpoint (SQLite's default). */
+#define CHECKPOINTER_PAGES 1000
+/* WAL pages at which the writer checkpoints itself. */
+#define CHECKPOINTER_CAP_PAGES 4000
+
+struct checkpointer;
+
+/* Opens a second connection to path, starts the thread and installs the
+ * WAL hook on db (the writer's connection), which replaces SQLite's
+ * automatic checkpoints.  full_sync: the checkpoints' connection uses
+ * synchronous=FULL (else NORMAL).  Returns NULL with *cause set (caller
+ * frees) if it cannot: db keeps its automatic checkpoints. */
+struct checkpointer *checkpointer_start(sqlite3 *db, const char *path, int full_sync, char **cause);
+/* Stops the thread (after its run), closes its connection and gives db its
+ * automatic checkpoints back.  Call before closing db. */
+void checkpointer_stop(struct checkpointer *c);
+
+struct checkpointer_stats {
+	uint64_t runs;   /* checkpoints the thread ran */
+	uint64_t forced; /* ... the writer ran itself, at CHECKPOINTER_CAP_PAGES */
+	int last_pages;  /* the WAL's size, in pages, at the last commit */
+};
+/* A snapshot (from any thread). */
+void checkpointer_stats(struct checkpointer *c, struct checkpointer_stats *out);
+
+#endif
