@@ -158,7 +158,8 @@ done:
 	return skip_ws(p, end) == end ? n : -1;
 }
 
-json_t *
+/* The jansson value of a scanned member (a new reference). */
+static json_t *
 flatjson_field_json(const struct flatjson_field *f)
 {
 	switch (f->kind) {
@@ -176,12 +177,8 @@ flatjson_field_json(const struct flatjson_field *f)
 }
 
 json_t *
-flatjson_load(const char *s, size_t len)
+flatjson_object(const struct flatjson_field *f, int n)
 {
-	struct flatjson_field f[FLATJSON_FIELDS_MAX];
-	int n = flatjson_scan(s, len, f, FLATJSON_FIELDS_MAX);
-	if (n < 0)
-		return NULL;
 	json_t *obj = json_object();
 	for (int i = 0; obj != NULL && i < n; i++) {
 		char key[FLATJSON_KEY_MAX + 1];
@@ -193,6 +190,14 @@ flatjson_load(const char *s, size_t len)
 		}
 	}
 	return obj;
+}
+
+json_t *
+flatjson_load(const char *s, size_t len)
+{
+	struct flatjson_field f[FLATJSON_FIELDS_MAX];
+	int n = flatjson_scan(s, len, f, FLATJSON_FIELDS_MAX);
+	return n < 0 ? NULL : flatjson_object(f, n);
 }
 
 json_t *

@@ -43,9 +43,9 @@ struct flatjson_field {
  * protocol's hot lines are read without building a JSON tree. */
 int flatjson_scan(const char *s, size_t len, struct flatjson_field *f, int max);
 
-/* The jansson value of a scanned member (a new reference; NULL only when
- * out of memory). */
-json_t *flatjson_field_json(const struct flatjson_field *f);
+/* The object of n scanned members, in their order (a new reference; NULL
+ * only when out of memory). */
+json_t *flatjson_object(const struct flatjson_field *f, int n);
 
 /* Loads s if flatjson_scan takes it (with max FLATJSON_FIELDS_MAX).
  * Returns a new object equal to what json_loadb(s, len, JSON_DECODE_ANY |

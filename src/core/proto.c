@@ -960,17 +960,8 @@ proto_msg_free(struct proto_msg *msg)
 json_t *
 proto_get(const struct proto_msg *m, const char *field)
 {
-	if (m->obj == NULL && m->nflat >= 0) {
-		json_t *obj = json_object();
-		for (int i = 0; obj != NULL && i < m->nflat; i++) {
-			const struct flatjson_field *f = &m->flat[i];
-			char key[FLATJSON_KEY_MAX + 1];
-			memcpy(key, f->key, f->klen);
-			key[f->klen] = '\0';
-			json_object_set_new_nocheck(obj, key, flatjson_field_json(f));
-		}
-		((struct proto_msg *)m)->obj = obj;
-	}
+	if (m->obj == NULL && m->nflat >= 0)
+		((struct proto_msg *)m)->obj = flatjson_object(m->flat, m->nflat);
 	return json_object_get(m->obj, field);
 }
 

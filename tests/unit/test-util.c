@@ -2,6 +2,7 @@
  * formatting, the runtime directory lock and the id map. */
 #include "testutil.h"
 
+#include <stdint.h>
 #include <sys/stat.h>
 
 #include "intmap.h"
@@ -101,6 +102,19 @@ test_buf(void **state)
 		buf_add(&b, "x", 1);
 	assert_int_equal(b.len, 10000);
 	buf_free(&b);
+
+	/* buf_add_int: what printf's %lld writes, at the edges too. */
+	static const int64_t ints[] = {0,     7,         -7,        10,           999,
+	                               -1000, INT64_MAX, INT64_MIN, INT64_MIN + 1};
+	for (size_t i = 0; i < nitems(ints); i++) {
+		char want[32];
+		snprintf(want, sizeof want, "%lld|", (long long)ints[i]);
+		buf_init(&b);
+		buf_add_int(&b, ints[i]);
+		buf_adds(&b, "|");
+		assert_string_equal(buf_cstr(&b), want);
+		buf_free(&b);
+	}
 
 	/* buf_addf formats in place: output longer than the room left (the
 	 * second pass) and shorter, at every fill level around a boundary. */
