@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ackmark.h"
 #include "agent.h"
 #include "bus.h"
 #include "flatjson.h"
@@ -58,6 +59,7 @@ struct delivery {
 	                   * message whose commit failed, which is never written again) */
 	size_t unsaved;   /* 1 + its index in bus.unsaved: row not up to date */
 	size_t later;     /* 1 + its index in bus.later: first attempt, row not yet due */
+	uint64_t mslot;   /* its entry in its inbox's ackmark (a direct one without a row), or 0 */
 	int64_t sent_ms;  /* monotonic ms of its last delivery */
 	int64_t deadline; /* monotonic ms, when in flight */
 	struct delivery *prev, *next;   /* in a queue or the inbox's in-flight list */
@@ -81,6 +83,11 @@ struct inbox {
 	struct dlist q[PRIO_N];
 	struct dlist inflight;
 	struct intmap byid; /* msg id -> delivery */
+	/* Its direct deliveries without a row, for its acked-through mark
+	 * (ackmark.h), and the mark as last queued for the store. */
+	struct ackmark am;
+	int64_t mark_saved;
+	bool mark_dirty; /* in bus.dirty: the mark may move */
 	double drop_rate;
 	/* Agents throttled for this inbox's queue (names: one may be gone by
 	 * the time the queue is down to half of bus.high_water). */
@@ -157,6 +164,10 @@ struct bus {
 	 * times grow with ids and bus_first_id_at can search by id. */
 	int64_t last_ts;
 	bool recovered; /* bus_recover is done: memory covers the store */
+	/* Inboxes whose acked-through mark may move at the commit point. */
+	struct inbox **dirty;
+	size_t ndirty, dirty_cap;
+	uint64_t commit_failures; /* seen by bus_write_marks */
 };
 
 static void bus_write_unsaved(void *arg);
@@ -288,6 +299,7 @@ bus_inbox(struct bus *b, const char *name, bool create)
 		ib = xcalloc(1, sizeof *ib);
 		ib->name = xstrdup(name);
 		intmap_init(&ib->byid);
+		ackmark_init(&ib->am, 0);
 		strmap_set(&b->inboxes, name, ib);
 	}
 	return ib;
@@ -408,6 +420,7 @@ inbox_free(struct bus *b, struct inbox *ib)
 		}
 	}
 	intmap_free(&ib->byid);
+	ackmark_free(&ib->am);
 	for (size_t i = 0; i < ib->nwaiters; i++)
 		free(ib->waiters[i]);
 	free(ib->waiters);
@@ -426,6 +439,7 @@ bus_free(struct bus *b)
 	while (strmap_next(&b->inboxes, &it, NULL, &v))
 		inbox_free(b, v);
 	strmap_free(&b->inboxes);
+	free(b->dirty);
 	it = 0;
 	while (strmap_next(&b->topics, &it, NULL, &v)) {
 		strmap_free(v);
@@ -497,6 +511,36 @@ dvec_push(struct dvec *v, struct delivery *d)
 	return v->n;
 }
 
+/* ib's acked-through mark may move at the next commit point. */
+static void
+inbox_mark_dirty(struct bus *b, struct inbox *ib)
+{
+	if (ib->mark_dirty)
+		return;
+	if (b->ndirty == b->dirty_cap) {
+		b->dirty_cap = b->dirty_cap ? b->dirty_cap * 2 : 16;
+		b->dirty = xreallocarray(b->dirty, b->dirty_cap, sizeof *b->dirty);
+	}
+	b->dirty[b->ndirty++] = ib;
+	ib->mark_dirty = true;
+	store_write_soon(orch_store(b->orch));
+}
+
+/* The mark may pass d: it is acked in memory (and its row says so), or its
+ * message is not stored.  Only such final states, true whatever became of
+ * d's row: a row written for an attempt may be rolled back with its
+ * transaction, and a mark past d would then call a pending message acked.
+ * (A death waits for its row's commit: bus_dead_committed.) */
+static void
+delivery_unmark(struct bus *b, struct delivery *d)
+{
+	if (d->mslot == 0)
+		return;
+	ackmark_done(&d->inbox->am, d->mslot);
+	d->mslot = 0;
+	inbox_mark_dirty(b, d->inbox);
+}
+
 /* d's row is up to date: out of bus.unsaved and bus.later. */
 static void
 delivery_saved(struct bus *b, struct delivery *d)
@@ -526,6 +570,8 @@ delivery_write(struct bus *b, struct delivery *d, enum delivery_state state, int
 {
 	delivery_saved(b, d);
 	struct store *st = orch_store(b->orch);
+	if (d->msg->unstored)
+		delivery_unmark(b, d); /* no row will ever be wanted */
 	if (st == NULL || d->msg->unstored)
 		return;
 	/* A new row in a later transaction than its message's (one still
@@ -640,6 +686,64 @@ bus_save_floor(struct bus *b)
 		b->floor = floor;
 }
 
+/* An ack that came back behind a pending message: its own row, as
+ * delivery_write would have written it (only if its message is there: its
+ * transaction may have failed). */
+struct acked_rows {
+	struct store *st;
+	const char *recipient;
+};
+
+static void
+bus_write_acked_row(void *arg, const struct ackmark_ent *e)
+{
+	const struct acked_rows *ar = arg;
+	store_queue(ar->st,
+	            "INSERT INTO deliveries (attempt, recipient, msg_id, state, updated_ms) "
+	            "SELECT ?1, ?2, ?3, 1, ?4 WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?3)",
+	            "itii", (int64_t)e->attempt, ar->recipient, e->id, e->when);
+}
+
+/* Moves the acked-through marks that can move, into the open transaction,
+ * and writes the rows of acks the marks cannot cover.  After a failed
+ * commit (a mark may have been rolled back) every mark is written again. */
+static void
+bus_write_marks(struct bus *b)
+{
+	struct store *st = orch_store(b->orch);
+	if (st == NULL)
+		return;
+	if (b->ndirty > 0) {
+		struct store_stats ss;
+		store_stats(st, &ss);
+		if (ss.commit_failures != b->commit_failures) {
+			b->commit_failures = ss.commit_failures;
+			size_t it = 0;
+			void *v;
+			while (strmap_next(&b->inboxes, &it, NULL, &v)) {
+				((struct inbox *)v)->mark_saved = 0;
+				inbox_mark_dirty(b, v);
+			}
+		}
+	}
+	/* By index: a write may log, and that may lead anywhere. */
+	for (size_t i = 0; i < b->ndirty; i++) {
+		struct inbox *ib = b->dirty[i];
+		ib->mark_dirty = false;
+		ackmark_advance(&ib->am);
+		struct acked_rows ar = {st, ib->name};
+		ackmark_take_acked(&ib->am, bus_write_acked_row, &ar);
+		if (ib->am.mark > ib->mark_saved &&
+		    store_queue(st,
+		                "INSERT INTO acks_through (recipient, msg_id) VALUES (?1, ?2) ON "
+		                "CONFLICT (recipient) DO UPDATE SET msg_id = max(msg_id, "
+		                "excluded.msg_id)",
+		                "ti", ib->name, ib->am.mark) == 0)
+			ib->mark_saved = ib->am.mark;
+	}
+	b->ndirty = 0;
+}
+
 void
 bus_sync_rows(struct bus *b)
 {
@@ -651,6 +755,7 @@ bus_sync_rows(struct bus *b)
 			delivery_write(b, b->unsaved.v[i], DELIVERY_PENDING, 0);
 	}
 	b->unsaved.n = 0;
+	bus_write_marks(b);
 }
 
 /* Writes the rows of the first attempts in bus.later that went out before
@@ -713,6 +818,8 @@ delivery_drop(struct bus *b, struct delivery *d)
 {
 	if (d->unsaved || d->later)
 		delivery_write(b, d, DELIVERY_PENDING, 0);
+	if (d->msg->unstored)
+		delivery_unmark(b, d);
 	if (d->inflight)
 		delivery_unflight(b, d);
 	else
@@ -821,11 +928,37 @@ delivery_line(const struct delivery *d)
 	return (char *)buf_cstr(&b);
 }
 
+/* A dead delivery's entry in its inbox's ackmark, until its row commits. */
+struct dead_mark {
+	struct bus *b;
+	struct inbox *ib;
+	uint64_t slot;
+};
+
+/* After the commit of a dead delivery's row: the mark may pass it (its row
+ * says dead).  If that commit failed, it stays below the mark. */
+static void
+bus_dead_committed(void *arg, int status)
+{
+	struct dead_mark *dm = arg;
+	if (status == 0) {
+		ackmark_done(&dm->ib->am, dm->slot);
+		inbox_mark_dirty(dm->b, dm->ib);
+	}
+	free(dm);
+}
+
 /* Marks a delivery dead in the store and drops it. */
 static void
 delivery_dead(struct bus *b, struct delivery *d)
 {
 	delivery_write(b, d, DELIVERY_DEAD, time_wall_ms());
+	if (d->mslot != 0 && d->stored) {
+		struct dead_mark *dm = xmalloc(sizeof *dm);
+		*dm = (struct dead_mark){b, d->inbox, d->mslot};
+		store_after_commit(orch_store(b->orch), bus_dead_committed, dm);
+		d->mslot = 0;
+	}
 	log_warn(orch_log(b->orch), "bus",
 	         "message %lld from %s to %s is dead after %d attempts ('dead requeue %lld' "
 	         "retries it)",
@@ -1035,9 +1168,12 @@ bus_route_msg(struct bus *b, struct bmsg *m, struct inbox **to, size_t n)
 		b->st.pending++;
 		/* A broadcast's row joins the message's transaction at the
 		 * commit point: one insert, of the state it has by then.  A
-		 * direct message's waits (delivery_write). */
+		 * direct message's waits (delivery_write), and its ack may
+		 * need none (the mark: ackmark.h). */
 		if (!m->direct)
 			delivery_defer_write(b, d);
+		else if (b->hooked)
+			d->mslot = ackmark_push(&to[i]->am, m->id);
 	}
 	bus_emit(b, BUS_EV_ACCEPTED, "accepted", m, NULL, 0);
 	for (size_t i = 0; i < n; i++)
@@ -1250,7 +1386,17 @@ bus_on_ack(struct bus *b, struct agent *a, const struct proto_msg *m)
 		return;
 	}
 	if (d != NULL) {
-		delivery_write(b, d, DELIVERY_ACKED, time_wall_ms());
+		if (d->mslot != 0 && !d->stored && !d->msg->unstored) {
+			/* Its row, if the mark cannot cover it, is written at
+			 * the commit point (bus_write_marks). */
+			delivery_saved(b, d);
+			ackmark_ack(&ib->am, d->mslot, d->attempt, time_wall_ms());
+			d->mslot = 0;
+			inbox_mark_dirty(b, ib);
+		} else {
+			delivery_write(b, d, DELIVERY_ACKED, time_wall_ms());
+			delivery_unmark(b, d);
+		}
 		b->st.acked++;
 		bus_emit(b, BUS_EV_ACKED, "acked", d->msg, ib->name, d->attempt);
 		delivery_drop(b, d);
@@ -1260,10 +1406,15 @@ bus_on_ack(struct bus *b, struct agent *a, const struct proto_msg *m)
 		return;
 	}
 	/* Not pending for this agent: a repeated ack is harmless; anything
-	 * else is an error. */
-	sqlite3_stmt *s = store_stmt(st, "SELECT (SELECT state FROM deliveries WHERE recipient = "
-	                                 "?1 AND msg_id = ?2), EXISTS (SELECT 1 FROM messages "
-	                                 "WHERE id = ?2)");
+	 * else is an error.  (The marks first: the first ack may be this
+	 * turn's.) */
+	bus_sync_rows(b);
+	sqlite3_stmt *s =
+	    store_stmt(st, "SELECT coalesce((SELECT state FROM deliveries WHERE "
+	                   "recipient = ?1 AND msg_id = ?2), (SELECT 1 FROM "
+	                   "messages m WHERE id = ?2 AND target = ?1 AND " BUS_SQL_MARKED(
+	                       "m") ")), EXISTS (SELECT 1 FROM "
+	                            "messages WHERE id = ?2)");
 	int mine = -1, exists = 0;
 	if (s != NULL) {
 		sqlite3_bind_text(s, 1, a->name, -1, SQLITE_TRANSIENT);
@@ -1406,6 +1557,8 @@ bus_recover(struct bus *b, char **cause)
 		d->inbox = ib;
 		d->stored = sqlite3_column_int(s, 10) != 0;
 		d->attempt = sqlite3_column_int(s, 1);
+		if (!d->stored && b->hooked) /* (in id order: ORDER BY) */
+			d->mslot = ackmark_push(&ib->am, id);
 		m->refs++;
 		dlist_push_back(&ib->q[m->prio], d);
 		intmap_set(&ib->byid, id, d);

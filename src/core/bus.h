@@ -6,13 +6,13 @@
  * row in messages, and for a broadcast or a topic one per recipient in
  * deliveries) in the current group transaction; the sender hears `sent`
  * only after that transaction commits (recipients may get it before).  A
- * direct message's delivery row is written when it is acked, dies or has
- * its attempt recorded: until then the message's row alone says it is
- * pending (BUS_SQL_DIRECT).  Each recipient has an inbox: four FIFO queues
- * (one per priority, higher first) and an in-flight list bounded by
- * bus.window.  An in-flight message comes back to the front of its queue
- * when its ack does not arrive within bus.ack_timeout or when its recipient
- * disconnects; after bus.max_attempts it is dead. */
+ * direct message's delivery row is written when it dies or has its
+ * attempt recorded, or when it is acked behind one still pending: until
+ * then the message's row alone says it is pending, and once acked its
+ * target's acked-through mark says so (BUS_SQL_DIRECT).  Each recipient has an inbox: four FIFO
+ * queues (one per priority, higher first) and an in-flight list bounded by bus.window.  An
+ * in-flight message comes back to the front of its queue when its ack does not arrive within
+ * bus.ack_timeout or when its recipient disconnects; after bus.max_attempts it is dead. */
 #ifndef DREAMOS_BUS_H
 #define DREAMOS_BUS_H
 
@@ -25,14 +25,23 @@
 
 /* SQL: whether the messages row aliased `m` is a direct message (to one
  * agent, named by target).  Such a message without a row in deliveries is
- * pending to its target, with attempt 0. */
+ * acked if its id is at or below its target's acked-through mark (table
+ * acks_through, see ackmark.h), else pending to its target, with attempt
+ * 0.  A row always says more than the mark. */
 #define BUS_SQL_DIRECT(m)                                                                          \
 	"(" m ".target NOT IN ('*', 'captain') AND substr(" m ".target, 1, 1) != '#')"
+/* SQL: the acked-through mark of message `m`'s target (0 if none). */
+#define BUS_SQL_MARK(m)                                                                            \
+	"coalesce((SELECT a0.msg_id FROM acks_through a0 WHERE a0.recipient = " m ".target), 0)"
+/* SQL: message `m` is direct and has no delivery row. */
+#define BUS_SQL_NOROW(m)                                                                           \
+	BUS_SQL_DIRECT(m) " AND NOT EXISTS (SELECT 1 FROM deliveries d0 WHERE d0.msg_id = " m ".i" \
+	                                                                                      "d)"
 /* SQL: whether message `m` has a delivery pending to it in the store
  * without a row (see above). */
-#define BUS_SQL_ROWLESS(m)                                                                         \
-	"(" BUS_SQL_DIRECT(m) " AND NOT EXISTS (SELECT 1 FROM deliveries d0 WHERE "                \
-	                      "d0.msg_id = " m ".id))"
+#define BUS_SQL_ROWLESS(m) "(" BUS_SQL_NOROW(m) " AND " m ".id > " BUS_SQL_MARK(m) ")"
+/* SQL: whether message `m` is direct and acked by its target's mark alone. */
+#define BUS_SQL_MARKED(m) "(" BUS_SQL_NOROW(m) " AND " m ".id <= " BUS_SQL_MARK(m) ")"
 
 struct orch;
 struct agent;

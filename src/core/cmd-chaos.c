@@ -510,6 +510,7 @@ verify_messages(struct orch *o, json_t *checks, uint64_t *lost, uint64_t *dups)
 	struct store *st = orch_store(o);
 	struct verify_mem vm = {0};
 	strmap_init(&vm.map);
+	bus_sync_rows(orch_bus(o)); /* (acks of this turn: their marks) */
 	bus_foreach_pending(orch_bus(o), verify_mem_add, &vm);
 
 	/* Pending in the store (rows, and direct messages without one): each
@@ -539,7 +540,9 @@ verify_messages(struct orch *o, json_t *checks, uint64_t *lost, uint64_t *dups)
 	strmap_free(&vm.map);
 
 	int64_t stored = verify_int(st, "SELECT count(*) FROM messages");
-	int64_t acked = verify_int(st, "SELECT count(*) FROM deliveries WHERE state = 1");
+	int64_t acked =
+	    verify_int(st, "SELECT (SELECT count(*) FROM deliveries WHERE state = 1) + (SELECT "
+	                   "count(*) FROM messages m WHERE " BUS_SQL_MARKED("m") ")");
 	int64_t dead = verify_int(st, "SELECT count(*) FROM deliveries WHERE state = 2");
 	int64_t badstate =
 	    verify_int(st, "SELECT count(*) FROM deliveries WHERE state NOT IN (0, 1, 2)");

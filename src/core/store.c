@@ -247,6 +247,15 @@ static const struct store_migration store_migrations[] = {
      * makes an older dreamos, which would not deliver such a message,
      * refuse the database.  Every row written before keeps its meaning. */
     {.sql = "SELECT 1;\n"},
+    /* 9 -> 10: acked-through marks (ackmark.h): a direct message without a
+     * delivery row, at or below its target's mark, is acked.  An ack in id
+     * order costs no row of its own (it was half of the store's writes per
+     * message); an older dreamos would deliver those again, so it must
+     * refuse the database. */
+    {.sql = "CREATE TABLE acks_through (\n"
+            "  recipient TEXT PRIMARY KEY,\n"
+            "  msg_id INTEGER NOT NULL\n"
+            ") WITHOUT ROWID;\n"},
 };
 
 struct stmt_entry {
@@ -603,6 +612,7 @@ store_unschedule(struct store *st)
 
 static void store_commit_handoff(struct store *st);
 static bool store_finish(struct store *st);
+static void store_hooks_run(struct store *st);
 
 /* The loop reached the commit point. */
 static void
@@ -617,6 +627,8 @@ store_commit_point(struct store *st)
 	/* Queued writes go to the store thread; a transaction of the loop's
 	 * own writes only (tasks, logs) commits here as before: its COMMIT
 	 * alone is not worth two thread switches. */
+	/* (The hooks first: writes deferred to here decide it too.) */
+	store_hooks_run(st);
 	bool offload = st->threaded && st->q.n > 0;
 	/* Under load, let the next turns' writes join this commit (with the
 	 * thread, waiting for the job in flight does that). */

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "ackmark.h"
 #include "intmap.h"
 #include "runtime.h"
 #include "util.h"
@@ -283,6 +284,77 @@ test_intmap(void **state)
 	intmap_free(&m);
 }
 
+/* ackmark: the mark moves past leading acked or done entries only, never
+ * past a pending one; acks behind it are handed out for rows once; an id
+ * out of order stops the mark for good; slots survive the ring sliding. */
+static void
+collect_acked(void *arg, const struct ackmark_ent *e)
+{
+	int64_t *ids = arg;
+	ids[++ids[0]] = e->id * 100 + e->attempt;
+}
+
+static void
+test_ackmark(void **state)
+{
+	(void)state;
+	struct ackmark am;
+	ackmark_init(&am, 10);
+	assert_false(ackmark_advance(&am));
+	assert_int_equal(am.mark, 10);
+	assert_int_equal(ackmark_push(&am, 10), 0); /* not above the mark */
+	ackmark_free(&am);
+
+	ackmark_init(&am, 0);
+	uint64_t a = ackmark_push(&am, 5), b = ackmark_push(&am, 7), c = ackmark_push(&am, 9);
+	assert_true(a != 0 && b != 0 && c != 0 && a != b && b != c);
+	ackmark_ack(&am, b, 1, 1000);
+	ackmark_ack(&am, c, 2, 1001);
+	assert_false(ackmark_advance(&am)); /* 5 is pending */
+	assert_int_equal(am.mark, 0);
+	int64_t got[8] = {0};
+	ackmark_take_acked(&am, collect_acked, got);
+	assert_int_equal(got[0], 2);
+	assert_int_equal(got[1], 701);
+	assert_int_equal(got[2], 902);
+	got[0] = 0;
+	ackmark_take_acked(&am, collect_acked, got); /* once only */
+	assert_int_equal(got[0], 0);
+	ackmark_done(&am, a);
+	assert_true(ackmark_advance(&am));
+	assert_int_equal(am.mark, 9);
+	/* Acks of entries the mark passed need no row; an ack of a slot gone
+	 * is ignored. */
+	ackmark_ack(&am, a, 1, 1);
+	ackmark_take_acked(&am, collect_acked, got);
+	assert_int_equal(got[0], 0);
+
+	/* Many entries, acked in order with one straggler: the ring slides
+	 * and grows, slots stay valid. */
+	uint64_t slots[1000];
+	for (int i = 0; i < 1000; i++)
+		slots[i] = ackmark_push(&am, 100 + i);
+	for (int i = 0; i < 1000; i++)
+		if (i != 500)
+			ackmark_ack(&am, slots[i], 1, 0);
+	ackmark_advance(&am);
+	assert_int_equal(am.mark, 100 + 499);
+	got[0] = 0;
+	int64_t *many = calloc(1001, sizeof *many);
+	ackmark_take_acked(&am, collect_acked, many);
+	assert_int_equal(many[0], 499); /* 501..999, behind 500 */
+	free(many);
+	for (int i = 0; i < 300; i++)
+		ackmark_push(&am, 2000 + i); /* slides past the gone ones */
+	ackmark_ack(&am, slots[500], 3, 0);
+	ackmark_advance(&am);
+	assert_int_equal(am.mark, 100 + 999); /* to 2000, pending */
+	/* Out of order: the mark stops. */
+	assert_int_equal(ackmark_push(&am, 50), 0);
+	assert_true(am.broken);
+	ackmark_free(&am);
+}
+
 int
 main(void)
 {
@@ -290,7 +362,7 @@ main(void)
 	    cmocka_unit_test(test_duration), cmocka_unit_test(test_size),
 	    cmocka_unit_test(test_utf8),     cmocka_unit_test(test_buf),
 	    cmocka_unit_test(test_format),   cmocka_unit_test(test_runtime_lock),
-	    cmocka_unit_test(test_intmap),
+	    cmocka_unit_test(test_intmap),   cmocka_unit_test(test_ackmark),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
