@@ -51,6 +51,8 @@
 #define STORE_WAL_LIMIT       (64 * 1024 * 1024)
 #define STORE_RETRY_MS        250
 #define STORE_ADDR_SLOTS      256   /* direct-mapped, by the SQL text's address */
+#define STORE_MULTI_ROWS      16    /* queued INSERTs run as one statement of this many rows */
+#define STORE_MULTI_SLOTS     16    /* literals with a multi-row form kept (never evicted) */
 #define STORE_BUSY_US         500   /* commits closer than this: under load */
 #define STORE_BATCH_MAX       20000 /* writes that make a commit wait no more */
 #define STORE_HANDOFF_MIN     256   /* queued writes store_progress hands off */
@@ -334,6 +336,14 @@ struct store {
 	} by_addr[STORE_ADDR_SLOTS];
 	size_t nstmts;
 	size_t stmt_cap; /* power of two */
+	/* The STORE_MULTI_ROWS-row form of a queued INSERT ... VALUES (...),
+	 * made once per literal (store_multi_sql); "" if it has none.  Kept
+	 * until close: by_addr may hold a statement by its address. */
+	struct {
+		const char *sql;
+		char *multi;
+	} multi[STORE_MULTI_SLOTS];
+	size_t nmulti;
 
 	bool in_txn;
 	bool doomed;             /* a write failed and ROLLBACK too: never commit this one */
@@ -928,6 +938,64 @@ store_write_soon(struct store *st)
 	store_schedule(st);
 }
 
+/* The STORE_MULTI_ROWS-row form of sql, an "INSERT INTO t (...) VALUES
+ * (?a, ?b, ...)" of nvals values: its group of values repeated, row j's
+ * ?N renumbered N + j * nvals.  NULL for any other statement.  Each
+ * queued statement pays SQLite's start and end (cursors, the statement
+ * journal, halting: about a third of a row's cost); a run of queued
+ * INSERTs of one literal pays them once per STORE_MULTI_ROWS rows. */
+static const char *
+store_multi_sql(struct store *st, const char *sql, int nvals)
+{
+	for (size_t i = 0; i < st->nmulti; i++)
+		if (st->multi[i].sql == sql)
+			return st->multi[i].multi[0] ? st->multi[i].multi : NULL;
+	if (st->nmulti == STORE_MULTI_SLOTS)
+		return NULL;
+	const char *v = strstr(sql, " VALUES (");
+	bool ok = strncmp(sql, "INSERT INTO ", 12) == 0 && v != NULL && nvals > 0;
+	const char *group = ok ? v + 8 : NULL;
+	/* Only placeholders in the group, and nothing after it. */
+	for (const char *p = group ? group + 1 : NULL; ok && *p != ')'; p++)
+		ok = *p == '?' || *p == ',' || *p == ' ' || (*p >= '0' && *p <= '9');
+	ok = ok && strcmp(strchr(group, ')'), ")") == 0;
+	struct buf b = {0};
+	if (ok) {
+		buf_add(&b, sql, (size_t)(group - sql));
+		for (int j = 0; j < STORE_MULTI_ROWS; j++) {
+			if (j > 0)
+				buf_adds(&b, ", ");
+			for (const char *p = group; *p != '\0';) {
+				if (*p != '?') {
+					buf_add(&b, p++, 1);
+					continue;
+				}
+				char *end;
+				long n = strtol(p + 1, &end, 10);
+				buf_adds(&b, "?");
+				buf_add_int(&b, n + (long)j * nvals);
+				p = end;
+			}
+		}
+	}
+	st->multi[st->nmulti].sql = sql;
+	st->multi[st->nmulti].multi = ok ? (char *)buf_cstr(&b) : xstrdup("");
+	return ok ? st->multi[st->nmulti++].multi : NULL;
+}
+
+/* Binds record r's values from parameter first + 1 on. */
+static void
+store_rec_bind(sqlite3_stmt *s, const struct store_recs *q, const struct store_rec *r, int first)
+{
+	for (int k = 0; k < r->n; k++) {
+		if (r->type[k] == 'i')
+			sqlite3_bind_int64(s, first + k + 1, r->iv[k]);
+		else if (r->type[k] == 't')
+			sqlite3_bind_text(s, first + k + 1, r->len[k] ? q->text + r->iv[k] : "",
+			                  (int)r->len[k], SQLITE_STATIC);
+	}
+}
+
 /* Runs the queued writes q in order, in the open transaction (begun if
  * none is), and empties q.  On the loop or the store thread: reports
  * nothing itself.  Returns SQLITE_DONE, or the code one failed with and
@@ -942,22 +1010,28 @@ store_recs_run(struct store *st, struct store_recs *q, char **err)
 			*err = xasprintf("%s: cannot begin a transaction: %s", st->path,
 			                 sqlite3_errmsg(st->db));
 	}
-	for (size_t i = 0; i < q->n && rc == SQLITE_DONE; i++) {
+	for (size_t i = 0, rows; i < q->n && rc == SQLITE_DONE; i += rows) {
 		struct store_rec *r = &q->v[i];
-		sqlite3_stmt *s = store_stmt_get(st, r->sql, false);
+		/* A run of STORE_MULTI_ROWS of one INSERT goes as one statement
+		 * (the same rows, in the same order; if one fails, the
+		 * transaction goes as it would have). */
+		rows = 1;
+		while (i + rows < q->n && rows < STORE_MULTI_ROWS && q->v[i + rows].sql == r->sql &&
+		       q->v[i + rows].n == r->n)
+			rows++;
+		const char *multi =
+		    rows == STORE_MULTI_ROWS ? store_multi_sql(st, r->sql, r->n) : NULL;
+		if (multi == NULL)
+			rows = 1;
+		sqlite3_stmt *s = store_stmt_get(st, multi ? multi : r->sql, false);
 		if (s == NULL) {
 			rc = SQLITE_ERROR;
 			*err = xasprintf("%s: cannot prepare \"%s\": %s", st->path, r->sql,
 			                 sqlite3_errmsg(st->db));
 			break;
 		}
-		for (int k = 0; k < r->n; k++) {
-			if (r->type[k] == 'i')
-				sqlite3_bind_int64(s, k + 1, r->iv[k]);
-			else if (r->type[k] == 't')
-				sqlite3_bind_text(s, k + 1, r->len[k] ? q->text + r->iv[k] : "",
-				                  (int)r->len[k], SQLITE_STATIC);
-		}
+		for (size_t j = 0; j < rows; j++)
+			store_rec_bind(s, q, &q->v[i + j], (int)j * r->n);
 		while ((rc = sqlite3_step(s)) == SQLITE_ROW)
 			;
 		if (rc != SQLITE_DONE)
@@ -1341,6 +1415,9 @@ store_do_close(struct store *st)
 	free(st->stmts);
 	st->stmts = NULL;
 	memset(st->by_addr, 0, sizeof st->by_addr);
+	for (size_t i = 0; i < st->nmulti; i++)
+		free(st->multi[i].multi);
+	st->nmulti = 0;
 	st->stmt_cap = st->nstmts = 0;
 	if (sqlite3_next_stmt(st->db, NULL) != NULL)
 		store_error(st, "%s: closed with statements not finalised", st->path);

@@ -1024,6 +1024,59 @@ assert_both_committed(const struct order *o)
 /* Queued writes run on the thread and commit there; the callbacks run on
  * the loop after the commit, in order; whatever the loop reads or writes
  * meanwhile sees every write queued before it. */
+/* Queued INSERTs of one literal run STORE_MULTI_ROWS at a time as one
+ * statement: every row arrives with its own values (placeholders out of
+ * order, text, NULL, an interleaved other statement), in order, and a row
+ * that fails inside such a run takes the whole transaction, as alone. */
+static const char MSG_INSERT[] = "INSERT INTO messages (id, ts_ms, sender, target, priority, "
+                                 "mode, body, reply_to) VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6, ?8)";
+
+static void
+test_thread_multi_row(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	struct errlog e = {0};
+	struct store *st = open_threaded(f->path, &loop, &e);
+	for (int i = 1; i <= 45; i++) {
+		char body[32];
+		snprintf(body, sizeof body, "\"b%d\"", i);
+		if (i == 20) /* breaks a run: 16 + 3 + this + 16 + 9 */
+			assert_int_equal(
+			    store_queue(st, KV_INSERT, "ttti", "q", "mid", "x", (int64_t)i), 0);
+		assert_int_equal(store_queue(st, MSG_INSERT, i % 3 ? "ittitTii" : "ittitTin",
+		                             (int64_t)(1000 + i), "s", i % 2 ? "t1" : "t2",
+		                             (int64_t)(i % 4), "NORMAL", body, strlen(body),
+		                             (int64_t)i, (int64_t)(i - 1)),
+		                 0);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages"), 45);
+	/* Each row as queued: ts 1000 + id, target by parity, priority id % 4,
+	 * body "b<id>", reply_to id - 1 or NULL every third. */
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages WHERE ts_ms = 1000 + id "
+	                                   "AND target = CASE id % 2 WHEN 1 THEN 't1' ELSE 't2' "
+	                                   "END AND priority = id % 4 AND body = '\"b' || id || "
+	                                   "'\"' AND sender = 's' AND mode = 'NORMAL' AND reply_to "
+	                                   "IS CASE WHEN id % 3 = 0 THEN NULL ELSE id - 1 END"),
+	                 45);
+	/* In queue order: the kv row went in between messages 19 and 20. */
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE key = 'mid'"), 1);
+
+	/* A duplicate id in the middle of a full run: all 16 rolled back. */
+	for (int i = 0; i < 16; i++) {
+		int64_t id = i == 7 ? 3 : 100 + i;
+		assert_int_equal(store_queue(st, MSG_INSERT, "ittitTin", (int64_t)1, "s", "t",
+		                             (int64_t)1, "NORMAL", "1", (size_t)1, id),
+		                 0);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages WHERE id >= 100"), 0);
+	assert_true(e.n > 0);
+	assert_non_null(strstr(e.last, "rolled back: constraint failed"));
+	close_threaded(st, &loop);
+}
+
 static void
 test_thread_commits(void **state)
 {
@@ -1368,6 +1421,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_close_with_loop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_without_loop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_commits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_thread_multi_row, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_progress, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_write_failure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_retry_delay, setup, teardown),
