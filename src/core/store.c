@@ -980,7 +980,8 @@ store_multi_sql(struct store *st, const char *sql, int nvals)
 	}
 	st->multi[st->nmulti].sql = sql;
 	st->multi[st->nmulti].multi = ok ? (char *)buf_cstr(&b) : xstrdup("");
-	return ok ? st->multi[st->nmulti++].multi : NULL;
+	st->nmulti++; /* (one without a form is kept too: asked once) */
+	return ok ? st->multi[st->nmulti - 1].multi : NULL;
 }
 
 /* Binds record r's values from parameter first + 1 on. */
