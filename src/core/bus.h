@@ -35,8 +35,9 @@
 	"coalesce((SELECT a0.msg_id FROM acks_through a0 WHERE a0.recipient = " m ".target), 0)"
 /* SQL: message `m` is direct and has no delivery row. */
 #define BUS_SQL_NOROW(m)                                                                           \
-	BUS_SQL_DIRECT(m) " AND NOT EXISTS (SELECT 1 FROM deliveries d0 WHERE d0.msg_id = " m ".i" \
-	                                                                                      "d)"
+	BUS_SQL_DIRECT(m)                                                                          \
+	" AND NOT EXISTS (SELECT 1 FROM deliveries d0 WHERE "                                      \
+	"d0.msg_id = " m ".id)"
 /* SQL: whether message `m` has a delivery pending to it in the store
  * without a row (see above). */
 #define BUS_SQL_ROWLESS(m) "(" BUS_SQL_NOROW(m) " AND " m ".id > " BUS_SQL_MARK(m) ")"
