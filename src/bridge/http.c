@@ -13,10 +13,16 @@
  * uv_close callbacks only, so a connection's memory stays valid for the
  * whole of any callback that runs on it.
  *
- * After an upgrade, the same buffered input goes to a wslay event context,
- * which reassembles fragments, answers pings, validates UTF-8 and masking,
- * and runs the close handshake; we watch wslay_event_want_read/want_write
- * to know when the WebSocket is finished. */
+ * After an upgrade, the input goes to our frame reader (wsframe.c), read in
+ * place from what libuv (or OpenSSL) gave us: it unmasks, puts fragments
+ * together, checks UTF-8, sizes and RFC 6455's rules, and reports
+ * messages, pings and the peer's close one at a time.  wslay is the
+ * sending side: our messages, pongs, and the close we send (its own, or
+ * the answer to the peer's); we read until the peer's close or a broken
+ * rule, and watch wslay_event_want_write to know when the WebSocket is
+ * finished.  (wslay's reader is not used: its byte-at-a-time UTF-8 check
+ * and unmasking were a quarter of the loop's instructions per message; see
+ * wsframe.h.) */
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
@@ -37,9 +43,9 @@
 
 #include "http.h"
 #include "util.h"
+#include "wsframe.h"
 
 #define HTTP_IN_HIGH     (256 * 1024)  /* unparsed input held before reading stops */
-#define HTTP_WS_MSG_KEEP (64 * 1024)   /* a message buffer kept for the next message */
 #define HTTP_WQ_HIGH     (1024 * 1024) /* queued output before reading/sending stops */
 #define HTTP_FLUSH_MS    10000         /* longest wait for a closing connection's output */
 #define HTTP_LINGER_MS   1000          /* then how long we read and discard */
@@ -78,38 +84,20 @@ struct wreq {
 
 struct ws_conn {
 	struct http_conn *conn;
-	wslay_event_context_ptr ctx;
+	wslay_event_context_ptr ctx; /* the sending side */
 	ws_message_fn on_message;
 	ws_close_fn on_close;
 	void *arg;
-	struct buf in; /* received, not yet given to wslay */
-	size_t in_off;
-	/* The data message being received: wslay runs without buffering
-	 * (it would take two allocations and two copies per message), and
-	 * hands us each frame's payload, unmasked and UTF-8 checked. */
-	struct buf msg;
-	bool frame_ctrl;  /* the current frame is a control frame (wslay buffers those) */
-	bool msg_too_big; /* over max_ws_message: closed with 1009, dropped */
-	int in_recv;      /* inside wslay_event_recv */
-	bool paused;      /* ws_set_reading(false) */
-	bool done;        /* on_close called */
-	bool close_timer; /* the CT_WS_CLOSE timer was started */
-	int our_code;     /* the close we started (ws_close, 1003, 1001), or 0 */
+	struct wsframe rd; /* the receiving side */
+	struct buf in;     /* received and not read yet (reading was paused) */
+	bool reading;      /* the peer's frames are read: until its close or a broken rule */
+	bool paused;       /* ws_set_reading(false) */
+	bool done;         /* on_close called */
+	bool close_timer;  /* the CT_WS_CLOSE timer was started */
+	int our_code;      /* the close we started (ws_close, 1003, 1001), or 0 */
 	char *our_reason;
+	int peer_code; /* the peer's close (1005: without a code), or 0 */
 	char *peer_reason;
-	/* Frame headers checked ahead of wslay, which lets control frames that
-	 * RFC 6455 5.5 forbids through (fragmented, over 125 bytes) or drops
-	 * the connection without a close frame, and takes a 1-byte close
-	 * payload for "no status": scan_off is where the next frame header
-	 * starts in in (when scan_skip is 0), scan_skip the payload bytes of
-	 * the current frame still to pass.  wslay gets the input up to
-	 * scan_off only (a frame header once it is whole and checked).  A bad
-	 * frame stops the input at bad_at, before its header: wslay gets
-	 * nothing of it and we close with 1002. */
-	size_t scan_off;
-	uint64_t scan_skip;
-	bool bad_frame;
-	size_t bad_at;
 };
 
 struct http_conn {
@@ -136,6 +124,11 @@ struct http_conn {
 	bool eof;        /* the peer has finished sending */
 	bool failed;     /* a write failed */
 	size_t drained;
+
+	/* Bytes http_conn_feed hands to a WebSocket, read in place by
+	 * ws_process (what it leaves goes to ws->in). */
+	const char *feed;
+	size_t feed_len;
 
 	/* HTTP */
 	http_parser parser;
@@ -899,7 +892,7 @@ conn_update_reading(struct http_conn *c)
 	else if (c->wq_bytes >= HTTP_WQ_HIGH)
 		want = false;
 	else if (c->ws != NULL)
-		want = !c->ws->paused && c->ws->in.len - c->ws->in_off < HTTP_IN_HIGH;
+		want = !c->ws->paused && c->ws->in.len < HTTP_IN_HIGH;
 	else
 		want = c->in.len - c->in_off < HTTP_IN_HIGH;
 	if (want && !c->reading) {
@@ -930,8 +923,8 @@ conn_free(struct http_conn *c)
 		c->active->pub.conn = NULL;
 	if (c->ws != NULL) {
 		wslay_event_context_free(c->ws->ctx);
+		wsframe_free(&c->ws->rd);
 		buf_free(&c->ws->in);
-		buf_free(&c->ws->msg);
 		free(c->ws->our_reason);
 		free(c->ws->peer_reason);
 		free(c->ws);
@@ -1208,6 +1201,15 @@ http_conn_feed(struct http_conn *c, const char *data, size_t len)
 {
 	if (c->closing || len == 0)
 		return;
+	if (c->ws != NULL && !c->processing && c->feed == NULL) {
+		/* Read in place: no copy unless reading stops part way. */
+		c->feed = data;
+		c->feed_len = len;
+		conn_process(c);
+		c->feed = NULL;
+		c->feed_len = 0;
+		return;
+	}
 	if (c->ws != NULL)
 		buf_add(&c->ws->in, data, len);
 	else
@@ -1254,7 +1256,7 @@ http_respond_error(struct http_request *req, int status, const char *code, const
 
 /* ---- WebSocket ----------------------------------------------------------- */
 
-/* The reason we give for a close code we (or wslay) sent. */
+/* The reason on_close gives for a close code we sent. */
 static const char *
 ws_code_reason(int code)
 {
@@ -1281,8 +1283,8 @@ ws_code_reason(int code)
 }
 
 /* Ends the WebSocket for its user: on_close once, with the close we started
- * (ws_close, 1003, 1001), else the peer's, else the one wslay sent (1002,
- * 1007, 1009), else 1006. */
+ * (ws_close, 1003, 1001), else the peer's, else the one we answered a
+ * broken rule with (1002, 1007, 1009), else 1006. */
 static void
 ws_finish(struct ws_conn *ws, bool abrupt)
 {
@@ -1295,8 +1297,8 @@ ws_finish(struct ws_conn *ws, bool abrupt)
 	if (ws->our_code != 0) {
 		code = ws->our_code;
 		reason = ws->our_reason ? ws->our_reason : "";
-	} else if (wslay_event_get_close_received(ws->ctx)) {
-		code = wslay_event_get_status_code_received(ws->ctx);
+	} else if (ws->peer_code != 0) {
+		code = ws->peer_code;
 		reason = ws->peer_reason ? ws->peer_reason : "";
 	} else if (!abrupt && wslay_event_get_close_sent(ws->ctx)) {
 		code = wslay_event_get_status_code_sent(ws->ctx);
@@ -1304,23 +1306,6 @@ ws_finish(struct ws_conn *ws, bool abrupt)
 	}
 	if (ws->on_close != NULL)
 		ws->on_close(ws->arg, ws, code, reason);
-}
-
-/* Called by wslay for bytes to parse: from what libuv gave us. */
-static ssize_t
-ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user_data)
-{
-	struct ws_conn *ws = user_data;
-	size_t end = ws->bad_frame ? ws->bad_at : ws->scan_off;
-	size_t avail = end > ws->in_off ? end - ws->in_off : 0;
-	if (avail == 0 || ws->paused || ws->done) {
-		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-		return -1;
-	}
-	size_t n = avail < len ? avail : len;
-	memcpy(buf, ws->in.data + ws->in_off, n);
-	ws->in_off += n;
-	return (ssize_t)n;
 }
 
 /* Called by wslay to send frame bytes: gathered in c->cork, written by
@@ -1357,181 +1342,106 @@ ws_send_all(struct ws_conn *ws)
 	return rc;
 }
 
-/* Forgets the data message received so far (a big buffer goes back). */
-static void
-ws_msg_reset(struct ws_conn *ws)
-{
-	if (ws->msg.cap > HTTP_WS_MSG_KEEP)
-		buf_free(&ws->msg);
-	buf_clear(&ws->msg);
-	ws->msg_too_big = false;
-}
-
-/* Called by wslay with a complete message: text to the user, binary refused
- * (1003), a close frame's reason kept for on_close. */
-static void
-ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
-          void *user_data)
-{
-	struct ws_conn *ws = user_data;
-	if (ws->done || ws->conn->closing)
-		return;
-	switch (arg->opcode) {
-	case WSLAY_TEXT_FRAME: {
-		if (ws->our_code != 0 || ws->on_message == NULL || ws->msg_too_big)
-			return; /* closing: discard */
-		ws->conn->srv->stats.ws_messages_in++;
-		/* (A callback may close or send, not receive: msg stays.) */
-		size_t len = ws->msg.len;
-		ws->on_message(ws->arg, ws, buf_cstr(&ws->msg), len);
-		ws_msg_reset(ws);
-		break;
-	}
-	case WSLAY_BINARY_FRAME:
-		ws_close(ws, 1003, "binary messages are not supported");
-		break;
-	case WSLAY_CONNECTION_CLOSE:
-		free(ws->peer_reason);
-		ws->peer_reason = arg->msg_length > 2
-		                      ? xstrndup((const char *)arg->msg + 2, arg->msg_length - 2)
-		                      : NULL;
-		break;
-	default:
-		break;
-	}
-}
-
-/* Called by wslay at each frame's header: a text or binary frame begins a
- * message, a continuation goes on with it, a control frame is wslay's. */
-static void
-ws_frame_start_cb(wslay_event_context_ptr ctx,
-                  const struct wslay_event_on_frame_recv_start_arg *arg, void *user_data)
-{
-	struct ws_conn *ws = user_data;
-	(void)ctx;
-	ws->frame_ctrl = (arg->opcode & 0x8) != 0;
-	if (!ws->frame_ctrl && arg->opcode != WSLAY_CONTINUATION_FRAME)
-		ws_msg_reset(ws);
-}
-
-/* Called by wslay with payload bytes of the current frame. */
-static void
-ws_frame_chunk_cb(wslay_event_context_ptr ctx,
-                  const struct wslay_event_on_frame_recv_chunk_arg *arg, void *user_data)
-{
-	struct ws_conn *ws = user_data;
-	if (ws->frame_ctrl || ws->msg_too_big)
-		return;
-	if (arg->data_length > ws->conn->srv->limits.max_ws_message - ws->msg.len) {
-		/* wslay checks each frame's length, not a fragmented
-		 * message's: the whole one is checked here, closed as it
-		 * would (1009, no more reading). */
-		ws->msg_too_big = true;
-		wslay_event_shutdown_read(ctx);
-		wslay_event_queue_close(ctx, WSLAY_CODE_MESSAGE_TOO_BIG, NULL, 0);
-		return;
-	}
-	buf_add(&ws->msg, arg->data, arg->data_length);
-}
-
+/* wslay sends; we read (wsframe.c).  Its reader is never called. */
 static const struct wslay_event_callbacks ws_callbacks = {
-    .recv_callback = ws_recv_cb,
     .send_callback = ws_send_cb,
-    .on_frame_recv_start_callback = ws_frame_start_cb,
-    .on_frame_recv_chunk_callback = ws_frame_chunk_cb,
-    .on_msg_recv_callback = ws_msg_cb,
 };
 
-/* Checks the frame headers that have arrived (see struct ws_conn): stops
- * at the first control frame RFC 6455 5.5 forbids (not final, payload over
- * 125 bytes) or a close frame with a 1-byte payload (5.5.1: a body starts
- * with a 2-byte code). */
+/* Acts on what the frame reader reported: a text message to the user
+ * (dropped once we are closing), binary refused (1003), a ping answered,
+ * the peer's close answered with its code and reason, a broken rule
+ * answered with its close code; after those two nothing more is read. */
 static void
-ws_scan(struct ws_conn *ws)
+ws_handle_event(struct ws_conn *ws, const struct wsframe_event *ev)
 {
-	const uint8_t *d = (const uint8_t *)ws->in.data;
-	while (!ws->bad_frame && ws->scan_off < ws->in.len) {
-		size_t avail = ws->in.len - ws->scan_off;
-		if (ws->scan_skip > 0) {
-			size_t n = ws->scan_skip < avail ? (size_t)ws->scan_skip : avail;
-			ws->scan_off += n;
-			ws->scan_skip -= n;
-			continue;
+	switch (ev->kind) {
+	case WSF_TEXT:
+		if (ws->our_code == 0 && ws->on_message != NULL) {
+			ws->conn->srv->stats.ws_messages_in++;
+			ws->on_message(ws->arg, ws, ev->data, ev->len);
 		}
-		const uint8_t *h = d + ws->scan_off;
-		if (avail < 2)
-			return;
-		bool fin = (h[0] & 0x80) != 0;
-		unsigned opcode = h[0] & 0x0f;
-		bool masked = (h[1] & 0x80) != 0;
-		uint64_t plen = h[1] & 0x7f;
-		size_t hlen = 2;
-		if (plen == 126)
-			hlen += 2;
-		else if (plen == 127)
-			hlen += 8;
-		if (masked)
-			hlen += 4;
-		if (avail < hlen)
-			return;
-		if (plen == 126) {
-			plen = ((uint64_t)h[2] << 8) | h[3];
-		} else if (plen == 127) {
-			plen = 0;
-			for (int i = 0; i < 8; i++)
-				plen = (plen << 8) | h[2 + i];
-		}
-		if ((opcode & 0x8) != 0 &&
-		    (!fin || plen > 125 || (opcode == WSLAY_CONNECTION_CLOSE && plen == 1))) {
-			ws->bad_frame = true;
-			ws->bad_at = ws->scan_off;
-			return;
-		}
-		ws->scan_off += hlen;
-		ws->scan_skip = plen;
+		wsframe_msg_done(&ws->rd);
+		break;
+	case WSF_BINARY:
+		ws_close(ws, 1003, "binary messages are not supported");
+		break;
+	case WSF_PING: {
+		/* Not after our close (wslay refuses it then). */
+		struct wslay_event_msg m = {WSLAY_PONG, (const uint8_t *)ev->data, ev->len};
+		(void)wslay_event_queue_msg(ws->ctx, &m);
+		break;
+	}
+	case WSF_CLOSE:
+		ws->reading = false;
+		ws->peer_code = ev->code;
+		free(ws->peer_reason);
+		ws->peer_reason = ev->len > 0 ? xstrndup(ev->data, ev->len) : NULL;
+		/* The answer: the same code and reason (none for 1005); it
+		 * fails harmlessly if our close went first. */
+		(void)wslay_event_queue_close(ws->ctx, ev->code == 1005 ? 0 : (uint16_t)ev->code,
+		                              (const uint8_t *)ev->data, ev->len);
+		break;
+	case WSF_ERROR:
+		ws->reading = false;
+		(void)wslay_event_queue_close(ws->ctx, (uint16_t)ev->code,
+		                              (const uint8_t *)ev->data, ev->len);
+		break;
+	case WSF_END:
+		ws->reading = false;
+		break;
+	case WSF_PONG:
+	case WSF_MORE:
+		break;
 	}
 }
 
-/* Feeds wslay what we have, sends what it queued, and decides whether the
- * WebSocket is over (neither side wants anything: finish and close) or
- * waiting for the peer's close frame (start the 2 s timer). */
+/* Reads the peer's frames (what waited in ws->in, else what http_conn_feed
+ * handed over, in place) until the input is used up, reading is paused or
+ * over; keeps what is left in ws->in; sends what is queued, and decides
+ * whether the WebSocket is over (nothing more to read or send: finish and
+ * close) or waiting for the peer's close frame (start the 2 s timer). */
 static void
 ws_process(struct ws_conn *ws)
 {
 	struct http_conn *c = ws->conn;
+	const char *feed = c->feed;
+	size_t feed_len = c->feed_len;
+	c->feed = NULL;
+	c->feed_len = 0;
 	if (ws->done)
 		return;
-	ws_scan(ws);
-	size_t end = ws->bad_frame ? ws->bad_at : ws->scan_off;
-	if (!ws->paused && ws->in_off < end && wslay_event_want_read(ws->ctx)) {
-		ws->in_recv++;
-		int r = wslay_event_recv(ws->ctx);
-		ws->in_recv--;
-		if (r != 0) {
-			conn_close_now(c);
+	if (feed_len > 0 && ws->in.len > 0) {
+		buf_add(&ws->in, feed, feed_len); /* after what waited */
+		feed_len = 0;
+	}
+	/* (ws->in may grow under a callback, never shrink: p is taken anew
+	 * each time round and len is what there was at the start.) */
+	bool from_in = ws->in.len > 0;
+	size_t len = from_in ? ws->in.len : feed_len, off = 0;
+	while (off < len && ws->reading && !ws->paused) {
+		const char *p = from_in ? ws->in.data : feed;
+		struct wsframe_event ev;
+		size_t n = wsframe_read(&ws->rd, p + off, len - off, &ev);
+		off += n;
+		ws_handle_event(ws, &ev);
+		if (ws->done || c->closing)
 			return;
-		}
-		if (c->closing)
-			return;
+		if (n == 0 && ev.kind == WSF_MORE)
+			break; /* (cannot happen: input left is always read) */
 	}
-	if (ws->bad_frame && ws->in_off >= ws->bad_at && wslay_event_want_read(ws->ctx)) {
-		/* Everything before the bad frame is handled: refuse it. */
-		wslay_event_shutdown_read(ws->ctx);
-		const char *why = "invalid control frame";
-		wslay_event_queue_close(ws->ctx, 1002, (const uint8_t *)why, strlen(why));
-	}
-	if (ws->in_off > 0) {
-		buf_consume(&ws->in, ws->in_off);
-		ws->scan_off -= ws->in_off;
-		if (ws->bad_frame)
-			ws->bad_at -= ws->in_off;
-		ws->in_off = 0;
-	}
-	if (!wslay_event_want_read(ws->ctx)) {
-		buf_clear(&ws->in); /* nothing more will be read */
-		ws->scan_off = 0;
-		ws->scan_skip = 0;
-		ws->bad_at = 0;
+	if (!ws->reading) {
+		buf_free(&ws->in); /* nothing more will be read */
+	} else if (from_in) {
+		buf_consume(&ws->in, off);
+	} else if (off < len) {
+		/* Kept for later, ahead of anything fed meanwhile. */
+		struct buf rest;
+		buf_init(&rest);
+		buf_add(&rest, feed + off, len - off);
+		if (ws->in.len > 0)
+			buf_add(&rest, ws->in.data, ws->in.len);
+		buf_free(&ws->in);
+		ws->in = rest;
 	}
 	if (wslay_event_want_write(ws->ctx) && ws_send_all(ws) != 0) {
 		conn_close_now(c);
@@ -1541,7 +1451,7 @@ ws_process(struct ws_conn *ws)
 		conn_close_now(c);
 		return;
 	}
-	if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx)) {
+	if (!ws->reading && !wslay_event_want_write(ws->ctx)) {
 		ws_finish(ws, false);
 		conn_shutdown(c);
 	} else if (wslay_event_get_close_sent(ws->ctx) && !ws->close_timer) {
@@ -1550,14 +1460,15 @@ ws_process(struct ws_conn *ws)
 	}
 }
 
-/* Sends what wslay has queued, now if we are not inside its reader. */
+/* Sends what wslay has queued: now, unless the connection is being
+ * processed (then when that round ends). */
 static void
 ws_flush(struct ws_conn *ws)
 {
 	struct http_conn *c = ws->conn;
 	if (ws->done || c->closing)
 		return;
-	if (ws->in_recv > 0 || c->processing) {
+	if (c->processing) {
 		conn_kick(c);
 		return;
 	}
@@ -1565,7 +1476,7 @@ ws_flush(struct ws_conn *ws)
 		conn_fail(c);
 		return;
 	}
-	if ((!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx)) ||
+	if ((!ws->reading && !wslay_event_want_write(ws->ctx)) ||
 	    (wslay_event_get_close_sent(ws->ctx) && !ws->close_timer))
 		conn_kick(c);
 }
@@ -1613,13 +1524,12 @@ http_upgrade_websocket(struct http_request *req, ws_message_fn on_message, ws_cl
 	ws->on_close = on_close;
 	ws->arg = arg;
 	buf_init(&ws->in);
+	wsframe_init(&ws->rd, c->srv->limits.max_ws_message);
+	ws->reading = true;
 	if (wslay_event_context_server_init(&ws->ctx, &ws_callbacks, ws) != 0) {
 		fprintf(stderr, "dreamos: out of memory creating a WebSocket\n");
 		abort();
 	}
-	wslay_event_config_set_max_recv_msg_length(ws->ctx, c->srv->limits.max_ws_message);
-	wslay_event_config_set_no_buffering(ws->ctx, 1);
-	buf_init(&ws->msg);
 	c->ws = ws;
 	c->active = NULL;
 	c->srv->stats.ws_open++;

@@ -1,8 +1,10 @@
-/* fuzz-ws.c — a libFuzzer target for the Bridge's WebSocket side (http.c
- * with wslay): frames from the peer on an upgraded test connection
- * (http_conn_test_new / http_conn_feed, no sockets), fragmentation,
- * control frames between fragments, the close handshake, size limits,
- * back-pressure (reading paused and resumed) and messages sent back.
+/* fuzz-ws.c — a libFuzzer target for the Bridge's WebSocket side (http.c,
+ * its frame reader wsframe.c, wslay for sending): frames from the peer on
+ * an upgraded test connection (http_conn_test_new / http_conn_feed, no
+ * sockets), fragmentation, control frames between fragments, the close
+ * handshake, size limits, back-pressure (reading paused and resumed) and
+ * messages sent back; and the same bytes given to a frame reader of its
+ * own, whole and in the pieces of the mode, which must report the same.
  * fuzz-http covers the HTTP side (and raw bytes after an upgrade); this
  * target spends its time past the handshake.
  *
@@ -23,7 +25,9 @@
  * the input position.
  * Checks: what the server writes after its 101 is a sequence of complete,
  * unmasked frames with valid opcodes and no reserved bits, control frames
- * final and at most 125 bytes. */
+ * final and at most 125 bytes; the frame reader reports the same events
+ * however its input is cut, text messages NUL-terminated, valid UTF-8 and
+ * within the limit, close codes a peer may send, errors 1002/1007/1009. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -33,6 +37,8 @@
 
 #include "fuzz-check.h"
 #include "http.h"
+#include "util.h"
+#include "wsframe.h"
 
 struct state {
 	uint8_t mode;
@@ -157,6 +163,87 @@ check_output(const uint8_t *out, size_t len)
 	}
 }
 
+/* Feeds in[0..len) to a new frame reader in pieces of step bytes, checks
+ * each event and appends it to log (kind, code, length, FNV-1a of the
+ * data). */
+static void
+read_frames(const uint8_t *in, size_t len, size_t step, size_t max, struct buf *log)
+{
+	struct wsframe r;
+	wsframe_init(&r, max);
+	bool ended = false;
+	for (size_t off = 0; off < len && !ended;) {
+		size_t n = len - off < step ? len - off : step;
+		size_t used = 0;
+		while (used < n) {
+			struct wsframe_event ev;
+			size_t k = wsframe_read(&r, in + off + used, n - used, &ev);
+			FUZZ_CHECK(k <= n - used);
+			used += k;
+			if (ev.kind == WSF_MORE) {
+				FUZZ_CHECK(used == n); /* all input is taken */
+				break;
+			}
+			FUZZ_CHECK(ev.kind != WSF_END); /* reported once, then not read */
+			uint32_t h = 2166136261u;
+			for (size_t i = 0; i < ev.len && ev.data != NULL; i++)
+				h = (h ^ (uint8_t)ev.data[i]) * 16777619u;
+			buf_addf(log, "%d/%d/%zu/%08x ", (int)ev.kind, ev.code, ev.len, h);
+			switch (ev.kind) {
+			case WSF_TEXT:
+				FUZZ_CHECK(ev.data[ev.len] == '\0');
+				FUZZ_CHECK(ev.len <= max);
+				FUZZ_CHECK(utf8_valid(ev.data, ev.len));
+				break;
+			case WSF_BINARY:
+				FUZZ_CHECK(ev.len <= max);
+				break;
+			case WSF_PING:
+			case WSF_PONG:
+				FUZZ_CHECK(ev.len <= 125);
+				break;
+			case WSF_CLOSE:
+				FUZZ_CHECK(ev.code == 1005 ||
+				           (ev.code >= 1000 && ev.code <= 1011) ||
+				           (ev.code >= 3000 && ev.code <= 4999));
+				FUZZ_CHECK(ev.len <= 123 && utf8_valid(ev.data, ev.len));
+				ended = true;
+				break;
+			case WSF_ERROR:
+				FUZZ_CHECK(ev.code == 1002 || ev.code == 1007 || ev.code == 1009);
+				FUZZ_CHECK(ev.len > 0 && ev.len <= 123);
+				ended = true;
+				break;
+			default:
+				break;
+			}
+			if (ended) {
+				struct wsframe_event again;
+				FUZZ_CHECK(wsframe_read(&r, in, len, &again) == 0);
+				FUZZ_CHECK(again.kind == WSF_END && again.code == ev.code);
+				break;
+			}
+		}
+		off += n;
+	}
+	wsframe_free(&r);
+}
+
+/* The frame reader reports the same whole and in pieces. */
+static void
+check_reader(const uint8_t *in, size_t len, size_t step, size_t max)
+{
+	struct buf whole, pieces;
+	buf_init(&whole);
+	buf_init(&pieces);
+	read_frames(in, len, SIZE_MAX, max, &whole);
+	read_frames(in, len, step, max, &pieces);
+	FUZZ_CHECK(whole.len == pieces.len &&
+	           (whole.len == 0 || memcmp(whole.data, pieces.data, whole.len) == 0));
+	buf_free(&whole);
+	buf_free(&pieces);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
@@ -188,6 +275,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		in = frames;
 	}
 	size_t step = pieces[(mode >> 1) & 7];
+	check_reader(in, inlen, step, l.max_ws_message);
 	for (size_t off = 0; off < inlen;) {
 		size_t n = inlen - off < step ? inlen - off : step;
 		http_conn_feed(c, (const char *)in + off, n);

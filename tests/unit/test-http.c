@@ -41,6 +41,7 @@ struct fx {
 	int ws_msgs, ws_closes, ws_code;
 	char ws_reason[128];
 	bool ws_peer_ok;
+	bool ws_pause; /* each message pauses reading */
 };
 
 /* Answers the held request (the timer of /slow). */
@@ -66,6 +67,8 @@ ws_on_message(void *arg, struct ws_conn *ws, const char *data, size_t len)
 		ws_close(ws, 1000, "bye");
 	else
 		assert_int_equal(ws_send_text(ws, data, len), 0);
+	if (fx->ws_pause)
+		ws_set_reading(ws, false);
 }
 
 /* Records how the WebSocket ended. */
@@ -1426,6 +1429,82 @@ test_ws_feed(void **state)
 	assert_int_equal(fx.ws_code, 1006);
 }
 
+static void
+test_ws_feed_pieces(void **state)
+{
+	/* frames fed a byte at a time: the same messages and pong as whole;
+	 * invalid UTF-8 split between two frames gets close 1007 with its
+	 * reason, and nothing after it is read */
+	struct fx fx;
+	memset(&fx, 0, sizeof fx);
+	struct http_limits l = test_limits();
+	struct http_conn *c = http_conn_test_new(&l, handler, &fx);
+	uint8_t in[512];
+	const char *head = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	                   "Sec-WebSocket-Key: " RFC_KEY "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+	size_t n = strlen(head);
+	memcpy(in, head, n);
+	n += ws_frame(in + n, true, 1, true, "one", 3);
+	n += ws_frame(in + n, false, 1, true, "fr", 2);
+	n += ws_frame(in + n, true, 9, true, "p", 1);
+	n += ws_frame(in + n, true, 0, true, "ag", 2);
+	n += ws_frame(in + n, false, 1, true, "{\xc3", 2);
+	n += ws_frame(in + n, true, 0, true, "\x28}", 2);
+	n += ws_frame(in + n, true, 1, true, "never", 5);
+	for (size_t i = 0; i < n; i++)
+		http_conn_feed(c, (const char *)in + i, 1);
+	assert_int_equal(fx.ws_msgs, 2);
+	size_t len;
+	const char *out = http_conn_test_output(c, &len);
+	const char *body = strstr(out, "\r\n\r\n") + 4;
+	static const char want[] = "\x81\x03one"
+	                           "\x8a\x01p"
+	                           "\x81\x04"
+	                           "frag"
+	                           "\x88\x1e\x03\xef"
+	                           "text message not valid UTF-8";
+	assert_int_equal(len - (size_t)(body - out), sizeof want - 1);
+	assert_memory_equal(body, want, sizeof want - 1);
+	assert_int_equal(fx.ws_closes, 1);
+	assert_int_equal(fx.ws_code, 1007);
+	assert_string_equal(fx.ws_reason, "invalid payload data");
+	assert_true(http_conn_test_closed(c));
+	http_conn_test_free(c);
+	assert_int_equal(fx.ws_closes, 1);
+
+	/* reading paused by the user: the next message waits until it is
+	 * resumed, and the order holds */
+	memset(&fx, 0, sizeof fx);
+	fx.ws_pause = true;
+	c = http_conn_test_new(&l, handler, &fx);
+	n = strlen(head);
+	memcpy(in, head, n);
+	n += ws_frame(in + n, true, 1, true, "a", 1);
+	n += ws_frame(in + n, true, 1, true, "b", 1);
+	size_t cut = n - 3; /* "b" arrives in two reads, the second while paused */
+	n += ws_frame(in + n, true, 1, true, "c", 1);
+	http_conn_feed(c, (const char *)in, cut);
+	assert_int_equal(fx.ws_msgs, 1);
+	http_conn_feed(c, (const char *)in + cut, n - cut);
+	assert_int_equal(fx.ws_msgs, 1);
+	ws_set_reading(fx.ws, true);
+	assert_int_equal(fx.ws_msgs, 2);
+	ws_set_reading(fx.ws, true);
+	assert_int_equal(fx.ws_msgs, 3);
+	out = http_conn_test_output(c, &len);
+	body = strstr(out, "\r\n\r\n") + 4;
+	assert_int_equal(len - (size_t)(body - out), 9);
+	assert_memory_equal(body,
+	                    "\x81\x01"
+	                    "a\x81\x01"
+	                    "b\x81\x01"
+	                    "c",
+	                    9);
+	http_conn_test_free(c);
+	assert_int_equal(fx.ws_closes, 1);
+	assert_int_equal(fx.ws_code, 1006);
+}
+
 /* ---- TLS ------------------------------------------------------------------ */
 
 /* Connects c over TLS, trusting cert and checking the name "localhost". */
@@ -1555,18 +1634,31 @@ main(void)
 {
 	signal(SIGPIPE, SIG_IGN); /* as src/main.c: libuv writes with write(2) */
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_get_query),       cmocka_unit_test(test_keepalive),
-	    cmocka_unit_test(test_pipelining),      cmocka_unit_test(test_post_body),
-	    cmocka_unit_test(test_chunked),         cmocka_unit_test(test_bad_request),
-	    cmocka_unit_test(test_body_too_large),  cmocka_unit_test(test_headers_too_large),
-	    cmocka_unit_test(test_slow_client),     cmocka_unit_test(test_idle_close),
-	    cmocka_unit_test(test_max_connections), cmocka_unit_test(test_stop_with_pending),
-	    cmocka_unit_test(test_start_errors),    cmocka_unit_test(test_feed_bytewise),
-	    cmocka_unit_test(test_query_param),     cmocka_unit_test(test_ws_echo),
-	    cmocka_unit_test(test_ws_unmasked),     cmocka_unit_test(test_ws_bad_control),
-	    cmocka_unit_test(test_ws_too_big),      cmocka_unit_test(test_ws_server_close),
-	    cmocka_unit_test(test_ws_disappear),    cmocka_unit_test(test_ws_stop_and_bad_upgrade),
-	    cmocka_unit_test(test_ws_feed),         cmocka_unit_test(test_tls),
+	    cmocka_unit_test(test_get_query),
+	    cmocka_unit_test(test_keepalive),
+	    cmocka_unit_test(test_pipelining),
+	    cmocka_unit_test(test_post_body),
+	    cmocka_unit_test(test_chunked),
+	    cmocka_unit_test(test_bad_request),
+	    cmocka_unit_test(test_body_too_large),
+	    cmocka_unit_test(test_headers_too_large),
+	    cmocka_unit_test(test_slow_client),
+	    cmocka_unit_test(test_idle_close),
+	    cmocka_unit_test(test_max_connections),
+	    cmocka_unit_test(test_stop_with_pending),
+	    cmocka_unit_test(test_start_errors),
+	    cmocka_unit_test(test_feed_bytewise),
+	    cmocka_unit_test(test_query_param),
+	    cmocka_unit_test(test_ws_echo),
+	    cmocka_unit_test(test_ws_unmasked),
+	    cmocka_unit_test(test_ws_bad_control),
+	    cmocka_unit_test(test_ws_too_big),
+	    cmocka_unit_test(test_ws_server_close),
+	    cmocka_unit_test(test_ws_disappear),
+	    cmocka_unit_test(test_ws_stop_and_bad_upgrade),
+	    cmocka_unit_test(test_ws_feed),
+	    cmocka_unit_test(test_ws_feed_pieces),
+	    cmocka_unit_test(test_tls),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
