@@ -1329,16 +1329,23 @@ ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int fla
 	return (ssize_t)len;
 }
 
-/* Lets wslay send what it has queued, then writes the frames at once. */
+/* Lets wslay send what it has queued, then writes the frames at once;
+ * again while wslay has more and the socket took it all (wslay stops at
+ * HTTP_WQ_HIGH in the cork, and a write that went out whole brings no
+ * write_cb to resume it). */
 static int
 ws_send_all(struct ws_conn *ws)
 {
 	struct http_conn *c = ws->conn;
-	int rc = wslay_event_send(ws->ctx);
-	if (c->cork.len > 0) {
+	int rc;
+	do {
+		rc = wslay_event_send(ws->ctx);
+		if (c->cork.len == 0)
+			break;
 		conn_write(c, c->cork.data, c->cork.len);
 		buf_clear(&c->cork);
-	}
+	} while (rc == 0 && !c->failed && c->wq_bytes < HTTP_WQ_HIGH &&
+	         wslay_event_want_write(ws->ctx));
 	return rc;
 }
 

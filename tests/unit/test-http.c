@@ -1344,6 +1344,69 @@ test_ws_server_close(void **state)
 }
 
 static void
+test_ws_backpressure(void **state)
+{
+	/* messages sent faster than the client reads: once 1 MiB waits in
+	 * libuv, wslay queues them (ws_queued grows); a ping read meanwhile
+	 * is answered ahead of the messages wslay still holds; all arrive
+	 * whole and in order */
+	struct fx fx;
+	struct cli c;
+	struct http_limits l = test_limits();
+	fx_start(&fx, &l);
+	ws_open(&fx, &c);
+	static char msg[60000];
+	memset(msg, 'm', sizeof msg);
+	int sent = 0;
+	while (ws_queued(fx.ws) < 3 * 1024 * 1024 && sent < 1000) {
+		char seq[16];
+		snprintf(seq, sizeof seq, "%05d:", sent % 100000);
+		memcpy(msg, seq, 6);
+		assert_int_equal(ws_send_text(fx.ws, msg, sizeof msg), 0);
+		sent++;
+		fx_step(&fx, NULL, 0);
+	}
+	assert_true(ws_queued(fx.ws) >= 3 * 1024 * 1024);
+	uint8_t fr[64];
+	size_t n = ws_frame(fr, true, 9, true, "bp", 2);
+	cli_send(&fx, &c, fr, n);
+	int got = 0, pong_at = -1;
+	while (got < sent) {
+		struct frame f;
+		if (!fx_wait(&fx, &c, p_frame, &f, 3000))
+			fail_msg("message %d of %d not received (%zu bytes still queued)", got,
+			         sent, ws_queued(fx.ws));
+		if (f.opcode == 10) {
+			assert_int_equal(pong_at, -1);
+			assert_string_equal(f.payload, "bp");
+			pong_at = got;
+			continue;
+		}
+		char want[16];
+		snprintf(want, sizeof want, "%05d:", got % 100000);
+		assert_int_equal(f.opcode, 1);
+		assert_memory_equal(f.payload, want, 6);
+		for (size_t i = 6; i < f.len; i++)
+			assert_int_equal(f.payload[i], 'm');
+		got++;
+	}
+	assert_true(pong_at >= 0 && pong_at < sent - 1);
+	assert_int_equal(ws_queued(fx.ws), 0);
+	assert_int_equal(fx_stats(&fx).ws_messages_out, (uint64_t)sent);
+	/* and the close handshake still works */
+	n = ws_frame(fr, true, 8, true, "\x03\xe8", 2);
+	cli_send(&fx, &c, fr, n);
+	struct frame f;
+	wait_frame(&fx, &c, &f);
+	assert_int_equal(close_code(&f), 1000);
+	wait_eof(&fx, &c);
+	assert_true(wait_int(&fx, &c, &fx.ws_closes, 1, 3000));
+	assert_int_equal(fx.ws_code, 1000);
+	cli_close(&c);
+	fx_finish(&fx);
+}
+
+static void
 test_ws_disappear(void **state)
 {
 	struct fx fx;
@@ -1654,6 +1717,7 @@ main(void)
 	    cmocka_unit_test(test_ws_bad_control),
 	    cmocka_unit_test(test_ws_too_big),
 	    cmocka_unit_test(test_ws_server_close),
+	    cmocka_unit_test(test_ws_backpressure),
 	    cmocka_unit_test(test_ws_disappear),
 	    cmocka_unit_test(test_ws_stop_and_bad_upgrade),
 	    cmocka_unit_test(test_ws_feed),
