@@ -1487,6 +1487,34 @@ test_ws_feed(void **state)
 	const char *body = strstr(out, "\r\n\r\n") + 4;
 	assert_int_equal(len - (size_t)(body - out), 10);
 	assert_memory_equal(body, "\x81\x03one\x81\x03two", 10);
+	/* an echo of each length form: 7, 16 and 64-bit */
+	static const size_t sizes[] = {125, 126, 65535, 70000};
+	static uint8_t big[70100];
+	static char text[70000];
+	for (size_t i = 0; i < nitems(sizes); i++) {
+		for (size_t k = 0; k < sizes[i]; k++)
+			text[k] = (char)('a' + (k + i) % 26);
+		size_t before = len;
+		n = ws_frame(big, true, 1, true, text, sizes[i]);
+		http_conn_feed(c, (const char *)big, n);
+		out = http_conn_test_output(c, &len);
+		const uint8_t *f = (const uint8_t *)out + before;
+		size_t hl = sizes[i] < 126 ? 2 : sizes[i] < 65536 ? 4 : 10;
+		assert_int_equal(len - before, hl + sizes[i]);
+		assert_int_equal(f[0], 0x81);
+		if (hl == 2)
+			assert_int_equal(f[1], sizes[i]);
+		else if (hl == 4)
+			assert_int_equal(f[1], 126);
+		else
+			assert_int_equal(f[1], 127);
+		uint64_t got = 0;
+		for (size_t k = 2; k < hl; k++)
+			got = got << 8 | f[k];
+		assert_int_equal(hl == 2 ? f[1] : got, sizes[i]);
+		assert_memory_equal(f + hl, text, sizes[i]);
+	}
+	assert_int_equal(fx.ws_msgs, 6);
 	http_conn_test_free(c);
 	assert_int_equal(fx.ws_closes, 1);
 	assert_int_equal(fx.ws_code, 1006);
