@@ -1,9 +1,9 @@
 /* http.h — the Bridge's inbound HTTP/1.1 + WebSocket server on the libuv
  * loop: Debian's http-parser for requests (keep-alive, pipelining, chunked
  * bodies), our frame reader (wsframe.h) for the WebSocket frames clients
- * send and wslay for those we send (pongs, the close handshake), optional
- * TLS with OpenSSL (memory BIOs), connection and size limits, idle and
- * slow-loris timeouts.  It knows nothing of routes or auth: every
+ * send, wslay for pongs, the close handshake and messages queued under
+ * back-pressure, optional TLS with OpenSSL (memory BIOs), connection and
+ * size limits, idle and slow-loris timeouts.  It knows nothing of routes or auth: every
  * complete request goes to one handler callback, which answers with
  * http_respond (now or later) or upgrades the connection to a WebSocket. */
 #ifndef DREAMOS_HTTP_H

@@ -13,10 +13,11 @@
  * takes its input through a copy into a buffer of its own.  On the
  * Bridge's message benchmark (about 330-byte frames) that was about 3,900
  * instructions per frame received, a quarter of the loop's instructions
- * per WebSocket message, against about 600 here; the WebSocket agents'
- * rate went from 0.70x to 0.86-0.90x that of child processes
- * (docs/PERFORMANCE.md, "WebSocket frames read without wslay's byte
- * loops").  wslay has no setting to skip its UTF-8 check. */
+ * per WebSocket message, against about 600 here; with this reader alone
+ * the WebSocket agents' rate went from 0.70x to 0.86-0.90x that of child
+ * processes in quiet alternating runs (docs/PERFORMANCE.md, "WebSocket
+ * frames read without wslay's byte loops").  wslay has no setting to skip
+ * its UTF-8 check. */
 #ifndef DREAMOS_WSFRAME_H
 #define DREAMOS_WSFRAME_H
 
