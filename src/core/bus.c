@@ -682,7 +682,7 @@ bus_save_floor(struct bus *b)
 		return; /* (after a failure, b->floor may not be what is committed) */
 	char v[32];
 	snprintf(v, sizeof v, "%lld", (long long)floor);
-	if (store_kv_set(st, "dreamos", "message_floor", v) == 0)
+	if (store_kv_queue(st, "dreamos", "message_floor", v) == 0)
 		b->floor = floor;
 }
 

@@ -1725,12 +1725,21 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, c
 
 /* Key-value state. */
 
+/* (One literal for both: statements are cached by the SQL's address.) */
+static const char kv_upsert_sql[] = "INSERT INTO kv (ns, key, value, updated_ms) "
+                                    "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (ns, key) "
+                                    "DO UPDATE SET value = ?3, updated_ms = ?4";
+
+int
+store_kv_queue(struct store *st, const char *ns, const char *key, const char *value)
+{
+	return store_queue(st, kv_upsert_sql, "ttti", ns, key, value, time_wall_ms());
+}
+
 int
 store_kv_set(struct store *st, const char *ns, const char *key, const char *value)
 {
-	sqlite3_stmt *stmt = store_stmt(st, "INSERT INTO kv (ns, key, value, updated_ms) "
-	                                    "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (ns, key) "
-	                                    "DO UPDATE SET value = ?3, updated_ms = ?4");
+	sqlite3_stmt *stmt = store_stmt(st, kv_upsert_sql);
 	if (stmt == NULL)
 		return -1;
 	sqlite3_bind_text(stmt, 1, ns, -1, SQLITE_STATIC);

@@ -149,6 +149,9 @@ void store_set_fault_hook(struct store *st, store_fault_fn fn, void *arg);
 /* Key-value state in the kv table (namespaced: extensions use their name).
  * kv_get returns a malloc'd string or NULL. */
 int store_kv_set(struct store *st, const char *ns, const char *key, const char *value);
+/* store_kv_set as a queued write (store_queue): the loop does not wait for
+ * the store thread; store_kv_get sees it all the same. */
+int store_kv_queue(struct store *st, const char *ns, const char *key, const char *value);
 char *store_kv_get(struct store *st, const char *ns, const char *key);
 int store_kv_del(struct store *st, const char *ns, const char *key);
 

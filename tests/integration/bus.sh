@@ -566,10 +566,11 @@ ok "kill -9 of dreamos: $K delivered again with attempt 2 (the first attempt was
 # An ack in id order moves keeper's mark and writes no row; one that comes
 # back behind a message still pending gets its own row, and the mark stays
 # below the pending one.  After a kill -9, exactly the pending one returns.
-# sqlq SQL: one value from rt3's database (read-only, beside the live one).
+# sqlq SQL: one value from the database of the runtime in use, $RT
+# (read-only, beside the live one).
 sqlq() {
 	"${PYTHON3:-python3}" -c "import sqlite3, sys
-db = sqlite3.connect('file:$T/rt3/dreamos.db?mode=ro', uri=True)
+db = sqlite3.connect('file:$RT/dreamos.db?mode=ro', uri=True)
 print(db.execute(sys.argv[1]).fetchone()[0])" "$1"
 }
 ctl chaos drop keeper 1 >/dev/null || fail "chaos drop keeper 1"
@@ -812,4 +813,54 @@ wait_for 60 "flood6 done" lt flood6 "any(r.get('ev') == 'done' for r in R)"
 lt flood6 "E == []" || fail "flood6 errors: $(lq flood6 E)"
 ok "throttled with heartbeat_timeout 1s: let go once a timeout ($S1 then $S2 sent in 3.5 s), never restarted, all 3000 sent after the release"
 quit_ok "rt6"
-no_agent_left "rt4-rt6"
+
+# ---- a dead message lets the acked-through mark pass ---------------------------
+# A message that dies (every delivery dropped, max_attempts 2) is final once
+# its dead row has committed: rec7's mark then passes it, so the acks in id
+# order after it write no rows, and a kill -9 brings none of them back.  (If
+# the dead one held the mark, every later ack would be one behind a pending
+# message and get its own row.)
+
+# shellcheck disable=SC2034
+RT="$T/rt7"
+{
+	core_yaml
+	cat <<-EOF
+	bus:
+	  ack_timeout: 0.3s
+	  max_attempts: 2
+	agents:
+	  hello_timeout: 5s
+	  stop_grace: 2s
+	  list:
+	EOF
+	agentdef rec7 record
+} >"$T/bus7.yaml"
+start_headless --config "$T/bus7.yaml"
+wait_state rec7 ready
+ctl chaos drop rec7 1 >/dev/null || fail "chaos drop rec7 1"
+DA=$(sendid rec7 "dies on the way")
+wait_for 5 "$DA dead" delivered_as "$DA" "rec7:dead"
+ctl chaos drop rec7 0 >/dev/null || fail "chaos drop rec7 0"
+DB=$(sendid rec7 "after the dead one")
+DC=$(sendid rec7 "and one more")
+wait_delivered "$DC" "rec7:acked"
+wait_delivered "$DB" "rec7:acked"
+sleep 0.3 # the commit point
+[ "$(sqlq "SELECT group_concat(msg_id || ':' || state) FROM deliveries")" = "$DA:2" ] ||
+	fail "rows after $DA died: $(sqlq "SELECT group_concat(msg_id || ':' || state) FROM deliveries"), want only $DA's dead row"
+[ "$(sqlq "SELECT coalesce((SELECT msg_id FROM acks_through WHERE recipient = 'rec7'), 0) >= $DC")" = 1 ] ||
+	fail "rec7's mark did not pass dead $DA to $DC: $(sqlq "SELECT msg_id FROM acks_through WHERE recipient = 'rec7'")"
+kill -KILL "$PID"
+wait_exit "$PID" 5
+start_headless --config "$T/bus7.yaml"
+wait_state rec7 ready
+sleep 0.5
+lt rec7 "[m['id'] for m in M] == [$DB, $DC]" ||
+	fail "rec7 after the crash got $(lq rec7 "[(m['id'], m['attempt']) for m in M]"), want $DB, $DC once"
+dead_is "[r['id'] for r in j] == [$DA]" || fail "dead list after the crash: $(ctl dead list)"
+for id in "$DB" "$DC"; do delivered_as "$id" "rec7:acked" || fail "$id after the crash: $(deliv "$id")"; done
+ctl verify >/dev/null || fail "verify with a dead message under the mark: $(ctl verify)"
+ok "dead $DA let rec7's acked-through mark pass: $DB, $DC acked in order wrote no rows, and a kill -9 brought back none of the three ($DA stays dead)"
+quit_ok "rt7"
+no_agent_left "rt4-rt7"
