@@ -80,8 +80,9 @@ main(int argc, char **argv)
 	sqlite3 *db;
 	if (sqlite3_open(path, &db) != SQLITE_OK)
 		die(db, path);
-	/* As store.c sets them. */
-	exec(db, "PRAGMA journal_mode = WAL");
+	/* As store.c sets them (the page size: for a new database; the
+	 * dreamos mode's is a copy of dreamos's). */
+	exec(db, "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL");
 	exec(db, strcmp(argv[6], "full") == 0 ? "PRAGMA synchronous = FULL"
 	                                      : "PRAGMA synchronous = NORMAL");
 	exec(db, "PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY;"

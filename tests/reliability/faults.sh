@@ -2,9 +2,9 @@
 # faults.sh — fault injection: an agent that stops reading its stdin, an
 # agent frozen with SIGSTOP (`chaos pause`), WebSocket clients of the Bridge
 # that vanish mid-frame, store commits that fail (`chaos store full`), and
-# a real disk full (a 16 MiB tmpfs holding the runtime: the WAL may grow to
-# 4 MB before a checkpoint; skipped if mount is
-# not permitted).  Each time: the orchestrator keeps serving, other agents
+# a real disk full (a 16 MiB tmpfs holding the runtime: the WAL of its
+# 16 KiB pages would be checkpointed from 16 MiB, so the disk fills first;
+# skipped if mount is not permitted).  Each time: the orchestrator keeps serving, other agents
 # keep working, a write it cannot store is refused with an error (never
 # acknowledged), and it recovers when the fault goes; `verify` holds after.
 . "${top_srcdir:-.}/tests/integration/lib.sh"

@@ -96,7 +96,8 @@ test_open_creates_schema(void **state)
 	                               "AND tbl_name = 'logs' AND sql IS NOT NULL"),
 	                 2);
 	assert_int_equal(query_int(st, "PRAGMA foreign_keys"), 1);
-	assert_int_equal(query_int(st, "PRAGMA synchronous"), 1); /* NORMAL */
+	assert_int_equal(query_int(st, "PRAGMA synchronous"), 1);   /* NORMAL */
+	assert_int_equal(query_int(st, "PRAGMA page_size"), 16384); /* a new database's */
 	sqlite3_stmt *stmt = store_stmt(st, "PRAGMA journal_mode");
 	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
 	assert_string_equal((const char *)sqlite3_column_text(stmt, 0), "wal");
@@ -1162,14 +1163,25 @@ file_size(const char *path)
 /* With the thread, the WAL is checkpointed off the writer's way
  * (checkpointer.h): the checkpoints happen, the WAL stays within the cap
  * however fast transactions come, the database gets the pages, and
- * nothing is lost. */
+ * nothing is lost.  The database was made with 4 KiB pages, as before
+ * dreamos chose 16 KiB: it keeps them (and the cap, 4,000 pages, is
+ * reached in 24 MiB). */
 static void
 test_thread_checkpoints(void **state)
 {
 	struct fixture *f = *state;
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	                              "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; "
+	                              "CREATE TABLE older (x)",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
 	uv_loop_t loop;
 	struct errlog e = {0};
 	struct store *st = open_threaded(f->path, &loop, &e);
+	assert_int_equal(query_int(st, "PRAGMA page_size"), 4096);
 	char *wal = xasprintf("%s-wal", f->path);
 	char value[1024];
 	memset(value, 'v', sizeof value - 1);
