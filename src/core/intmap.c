@@ -8,11 +8,18 @@
 #define INTMAP_EMPTY 0
 #define INTMAP_TOMB  (-1)
 
+/* Four consecutive ids share a home run of four slots (one 64-byte cache
+ * line), and the runs are spread by a multiplicative hash: the bus's ids
+ * come and go in about the order they were made, and with thousands in
+ * flight (8 senders, window 1,000) a hash that scattered every id made
+ * each lookup a cache miss: intmap_get and intmap_set were 9% of
+ * dreamos's perf samples (under 1% with one sender), about 4% now. */
 static size_t
 intmap_hash(int64_t k)
 {
-	uint64_t x = (uint64_t)k * 0x9E3779B97F4A7C15ULL;
-	return (size_t)(x ^ (x >> 29));
+	uint64_t x = ((uint64_t)k >> 2) * 0x9E3779B97F4A7C15ULL;
+	x ^= x >> 29;
+	return (size_t)(x << 2 | ((uint64_t)k & 3));
 }
 
 void
