@@ -152,6 +152,7 @@ struct proto_msg {
 	char *text;  /* a flat line: its copy, each string NUL-terminated in place */
 	int nflat;   /* a flat line: how many members flat[] has; else -1 */
 	struct flatjson_field flat[FLATJSON_FIELDS_MAX];
+	char small[512]; /* text, for a line that fits (most do: no malloc) */
 };
 
 /* A validation failure: code (PERR_*), a one-line detail, and the `ref` of

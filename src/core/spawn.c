@@ -37,6 +37,7 @@ struct process_link {
 	bool writing;       /* a uv_write is in flight */
 	bool burst;         /* a line went out this loop turn; the next wait */
 	struct buf pending; /* lines waiting for either to end */
+	struct buf spare;   /* a written pending buffer, kept for the next lines */
 	uv_prepare_t flush; /* the turn's end: ends the burst */
 	int64_t exit_status;
 	int term_signal;
@@ -49,11 +50,15 @@ struct process_link {
 static char spawn_rbuf[65536];
 static char spawn_ebuf[8192];
 
+/* Most pending buffer kept as the spare (a bigger one is freed). */
+#define PL_SPARE_MAX (1024 * 1024)
+
 struct spawn_write {
 	uv_write_t req;
 	struct process_link *pl;
+	struct buf out; /* pl_write_pending's: the pending buffer itself */
 	size_t len;
-	char data[];
+	char data[]; /* pl_send's: what uv_try_write left of a line */
 };
 
 static void
@@ -63,6 +68,7 @@ pl_handle_closed(uv_handle_t *h)
 	if (--pl->open == 0) {
 		proto_framer_free(&pl->errf);
 		buf_free(&pl->pending);
+		buf_free(&pl->spare);
 		free(pl);
 	}
 }
@@ -212,6 +218,12 @@ pl_write_done(uv_write_t *req, int status)
 {
 	struct spawn_write *w = (struct spawn_write *)req;
 	struct process_link *pl = w->pl;
+	if (w->out.cap > 0 && w->out.cap <= PL_SPARE_MAX && pl->spare.cap == 0) {
+		w->out.len = 0;
+		pl->spare = w->out;
+	} else {
+		buf_free(&w->out);
+	}
 	free(w);
 	pl->writing = false;
 	if (status == 0)
@@ -225,21 +237,25 @@ pl_write_done(uv_write_t *req, int status)
 /* Starts one write of everything that accumulated while the previous write
  * was in flight or since the first line of this turn: under load, many
  * lines cost one system call.  Nothing while a write is in flight (its
- * completion calls this again), nothing once the child is gone. */
+ * completion calls this again), nothing once the child is gone.  The write
+ * takes the pending buffer itself, and the spare (the one written before)
+ * takes its place: copying it was 2-3% of the loop's instructions under
+ * a message flood (about 100 KB per write). */
 static void
 pl_write_pending(struct process_link *pl)
 {
 	if (pl->writing || pl->pending.len == 0 || pl->exited ||
 	    uv_is_closing((uv_handle_t *)&pl->in))
 		return;
-	size_t len = pl->pending.len;
-	struct spawn_write *w = xmalloc(sizeof *w + len);
+	struct spawn_write *w = xmalloc(sizeof *w);
 	w->pl = pl;
-	w->len = len;
-	memcpy(w->data, pl->pending.data, len);
-	pl->pending.len = 0;
-	uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+	w->out = pl->pending;
+	w->len = w->out.len;
+	pl->pending = pl->spare;
+	buf_init(&pl->spare);
+	uv_buf_t b = uv_buf_init(w->out.data, (unsigned)w->len);
 	if (uv_write(&w->req, (uv_stream_t *)&pl->in, &b, 1, pl_write_done) != 0) {
+		buf_free(&w->out);
 		free(w);
 		return;
 	}
@@ -289,6 +305,7 @@ pl_send(struct agent *a, const char *line, size_t len)
 	}
 	struct spawn_write *w = xmalloc(sizeof *w + len - off);
 	w->pl = pl;
+	buf_init(&w->out);
 	w->len = len - off;
 	memcpy(w->data, line + off, len - off);
 	uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
