@@ -85,6 +85,23 @@ test_utf8(void **state)
 	memset(s, 'a', sizeof s);
 	assert_true(utf8_valid(s, sizeof s));
 	assert_true(utf8_valid(s, 0));
+	/* Every length, for the blocks of sixteen, the words of eight and a
+	 * tail checked as the last eight bytes: a bad byte anywhere, and a
+	 * good character at the very end. */
+	for (size_t len = 1; len < sizeof s; len++) {
+		memset(s, 'a', sizeof s);
+		assert_true(utf8_valid(s, len));
+		for (size_t at = 0; at < len; at++) {
+			s[at] = '\x80';
+			assert_false(utf8_valid(s, len));
+			s[at] = 'a';
+		}
+		if (len >= 3) {
+			memcpy(s + len - 3, "\xe2\x82\xac", 3);
+			assert_true(utf8_valid(s, len));
+			assert_false(utf8_valid(s, len - 1));
+		}
+	}
 }
 
 static void
