@@ -53,9 +53,9 @@ scan_str(const char *p, const char *end)
 	while (end - p >= 16) {
 		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
 		/* (max(v, 0x1f) == 0x1f: the bytes below 0x20, unsigned) */
-		__m128i special = _mm_or_si128(
-		    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-		    _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
+		__m128i special =
+		    _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+		                 _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
 		int mask = _mm_movemask_epi8(special);
 		if (mask != 0) {
 			p += __builtin_ctz((unsigned)mask);
