@@ -904,27 +904,28 @@ delivery_line(const struct delivery *d)
 	struct buf b;
 	buf_init(&b);
 	buf_reserve(&b, blen + 256);
-	buf_adds(&b, "{\"type\":\"message\",\"id\":");
+	buf_add_lit(&b, "{\"type\":\"message\",\"id\":");
 	buf_add_int(&b, m->id);
-	buf_adds(&b, ",\"from\":\"");
-	buf_adds(&b, m->from);
-	buf_adds(&b, "\",\"to\":\"");
-	buf_adds(&b, m->to);
-	buf_adds(&b, "\",\"body\":");
-	buf_add(&b, m->body, blen);
-	buf_adds(&b, ",\"priority\":\"");
-	buf_adds(&b, proto_priority_name(m->prio));
-	buf_adds(&b, "\",\"mode\":\"");
-	buf_adds(&b, proto_mode_name(m->mode));
-	buf_adds(&b, "\",\"ts\":\"");
-	buf_adds(&b, ts);
-	buf_adds(&b, "\",\"attempt\":");
+	buf_add_lit(&b, ",\"from\":\"");
+	buf_add_fast(&b, m->from, strlen(m->from));
+	buf_add_lit(&b, "\",\"to\":\"");
+	buf_add_fast(&b, m->to, strlen(m->to));
+	buf_add_lit(&b, "\",\"body\":");
+	buf_add_fast(&b, m->body, blen);
+	buf_add_lit(&b, ",\"priority\":\"");
+	const char *prio = proto_priority_name(m->prio), *mode = proto_mode_name(m->mode);
+	buf_add_fast(&b, prio, strlen(prio));
+	buf_add_lit(&b, "\",\"mode\":\"");
+	buf_add_fast(&b, mode, strlen(mode));
+	buf_add_lit(&b, "\",\"ts\":\"");
+	buf_add_fast(&b, ts, strlen(ts));
+	buf_add_lit(&b, "\",\"attempt\":");
 	buf_add_int(&b, d->attempt);
 	if (m->reply_to > 0) {
-		buf_adds(&b, ",\"reply_to\":");
+		buf_add_lit(&b, ",\"reply_to\":");
 		buf_add_int(&b, m->reply_to);
 	}
-	buf_add(&b, "}\n", 2);
+	buf_add_lit(&b, "}\n");
 	return (char *)buf_cstr(&b);
 }
 

@@ -1132,13 +1132,14 @@ proto_sent(const char *ref, int64_t id)
 	}
 	struct buf b;
 	buf_init(&b);
-	buf_adds(&b, "{\"type\":\"sent\",\"ref\":");
+	buf_reserve(&b, 64 + (ref != NULL ? strlen(ref) : 0)); /* (once, mostly) */
+	buf_add_lit(&b, "{\"type\":\"sent\",\"ref\":");
 	if (ref != NULL)
 		buf_add_json_str(&b, ref);
 	else
-		buf_adds(&b, "null");
-	buf_adds(&b, ",\"id\":");
+		buf_add_lit(&b, "null");
+	buf_add_lit(&b, ",\"id\":");
 	buf_add_int(&b, id);
-	buf_add(&b, "}\n", 2);
+	buf_add_lit(&b, "}\n");
 	return (char *)buf_cstr(&b);
 }

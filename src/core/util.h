@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -47,6 +48,20 @@ void buf_consume(struct buf *b, size_t n);
 const char *buf_cstr(struct buf *b);
 /* Appends s as a quoted JSON string (s must be valid UTF-8). */
 void buf_add_json_str(struct buf *b, const char *s);
+/* buf_add for the hot paths that build a line piece by piece: inline, so
+ * that a piece of known size is copied by a few moves (memcpy with a
+ * constant size), not by a call to buf_add and one to memcpy. */
+static inline void
+buf_add_fast(struct buf *b, const void *p, size_t n)
+{
+	if (b->len + n + 1 > b->cap)
+		buf_reserve(b, n);
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+/* Appends a string literal (its size known at compile time). */
+#define buf_add_lit(b, lit) buf_add_fast((b), "" lit, sizeof(lit) - 1)
 
 /* Milliseconds on the monotonic clock and on the wall clock. */
 int64_t time_mono_ms(void);
