@@ -21,6 +21,7 @@
 
 #include "http.h"
 #include "util.h"
+#include "wsframes.h"
 
 #define RFC_KEY    "dGhlIHNhbXBsZSBub25jZQ=="
 #define RFC_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -1020,37 +1021,6 @@ test_query_param(void **state)
 
 /* ---- WebSocket ------------------------------------------------------------ */
 
-/* Builds a client frame into out; returns its length. */
-static size_t
-ws_frame(uint8_t *out, bool fin, int opcode, bool mask, const void *payload, size_t len)
-{
-	static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
-	size_t i = 2;
-	out[0] = (uint8_t)((fin ? 0x80 : 0) | opcode);
-	if (len < 126) {
-		out[1] = (uint8_t)len;
-	} else if (len < 65536) {
-		out[1] = 126;
-		out[2] = (uint8_t)(len >> 8);
-		out[3] = (uint8_t)len;
-		i = 4;
-	} else {
-		out[1] = 127;
-		for (int k = 0; k < 8; k++)
-			out[2 + k] = (uint8_t)((uint64_t)len >> (56 - 8 * k));
-		i = 10;
-	}
-	if (mask) {
-		out[1] |= 0x80;
-		memcpy(out + i, key, 4);
-		i += 4;
-	}
-	const uint8_t *p = payload;
-	for (size_t k = 0; k < len; k++)
-		out[i + k] = mask ? p[k] ^ key[k % 4] : p[k];
-	return i + len;
-}
-
 struct frame {
 	int opcode;
 	bool fin;
@@ -1463,6 +1433,18 @@ test_ws_stop_and_bad_upgrade(void **state)
 	assert_int_equal(uv_loop_close(&fx.loop), 0);
 }
 
+/* Copies the upgrade request of the socketless WebSocket tests into in;
+ * returns its length. */
+static size_t
+ws_upgrade_head(uint8_t *in)
+{
+	static const char head[] =
+	    "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+	    "Sec-WebSocket-Key: " RFC_KEY "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+	memcpy(in, head, sizeof head - 1);
+	return sizeof head - 1;
+}
+
 static void
 test_ws_feed(void **state)
 {
@@ -1473,10 +1455,7 @@ test_ws_feed(void **state)
 	struct http_limits l = test_limits();
 	struct http_conn *c = http_conn_test_new(&l, handler, &fx);
 	uint8_t in[512];
-	const char *head = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-	                   "Sec-WebSocket-Key: " RFC_KEY "\r\nSec-WebSocket-Version: 13\r\n\r\n";
-	size_t n = strlen(head);
-	memcpy(in, head, n);
+	size_t n = ws_upgrade_head(in);
 	n += ws_frame(in + n, true, 1, true, "one", 3);
 	n += ws_frame(in + n, true, 1, true, "two", 3);
 	http_conn_feed(c, (const char *)in, n);
@@ -1531,10 +1510,7 @@ test_ws_feed_pieces(void **state)
 	struct http_limits l = test_limits();
 	struct http_conn *c = http_conn_test_new(&l, handler, &fx);
 	uint8_t in[512];
-	const char *head = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-	                   "Sec-WebSocket-Key: " RFC_KEY "\r\nSec-WebSocket-Version: 13\r\n\r\n";
-	size_t n = strlen(head);
-	memcpy(in, head, n);
+	size_t n = ws_upgrade_head(in);
 	n += ws_frame(in + n, true, 1, true, "one", 3);
 	n += ws_frame(in + n, false, 1, true, "fr", 2);
 	n += ws_frame(in + n, true, 9, true, "p", 1);
@@ -1568,8 +1544,7 @@ test_ws_feed_pieces(void **state)
 	memset(&fx, 0, sizeof fx);
 	fx.ws_pause = true;
 	c = http_conn_test_new(&l, handler, &fx);
-	n = strlen(head);
-	memcpy(in, head, n);
+	n = ws_upgrade_head(in);
 	n += ws_frame(in + n, true, 1, true, "a", 1);
 	n += ws_frame(in + n, true, 1, true, "b", 1);
 	size_t cut = n - 3; /* "b" arrives in two reads, the second while paused */

@@ -8,53 +8,13 @@
 
 #include "util.h"
 #include "wsframe.h"
-
-static const uint8_t KEY[4] = {0x37, 0xfa, 0x21, 0x3d};
-
-/* Length forms for frame(): the shortest, or a given one (to break the
- * shortest-form rule), or a raw 64-bit value with no payload following. */
-enum lenform { LEN_AUTO, LEN_16, LEN_64 };
-
-/* Builds a client frame into out (masked with key unless key is NULL);
- * returns its length.  b0 is the first byte as on the wire (FIN, RSV,
- * opcode). */
-static size_t
-frame_ex(uint8_t *out, uint8_t b0, const uint8_t *key, enum lenform form, const void *payload,
-         size_t len)
-{
-	size_t i = 2;
-	out[0] = b0;
-	if (form == LEN_AUTO)
-		form = len < 126 ? LEN_AUTO : len < 65536 ? LEN_16 : LEN_64;
-	if (form == LEN_AUTO) {
-		out[1] = (uint8_t)len;
-	} else if (form == LEN_16) {
-		out[1] = 126;
-		out[2] = (uint8_t)(len >> 8);
-		out[3] = (uint8_t)len;
-		i = 4;
-	} else {
-		out[1] = 127;
-		for (int k = 0; k < 8; k++)
-			out[2 + k] = (uint8_t)((uint64_t)len >> (56 - 8 * k));
-		i = 10;
-	}
-	if (key != NULL) {
-		out[1] |= 0x80;
-		memcpy(out + i, key, 4);
-		i += 4;
-	}
-	const uint8_t *p = payload;
-	for (size_t k = 0; k < len; k++)
-		out[i + k] = key != NULL ? p[k] ^ key[k % 4] : p[k];
-	return i + len;
-}
+#include "wsframes.h"
 
 /* A masked frame with the shortest length form. */
 static size_t
 frame(uint8_t *out, bool fin, int opcode, const void *payload, size_t len)
 {
-	return frame_ex(out, (uint8_t)((fin ? 0x80 : 0) | opcode), KEY, LEN_AUTO, payload, len);
+	return ws_frame(out, fin, opcode, true, payload, len);
 }
 
 /* FNV-1a, to name a long payload in an event log. */
@@ -254,7 +214,7 @@ test_masking(void **state)
 			for (size_t i = 0; i < n; i++)
 				payload[i] = (char)(0x20 + (i * 13 + k) % 95);
 			uint8_t f[80];
-			size_t fl = frame_ex(f, 0x81, keys[k], LEN_AUTO, payload, n);
+			size_t fl = ws_frame_ex(f, 0x81, keys[k], LEN_AUTO, payload, n);
 			/* the masked bytes differ from the text unless the
 			 * key byte is 0 */
 			for (size_t i = 0; i < n; i++)
@@ -273,9 +233,9 @@ test_masking(void **state)
 	 * starts its mask anew */
 	uint8_t f[256];
 	const uint8_t k2[4] = {0x11, 0x22, 0x33, 0x44};
-	size_t n = frame_ex(f, 0x01, KEY, LEN_AUTO, "abc", 3);
-	n += frame_ex(f + n, 0x00, k2, LEN_AUTO, "defghijklmn", 11);
-	n += frame_ex(f + n, 0x80, KEY, LEN_AUTO, "opqrstuvwxyz0123456789", 22);
+	size_t n = ws_frame_ex(f, 0x01, WS_TEST_KEY, LEN_AUTO, "abc", 3);
+	n += ws_frame_ex(f + n, 0x00, k2, LEN_AUTO, "defghijklmn", 11);
+	n += ws_frame_ex(f + n, 0x80, WS_TEST_KEY, LEN_AUTO, "opqrstuvwxyz0123456789", 22);
 	check_all_cuts(1024, f, n, "text:abcdefghijklmnopqrstuvwxyz0123456789");
 }
 
@@ -421,11 +381,11 @@ test_unmasked(void **state)
 	(void)state;
 	uint8_t f[64];
 	size_t n = frame(f, true, 1, "ok", 2);
-	n += frame_ex(f + n, 0x81, NULL, LEN_AUTO, "naked", 5);
+	n += ws_frame_ex(f + n, 0x81, NULL, LEN_AUTO, "naked", 5);
 	n += frame(f + n, true, 1, "never", 5);
 	check_all_cuts(1024, f, n, "text:ok | error:1002:client frame not masked");
 	/* control frames too */
-	n = frame_ex(f, 0x89, NULL, LEN_AUTO, "p", 1);
+	n = ws_frame_ex(f, 0x89, NULL, LEN_AUTO, "p", 1);
 	check(1024, f, n, "error:1002:client frame not masked");
 }
 
@@ -437,7 +397,7 @@ test_reserved(void **state)
 	size_t n;
 	/* RSV1, RSV2, RSV3 without an extension */
 	for (int bit = 0x10; bit <= 0x40; bit <<= 1) {
-		n = frame_ex(f, (uint8_t)(0x81 | bit), KEY, LEN_AUTO, "{}", 2);
+		n = ws_frame_ex(f, (uint8_t)(0x81 | bit), WS_TEST_KEY, LEN_AUTO, "{}", 2);
 		check(1024, f, n, "error:1002:reserved bits set without an extension");
 	}
 	/* reserved opcodes 3-7 and 0xb-0xf */
@@ -494,16 +454,16 @@ test_too_big(void **state)
 	n += frame(f + n, true, 0, big, 600);
 	check(1024, f, n, "error:1009:message too big");
 	/* a length of 2^62, with no payload following */
-	n = frame_ex(f, 0x81, KEY, LEN_64, "", 0);
+	n = ws_frame_ex(f, 0x81, WS_TEST_KEY, LEN_64, "", 0);
 	f[2] = 0x40;
 	check(1024, f, n, "error:1009:message too big");
 	/* a length with the top bit set is not allowed at all */
 	f[2] = 0x80;
 	check(1024, f, n, "error:1002:frame length over 2^63");
 	/* lengths not in their shortest form */
-	n = frame_ex(f, 0x81, KEY, LEN_16, "short", 5);
+	n = ws_frame_ex(f, 0x81, WS_TEST_KEY, LEN_16, "short", 5);
 	check(1024, f, n, "error:1002:frame length not in its shortest form");
-	n = frame_ex(f, 0x81, KEY, LEN_64, big, 200);
+	n = ws_frame_ex(f, 0x81, WS_TEST_KEY, LEN_64, big, 200);
 	check(1024, f, n, "error:1002:frame length not in its shortest form");
 	/* a size limit of its own per reader; messages after a big one */
 	n = frame(f, true, 1, big, 2000);
