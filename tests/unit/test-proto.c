@@ -1091,9 +1091,28 @@ test_parse_flat_same(void **state)
 	};
 	for (size_t i = 0; i < nitems(lines); i++)
 		assert_paths_agree(lines[i]);
-	/* The fast path takes up to FLATJSON_FIELDS_MAX members. */
+	/* A line under 512 bytes is kept in proto_msg itself, a longer one in
+	 * an allocation: the same either way, at the edge and far past it. */
 	struct buf b;
 	buf_init(&b);
+	static const size_t sizes[] = {500, 510, 511, 512, 513, 520, 4000};
+	for (size_t i = 0; i < nitems(sizes); i++) {
+		static const char head[] = "{\"type\":\"send\",\"to\":\"b\",\"body\":\"";
+		b.len = 0;
+		buf_add(&b, head, sizeof head - 1);
+		while (b.len < sizes[i] - 2)
+			buf_add(&b, "x", 1);
+		buf_adds(&b, "\"}");
+		assert_int_equal(b.len, sizes[i]);
+		assert_paths_agree(b.data);
+		struct proto_msg m;
+		assert_int_equal(parse_ok(b.data, &m), PROTO_SEND);
+		assert_int_equal(strlen(proto_str(&m, "body")), sizes[i] - sizeof head - 1);
+		assert_string_equal(proto_str(&m, "to"), "b");
+		proto_msg_free(&m);
+	}
+	b.len = 0;
+	/* The fast path takes up to FLATJSON_FIELDS_MAX members. */
 	buf_adds(&b, "{\"type\":\"heartbeat\"");
 	for (int i = 1; i < FLATJSON_FIELDS_MAX; i++)
 		buf_addf(&b, ",\"k%d\":%d", i, i);
