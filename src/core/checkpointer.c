@@ -9,6 +9,8 @@
 
 struct checkpointer {
 	sqlite3 *writer; /* the hooked connection (not ours) */
+	bool threaded;   /* a thread of our own; else the writer checkpoints */
+	int cap;         /* WAL pages at which the writer checkpoints itself */
 	sqlite3 *db;     /* the thread's own connection */
 	pthread_t thread;
 	/* mu guards want, quit and the statistics. */
@@ -27,16 +29,17 @@ static int
 on_commit(void *arg, sqlite3 *db, const char *name, int pages)
 {
 	struct checkpointer *c = arg;
-	if (pages >= CHECKPOINTER_CAP_PAGES) {
+	int cap = c->cap;
+	if (pages >= cap) {
 		pthread_mutex_lock(&c->run);
 		(void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 		pthread_mutex_unlock(&c->run);
 	}
 	pthread_mutex_lock(&c->mu);
 	c->st.last_pages = pages;
-	if (pages >= CHECKPOINTER_CAP_PAGES) {
+	if (pages >= cap) {
 		c->st.forced++;
-	} else if (pages >= CHECKPOINTER_PAGES && !c->want) {
+	} else if (c->threaded && pages >= CHECKPOINTER_PAGES && !c->want) {
 		c->want = true;
 		pthread_cond_signal(&c->cv);
 	}
@@ -70,15 +73,31 @@ checkpointer_main(void *arg)
 }
 
 struct checkpointer *
-checkpointer_start(sqlite3 *writer, const char *path, int full_sync, char **cause)
+checkpointer_start(sqlite3 *writer, const char *path, bool threaded, char **cause)
 {
 	struct checkpointer *c = xcalloc(1, sizeof *c);
 	c->writer = writer;
+	c->threaded = threaded;
+	c->cap = CHECKPOINTER_CAP_PAGES;
+	if (!threaded) {
+		/* Every CHECKPOINTER_INLINE_BYTES of WAL: the commit that
+		 * checkpoints waits for it, so a small one (16 MiB of pages
+		 * made a 6 ms task cycle at p99). */
+		sqlite3_stmt *st = NULL;
+		int page = 4096;
+		if (sqlite3_prepare_v2(writer, "PRAGMA page_size", -1, &st, NULL) == SQLITE_OK &&
+		    sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0)
+			page = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+		c->cap = CHECKPOINTER_INLINE_BYTES / page;
+		pthread_mutex_init(&c->mu, NULL);
+		pthread_mutex_init(&c->run, NULL);
+		sqlite3_wal_hook(writer, on_commit, c);
+		return c;
+	}
 	int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(
-		    c->db, full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
-		    NULL, NULL, NULL);
+		rc = sqlite3_exec(c->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		*cause = xasprintf("%s: cannot open a connection for checkpoints: %s", path,
 		                   c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
@@ -109,12 +128,14 @@ checkpointer_stop(struct checkpointer *c)
 	if (c == NULL)
 		return;
 	sqlite3_wal_autocheckpoint(c->writer, CHECKPOINTER_PAGES); /* (removes the hook) */
-	pthread_mutex_lock(&c->mu);
-	c->quit = true;
-	pthread_cond_signal(&c->cv);
-	pthread_mutex_unlock(&c->mu);
-	pthread_join(c->thread, NULL);
-	pthread_cond_destroy(&c->cv);
+	if (c->threaded) {
+		pthread_mutex_lock(&c->mu);
+		c->quit = true;
+		pthread_cond_signal(&c->cv);
+		pthread_mutex_unlock(&c->mu);
+		pthread_join(c->thread, NULL);
+		pthread_cond_destroy(&c->cv);
+	}
 	pthread_mutex_destroy(&c->run);
 	pthread_mutex_destroy(&c->mu);
 	sqlite3_close_v2(c->db);

@@ -1677,15 +1677,17 @@ store_connect(struct store *st, char **cause)
 }
 
 /* With the store thread, the WAL is checkpointed on a thread of its own
- * (checkpointer.h); without it (or if that cannot start), by SQLite in the
- * COMMIT that crosses 1,000 pages. */
+ * (checkpointer.h), or with store.durability strict by the writer in the
+ * commit that crosses 1,000 pages; without the store thread (or if the
+ * checkpointer cannot start), by SQLite in that commit. */
 static void
 store_start_checkpointer(struct store *st)
 {
 	if (strcmp(st->path, ":memory:") == 0 || st->path[0] == '\0')
 		return;
 	char *cause = NULL;
-	st->ckpt = checkpointer_start(st->db, st->path, st->durability == STORE_STRICT, &cause);
+	/* (strict: no thread of its own, see checkpointer.h) */
+	st->ckpt = checkpointer_start(st->db, st->path, st->durability != STORE_STRICT, &cause);
 	free(cause); /* (automatic checkpoints go on: nothing is lost) */
 }
 

@@ -9,7 +9,9 @@
 # config agents come back with it, the producer sends the rest, the consumer
 # drains its inbox.  Every id the producer recorded must reach the consumer
 # at least once ("lost" must be 0); duplicates are allowed (at-least-once)
-# and reported.  Ids must go on increasing across the restarts.
+# and reported.  Ids must go on increasing across the restarts.  The runs
+# alternate store.durability normal and strict (an fsync before each answer;
+# the WAL checkpointed by the committing thread), starting with normal.
 # bench/bus-crash.sh is the long version.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 
@@ -64,9 +66,13 @@ agents_gone() {
 verify() { "$PY" "$BUSAGENT" verify "$SENT" "$RECV" "$@"; }
 drained() { ctl status --json 2>/dev/null | jtest "j['counts']['messages_pending'] == 0"; }
 
-cat >"$T/crash.yaml" <<EOF
+# crash_yaml DURABILITY: the config, with store.durability DURABILITY.
+crash_yaml() {
+	cat >"$T/crash.yaml" <<EOF
 bridge:
   enabled: false
+store:
+  durability: $1
 agents:
   hello_timeout: 5s
   stop_grace: 2s
@@ -81,10 +87,14 @@ agents:
       args: [-u, $BUSAGENT, record]
       env: {BUS_LOG: "$RECV"}
 EOF
+}
 
 k=0
 while [ $k -lt "$KILLS" ]; do
 	k=$((k + 1))
+	dur=normal
+	[ $((k % 2)) = 0 ] && dur=strict
+	crash_yaml "$dur"
 	target=$(($(nsent) + AT))
 	rtarget=$(($(count msg "$RECV") + 1))
 	start_headless --config "$T/crash.yaml"
@@ -102,9 +112,10 @@ while [ $k -lt "$KILLS" ]; do
 	wait_for 10 "the agents to end after the orchestrator died ($(tr '\n' ' ' <"$BUS_PIDFILE"))" agents_gone
 	maxbefore=$(verify --json | json_get 'j["max_sent_id"]')
 	received=$(count msg "$RECV")
-	ok "kill -9 #$k after $before of $N sent (last id $maxbefore), $received received; the agents ended"
+	ok "kill -9 #$k (durability $dur) after $before of $N sent (last id $maxbefore), $received received; the agents ended"
 done
 
+crash_yaml normal
 start_headless --config "$T/crash.yaml"
 wait_for 60 "the producer to finish ($(nsent) of $N sent)" sent_at_least "$N"
 # Every sent message is stored before its `sent`: once none is pending, the

@@ -1216,7 +1216,8 @@ test_thread_checkpoints(void **state)
 /* The checkpointer by itself, on a connection of the test's: a commit that
  * takes the WAL past 1,000 pages wakes the thread; one past the cap is
  * checkpointed by the writer at once, and the next transaction starts the
- * WAL over; stopping it gives the connection SQLite's checkpoints back. */
+ * WAL over; stopping it gives the connection SQLite's checkpoints back.
+ * Then without a thread. */
 static void
 test_checkpointer(void **state)
 {
@@ -1227,7 +1228,7 @@ test_checkpointer(void **state)
 	    sqlite3_exec(db, "PRAGMA journal_mode = WAL; CREATE TABLE t (x)", NULL, NULL, NULL),
 	    SQLITE_OK);
 	char *cause = NULL;
-	struct checkpointer *c = checkpointer_start(db, f->path, 0, &cause);
+	struct checkpointer *c = checkpointer_start(db, f->path, true, &cause);
 	assert_non_null(c);
 	static const char fill[] = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
 	                           "WHERE i < %d) INSERT INTO t SELECT zeroblob(1000) FROM n";
@@ -1256,6 +1257,28 @@ test_checkpointer(void **state)
 
 	checkpointer_stop(c);
 	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM t"), 26001);
+
+	/* Without a thread (store.durability strict): a commit that takes
+	 * the WAL past 4 MiB (1,024 pages of 4 KiB here) is checkpointed by
+	 * the writer at once and counted, and the next transaction starts the
+	 * WAL over. */
+	c = checkpointer_start(db, f->path, false, &cause);
+	assert_non_null(c);
+	snprintf(sql, sizeof sql, fill, 600); /* about 150 pages: no checkpoint */
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	checkpointer_stats(c, &cs);
+	assert_int_equal(cs.forced, 0);
+	snprintf(sql, sizeof sql, fill, 6000);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	checkpointer_stats(c, &cs);
+	assert_int_equal(cs.runs, 0);
+	assert_int_equal(cs.forced, 1);
+	assert_true(cs.last_pages >= CHECKPOINTER_INLINE_BYTES / 4096);
+	assert_int_equal(sqlite3_exec(db, "INSERT INTO t VALUES (1)", NULL, NULL, NULL), SQLITE_OK);
+	checkpointer_stats(c, &cs);
+	assert_true(cs.last_pages < 10); /* started over */
+	checkpointer_stop(c);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM t"), 32602);
 	assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
