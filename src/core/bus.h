@@ -9,10 +9,12 @@
  * direct message's delivery row is written when it dies or has its
  * attempt recorded, or when it is acked behind one still pending: until
  * then the message's row alone says it is pending, and once acked its
- * target's acked-through mark says so (BUS_SQL_DIRECT).  Each recipient has an inbox: four FIFO
- * queues (one per priority, higher first) and an in-flight list bounded by bus.window.  An
- * in-flight message comes back to the front of its queue when its ack does not arrive within
- * bus.ack_timeout or when its recipient disconnects; after bus.max_attempts it is dead. */
+ * target's acked-through mark says so (BUS_SQL_DIRECT).  Each recipient
+ * has an inbox: four FIFO queues (one per priority, higher first) and an
+ * in-flight list bounded by bus.window.  An in-flight message comes back
+ * to the front of its queue when its ack does not arrive within
+ * bus.ack_timeout or when its recipient disconnects; after
+ * bus.max_attempts it is dead. */
 #ifndef DREAMOS_BUS_H
 #define DREAMOS_BUS_H
 

@@ -1,4 +1,5 @@
-/* checkpointer.h — WAL checkpoints on a thread of their own.
+/* checkpointer.h — WAL checkpoints on a thread of their own (or, with
+ * store.durability strict, by the writer at a bound of its own: below).
  *
  * SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL
  * past 1,000 pages: it copies those pages into the database and fsyncs it,

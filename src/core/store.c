@@ -1638,9 +1638,9 @@ store_connect(struct store *st, char **cause)
 	 * its own): a bus message is a few hundred bytes, and four times
 	 * fewer pages mean four times fewer page writes for the checkpoints
 	 * and B-tree splits for the store thread.  Under a message flood the
-	 * checkpointer's CPU per message fell from 0.7-1.35 to 0.2-0.3 us and
-	 * the store thread's from 1.1-1.35 to 0.8-1.1 us (PERFORMANCE.md,
-	 * "16 KiB pages").  It must come before WAL mode. */
+	 * checkpointer's CPU per message fell from 0.55-0.80 to 0.25-0.45 us
+	 * and the store thread's from 1.15-1.30 to 0.95-1.15 us
+	 * (PERFORMANCE.md, "16 KiB pages").  It must come before WAL mode. */
 	if (file && st->version == 0) {
 		rc = store_setup_exec(st, "PRAGMA page_size = 16384", "cannot set the page size",
 		                      cause);
@@ -1678,15 +1678,15 @@ store_connect(struct store *st, char **cause)
 
 /* With the store thread, the WAL is checkpointed on a thread of its own
  * (checkpointer.h), or with store.durability strict by the writer in the
- * commit that crosses 1,000 pages; without the store thread (or if the
- * checkpointer cannot start), by SQLite in that commit. */
+ * commit that takes it past 4 MiB; without the store thread (or if the
+ * checkpointer cannot start), by SQLite in the commit that crosses 1,000
+ * pages. */
 static void
 store_start_checkpointer(struct store *st)
 {
 	if (strcmp(st->path, ":memory:") == 0 || st->path[0] == '\0')
 		return;
 	char *cause = NULL;
-	/* (strict: no thread of its own, see checkpointer.h) */
 	st->ckpt = checkpointer_start(st->db, st->path, st->durability != STORE_STRICT, &cause);
 	free(cause); /* (automatic checkpoints go on: nothing is lost) */
 }

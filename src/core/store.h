@@ -129,7 +129,7 @@ struct store_stats {
 	uint64_t writes;
 	double last_commit_ms;
 	double max_commit_ms;
-	uint64_t checkpoints; /* WAL checkpoints run off the writer's way (checkpointer.h) */
+	uint64_t checkpoints; /* WAL checkpoints counted by checkpointer.h (0 without one) */
 	int wal_pages;        /* the WAL's size in pages at the last commit (0: not known) */
 };
 void store_stats(const struct store *st, struct store_stats *out);
