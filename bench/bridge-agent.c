@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "linescan.h"
+
 static long long
 now_ns(void)
 {
@@ -273,49 +275,6 @@ ws_connect(const char *hostport, const char *key)
 
 /* ---- agent logic ------------------------------------------------------------------------- */
 
-/* Finds top-level "key": in line and copies its value (string contents or bare token). */
-static int
-get_field(const char *p, const char *key, char *out, size_t cap)
-{
-	int depth = 0;
-	size_t klen = strlen(key);
-	while (*p) {
-		if (*p == '"') {
-			const char *q = p + 1;
-			while (*q && *q != '"')
-				q += (*q == '\\' && q[1]) ? 2 : 1;
-			if (!*q)
-				return 0;
-			const char *r = q + 1;
-			while (*r == ' ')
-				r++;
-			if (depth == 1 && *r == ':' && (size_t)(q - p - 1) == klen &&
-			    !memcmp(p + 1, key, klen)) {
-				for (r++; *r == ' '; r++)
-					;
-				const char *s = r, *e;
-				if (*r == '"') {
-					s = r + 1;
-					for (e = s; *e && *e != '"';
-					     e += (*e == '\\' && e[1]) ? 2 : 1)
-						;
-				} else {
-					e = r + strcspn(r, ",} \t\r");
-				}
-				size_t n = (size_t)(e - s) < cap - 1 ? (size_t)(e - s) : cap - 1;
-				memcpy(out, s, n);
-				out[n] = '\0';
-				return 1;
-			}
-			p = q + 1;
-			continue;
-		}
-		depth += (*p == '{' || *p == '[') - (*p == '}' || *p == ']');
-		p++;
-	}
-	return 0;
-}
-
 static int producer;
 static const char *to, *out_path, *go_path;
 static long count, window = 1000, size = 256;
@@ -384,72 +343,75 @@ consumer_done(void)
 }
 
 static void
-handle(char *line, long long t_read)
+handle(const char *line, size_t len, long long t_read)
 {
-	char type[32], v[64];
-	if (!get_field(line, "type", type, sizeof type))
+	struct ls_line l;
+	if (ls_scan(&l, line, len) < 0)
 		return;
-	if (!strcmp(type, "welcome")) {
+	const struct ls_field *type = ls_get(&l, "type");
+	if (ls_is(type, "welcome")) {
 		welcomed = 1;
-	} else if (!strcmp(type, "message")) {
-		char id[32], ack[96];
-		if (!get_field(line, "id", id, sizeof id))
+	} else if (ls_is(type, "message")) {
+		const struct ls_field *id = ls_get(&l, "id");
+		if (!id)
 			return;
-		int n = snprintf(ack, sizeof ack, "{\"type\":\"ack\",\"id\":%s}", id);
-		out_line(ack, (size_t)n);
-		if (producer || done || !get_field(line, "attempt", v, sizeof v) || strcmp(v, "1"))
+		static const char head[] = "{\"type\":\"ack\",\"id\":";
+		char ack[64];
+		memcpy(ack, head, sizeof head - 1);
+		char *e = ls_put_uint(ack + sizeof head - 1, (unsigned long long)ls_int(id, 0));
+		*e++ = '}';
+		out_line(ack, (size_t)(e - ack));
+		if (producer || done || ls_int(ls_get(&l, "attempt"), 0) != 1)
 			return;
-		if (get_field(line, "body", v, sizeof v) && !strncmp(v, "t=", 2))
-			lat[received] = t_read - atoll(v + 2);
+		const struct ls_field *body = ls_get(&l, "body");
+		if (body && body->str && body->vlen > 2 && !strncmp(body->val, "t=", 2))
+			lat[received] = t_read - atoll(body->val + 2);
 		if (received == 0)
 			first_ns = t_read;
 		last_ns = t_read;
 		if (++received == count)
 			consumer_done();
-	} else if (!strcmp(type, "sent") || !strcmp(type, "error")) {
+	} else if (ls_is(type, "sent") || ls_is(type, "error")) {
 		if (!producer)
 			return;
-		int is_sent = !strcmp(type, "sent");
-		char code[64] = "";
-		if (!is_sent) {
-			get_field(line, "code", code, sizeof code);
-			if (!welcomed) {
-				fprintf(stderr, "bridge-agent: %s\n", line);
-				die("rejected by dreamos");
-			}
+		int is_sent = ls_is(type, "sent");
+		if (!is_sent && !welcomed) {
+			fprintf(stderr, "bridge-agent: %.*s\n", (int)len, line);
+			die("rejected by dreamos");
 		}
 		long seq = -1;
-		if (get_field(line, "ref", v, sizeof v)) {
+		const struct ls_field *ref = ls_get(&l, "ref");
+		if (ref && ref->str && ref->vlen > 0) {
 			char *end;
-			seq = strtol(v, &end, 10);
-			if (*end != '\0' || seq < 0 || seq >= count || sent_at[seq] == 0)
+			seq = strtol(ref->val, &end, 10);
+			if (end != ref->val + ref->vlen || seq < 0 || seq >= count ||
+			    sent_at[seq] == 0)
 				seq = -1;
 		}
 		if (seq < 0) {
-			fprintf(stderr, "bridge-agent: unexpected answer: %s\n", line);
+			fprintf(stderr, "bridge-agent: unexpected answer: %.*s\n", (int)len, line);
 			return;
 		}
 		inflight--;
 		if (is_sent) {
 			nok++;
 			backoff = 1000000;
-		} else if (!strcmp(code, "backpressure")) {
+		} else if (ls_is(ls_get(&l, "code"), "backpressure")) {
 			retry_q[(rq_head + rq_len++) % count] = seq;
 			retry_at = now_ns() + backoff;
 			if (backoff < 64000000)
 				backoff *= 2;
 			nretries++;
 		} else if (++nerrors <= 5) {
-			fprintf(stderr, "bridge-agent: %s\n", line);
+			fprintf(stderr, "bridge-agent: %.*s\n", (int)len, line);
 		}
 		sent_at[seq] = 0;
-	} else if (!strcmp(type, "command")) {
-		if (get_field(line, "name", v, sizeof v)) {
-			if (!strcmp(v, "ping"))
-				out_line("{\"type\":\"heartbeat\"}", 20);
-			else if (!strcmp(v, "stop"))
-				stopping = 1;
-		}
+	} else if (ls_is(type, "command")) {
+		const struct ls_field *name = ls_get(&l, "name");
+		if (ls_is(name, "ping"))
+			out_line("{\"type\":\"heartbeat\"}", 20);
+		else if (ls_is(name, "stop"))
+			stopping = 1;
 	}
 }
 
@@ -462,8 +424,7 @@ in_process(void)
 	if (!ws) {
 		char *nl;
 		while ((nl = memchr(ibuf + pos, '\n', ilen - pos))) {
-			*nl = '\0';
-			handle(ibuf + pos, t);
+			handle(ibuf + pos, (size_t)(nl - (ibuf + pos)), t);
 			pos = (size_t)(nl - ibuf) + 1;
 		}
 	} else {
@@ -493,10 +454,7 @@ in_process(void)
 			if (!(h[0] & 0x80))
 				die("fragmented frame (not expected from dreamos)");
 			if (op == 0x1) {
-				char save = p[n];
-				p[n] = '\0';
-				handle(p, t);
-				p[n] = save;
+				handle(p, (size_t)n, t);
 			} else if (op == 0x9) {
 				out_frame(0xA, p, (size_t)n);
 			} else if (op == 0x8) {

@@ -17,7 +17,7 @@
  * agent keeps acking, answers ping, and stops on `stop` or EOF.
  *
  * Input is read(2) in big chunks, many lines per call; the acks of one chunk go out in one
- * write, as bench/tiny-agent.c does. */
+ * write, as bench/tiny-agent.c does.  Each line is read in one pass (linescan.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <signal.h>
@@ -26,6 +26,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "linescan.h"
 
 static long long
 now_ns(void)
@@ -71,44 +73,6 @@ out_flush(void)
 		off += (size_t)n;
 	}
 	olen = 0;
-}
-
-/* Finds the top-level "key": in line; returns a pointer to its value (or NULL). */
-static const char *
-find_top(const char *p, const char *key)
-{
-	int depth = 0;
-	size_t klen = strlen(key);
-	while (*p) {
-		if (*p == '"') {
-			const char *q = p + 1;
-			while (*q && *q != '"')
-				q += (*q == '\\' && q[1]) ? 2 : 1;
-			if (!*q)
-				return NULL;
-			const char *r = q + 1;
-			while (*r == ' ')
-				r++;
-			if (depth == 1 && *r == ':' && (size_t)(q - p - 1) == klen &&
-			    !memcmp(p + 1, key, klen)) {
-				for (r++; *r == ' '; r++)
-					;
-				return r;
-			}
-			p = q + 1;
-			continue;
-		}
-		depth += (*p == '{' || *p == '[') - (*p == '}' || *p == ']');
-		p++;
-	}
-	return NULL;
-}
-
-static int
-is_str(const char *v, const char *s)
-{
-	size_t n = strlen(s);
-	return v && v[0] == '"' && !strncmp(v + 1, s, n) && v[n + 1] == '"';
 }
 
 static long count;
@@ -164,28 +128,33 @@ write_result(void)
 }
 
 static void
-handle(const char *line, long long t)
+handle(const char *line, size_t len, long long t)
 {
-	const char *type = find_top(line, "type");
-	if (is_str(type, "message")) {
-		const char *id = find_top(line, "id");
+	struct ls_line l;
+	if (ls_scan(&l, line, len) < 0)
+		return;
+	const struct ls_field *type = ls_get(&l, "type");
+	if (ls_is(type, "message")) {
+		const struct ls_field *id = ls_get(&l, "id");
 		if (!id)
 			return;
+		static const char head[] = "{\"type\":\"ack\",\"id\":";
 		char ack[64];
-		int n = snprintf(ack, sizeof ack, "{\"type\":\"ack\",\"id\":%ld}\n",
-		                 strtol(id, NULL, 10));
-		out_add(ack, (size_t)n);
-		const char *att = find_top(line, "attempt");
-		if (att && strtol(att, NULL, 10) > 1) {
+		memcpy(ack, head, sizeof head - 1);
+		char *e = ls_put_uint(ack + sizeof head - 1, (unsigned long long)ls_int(id, 0));
+		*e++ = '}';
+		*e++ = '\n';
+		out_add(ack, (size_t)(e - ack));
+		if (ls_int(ls_get(&l, "attempt"), 1) > 1) {
 			dups++;
 			return;
 		}
 		if (done)
 			return;
-		const char *body = find_top(line, "body");
+		const struct ls_field *body = ls_get(&l, "body");
 		long long sent = 0;
-		if (body && !strncmp(body, "\"t=", 3))
-			sent = strtoll(body + 3, NULL, 10);
+		if (body && body->str && body->vlen > 2 && !strncmp(body->val, "t=", 2))
+			sent = strtoll(body->val + 2, NULL, 10);
 		if (sent <= 0)
 			bad++;
 		if (received == 0)
@@ -196,19 +165,19 @@ handle(const char *line, long long t)
 			done = 1;
 			write_result();
 		}
-	} else if (is_str(type, "welcome")) {
+	} else if (ls_is(type, "welcome")) {
 		char ready[4096];
 		snprintf(ready, sizeof ready, "%s.ready", out_path);
 		FILE *f = fopen(ready, "w");
 		if (f)
 			fclose(f);
-	} else if (is_str(type, "command")) {
-		const char *name = find_top(line, "name");
-		if (is_str(name, "ping"))
+	} else if (ls_is(type, "command")) {
+		const struct ls_field *name = ls_get(&l, "name");
+		if (ls_is(name, "ping"))
 			out_add("{\"type\":\"heartbeat\"}\n", 21);
-		else if (is_str(name, "stop"))
+		else if (ls_is(name, "stop"))
 			stopping = 1;
-	} else if (is_str(type, "error")) {
+	} else if (ls_is(type, "error")) {
 		fprintf(stderr, "bus-consumer: %s\n", line);
 	}
 }
@@ -257,7 +226,7 @@ main(int argc, char **argv)
 		char *start = buf, *nl;
 		while (!stopping && (nl = memchr(start, '\n', len - (size_t)(start - buf)))) {
 			*nl = '\0';
-			handle(start, t);
+			handle(start, (size_t)(nl - start), t);
 			start = nl + 1;
 		}
 		len -= (size_t)(start - buf);

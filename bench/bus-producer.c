@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "linescan.h"
+
 static long long
 now_ns(void)
 {
@@ -94,52 +96,6 @@ out_flush(void)
 	olen = ooff = 0;
 }
 
-/* ---- line scanning ------------------------------------------------------- */
-
-/* Finds top-level "key": in line and copies its value (string contents, or the bare token)
- * to out.  Enough for the orchestrator's lines, whose top-level values we need are strings
- * and integers; nested objects are skipped by depth. */
-static int
-get_field(const char *p, const char *key, char *out, size_t cap)
-{
-	int depth = 0;
-	size_t klen = strlen(key);
-	while (*p) {
-		if (*p == '"') {
-			const char *q = p + 1;
-			while (*q && *q != '"')
-				q += (*q == '\\' && q[1]) ? 2 : 1;
-			if (!*q)
-				return 0;
-			const char *r = q + 1;
-			while (*r == ' ')
-				r++;
-			if (depth == 1 && *r == ':' && (size_t)(q - p - 1) == klen &&
-			    !memcmp(p + 1, key, klen)) {
-				for (r++; *r == ' '; r++)
-					;
-				const char *s = r, *e;
-				if (*r == '"') {
-					s = r + 1;
-					for (e = s; *e && *e != '"';
-					     e += (*e == '\\' && e[1]) ? 2 : 1)
-						;
-				} else
-					e = r + strcspn(r, ",} \t\r");
-				size_t n = (size_t)(e - s) < cap - 1 ? (size_t)(e - s) : cap - 1;
-				memcpy(out, s, n);
-				out[n] = '\0';
-				return 1;
-			}
-			p = q + 1;
-			continue;
-		}
-		depth += (*p == '{' || *p == '[') - (*p == '}' || *p == ']');
-		p++;
-	}
-	return 0;
-}
-
 /* ---- state --------------------------------------------------------------- */
 
 static const char *to = NULL, *out_path = NULL, *go_path = NULL, *name = NULL;
@@ -158,26 +114,25 @@ static long long *sent_at, *rtt; /* per seq: when written; send -> `sent` in ns 
 static long nrtt;
 
 static void
-handle(char *line)
+handle(const char *line, size_t len)
 {
-	char type[32], ref[32];
-	if (!get_field(line, "type", type, sizeof type))
+	struct ls_line l;
+	if (ls_scan(&l, line, len) < 0)
 		return;
-	if (!strcmp(type, "welcome")) {
+	const struct ls_field *type = ls_get(&l, "type");
+	if (ls_is(type, "welcome")) {
 		welcomed = 1;
-	} else if (!strcmp(type, "sent") || !strcmp(type, "error")) {
-		int is_sent = !strcmp(type, "sent");
-		char code[64] = "";
-		if (!is_sent) {
-			get_field(line, "code", code, sizeof code);
-			if (!welcomed)
-				die("rejected by dreamos");
-		}
+	} else if (ls_is(type, "sent") || ls_is(type, "error")) {
+		int is_sent = ls_is(type, "sent");
+		if (!is_sent && !welcomed)
+			die("rejected by dreamos");
 		long seq = -1;
-		if (get_field(line, "ref", ref, sizeof ref)) {
+		const struct ls_field *ref = ls_get(&l, "ref");
+		if (ref && ref->str && ref->vlen > 0) {
 			char *end;
-			seq = strtol(ref, &end, 10);
-			if (*end != '\0' || seq < 0 || seq >= count || sent_at[seq] == 0)
+			seq = strtol(ref->val, &end, 10);
+			if (end != ref->val + ref->vlen || seq < 0 || seq >= count ||
+			    sent_at[seq] == 0)
 				seq = -1;
 		}
 		if (seq < 0) {
@@ -189,7 +144,7 @@ handle(char *line)
 			rtt[nrtt++] = now_ns() - sent_at[seq];
 			nok++;
 			backoff = 1000000;
-		} else if (!strcmp(code, "backpressure")) {
+		} else if (ls_is(ls_get(&l, "code"), "backpressure")) {
 			/* The consumer's inbox is full: send it again a little later, as an
 			 * agent should. */
 			retry_q[(rq_head + rq_len++) % count] = seq;
@@ -202,14 +157,12 @@ handle(char *line)
 				fprintf(stderr, "bus-producer: %s\n", line);
 		}
 		sent_at[seq] = 0;
-	} else if (!strcmp(type, "command")) {
-		char cname[32];
-		if (get_field(line, "name", cname, sizeof cname)) {
-			if (!strcmp(cname, "ping"))
-				out_add("{\"type\":\"heartbeat\"}\n", 21);
-			else if (!strcmp(cname, "stop"))
-				stopping = 1;
-		}
+	} else if (ls_is(type, "command")) {
+		const struct ls_field *cname = ls_get(&l, "name");
+		if (ls_is(cname, "ping"))
+			out_add("{\"type\":\"heartbeat\"}\n", 21);
+		else if (ls_is(cname, "stop"))
+			stopping = 1;
 	}
 }
 
@@ -232,7 +185,7 @@ read_input(void)
 	char *start = buf, *nl;
 	while ((nl = memchr(start, '\n', len - (size_t)(start - buf)))) {
 		*nl = '\0';
-		handle(start);
+		handle(start, (size_t)(nl - start));
 		start = nl + 1;
 	}
 	len -= (size_t)(start - buf);
@@ -240,24 +193,43 @@ read_input(void)
 	return 1;
 }
 
-static char *pad;
+/* A send line is made from pieces made once (send_pieces): the head up to the ref's
+ * digits, the middle up to the body's stamp, the tail after it (padding and the end). */
+static char send_head[160], send_tail[512];
+static size_t send_head_n, send_tail_n;
+static const char send_mid[] = "\",\"body\":\"t=";
+
+static void
+send_pieces(void)
+{
+	int h = snprintf(send_head, sizeof send_head, "{\"type\":\"send\",\"to\":\"%s\",\"ref\":\"",
+	                 to);
+	if (h <= 0 || (size_t)h >= sizeof send_head)
+		die("agent name too long");
+	send_head_n = (size_t)h;
+	/* body = '"' + "t=" 20 digits " s=" 10 digits " " + padding + '"' = size bytes */
+	size_t padn = (size_t)size - 2 - 36;
+	memset(send_tail, 'x', padn);
+	memcpy(send_tail + padn, "\"}\n", 3);
+	send_tail_n = padn + 3;
+}
 
 static void
 add_send(long seq)
 {
-	char line[512];
-	char head[64];
+	char line[1024], *p = line;
 	long long t = now_ns();
-	int h = snprintf(head, sizeof head, "t=%020lld s=%010ld ", t, seq);
-	/* body = '"' + head + padding + '"' = size bytes */
-	int padn = (int)size - 2 - h;
-	int n = snprintf(line, sizeof line,
-	                 "{\"type\":\"send\",\"to\":\"%s\",\"ref\":\"%ld\",\"body\":\"%s%.*s\"}\n",
-	                 to, seq, head, padn, pad);
-	if (n <= 0 || (size_t)n >= sizeof line)
-		die("line too long");
+	memcpy(p, send_head, send_head_n);
+	p = ls_put_uint(p + send_head_n, (unsigned long long)seq);
+	memcpy(p, send_mid, sizeof send_mid - 1);
+	p = ls_put_digits(p + sizeof send_mid - 1, (unsigned long long)t, 20);
+	memcpy(p, " s=", 3);
+	p = ls_put_digits(p + 3, (unsigned long long)seq, 10);
+	*p++ = ' ';
+	memcpy(p, send_tail, send_tail_n);
+	p += send_tail_n;
 	sent_at[seq] = t;
-	out_add(line, (size_t)n);
+	out_add(line, (size_t)(p - line));
 	inflight++;
 }
 
@@ -355,11 +327,9 @@ main(int argc, char **argv)
 	sent_at = calloc((size_t)count, sizeof *sent_at);
 	retry_q = calloc((size_t)count, sizeof *retry_q);
 	rtt = calloc((size_t)count, sizeof *rtt);
-	pad = malloc((size_t)size + 1);
-	if (!sent_at || !rtt || !pad || !retry_q)
+	if (!sent_at || !rtt || !retry_q)
 		die("out of memory");
-	memset(pad, 'x', (size_t)size);
-	pad[size] = '\0';
+	send_pieces();
 
 	char hello[256];
 	int n = snprintf(hello, sizeof hello,
