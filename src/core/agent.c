@@ -720,14 +720,18 @@ agent_link_message(struct agent *a, const char *data, size_t len)
 int
 agent_send_line(struct agent *a, char *line)
 {
-	int rc = -1;
-	if (a->link_ops != NULL) {
-		rc = a->link_ops->send(a, line, strlen(line));
-		if (rc == 0)
-			a->msgs_out++;
-	}
+	int rc = agent_send_text(a, line, strlen(line));
 	free(line);
 	return rc;
+}
+
+int
+agent_send_text(struct agent *a, const char *line, size_t len)
+{
+	if (a->link_ops == NULL || a->link_ops->send(a, line, len) != 0)
+		return -1;
+	a->msgs_out++;
+	return 0;
 }
 
 int

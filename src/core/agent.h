@@ -187,6 +187,8 @@ void agent_unthrottle(struct agent *a);
 /* Sends a protocol line to a connected agent; line is freed.  Returns 0 or
  * -1 if it is not connected. */
 int agent_send_line(struct agent *a, char *line);
+/* The same for a line of len bytes that stays the caller's. */
+int agent_send_text(struct agent *a, const char *line, size_t len);
 /* Sends a `command` message (pause, resume, stop, ping, ...). */
 int agent_send_command(struct agent *a, const char *name, json_t *args);
 /* Sends an `error` reply. */

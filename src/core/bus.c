@@ -24,6 +24,9 @@
  * never go back (bus_first_id_at); past it the old times were wrong. */
 #define BUS_CLOCK_STEP_MS (60 * 1000)
 
+/* The line buffer (bus_line) is kept up to this size between lines. */
+#define BUS_LINE_KEEP (64 * 1024)
+
 /* One accepted message, shared by its deliveries. */
 struct bmsg {
 	int64_t id;
@@ -168,6 +171,9 @@ struct bus {
 	struct inbox **dirty;
 	size_t ndirty, dirty_cap;
 	uint64_t commit_failures; /* seen by bus_write_marks */
+	/* Where the `message` and `sent` lines are built (bus_line): reused,
+	 * so that a line costs no allocation of its own. */
+	struct buf line;
 };
 
 static void bus_write_unsaved(void *arg);
@@ -457,6 +463,7 @@ bus_free(struct bus *b)
 	free(b->listeners);
 	free(b->unsaved.v);
 	free(b->later.v);
+	buf_free(&b->line);
 	free(b);
 }
 
@@ -892,17 +899,27 @@ inbox_release(struct bus *b, struct inbox *ib)
 	ib->nwaiters = 0;
 }
 
-/* Builds the `message` line for a delivery.  Names and topics are from a
- * safe character set and the body is already JSON, so no re-encoding. */
-static char *
-delivery_line(const struct delivery *d)
+/* The bus's line buffer, emptied.  One that a big body grew is let go. */
+static struct buf *
+bus_line(struct bus *b)
+{
+	if (b->line.cap > BUS_LINE_KEEP)
+		buf_free(&b->line);
+	b->line.len = 0;
+	return &b->line;
+}
+
+/* Builds the `message` line for a delivery in b.  Names and topics are
+ * from a safe character set and the body is already JSON, so no
+ * re-encoding. */
+static void
+delivery_line(const struct delivery *d, struct buf *out)
 {
 	const struct bmsg *m = d->msg;
 	char ts[40];
 	time_iso8601(m->ts_ms, ts, sizeof ts);
 	size_t blen = strlen(m->body);
-	struct buf b;
-	buf_init(&b);
+	struct buf b = *out; /* (built in a copy, stored back at the end) */
 	buf_reserve(&b, blen + 256);
 	buf_add_lit(&b, "{\"type\":\"message\",\"id\":");
 	buf_add_int(&b, m->id);
@@ -926,7 +943,7 @@ delivery_line(const struct delivery *d)
 		buf_add_int(&b, m->reply_to);
 	}
 	buf_add_lit(&b, "}\n");
-	return (char *)buf_cstr(&b);
+	*out = b;
 }
 
 /* A dead delivery's entry in its inbox's ackmark, until its row commits. */
@@ -1020,7 +1037,9 @@ bus_dispatch(struct bus *b, struct inbox *ib)
 			b->st.dropped++; /* chaos: lost on the way; redelivered later */
 			continue;
 		}
-		agent_send_line(a, delivery_line(d));
+		struct buf *line = bus_line(b);
+		delivery_line(d, line);
+		agent_send_text(a, line->data, line->len);
 		b->st.delivered++;
 		bus_emit(b, BUS_EV_DELIVERED, "delivered", d->msg, ib->name, d->attempt);
 	}
@@ -1143,7 +1162,9 @@ bus_batch_committed(void *arg, int status)
 			b->st.accepted++;
 			if (sender != NULL) {
 				sender->msgs_in++;
-				agent_send_line(sender, proto_sent(p->ref, p->msg->id));
+				struct buf *line = bus_line(b);
+				proto_sent_add(line, p->ref, p->msg->id);
+				agent_send_text(sender, line->data, line->len);
 			}
 			if (p->done)
 				p->done(p->done_arg, p->msg->id, p->nto, NULL, NULL);

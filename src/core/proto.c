@@ -1122,24 +1122,33 @@ proto_command(const char *name, json_t *args)
 char *
 proto_sent(const char *ref, int64_t id)
 {
+	struct buf b;
+	buf_init(&b);
+	proto_sent_add(&b, ref, id);
+	return (char *)buf_cstr(&b);
+}
+
+void
+proto_sent_add(struct buf *b, const char *ref, int64_t id)
+{
 	/* Built by hand: one per message on the bus's hot path. */
 	if (ref != NULL && !utf8_valid(ref, strlen(ref))) {
 		json_t *o = json_object();
 		json_object_set_new(o, "type", json_string("sent"));
 		json_object_set_new(o, "ref", jstr(ref));
 		json_object_set_new(o, "id", json_integer((json_int_t)id));
-		return proto_encode(o);
+		char *line = proto_encode(o);
+		buf_adds(b, line);
+		free(line);
+		return;
 	}
-	struct buf b;
-	buf_init(&b);
-	buf_reserve(&b, 64 + (ref != NULL ? strlen(ref) : 0)); /* (once, mostly) */
-	buf_add_lit(&b, "{\"type\":\"sent\",\"ref\":");
+	buf_reserve(b, 64 + (ref != NULL ? strlen(ref) : 0));
+	buf_add_lit(b, "{\"type\":\"sent\",\"ref\":");
 	if (ref != NULL)
-		buf_add_json_str(&b, ref);
+		buf_add_json_str(b, ref);
 	else
-		buf_add_lit(&b, "null");
-	buf_add_lit(&b, ",\"id\":");
-	buf_add_int(&b, id);
-	buf_add_lit(&b, "}\n");
-	return (char *)buf_cstr(&b);
+		buf_add_lit(b, "null");
+	buf_add_lit(b, ",\"id\":");
+	buf_add_int(b, id);
+	buf_add_lit(b, "}\n");
 }

@@ -191,5 +191,7 @@ char *proto_welcome(const char *agent, const char *session);
 char *proto_error(const char *code, const char *detail, const char *ref);
 char *proto_command(const char *name, json_t *args); /* args stolen, may be NULL */
 char *proto_sent(const char *ref, int64_t id);
+/* Appends the `sent` line to b (the bus builds its lines in one reused buffer). */
+void proto_sent_add(struct buf *b, const char *ref, int64_t id);
 
 #endif

@@ -816,6 +816,15 @@ test_encode(void **state)
 	               8);
 	assert_string_equal(l, "{\"type\":\"sent\",\"ref\":\"a?b\",\"id\":8}\n");
 	free(l);
+	/* proto_sent_add appends (the bus reuses one buffer), both ways. */
+	struct buf sb;
+	buf_init(&sb);
+	buf_add_lit(&sb, "x");
+	proto_sent_add(&sb, "r", 2);
+	proto_sent_add(&sb, "a\xff", 3);
+	assert_string_equal(buf_cstr(&sb), "x{\"type\":\"sent\",\"ref\":\"r\",\"id\":2}\n"
+	                                   "{\"type\":\"sent\",\"ref\":\"a?\",\"id\":3}\n");
+	buf_free(&sb);
 
 	/* Generic encoding: non-ASCII stays UTF-8, control characters are
 	 * escaped, so the line is one line. */
