@@ -24,7 +24,7 @@
  * never go back (bus_first_id_at); past it the old times were wrong. */
 #define BUS_CLOCK_STEP_MS (60 * 1000)
 
-/* The line buffer (bus_line) is kept up to this size between lines. */
+/* The line and body buffers (bus_scratch) are kept up to this size. */
 #define BUS_LINE_KEEP (64 * 1024)
 
 /* One accepted message, shared by its deliveries. */
@@ -171,9 +171,10 @@ struct bus {
 	struct inbox **dirty;
 	size_t ndirty, dirty_cap;
 	uint64_t commit_failures; /* seen by bus_write_marks */
-	/* Where the `message` and `sent` lines are built (bus_line): reused,
-	 * so that a line costs no allocation of its own. */
-	struct buf line;
+	/* Where the `message` and `sent` lines are built, and a sent body
+	 * copied (bus_scratch): reused, so that neither costs an allocation of
+	 * its own. */
+	struct buf line, body;
 };
 
 static void bus_write_unsaved(void *arg);
@@ -464,6 +465,7 @@ bus_free(struct bus *b)
 	free(b->unsaved.v);
 	free(b->later.v);
 	buf_free(&b->line);
+	buf_free(&b->body);
 	free(b);
 }
 
@@ -899,14 +901,15 @@ inbox_release(struct bus *b, struct inbox *ib)
 	ib->nwaiters = 0;
 }
 
-/* The bus's line buffer, emptied.  One that a big body grew is let go. */
+/* One of the bus's reused buffers, emptied.  One that a big body grew is
+ * let go. */
 static struct buf *
-bus_line(struct bus *b)
+bus_scratch(struct buf *s)
 {
-	if (b->line.cap > BUS_LINE_KEEP)
-		buf_free(&b->line);
-	b->line.len = 0;
-	return &b->line;
+	if (s->cap > BUS_LINE_KEEP)
+		buf_free(s);
+	s->len = 0;
+	return s;
 }
 
 /* Builds the `message` line for a delivery in b.  Names and topics are
@@ -1037,7 +1040,7 @@ bus_dispatch(struct bus *b, struct inbox *ib)
 			b->st.dropped++; /* chaos: lost on the way; redelivered later */
 			continue;
 		}
-		struct buf *line = bus_line(b);
+		struct buf *line = bus_scratch(&b->line);
 		delivery_line(d, line);
 		agent_send_text(a, line->data, line->len);
 		b->st.delivered++;
@@ -1162,7 +1165,7 @@ bus_batch_committed(void *arg, int status)
 			b->st.accepted++;
 			if (sender != NULL) {
 				sender->msgs_in++;
-				struct buf *line = bus_line(b);
+				struct buf *line = bus_scratch(&b->line);
 				proto_sent_add(line, p->ref, p->msg->id);
 				agent_send_text(sender, line->data, line->len);
 			}
@@ -1202,14 +1205,23 @@ bus_route_msg(struct bus *b, struct bmsg *m, struct inbox **to, size_t n)
 		bus_dispatch(b, to[i]);
 }
 
+static void
+route_free(struct inbox **v, struct inbox *one[1])
+{
+	if (v != one)
+		free(v);
+}
+
 /* Resolves the recipients of `to`.  Returns the count (array in *out, may
- * be empty for a topic) or -1 with an error code and detail. */
+ * be empty for a topic) or -1 with an error code and detail.  *out is
+ * `one` for a direct message or one to the captain (no allocation for the
+ * usual case), else allocated; route_free frees it. */
 static long
-bus_route(struct bus *b, const char *from, const char *to, struct inbox ***out, const char **code,
-          char **detail)
+bus_route(struct bus *b, const char *from, const char *to, struct inbox *one[1],
+          struct inbox ***out, const char **code, char **detail)
 {
 	struct agents *as = orch_agents(b->orch);
-	struct inbox **v = NULL;
+	struct inbox **v = one;
 	size_t n = 0;
 	if (strcmp(to, "*") == 0) {
 		v = xcalloc(agents_count(as) + 1, sizeof *v);
@@ -1239,19 +1251,12 @@ bus_route(struct bus *b, const char *from, const char *to, struct inbox ***out, 
 	} else if (strcmp(to, "captain") == 0) {
 		/* To the operator: stored and shown (history, the TUI), with no
 		 * delivery to wait for. */
-		v = xcalloc(1, sizeof *v);
 	} else {
-		if (strcmp(to, from) == 0) {
-			*code = PERR_SEND_TO_SELF;
-			*detail = xasprintf("an agent cannot send a message to itself");
-			return -1;
-		}
 		if (agents_find(as, to) == NULL) {
 			*code = PERR_UNKNOWN_RECIPIENT;
 			*detail = xasprintf("no agent named '%s'", to);
 			return -1;
 		}
-		v = xcalloc(2, sizeof *v);
 		v[n++] = bus_inbox(b, to, true);
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -1259,7 +1264,7 @@ bus_route(struct bus *b, const char *from, const char *to, struct inbox ***out, 
 			*code = PERR_BACKPRESSURE;
 			*detail = xasprintf("'%s' has %d messages waiting; try again later",
 			                    v[i]->name, BUS_MAX_INBOX);
-			free(v);
+			route_free(v, one);
 			return -1;
 		}
 	}
@@ -1281,15 +1286,15 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 		                    (unsigned long long)cfg->bus.max_body);
 		return -1;
 	}
-	struct inbox **to = NULL;
-	long n = bus_route(b, req->from, req->to, &to, code, detail);
+	struct inbox *one[1], **to = NULL;
+	long n = bus_route(b, req->from, req->to, one, &to, code, detail);
 	if (n < 0)
 		return -1;
 
 	struct store *st = orch_store(b->orch);
 	int64_t id = idlease_take(&b->ids);
 	if (id == 0) {
-		free(to);
+		route_free(to, one);
 		*code = PERR_STORE;
 		*detail = xasprintf("message not stored: no message id reserved (%s)",
 		                    st ? store_state(st) : "no store");
@@ -1309,7 +1314,7 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	                     (int64_t)req->priority, proto_mode_name(req->mode), req->body, blen,
 	                     id, req->reply_to);
 	if (rc != 0) {
-		free(to);
+		route_free(to, one);
 		*code = PERR_STORE;
 		*detail = xasprintf("message not stored: %s", store_state(st));
 		return -1;
@@ -1347,7 +1352,7 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	bus_route_msg(b, m, to, (size_t)n);
 	if (sender != NULL)
 		bus_throttle_check(b, sender, to, (size_t)n);
-	free(to);
+	route_free(to, one);
 	return 0;
 }
 
@@ -1378,8 +1383,9 @@ bus_on_send(struct bus *b, struct agent *a, const struct proto_msg *m)
 	req.reply_to = proto_int(m, "reply_to", 0);
 	/* The body is kept as compact JSON text (a flat line's string is
 	 * copied as it came). */
-	char *body = proto_json(m, "body");
-	req.body = body;
+	struct buf *body = bus_scratch(&b->body);
+	proto_json_add(m, "body", body);
+	req.body = buf_cstr(body);
 	const char *code = NULL;
 	char *detail = NULL;
 	if (bus_accept(b, &req, a->name, ref, NULL, NULL, &code, &detail) != 0) {
@@ -1388,7 +1394,6 @@ bus_on_send(struct bus *b, struct agent *a, const struct proto_msg *m)
 		free(d);
 		free(detail);
 	}
-	free(body);
 }
 
 /* ack from an agent. */

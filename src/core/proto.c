@@ -398,6 +398,7 @@ typedef bool (*field_check_fn)(const char *type, const struct field *fd, const s
 
 struct field {
 	const char *name;
+	uint32_t tag;   /* PROTO_KEY_TAG(name) */
 	unsigned types; /* T_* */
 	bool required;
 	unsigned range; /* R_* */
@@ -413,8 +414,8 @@ struct msg_schema {
 };
 
 /* clang-format off */
-#define REQ(n, t, ...) {.name = (n), .types = (t), .required = true, __VA_ARGS__}
-#define OPT(n, t, ...) {.name = (n), .types = (t), .required = false, __VA_ARGS__}
+#define REQ(n, t, ...) {.name = (n), .tag = PROTO_KEY_TAG(n), .types = (t), .required = true, __VA_ARGS__}
+#define OPT(n, t, ...) {.name = (n), .tag = PROTO_KEY_TAG(n), .types = (t), .required = false, __VA_ARGS__}
 #define ID             .range = R_MIN, .lo = 1 /* an id: an integer >= 1 */
 /* clang-format on */
 
@@ -772,32 +773,48 @@ check_level(const char *type, const struct field *fd, const struct pval *v, stru
 	            snip(s, sn));
 }
 
-/* The member of a flat line named name, or NULL.  Compared a byte at a
- * time, without strlen and memcmp: most members differ at the first byte,
- * and this runs about 16 times per bus message (validation, then the
- * accessors). */
+/* A key's tag from its bytes: PROTO_KEY_TAG at run time. */
+static uint32_t
+key_tag(const char *key, size_t len)
+{
+	return len == 0 ? 0
+	                : (uint32_t)len | (uint32_t)(unsigned char)key[0] << 8 |
+	                      (uint32_t)(unsigned char)key[len - 1] << 16;
+}
+
+struct proto_key
+proto_key_of(const char *name)
+{
+	return (struct proto_key){name, key_tag(name, strlen(name))};
+}
+
+/* The member of a flat line named k, or NULL: by tag, then by name (a
+ * flat key is at most FLATJSON_KEY_MAX bytes, so its length is all in the
+ * tag). */
 static const struct flatjson_field *
-flat_field(const struct proto_msg *m, const char *name)
+flat_field(const struct proto_msg *m, struct proto_key k)
 {
 	for (int i = 0; i < m->nflat; i++) {
-		const struct flatjson_field *f = &m->flat[i];
-		size_t j = 0;
-		/* (A flat key holds no NUL: name's ends the match.) */
-		while (j < f->klen && f->key[j] == name[j])
+		if (m->tags[i] != k.tag)
+			continue;
+		/* Same length, first and last byte: the bytes between. */
+		const char *key = m->flat[i].key;
+		size_t j = 1, last = m->flat[i].klen - 1;
+		while (j < last && key[j] == k.name[j])
 			j++;
-		if (j == f->klen && name[j] == '\0')
-			return f;
+		if (j >= last)
+			return &m->flat[i];
 	}
 	return NULL;
 }
 
-/* Reads field name of m into *v; false if absent. */
+/* Reads field k of m into *v; false if absent. */
 static bool
-msg_field(const struct proto_msg *m, const char *name, struct pval *v)
+msg_field(const struct proto_msg *m, struct proto_key k, struct pval *v)
 {
 	memset(v, 0, sizeof *v);
 	if (m->nflat >= 0) {
-		const struct flatjson_field *f = flat_field(m, name);
+		const struct flatjson_field *f = flat_field(m, k);
 		if (f == NULL)
 			return false;
 		switch (f->kind) {
@@ -820,7 +837,7 @@ msg_field(const struct proto_msg *m, const char *name, struct pval *v)
 		}
 		return true;
 	}
-	json_t *j = json_object_get(m->obj, name);
+	json_t *j = json_object_get(m->obj, k.name);
 	if (j == NULL)
 		return false;
 	v->j = j;
@@ -839,7 +856,7 @@ validate(enum proto_type t, const struct proto_msg *m, struct proto_err *err)
 	const char *tname = type_names[t];
 	for (const struct field *fd = schemas[t].fields; fd->name != NULL; fd++) {
 		struct pval v;
-		if (!msg_field(m, fd->name, &v)) {
+		if (!msg_field(m, (struct proto_key){fd->name, fd->tag}, &v)) {
 			if (fd->required)
 				return perr(err, PERR_MISSING_FIELD, "%s: missing field '%s'",
 				            tname, fd->name);
@@ -863,7 +880,7 @@ static bool
 type_lookup(const char *s, enum proto_type *out)
 {
 	for (int i = 0; i < PROTO_NTYPES; i++) {
-		if (strcmp(s, type_names[i]) == 0) {
+		if (s[0] == type_names[i][0] && strcmp(s, type_names[i]) == 0) {
 			*out = (enum proto_type)i;
 			return true;
 		}
@@ -887,6 +904,7 @@ load_flat(const char *line, size_t len, struct proto_msg *msg)
 	for (int i = 0; i < n; i++) {
 		struct flatjson_field *f = &msg->flat[i];
 		f->key = msg->text + (f->key - line);
+		msg->tags[i] = key_tag(f->key, f->klen);
 		if (f->kind == FLATJSON_STR) {
 			f->str = msg->text + (f->str - line);
 			msg->text[f->str - msg->text + (ptrdiff_t)f->slen] = '\0';
@@ -930,7 +948,7 @@ proto_parse(const char *line, size_t len, struct proto_msg *msg, struct proto_er
 	bool ok = false;
 	enum proto_type t = PROTO_HELLO;
 	struct pval type;
-	if (!msg_field(msg, "type", &type)) {
+	if (!msg_field(msg, PROTO_KEY("type"), &type)) {
 		perr(err, PERR_MISSING_FIELD, "missing field 'type'");
 	} else if (type.t != T_STR) {
 		perr(err, PERR_BAD_FIELD, "field 'type' must be a string");
@@ -976,7 +994,7 @@ proto_get(const struct proto_msg *m, const char *field)
 
 /* Returns field's string (owned by m), or NULL if absent or not a string. */
 const char *
-proto_str(const struct proto_msg *m, const char *field)
+proto_str_k(const struct proto_msg *m, struct proto_key field)
 {
 	struct pval v;
 	return msg_field(m, field, &v) && v.t == T_STR ? v.s : NULL;
@@ -984,7 +1002,7 @@ proto_str(const struct proto_msg *m, const char *field)
 
 /* Returns field's integer, or dflt if absent or not an integer. */
 json_int_t
-proto_int(const struct proto_msg *m, const char *field, json_int_t dflt)
+proto_int_k(const struct proto_msg *m, struct proto_key field, json_int_t dflt)
 {
 	struct pval v;
 	return msg_field(m, field, &v) && v.t == T_INT ? v.i : dflt;
@@ -992,7 +1010,7 @@ proto_int(const struct proto_msg *m, const char *field, json_int_t dflt)
 
 /* Returns field's number (integer or real), or dflt if absent or not one. */
 double
-proto_num(const struct proto_msg *m, const char *field, double dflt)
+proto_num_k(const struct proto_msg *m, struct proto_key field, double dflt)
 {
 	struct pval v;
 	return msg_field(m, field, &v) && (v.t & T_NUM) ? v.d : dflt;
@@ -1000,7 +1018,7 @@ proto_num(const struct proto_msg *m, const char *field, double dflt)
 
 /* Returns field's boolean, or dflt if absent or not a boolean. */
 bool
-proto_bool(const struct proto_msg *m, const char *field, bool dflt)
+proto_bool_k(const struct proto_msg *m, struct proto_key field, bool dflt)
 {
 	struct pval v;
 	return msg_field(m, field, &v) && v.t == T_BOOL ? v.i != 0 : dflt;
@@ -1010,26 +1028,41 @@ proto_bool(const struct proto_msg *m, const char *field, bool dflt)
  * absent.  A flat line's string needs no escaping: it is copied as it
  * came, with no scan and no JSON tree (the bus stores every body so). */
 char *
-proto_json(const struct proto_msg *m, const char *field)
+proto_json_k(const struct proto_msg *m, struct proto_key field)
+{
+	struct buf b;
+	buf_init(&b);
+	if (!proto_json_add_k(m, field, &b)) {
+		buf_free(&b);
+		return NULL;
+	}
+	return (char *)buf_cstr(&b);
+}
+
+static int dump_to_buf(const char *p, size_t n, void *arg);
+
+/* Appends field's value as compact JSON text to b; false if absent (or
+ * out of memory). */
+bool
+proto_json_add_k(const struct proto_msg *m, struct proto_key field, struct buf *b)
 {
 	struct pval v;
 	if (!msg_field(m, field, &v))
-		return NULL;
+		return false;
 	if (v.t == T_STR) {
-		struct buf b;
-		buf_init(&b);
 		if (v.j == NULL) {
-			buf_reserve(&b, v.len + 2);
-			buf_add(&b, "\"", 1);
-			buf_add(&b, v.s, v.len);
-			buf_add(&b, "\"", 1);
+			buf_reserve(b, v.len + 2);
+			buf_add_lit(b, "\"");
+			buf_add_fast(b, v.s, v.len);
+			buf_add_lit(b, "\"");
 		} else {
-			buf_reserve(&b, v.len + 16);
-			buf_add_json_str(&b, v.s);
+			buf_reserve(b, v.len + 16);
+			buf_add_json_str(b, v.s);
 		}
-		return (char *)buf_cstr(&b);
+		return true;
 	}
-	return json_dumps(proto_get(m, field), JSON_COMPACT | JSON_ENCODE_ANY);
+	return json_dump_callback(proto_get(m, field.name), dump_to_buf, b,
+	                          JSON_COMPACT | JSON_ENCODE_ANY) == 0;
 }
 
 /* ---- encoding ------------------------------------------------------------ */

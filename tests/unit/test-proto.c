@@ -1038,15 +1038,16 @@ assert_paths_agree(const char *s)
 	json_t *v;
 	json_object_foreach(o, key, v)
 	{
-		const char *sa = proto_str(&a, key), *sb = proto_str(&b, key);
+		struct proto_key k = proto_key_of(key);
+		const char *sa = proto_str_k(&a, k), *sb = proto_str_k(&b, k);
 		assert_true((sa == NULL) == (sb == NULL));
 		if (sa != NULL)
 			assert_string_equal(sa, sb);
-		assert_int_equal(proto_int(&a, key, -5), proto_int(&b, key, -5));
-		assert_true(proto_num(&a, key, -5) == proto_num(&b, key, -5));
-		assert_int_equal(proto_bool(&a, key, false), proto_bool(&b, key, false));
-		assert_int_equal(proto_bool(&a, key, true), proto_bool(&b, key, true));
-		char *ja = proto_json(&a, key), *jb = proto_json(&b, key);
+		assert_int_equal(proto_int_k(&a, k, -5), proto_int_k(&b, k, -5));
+		assert_true(proto_num_k(&a, k, -5) == proto_num_k(&b, k, -5));
+		assert_int_equal(proto_bool_k(&a, k, false), proto_bool_k(&b, k, false));
+		assert_int_equal(proto_bool_k(&a, k, true), proto_bool_k(&b, k, true));
+		char *ja = proto_json_k(&a, k), *jb = proto_json_k(&b, k);
 		assert_string_equal(ja, jb);
 		free(ja);
 		free(jb);
@@ -1138,6 +1139,25 @@ test_parse_flat_same(void **state)
 	assert_int_equal(proto_int(&m, "one_more", 0), 1);
 	proto_msg_free(&m);
 	buf_free(&b);
+
+	/* Members are found by tag (length, first and last byte), then by
+	 * the bytes between: keys that share a tag are told apart, and a
+	 * name's tag is the same made at compile time or at run time. */
+	assert_int_equal(PROTO_KEY("reply_to").tag, proto_key_of("reply_to").tag);
+	assert_int_equal(PROTO_KEY("x").tag, proto_key_of("x").tag);
+	assert_int_equal(parse_ok("{\"type\":\"heartbeat\",\"xaay\":\"1\",\"xaby\":\"2\",\"x\":3,"
+	                          "\"xy\":4}",
+	                          &m),
+	                 PROTO_HEARTBEAT);
+	assert_true(m.nflat >= 0);
+	assert_string_equal(proto_str(&m, "xaay"), "1");
+	assert_string_equal(proto_str(&m, "xaby"), "2");
+	assert_null(proto_str(&m, "xbay"));
+	assert_null(proto_str(&m, "xacy"));
+	assert_int_equal(proto_int(&m, "x", 0), 3);
+	assert_int_equal(proto_int(&m, "xy", 0), 4);
+	assert_int_equal(proto_int(&m, "yx", 0), 0);
+	proto_msg_free(&m);
 }
 
 /* ---- robustness ---------------------------------------------------------- */
