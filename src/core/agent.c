@@ -705,7 +705,9 @@ void
 agent_link_input(struct agent *a, const char *data, size_t len)
 {
 	agent_framer_arm(a);
+	time_batch_begin(); /* (the lines of one read arrived together) */
 	proto_framer_feed(&a->framer, data, len);
+	time_batch_end();
 	store_progress(orch_store(a->orch));
 }
 
@@ -713,7 +715,9 @@ void
 agent_link_message(struct agent *a, const char *data, size_t len)
 {
 	agent_framer_arm(a);
+	time_batch_begin();
 	proto_framer_feed_line(&a->framer, data, len);
+	time_batch_end();
 	store_progress(orch_store(a->orch));
 }
 

@@ -227,20 +227,50 @@ buf_add_json_str(struct buf *b, const char *s)
 	buf_add(b, "\"", 1);
 }
 
+/* The open batch (time_batch_begin) of this thread: its depth and the
+ * readings taken in it (-1: not yet). */
+static _Thread_local int batch_depth;
+static _Thread_local int64_t batch_mono = -1, batch_wall = -1;
+
+static int64_t
+clock_ms(clockid_t id)
+{
+	struct timespec ts;
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int64_t
 time_mono_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (batch_depth == 0)
+		return clock_ms(CLOCK_MONOTONIC);
+	if (batch_mono < 0)
+		batch_mono = clock_ms(CLOCK_MONOTONIC);
+	return batch_mono;
 }
 
 int64_t
 time_wall_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (batch_depth == 0)
+		return clock_ms(CLOCK_REALTIME);
+	if (batch_wall < 0)
+		batch_wall = clock_ms(CLOCK_REALTIME);
+	return batch_wall;
+}
+
+void
+time_batch_begin(void)
+{
+	batch_depth++;
+}
+
+void
+time_batch_end(void)
+{
+	if (--batch_depth == 0)
+		batch_mono = batch_wall = -1;
 }
 
 void

@@ -66,6 +66,14 @@ buf_add_fast(struct buf *b, const void *p, size_t n)
 /* Milliseconds on the monotonic clock and on the wall clock. */
 int64_t time_mono_ms(void);
 int64_t time_wall_ms(void);
+/* Between time_batch_begin and time_batch_end (on one thread; they nest),
+ * time_mono_ms and time_wall_ms read each clock once and then give that
+ * reading again: for the lines of one read from an agent, which arrived
+ * together.  A reading costs about 35 ns, and a bus message took six (the
+ * line's arrival, its delivery, its time; the same for its ack), about a
+ * tenth of the loop's time per message. */
+void time_batch_begin(void);
+void time_batch_end(void);
 /* Formats a wall-clock time in ms as ISO 8601 UTC with milliseconds into out
  * (at least 32 bytes). */
 void time_iso8601(int64_t wall_ms, char *out, size_t len);

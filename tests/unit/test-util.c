@@ -1,9 +1,10 @@
 /* test-util.c — parsing of durations and sizes, UTF-8 validation, buffers,
- * formatting, the runtime directory lock and the id map. */
+ * formatting, clock batches, the runtime directory lock and the id map. */
 #include "testutil.h"
 
 #include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "ackmark.h"
 #include "intmap.h"
@@ -157,6 +158,43 @@ test_buf(void **state)
 	assert_int_equal(b.len, 0);
 	assert_string_equal(buf_cstr(&b), "");
 	buf_free(&b);
+}
+
+/* Sleeps ms milliseconds. */
+static void
+sleep_ms(long ms)
+{
+	struct timespec ts = {0, ms * 1000000L};
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+/* Within a batch each clock is read once; outside, every call reads it. */
+static void
+test_time_batch(void **state)
+{
+	(void)state;
+	int64_t m0 = time_mono_ms(), w0 = time_wall_ms();
+	sleep_ms(5);
+	time_batch_begin();
+	int64_t m1 = time_mono_ms(), w1 = time_wall_ms();
+	assert_true(m1 >= m0 + 5);
+	assert_true(w1 >= w0 + 4); /* (the wall clock may be stepped; not by NTP in 5 ms) */
+	sleep_ms(5);
+	assert_int_equal(time_mono_ms(), m1);
+	assert_int_equal(time_wall_ms(), w1);
+	time_batch_begin(); /* nested: still the same reading */
+	sleep_ms(2);
+	assert_int_equal(time_mono_ms(), m1);
+	time_batch_end();
+	assert_int_equal(time_mono_ms(), m1);
+	time_batch_end();
+	/* Closed: fresh readings again, and a new batch takes new ones. */
+	assert_true(time_mono_ms() >= m1 + 7);
+	time_batch_begin();
+	assert_true(time_mono_ms() >= m1 + 7);
+	assert_true(time_wall_ms() >= w1 + 6);
+	time_batch_end();
 }
 
 static void
@@ -376,10 +414,11 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_duration), cmocka_unit_test(test_size),
-	    cmocka_unit_test(test_utf8),     cmocka_unit_test(test_buf),
-	    cmocka_unit_test(test_format),   cmocka_unit_test(test_runtime_lock),
-	    cmocka_unit_test(test_intmap),   cmocka_unit_test(test_ackmark),
+	    cmocka_unit_test(test_duration),   cmocka_unit_test(test_size),
+	    cmocka_unit_test(test_utf8),       cmocka_unit_test(test_buf),
+	    cmocka_unit_test(test_format),     cmocka_unit_test(test_runtime_lock),
+	    cmocka_unit_test(test_time_batch), cmocka_unit_test(test_intmap),
+	    cmocka_unit_test(test_ackmark),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
