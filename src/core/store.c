@@ -967,7 +967,14 @@ store_multi_sql(struct store *st, const char *sql, int nvals)
 	ok = ok && strcmp(strchr(group, ')'), ")") == 0;
 	struct buf b = {0};
 	if (ok) {
-		buf_add(&b, sql, (size_t)(group - sql));
+		/* OR ROLLBACK: a statement of many rows that could fail halfway
+		 * (ABORT, the default) keeps a journal of every page it changes,
+		 * to undo its own rows; here a failed write takes the whole
+		 * transaction with it anyway (store_recs_run), so SQLite may as
+		 * well do that and keep none.  That journal was an eighth of the
+		 * store thread's instructions. */
+		buf_adds(&b, "INSERT OR ROLLBACK INTO ");
+		buf_add(&b, sql + 12, (size_t)(group - sql) - 12);
 		for (int j = 0; j < STORE_MULTI_ROWS; j++) {
 			if (j > 0)
 				buf_adds(&b, ", ");
