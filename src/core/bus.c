@@ -33,7 +33,8 @@ struct bmsg {
 	int refs;
 	char *from;
 	char *to;
-	char *body; /* JSON text */
+	char *body;                /* JSON text */
+	uint32_t flen, tlen, blen; /* their lengths (a delivery's line needs them) */
 	enum proto_priority prio;
 	enum proto_mode mode;
 	int64_t ts_ms;
@@ -245,8 +246,11 @@ bmsg_unref(struct bus *b, struct bmsg *m)
 {
 	if (--m->refs > 0)
 		return;
-	if (intmap_get(&b->msgs, m->id) == m)
-		intmap_del(&b->msgs, m->id);
+	/* (One lookup: another message of this id, which a requeue may have
+	 * put there, goes back.) */
+	void *v = intmap_del(&b->msgs, m->id);
+	if (v != NULL && v != m)
+		intmap_set(&b->msgs, m->id, v);
 	free(m);
 }
 
@@ -266,6 +270,9 @@ bmsg_new(int64_t id, const char *from, const char *to, const char *body, size_t 
 	m->to = memcpy(p + flen, to, tlen);
 	m->body = memcpy(p + flen + tlen, body, blen);
 	m->body[blen] = '\0';
+	m->flen = (uint32_t)flen - 1;
+	m->tlen = (uint32_t)tlen - 1;
+	m->blen = (uint32_t)blen;
 	m->direct = bus_target_direct(to);
 	return m;
 }
@@ -295,7 +302,8 @@ bmsg_from_row(sqlite3_stmt *s, int col, int64_t id)
 static bool
 bus_target_direct(const char *to)
 {
-	return strcmp(to, "*") != 0 && to[0] != '#' && strcmp(to, "captain") != 0;
+	return !(to[0] == '*' && to[1] == '\0') && to[0] != '#' &&
+	       !(to[0] == 'c' && strcmp(to, "captain") == 0);
 }
 
 static struct inbox *
@@ -921,15 +929,15 @@ delivery_line(const struct delivery *d, struct buf *out)
 	const struct bmsg *m = d->msg;
 	char ts[40];
 	time_iso8601(m->ts_ms, ts, sizeof ts);
-	size_t blen = strlen(m->body);
+	size_t blen = m->blen;
 	struct buf b = *out; /* (built in a copy, stored back at the end) */
 	buf_reserve(&b, blen + 256);
 	buf_add_lit(&b, "{\"type\":\"message\",\"id\":");
 	buf_add_int(&b, m->id);
 	buf_add_lit(&b, ",\"from\":\"");
-	buf_add_fast(&b, m->from, strlen(m->from));
+	buf_add_fast(&b, m->from, m->flen);
 	buf_add_lit(&b, "\",\"to\":\"");
-	buf_add_fast(&b, m->to, strlen(m->to));
+	buf_add_fast(&b, m->to, m->tlen);
 	buf_add_lit(&b, "\",\"body\":");
 	buf_add_fast(&b, m->body, blen);
 	buf_add_lit(&b, ",\"priority\":\"");
