@@ -283,7 +283,7 @@ static int welcomed, stopping, done;
 static long nnew, inflight, nok, nerrors, nretries, rq_head, rq_len;
 static long *retry_q;
 static long long *sent_at, retry_at, backoff = 1000000, t_start;
-static char *pad;
+static struct ls_sender sender;
 /* consumer */
 static long received;
 static long long first_ns, last_ns, *lat;
@@ -506,17 +506,11 @@ wait_poll(int timeout_ms)
 static void
 add_send(long seq)
 {
-	char line[512], head[64];
+	char line[1024];
 	long long t = now_ns();
-	int h = snprintf(head, sizeof head, "t=%020lld s=%010ld ", t, seq);
-	int padn = (int)size - 2 - h;
-	int n = snprintf(line, sizeof line,
-	                 "{\"type\":\"send\",\"to\":\"%s\",\"ref\":\"%ld\",\"body\":\"%s%.*s\"}",
-	                 to, seq, head, padn, pad);
-	if (n <= 0 || (size_t)n >= sizeof line)
-		die("line too long");
+	size_t n = ls_send_line(&sender, line, seq, t);
 	sent_at[seq] = t;
-	out_line(line, (size_t)n);
+	out_line(line, n);
 	inflight++;
 }
 
@@ -567,11 +561,10 @@ main(int argc, char **argv)
 	if (producer) {
 		sent_at = calloc((size_t)count, sizeof *sent_at);
 		retry_q = calloc((size_t)count, sizeof *retry_q);
-		pad = malloc((size_t)size + 1);
-		if (!sent_at || !retry_q || !pad)
+		if (!sent_at || !retry_q)
 			die("out of memory");
-		memset(pad, 'x', (size_t)size);
-		pad[size] = '\0';
+		if (ls_sender_init(&sender, to, size) != 0)
+			die("bad --to or --size");
 	} else if (!(lat = calloc((size_t)count, sizeof *lat))) {
 		die("out of memory");
 	}

@@ -193,43 +193,17 @@ read_input(void)
 	return 1;
 }
 
-/* A send line is made from pieces made once (send_pieces): the head up to the ref's
- * digits, the middle up to the body's stamp, the tail after it (padding and the end). */
-static char send_head[160], send_tail[512];
-static size_t send_head_n, send_tail_n;
-static const char send_mid[] = "\",\"body\":\"t=";
-
-static void
-send_pieces(void)
-{
-	int h = snprintf(send_head, sizeof send_head, "{\"type\":\"send\",\"to\":\"%s\",\"ref\":\"",
-	                 to);
-	if (h <= 0 || (size_t)h >= sizeof send_head)
-		die("agent name too long");
-	send_head_n = (size_t)h;
-	/* body = '"' + "t=" 20 digits " s=" 10 digits " " + padding + '"' = size bytes */
-	size_t padn = (size_t)size - 2 - 36;
-	memset(send_tail, 'x', padn);
-	memcpy(send_tail + padn, "\"}\n", 3);
-	send_tail_n = padn + 3;
-}
+static struct ls_sender sender;
 
 static void
 add_send(long seq)
 {
-	char line[1024], *p = line;
+	char line[1024];
 	long long t = now_ns();
-	memcpy(p, send_head, send_head_n);
-	p = ls_put_uint(p + send_head_n, (unsigned long long)seq);
-	memcpy(p, send_mid, sizeof send_mid - 1);
-	p = ls_put_digits(p + sizeof send_mid - 1, (unsigned long long)t, 20);
-	memcpy(p, " s=", 3);
-	p = ls_put_digits(p + 3, (unsigned long long)seq, 10);
-	*p++ = ' ';
-	memcpy(p, send_tail, send_tail_n);
-	p += send_tail_n;
+	size_t n = ls_send_line(&sender, line, seq, t);
+	line[n++] = '\n';
 	sent_at[seq] = t;
-	out_add(line, (size_t)(p - line));
+	out_add(line, n);
 	inflight++;
 }
 
@@ -329,7 +303,8 @@ main(int argc, char **argv)
 	rtt = calloc((size_t)count, sizeof *rtt);
 	if (!sent_at || !rtt || !retry_q)
 		die("out of memory");
-	send_pieces();
+	if (ls_sender_init(&sender, to, size) != 0)
+		die("bad --to or --size");
 
 	char hello[256];
 	int n = snprintf(hello, sizeof hello,

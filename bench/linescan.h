@@ -13,6 +13,7 @@
 #define DREAMOS_BENCH_LINESCAN_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -178,6 +179,51 @@ ls_put_digits(char *p, unsigned long long v, int width)
 	for (int i = width - 1; i >= 0; i--, v /= 10)
 		p[i] = (char)('0' + v % 10);
 	return p + width;
+}
+
+/* The `send` lines of a bench producer:
+ *   {"type":"send","to":"TO","ref":"SEQ","body":"t=<20 digits> s=<10 digits> xxx..."}
+ * with a body of size bytes as JSON (quotes included; bench/bus-consumer.c
+ * takes the latency from its t=), made from pieces made once: the head up
+ * to the ref's digits, and the padding and the end after the stamp. */
+struct ls_sender {
+	char head[160], tail[512];
+	size_t head_n, tail_n;
+};
+
+/* Returns -1 if `to` or size does not fit (size: 64 to 400). */
+static inline int
+ls_sender_init(struct ls_sender *s, const char *to, long size)
+{
+	int h =
+	    snprintf(s->head, sizeof s->head, "{\"type\":\"send\",\"to\":\"%s\",\"ref\":\"", to);
+	if (h <= 0 || (size_t)h >= sizeof s->head || size < 64 || size > 400)
+		return -1;
+	s->head_n = (size_t)h;
+	/* body = '"' + "t=" 20 digits " s=" 10 digits " " + padding + '"' */
+	size_t padn = (size_t)size - 2 - 36;
+	memset(s->tail, 'x', padn);
+	memcpy(s->tail + padn, "\"}", 2);
+	s->tail_n = padn + 2;
+	return 0;
+}
+
+/* Writes the line of seq stamped t at line (at least 600 bytes), without a
+ * newline; returns its length. */
+static inline size_t
+ls_send_line(const struct ls_sender *s, char *line, long seq, long long t)
+{
+	static const char mid[] = "\",\"body\":\"t=";
+	char *p = line;
+	memcpy(p, s->head, s->head_n);
+	p = ls_put_uint(p + s->head_n, (unsigned long long)seq);
+	memcpy(p, mid, sizeof mid - 1);
+	p = ls_put_digits(p + sizeof mid - 1, (unsigned long long)t, 20);
+	memcpy(p, " s=", 3);
+	p = ls_put_digits(p + 3, (unsigned long long)seq, 10);
+	*p++ = ' ';
+	memcpy(p, s->tail, s->tail_n);
+	return (size_t)(p + s->tail_n - line);
 }
 
 #endif
