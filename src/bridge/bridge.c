@@ -606,7 +606,7 @@ ws_on_message(void *arg, struct ws_conn *ws, const char *data, size_t len)
 		return;
 	}
 	if (c->agent != NULL) {
-		agent_link_message(c->agent, data, len);
+		agent_link_message(c->agent, data, len, true); /* (wsframe.c checked it) */
 		return;
 	}
 	/* The first line of a remote agent: hello, as itself. */

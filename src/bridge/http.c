@@ -1153,10 +1153,12 @@ conn_process(struct http_conn *c)
 		return;
 	}
 	c->processing = true;
+	time_batch_begin(); /* (what one read brought arrived together) */
 	do {
 		c->kicked = false;
 		conn_process_once(c);
 	} while (c->kicked && !c->closed);
+	time_batch_end();
 	c->processing = false;
 	if (c->closing)
 		return;

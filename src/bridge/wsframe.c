@@ -9,6 +9,9 @@
  * frames being checked once it is whole; a message over max_msg is refused
  * at the header of the frame that would take it over. */
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "wsframe.h"
 
@@ -60,8 +63,8 @@ wsf_fail(struct wsframe *r, int code, const char *reason, struct wsframe_event *
 	ev->len = strlen(reason);
 }
 
-/* dst[i] = src[i] ^ key[(phase + i) % 4] for n bytes, eight at a time
- * (dst and src may be the same). */
+/* dst[i] = src[i] ^ key[(phase + i) % 4] for n bytes, 32 at a time with
+ * SSE2, else sixteen (dst and src may be the same). */
 static void
 wsf_unmask(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key[4], unsigned phase)
 {
@@ -71,11 +74,28 @@ wsf_unmask(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key[4], uns
 	uint64_t m;
 	memcpy(&m, k, sizeof m);
 	size_t i = 0;
-	for (; n - i >= 8; i += 8) {
+#ifdef __SSE2__
+	__m128i m2 = _mm_set1_epi64x((long long)m);
+	for (; n - i >= 32; i += 32) {
+		__m128i a = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
+		__m128i b = _mm_loadu_si128((const __m128i *)(const void *)(src + i + 16));
+		_mm_storeu_si128((__m128i *)(void *)(dst + i), _mm_xor_si128(a, m2));
+		_mm_storeu_si128((__m128i *)(void *)(dst + i + 16), _mm_xor_si128(b, m2));
+	}
+#endif
+	for (; n - i >= 16; i += 16) {
+		uint64_t w[2];
+		memcpy(w, src + i, 16);
+		w[0] ^= m;
+		w[1] ^= m;
+		memcpy(dst + i, w, 16);
+	}
+	if (n - i >= 8) {
 		uint64_t w;
 		memcpy(&w, src + i, 8);
 		w ^= m;
 		memcpy(dst + i, &w, 8);
+		i += 8;
 	}
 	for (; i < n; i++)
 		dst[i] = src[i] ^ k[i & 7];

@@ -612,7 +612,7 @@ agent_on_line(void *arg, const char *line, size_t len)
 	struct proto_err e = {0};
 
 	a->last_seen_ms = time_mono_ms();
-	if (proto_parse(line, len, &m, &e) != 0) {
+	if ((a->input_utf8 ? proto_parse_utf8 : proto_parse)(line, len, &m, &e) != 0) {
 		if (strcmp(e.code, PERR_BAD_PROTO) == 0) {
 			/* A protocol we do not speak: nothing else can work. */
 			agent_send_error(a, e.code, e.detail, e.ref);
@@ -712,11 +712,13 @@ agent_link_input(struct agent *a, const char *data, size_t len)
 }
 
 void
-agent_link_message(struct agent *a, const char *data, size_t len)
+agent_link_message(struct agent *a, const char *data, size_t len, bool utf8_checked)
 {
 	agent_framer_arm(a);
 	time_batch_begin();
+	a->input_utf8 = utf8_checked;
 	proto_framer_feed_line(&a->framer, data, len);
+	a->input_utf8 = false;
 	time_batch_end();
 	store_progress(orch_store(a->orch));
 }

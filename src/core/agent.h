@@ -87,6 +87,7 @@ struct agent {
 	pid_t pid;
 	char *session;
 	bool hello_done;
+	bool input_utf8; /* the lines being fed were checked as UTF-8 (agent_link_message) */
 	int bad_lines;
 	struct proto_framer framer;
 	char **caps; /* capabilities in force: config ∪ hello */
@@ -228,8 +229,10 @@ void agent_describe(const struct agent *a, char *out, size_t len);
 /* Feeds bytes read from the agent (protocol lines). */
 void agent_link_input(struct agent *a, const char *data, size_t len);
 /* Feeds one message of a transport that frames its own (a WebSocket
- * message, an extension's line): as its bytes and a "\n". */
-void agent_link_message(struct agent *a, const char *data, size_t len);
+ * message, an extension's line): as its bytes and a "\n".  utf8_checked:
+ * the transport has checked that it is valid UTF-8 (a WebSocket text
+ * message), so it is not checked again. */
+void agent_link_message(struct agent *a, const char *data, size_t len, bool utf8_checked);
 /* The connection ended (process exit, disconnect). */
 void agent_link_closed(struct agent *a, const struct agent_exit *ex);
 

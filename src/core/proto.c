@@ -914,9 +914,25 @@ load_flat(const char *line, size_t len, struct proto_msg *msg)
 	return true;
 }
 
+static int parse_line(const char *line, size_t len, bool checked, struct proto_msg *msg,
+                      struct proto_err *err);
+
 /* Parses and validates one line (see proto.h). */
 int
 proto_parse(const char *line, size_t len, struct proto_msg *msg, struct proto_err *err)
+{
+	return parse_line(line, len, false, msg, err);
+}
+
+int
+proto_parse_utf8(const char *line, size_t len, struct proto_msg *msg, struct proto_err *err)
+{
+	return parse_line(line, len, true, msg, err);
+}
+
+/* checked: line is known to be valid UTF-8. */
+static int
+parse_line(const char *line, size_t len, bool checked, struct proto_msg *msg, struct proto_err *err)
 {
 	err->code = NULL;
 	err->detail = NULL;
@@ -925,7 +941,7 @@ proto_parse(const char *line, size_t len, struct proto_msg *msg, struct proto_er
 	msg->text = NULL;
 	msg->nflat = -1;
 
-	if (!utf8_valid(line, len)) {
+	if (!checked && !utf8_valid(line, len)) {
 		perr(err, PERR_BAD_UTF8, "line is not valid UTF-8");
 		return -1;
 	}

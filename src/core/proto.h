@@ -173,6 +173,9 @@ void proto_err_clear(struct proto_err *e);
  * optional fields well typed, enumerations (priority, mode, level) valid,
  * ranges (pct 0-100, max_tasks 1-1000, proto integer). */
 int proto_parse(const char *line, size_t len, struct proto_msg *msg, struct proto_err *err);
+/* The same for a line known to be valid UTF-8 (from a WebSocket text
+ * message, which its reader has checked): not checked again. */
+int proto_parse_utf8(const char *line, size_t len, struct proto_msg *msg, struct proto_err *err);
 void proto_msg_free(struct proto_msg *msg);
 
 /* A field's name and its tag (length, first and last byte), made from a

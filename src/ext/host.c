@@ -1735,7 +1735,7 @@ h_agent_line(struct dreamos_ext *x, struct dreamos_agent *ag, const char *line)
 		ext_set_error(x, "agent_line: one line at a time (a newline inside)");
 		return -1;
 	}
-	agent_link_message(ag->a, line, len);
+	agent_link_message(ag->a, line, len, false);
 	return 0;
 }
 

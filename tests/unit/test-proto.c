@@ -522,6 +522,20 @@ test_parse_errors(void **state)
 	parse_bad("{\"type\":\"heartbeat\",\"x\":\"\xe2\x82\"}", PERR_BAD_UTF8, NULL); /* cut */
 	parse_bad("{\"type\":\"heartbeat\"}\xe2\x82", PERR_BAD_UTF8, NULL); /* cut at the end */
 	parse_bad("{\"type\":\"heartbeat\",\"x\":\"\xed\xa0\x80\"}", PERR_BAD_UTF8, NULL);
+	/* proto_parse_utf8 (a WebSocket message its reader checked) reads a
+	 * line as proto_parse does, only without checking it again. */
+	{
+		static const char l[] = "{\"type\":\"send\",\"to\":\"b\",\"body\":\"\xc3\xa9\"}";
+		struct proto_msg m;
+		struct proto_err e;
+		assert_int_equal(proto_parse_utf8(l, sizeof l - 1, &m, &e), 0);
+		assert_int_equal(m.type, PROTO_SEND);
+		assert_string_equal(proto_str(&m, "body"), "\xc3\xa9");
+		proto_msg_free(&m);
+		assert_int_equal(proto_parse_utf8("{\"type\":1}", 10, &m, &e), -1);
+		assert_string_equal(e.code, PERR_BAD_FIELD);
+		proto_err_clear(&e);
+	}
 	parse_bad("{\"type\":\"heartbeat\",}", PERR_BAD_JSON, NULL);
 	parse_bad("{\"type\":\"heartbeat\"", PERR_BAD_JSON, NULL);
 	parse_bad("{\"type\":\"heartbeat\"} x", PERR_BAD_JSON, NULL);

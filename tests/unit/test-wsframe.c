@@ -205,15 +205,15 @@ test_masking(void **state)
 {
 	(void)state;
 	/* every key byte matters, at every offset, for lengths around the
-	 * eight-byte steps */
+	 * 8-, 16- and 32-byte steps */
 	const uint8_t keys[][4] = {
 	    {0, 0, 0, 0}, {0xff, 0xff, 0xff, 0xff}, {1, 2, 3, 4}, {0x80, 0x00, 0x7f, 0xc3}};
 	for (size_t k = 0; k < nitems(keys); k++) {
-		for (size_t n = 0; n <= 40; n++) {
-			char payload[64];
+		for (size_t n = 0; n <= 72; n++) {
+			char payload[80];
 			for (size_t i = 0; i < n; i++)
 				payload[i] = (char)(0x20 + (i * 13 + k) % 95);
-			uint8_t f[80];
+			uint8_t f[96];
 			size_t fl = ws_frame_ex(f, 0x81, keys[k], LEN_AUTO, payload, n);
 			/* the masked bytes differ from the text unless the
 			 * key byte is 0 */
@@ -235,8 +235,16 @@ test_masking(void **state)
 	const uint8_t k2[4] = {0x11, 0x22, 0x33, 0x44};
 	size_t n = ws_frame_ex(f, 0x01, WS_TEST_KEY, LEN_AUTO, "abc", 3);
 	n += ws_frame_ex(f + n, 0x00, k2, LEN_AUTO, "defghijklmn", 11);
-	n += ws_frame_ex(f + n, 0x80, WS_TEST_KEY, LEN_AUTO, "opqrstuvwxyz0123456789", 22);
-	check_all_cuts(1024, f, n, "text:abcdefghijklmnopqrstuvwxyz0123456789");
+	/* (long enough that a cut anywhere leaves 32 bytes or more to unmask
+	 * from any phase of the key; logged by its hash) */
+	static const char tail[] = "opqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-opqrstuvwxyz";
+	static const char whole[] =
+	    "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-opqrstuvwxyz";
+	n += ws_frame_ex(f + n, 0x80, WS_TEST_KEY, LEN_AUTO, tail, sizeof tail - 1);
+	char want[64];
+	snprintf(want, sizeof want, "text#%zu/%08x", sizeof whole - 1,
+	         fnv(whole, sizeof whole - 1));
+	check_all_cuts(1024, f, n, want);
 }
 
 static void
