@@ -773,12 +773,14 @@ check_level(const char *type, const struct field *fd, const struct pval *v, stru
 	            snip(s, sn));
 }
 
+_Static_assert(FLATJSON_KEY_MAX < 255, "a flat key's length must fit a key tag");
+
 /* A key's tag from its bytes: PROTO_KEY_TAG at run time. */
 static uint32_t
 key_tag(const char *key, size_t len)
 {
 	return len == 0 ? 0
-	                : (uint32_t)len | (uint32_t)(unsigned char)key[0] << 8 |
+	                : (uint32_t)(len < 255 ? len : 255) | (uint32_t)(unsigned char)key[0] << 8 |
 	                      (uint32_t)(unsigned char)key[len - 1] << 16;
 }
 
@@ -797,12 +799,16 @@ flat_field(const struct proto_msg *m, struct proto_key k)
 	for (int i = 0; i < m->nflat; i++) {
 		if (m->tags[i] != k.tag)
 			continue;
-		/* Same length, first and last byte: the bytes between. */
+		/* Same length, first and last byte (all of a key of two bytes
+		 * or fewer): the bytes between. */
 		const char *key = m->flat[i].key;
-		size_t j = 1, last = m->flat[i].klen - 1;
-		while (j < last && key[j] == k.name[j])
+		size_t klen = m->flat[i].klen;
+		if (klen <= 2)
+			return &m->flat[i];
+		size_t j = 1;
+		while (j < klen - 1 && key[j] == k.name[j])
 			j++;
-		if (j >= last)
+		if (j == klen - 1)
 			return &m->flat[i];
 	}
 	return NULL;

@@ -187,11 +187,13 @@ struct proto_key {
 	const char *name;
 	uint32_t tag;
 };
+/* (A length of 255 or more is 255: no flat key is that long, FLATJSON_KEY_MAX.) */
 #define PROTO_KEY_TAG(lit)                                                                         \
-	((uint32_t)(sizeof(lit) - 1) | (uint32_t)(unsigned char)(lit)[0] << 8 |                    \
+	((uint32_t)(sizeof(lit) - 1 < 255 ? sizeof(lit) - 1 : 255) |                               \
+	 (uint32_t)(unsigned char)(lit)[0] << 8 |                                                  \
 	 (uint32_t)(unsigned char)(lit)[sizeof(lit) - 2] << 16)
 #define PROTO_KEY(lit) ((struct proto_key){"" lit, PROTO_KEY_TAG(lit)})
-/* The key of a name known only at run time (not empty). */
+/* The key of a name known only at run time. */
 struct proto_key proto_key_of(const char *name);
 
 /* Field accessors (NULL / 0 / default when absent); field is a string

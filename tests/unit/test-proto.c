@@ -1171,6 +1171,17 @@ test_parse_flat_same(void **state)
 	assert_int_equal(proto_int(&m, "x", 0), 3);
 	assert_int_equal(proto_int(&m, "xy", 0), 4);
 	assert_int_equal(proto_int(&m, "yx", 0), 0);
+	/* A name longer than any flat key never matches one, even one with its
+	 * first and last byte; the empty key is a key too. */
+	char longname[300];
+	memset(longname, 'x', sizeof longname - 1);
+	longname[sizeof longname - 1] = '\0';
+	assert_int_equal(proto_int_k(&m, proto_key_of(longname), 0), 0);
+	proto_msg_free(&m);
+	assert_int_equal(parse_ok("{\"type\":\"heartbeat\",\"\":5,\"x\":6}", &m), PROTO_HEARTBEAT);
+	assert_true(m.nflat >= 0);
+	assert_int_equal(proto_int_k(&m, proto_key_of(""), 0), 5);
+	assert_int_equal(proto_int(&m, "x", 0), 6);
 	proto_msg_free(&m);
 }
 
