@@ -176,6 +176,7 @@ struct bus {
 	 * copied (bus_scratch): reused, so that neither costs an allocation of
 	 * its own. */
 	struct buf line, body;
+	bool body_busy; /* body holds the send bus_on_send is accepting */
 };
 
 static void bus_write_unsaved(void *arg);
@@ -1390,8 +1391,16 @@ bus_on_send(struct bus *b, struct agent *a, const struct proto_msg *m)
 		proto_mode_parse(ms, &req.mode);
 	req.reply_to = proto_int(m, "reply_to", 0);
 	/* The body is kept as compact JSON text (a flat line's string is
-	 * copied as it came). */
-	struct buf *body = bus_scratch(&b->body);
+	 * copied as it came), in the bus's body buffer unless a send that
+	 * bus_accept's events led to (an extension's agent answering, say) is
+	 * using it: then in one of its own. */
+	struct buf own, *body = &own;
+	buf_init(&own);
+	bool scratch = !b->body_busy;
+	if (scratch) {
+		body = bus_scratch(&b->body);
+		b->body_busy = true;
+	}
 	proto_json_add(m, "body", body);
 	req.body = buf_cstr(body);
 	const char *code = NULL;
@@ -1402,6 +1411,9 @@ bus_on_send(struct bus *b, struct agent *a, const struct proto_msg *m)
 		free(d);
 		free(detail);
 	}
+	if (scratch)
+		b->body_busy = false;
+	buf_free(&own);
 }
 
 /* ack from an agent. */
