@@ -100,7 +100,8 @@ struct inbox {
 };
 
 /* A message accepted in a group transaction (and already routed), to
- * answer after commit.  Its strings live in the same allocation. */
+ * answer after commit.  It lives in its message's allocation, its strings
+ * after it (bmsg_alloc), and holds the reference that keeps it there. */
 struct pending {
 	struct bmsg *msg;
 	int nto;      /* recipients */
@@ -258,13 +259,19 @@ bmsg_unref(struct bus *b, struct bmsg *m)
 static bool bus_target_direct(const char *to);
 
 /* A new message (one reference) with copies of its strings, in one
- * allocation with it: the bus makes one per message. */
+ * allocation with it: the bus makes one per message.  extra bytes, zeroed,
+ * come right after the struct (aligned as it is), at *extrap: a new
+ * message's pending answer lives there, one allocation fewer per message. */
 static struct bmsg *
-bmsg_new(int64_t id, const char *from, const char *to, const char *body, size_t blen)
+bmsg_alloc(int64_t id, const char *from, const char *to, const char *body, size_t blen,
+           size_t extra, void **extrap)
 {
 	size_t flen = strlen(from) + 1, tlen = strlen(to) + 1;
-	struct bmsg *m = xcalloc(1, sizeof *m + flen + tlen + blen + 1);
-	char *p = (char *)(m + 1);
+	extra = (extra + 7) & ~(size_t)7;
+	struct bmsg *m = xcalloc(1, sizeof *m + extra + flen + tlen + blen + 1);
+	if (extrap != NULL)
+		*extrap = m + 1;
+	char *p = (char *)(m + 1) + extra;
 	m->id = id;
 	m->refs = 1;
 	m->from = memcpy(p, from, flen);
@@ -276,6 +283,12 @@ bmsg_new(int64_t id, const char *from, const char *to, const char *body, size_t 
 	m->blen = (uint32_t)blen;
 	m->direct = bus_target_direct(to);
 	return m;
+}
+
+static struct bmsg *
+bmsg_new(int64_t id, const char *from, const char *to, const char *body, size_t blen)
+{
+	return bmsg_alloc(id, from, to, body, blen, 0, NULL);
 }
 
 /* A message from a row of messages whose columns col.. are ts_ms, sender,
@@ -465,8 +478,7 @@ bus_free(struct bus *b)
 	/* (None left once the store is closed: it answers every callback.) */
 	for (struct pending *p = b->batch ? b->batch->head : NULL, *next; p != NULL; p = next) {
 		next = p->next;
-		bmsg_unref(b, p->msg);
-		free(p);
+		bmsg_unref(b, p->msg); /* (p was in it) */
 	}
 	free(b->batch);
 	intmap_free(&b->msgs);
@@ -1181,8 +1193,7 @@ bus_batch_committed(void *arg, int status)
 			if (p->done)
 				p->done(p->done_arg, p->msg->id, p->nto, NULL, NULL);
 		}
-		bmsg_unref(b, p->msg);
-		free(p);
+		bmsg_unref(b, p->msg); /* (p was in it) */
 	}
 }
 
@@ -1328,8 +1339,12 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 		*detail = xasprintf("message not stored: %s", store_state(st));
 		return -1;
 	}
-	/* Its one reference is the pending answer's. */
-	struct bmsg *m = bmsg_new(id, req->from, req->to, req->body, blen);
+	/* Its one reference is the pending answer's, which lives in it (and
+	 * is done with when that reference goes). */
+	size_t slen = sender ? strlen(sender) + 1 : 0, rlen = ref ? strlen(ref) + 1 : 0;
+	struct pending *p;
+	struct bmsg *m = bmsg_alloc(id, req->from, req->to, req->body, blen,
+	                            sizeof *p + slen + rlen, (void **)&p);
 	m->prio = req->priority;
 	m->mode = req->mode;
 	m->ts_ms = now;
@@ -1339,8 +1354,6 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	if (id > b->st.last_id)
 		b->st.last_id = id;
 
-	size_t slen = sender ? strlen(sender) + 1 : 0, rlen = ref ? strlen(ref) + 1 : 0;
-	struct pending *p = xcalloc(1, sizeof *p + slen + rlen);
 	p->msg = m;
 	p->nto = (int)n;
 	if (sender != NULL)
