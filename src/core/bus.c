@@ -42,6 +42,10 @@ struct bmsg {
 	bool unstored; /* its commit failed: never delivered again */
 	bool direct;   /* to one agent, named by `to`: its delivery may have no row */
 	uint64_t txn;  /* store_txn_seq of its transaction until that commits, then 0 */
+	/* Room for one delivery in its own allocation (a direct message's, made
+	 * by bus_accept), or NULL; d0_used while a delivery is there. */
+	struct delivery *d0;
+	bool d0_used;
 };
 
 struct inbox;
@@ -258,6 +262,32 @@ bmsg_unref(struct bus *b, struct bmsg *m)
 
 static bool bus_target_direct(const char *to);
 
+/* A new delivery of m: in m's own allocation if it has room for one that
+ * is free (one allocation fewer for a direct message), else on its own. */
+static struct delivery *
+delivery_new(struct bmsg *m)
+{
+	struct delivery *d;
+	if (m->d0 != NULL && !m->d0_used) {
+		d = memset(m->d0, 0, sizeof *m->d0);
+		m->d0_used = true;
+	} else {
+		d = xcalloc(1, sizeof *d);
+	}
+	d->msg = m;
+	return d;
+}
+
+/* Frees d.  Before its message's reference goes: it may live in it. */
+static void
+delivery_free(struct delivery *d)
+{
+	if (d == d->msg->d0)
+		d->msg->d0_used = false;
+	else
+		free(d);
+}
+
 /* A new message (one reference) with copies of its strings, in one
  * allocation with it: the bus makes one per message.  extra bytes, zeroed,
  * come right after the struct (aligned as it is), at *extrap: a new
@@ -444,8 +474,9 @@ inbox_free(struct bus *b, struct inbox *ib)
 		struct delivery *d = lists[i]->head, *next;
 		for (; d != NULL; d = next) {
 			next = d->next;
-			bmsg_unref(b, d->msg);
-			free(d);
+			struct bmsg *m = d->msg;
+			delivery_free(d);
+			bmsg_unref(b, m);
 		}
 	}
 	intmap_free(&ib->byid);
@@ -856,8 +887,9 @@ delivery_drop(struct bus *b, struct delivery *d)
 		dlist_remove(&d->inbox->q[d->msg->prio], d);
 	intmap_del(&d->inbox->byid, d->msg->id);
 	b->st.pending--;
-	bmsg_unref(b, d->msg);
-	free(d);
+	struct bmsg *m = d->msg;
+	delivery_free(d);
+	bmsg_unref(b, m);
 }
 
 /* ---- flow control ------------------------------------------------------ */
@@ -1204,8 +1236,7 @@ bus_route_msg(struct bus *b, struct bmsg *m, struct inbox **to, size_t n)
 {
 	intmap_set(&b->msgs, m->id, m);
 	for (size_t i = 0; i < n; i++) {
-		struct delivery *d = xcalloc(1, sizeof *d);
-		d->msg = m;
+		struct delivery *d = delivery_new(m);
 		d->inbox = to[i];
 		m->refs++;
 		dlist_push_back(&to[i]->q[m->prio], d);
@@ -1342,9 +1373,18 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	/* Its one reference is the pending answer's, which lives in it (and
 	 * is done with when that reference goes). */
 	size_t slen = sender ? strlen(sender) + 1 : 0, rlen = ref ? strlen(ref) + 1 : 0;
+	size_t dlen = bus_target_direct(req->to) ? sizeof(struct delivery) : 0;
 	struct pending *p;
 	struct bmsg *m = bmsg_alloc(id, req->from, req->to, req->body, blen,
-	                            sizeof *p + slen + rlen, (void **)&p);
+	                            sizeof *p + dlen + slen + rlen, (void **)&p);
+	/* A direct message's one delivery goes right after its answer. */
+	_Static_assert(sizeof(struct pending) % _Alignof(struct delivery) == 0,
+	               "a delivery after a pending answer must be aligned");
+	char *strs = (char *)(p + 1);
+	if (dlen > 0) {
+		m->d0 = (struct delivery *)(void *)(p + 1);
+		strs += dlen;
+	}
 	m->prio = req->priority;
 	m->mode = req->mode;
 	m->ts_ms = now;
@@ -1357,9 +1397,9 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	p->msg = m;
 	p->nto = (int)n;
 	if (sender != NULL)
-		p->sender = memcpy((char *)(p + 1), sender, slen);
+		p->sender = memcpy(strs, sender, slen);
 	if (ref != NULL)
-		p->ref = memcpy((char *)(p + 1) + slen, ref, rlen);
+		p->ref = memcpy(strs + slen, ref, rlen);
 	p->done = done;
 	p->done_arg = done_arg;
 	if (b->batch == NULL || b->batch->txn != store_txn_seq(st)) {
@@ -1612,8 +1652,7 @@ bus_recover(struct bus *b, char **cause)
 			intmap_set(&b->msgs, id, m);
 		}
 		struct inbox *ib = bus_inbox(b, (const char *)sqlite3_column_text(s, 0), true);
-		struct delivery *d = xcalloc(1, sizeof *d);
-		d->msg = m;
+		struct delivery *d = delivery_new(m);
 		d->inbox = ib;
 		d->stored = sqlite3_column_int(s, 10) != 0;
 		d->attempt = sqlite3_column_int(s, 1);
@@ -1721,8 +1760,7 @@ bus_dead_requeue(struct bus *b, int64_t id)
 	bus_save_floor(b); /* (m is in b->msgs) recovery must find it */
 	for (size_t i = 0; i < n; i++) {
 		struct inbox *ib = bus_inbox(b, names[i], true);
-		struct delivery *d = xcalloc(1, sizeof *d);
-		d->msg = m;
+		struct delivery *d = delivery_new(m);
 		d->stored = true; /* its row, made pending again above */
 		d->inbox = ib;
 		m->refs++;
