@@ -355,12 +355,8 @@ handle(const char *line, size_t len, long long t_read)
 		const struct ls_field *id = ls_get(&l, "id");
 		if (!id)
 			return;
-		static const char head[] = "{\"type\":\"ack\",\"id\":";
 		char ack[64];
-		memcpy(ack, head, sizeof head - 1);
-		char *e = ls_put_uint(ack + sizeof head - 1, (unsigned long long)ls_int(id, 0));
-		*e++ = '}';
-		out_line(ack, (size_t)(e - ack));
+		out_line(ack, ls_ack_line(ack, ls_int(id, 0)));
 		if (producer || done || ls_int(ls_get(&l, "attempt"), 0) != 1)
 			return;
 		const struct ls_field *body = ls_get(&l, "body");

@@ -138,13 +138,10 @@ handle(const char *line, size_t len, long long t)
 		const struct ls_field *id = ls_get(&l, "id");
 		if (!id)
 			return;
-		static const char head[] = "{\"type\":\"ack\",\"id\":";
 		char ack[64];
-		memcpy(ack, head, sizeof head - 1);
-		char *e = ls_put_uint(ack + sizeof head - 1, (unsigned long long)ls_int(id, 0));
-		*e++ = '}';
-		*e++ = '\n';
-		out_add(ack, (size_t)(e - ack));
+		size_t n = ls_ack_line(ack, ls_int(id, 0));
+		ack[n++] = '\n';
+		out_add(ack, n);
 		if (ls_int(ls_get(&l, "attempt"), 1) > 1) {
 			dups++;
 			return;

@@ -181,6 +181,18 @@ ls_put_digits(char *p, unsigned long long v, int width)
 	return p + width;
 }
 
+/* Writes {"type":"ack","id":ID} at out (at least 48 bytes), without a
+ * newline; returns its length. */
+static inline size_t
+ls_ack_line(char *out, long long id)
+{
+	static const char head[] = "{\"type\":\"ack\",\"id\":";
+	memcpy(out, head, sizeof head - 1);
+	char *e = ls_put_uint(out + sizeof head - 1, (unsigned long long)id);
+	*e++ = '}';
+	return (size_t)(e - out);
+}
+
 /* The `send` lines of a bench producer:
  *   {"type":"send","to":"TO","ref":"SEQ","body":"t=<20 digits> s=<10 digits> xxx..."}
  * with a body of size bytes as JSON (quotes included; bench/bus-consumer.c
