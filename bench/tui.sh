@@ -31,7 +31,8 @@
 #   TUI_MSGS       messages per second under load (default 5000)
 #   TUI_WARM_SECS  load: warm-up before measuring (default 5)
 #   TUI_LOAD_SECS  load: measured window (default 20)
-#   TUI_REPEAT     load: runs per mode (default 2)
+#   TUI_REPEAT     load: runs per mode (default 4: with 2, one noisy run could swing the
+#                  ratio by 20 points on the reference machine)
 #   TUI_RSS_LINES  rss: log lines (default 1000000)
 #   TUI_TMP        scratch directory, kept (default: a new /tmp/dreamos-tui.XXXXXX, removed)
 # Needs: a C compiler, tmux, python3 (to read `status --json`), Linux /proc.
@@ -45,7 +46,7 @@ LOGS=${TUI_LOGS:-20000}
 MSGS=${TUI_MSGS:-5000}
 WARM_SECS=${TUI_WARM_SECS:-5}
 LOAD_SECS=${TUI_LOAD_SECS:-20}
-REPEAT=${TUI_REPEAT:-2}
+REPEAT=${TUI_REPEAT:-4}
 RSS_LINES=${TUI_RSS_LINES:-1000000}
 PYTHON=${PYTHON3:-python3}
 HZ=$(getconf CLK_TCK)
