@@ -965,7 +965,7 @@ bus_scratch(struct buf *s)
 	return s;
 }
 
-/* Builds the `message` line for a delivery in b.  Names and topics are
+/* Appends the `message` line for a delivery to out.  Names and topics are
  * from a safe character set and the body is already JSON, so no
  * re-encoding. */
 static void
@@ -975,31 +975,29 @@ delivery_line(const struct delivery *d, struct buf *out)
 	char ts[40];
 	time_iso8601(m->ts_ms, ts, sizeof ts);
 	size_t blen = m->blen;
-	struct buf b = *out; /* (built in a copy, stored back at the end) */
-	buf_reserve(&b, blen + 256);
-	buf_add_lit(&b, "{\"type\":\"message\",\"id\":");
-	buf_add_int(&b, m->id);
-	buf_add_lit(&b, ",\"from\":\"");
-	buf_add_fast(&b, m->from, m->flen);
-	buf_add_lit(&b, "\",\"to\":\"");
-	buf_add_fast(&b, m->to, m->tlen);
-	buf_add_lit(&b, "\",\"body\":");
-	buf_add_fast(&b, m->body, blen);
-	buf_add_lit(&b, ",\"priority\":\"");
+	buf_reserve(out, blen + 256);
+	buf_add_lit(out, "{\"type\":\"message\",\"id\":");
+	buf_add_int(out, m->id);
+	buf_add_lit(out, ",\"from\":\"");
+	buf_add_fast(out, m->from, m->flen);
+	buf_add_lit(out, "\",\"to\":\"");
+	buf_add_fast(out, m->to, m->tlen);
+	buf_add_lit(out, "\",\"body\":");
+	buf_add_fast(out, m->body, blen);
+	buf_add_lit(out, ",\"priority\":\"");
 	const char *prio = proto_priority_name(m->prio), *mode = proto_mode_name(m->mode);
-	buf_add_fast(&b, prio, strlen(prio));
-	buf_add_lit(&b, "\",\"mode\":\"");
-	buf_add_fast(&b, mode, strlen(mode));
-	buf_add_lit(&b, "\",\"ts\":\"");
-	buf_add_fast(&b, ts, strlen(ts));
-	buf_add_lit(&b, "\",\"attempt\":");
-	buf_add_int(&b, d->attempt);
+	buf_add_fast(out, prio, strlen(prio));
+	buf_add_lit(out, "\",\"mode\":\"");
+	buf_add_fast(out, mode, strlen(mode));
+	buf_add_lit(out, "\",\"ts\":\"");
+	buf_add_fast(out, ts, strlen(ts));
+	buf_add_lit(out, "\",\"attempt\":");
+	buf_add_int(out, d->attempt);
 	if (m->reply_to > 0) {
-		buf_add_lit(&b, ",\"reply_to\":");
-		buf_add_int(&b, m->reply_to);
+		buf_add_lit(out, ",\"reply_to\":");
+		buf_add_int(out, m->reply_to);
 	}
-	buf_add_lit(&b, "}\n");
-	*out = b;
+	buf_add_lit(out, "}\n");
 }
 
 /* A dead delivery's entry in its inbox's ackmark, until its row commits. */

@@ -240,24 +240,27 @@ clock_ms(clockid_t id)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Clock id now, or the open batch's reading of it (*reading; -1: none yet). */
+static int64_t
+batch_clock_ms(clockid_t id, int64_t *reading)
+{
+	if (batch_depth == 0)
+		return clock_ms(id);
+	if (*reading < 0)
+		*reading = clock_ms(id);
+	return *reading;
+}
+
 int64_t
 time_mono_ms(void)
 {
-	if (batch_depth == 0)
-		return clock_ms(CLOCK_MONOTONIC);
-	if (batch_mono < 0)
-		batch_mono = clock_ms(CLOCK_MONOTONIC);
-	return batch_mono;
+	return batch_clock_ms(CLOCK_MONOTONIC, &batch_mono);
 }
 
 int64_t
 time_wall_ms(void)
 {
-	if (batch_depth == 0)
-		return clock_ms(CLOCK_REALTIME);
-	if (batch_wall < 0)
-		batch_wall = clock_ms(CLOCK_REALTIME);
-	return batch_wall;
+	return batch_clock_ms(CLOCK_REALTIME, &batch_wall);
 }
 
 void
