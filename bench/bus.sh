@@ -21,9 +21,11 @@
 #                      so its msgs/s is the transport's ceiling, not a peer).
 #   store floor        bench/store-floor.c: SQLite alone on one thread, no protocol, the
 #                      same message count in transactions as large as dreamos's group
-#                      commits were: one bare row per message, then dreamos's own rows
-#                      (a copy of its database; a message row and an acked delivery
-#                      row each).  The most a bus storing every message could reach here.
+#                      commits were: one bare row per message, then dreamos's own writes
+#                      (a copy of its database; a block of messages per transaction,
+#                      packed as src/core/packtab.h says, and the acked-through mark).
+#                      The bare rows are the most a bus storing a row per message could
+#                      reach here.
 # Latency: one sender at a fixed BUS_RATE msgs/s for BUS_LAT_SECS s with the CLOCK_MONOTONIC
 # send time in the body; dreamos and Redis: one-way (sender -> the receiver reads it), echo:
 # the round trip (send -> echo read back).  Throughput: median of BUS_REPEAT runs.
@@ -90,7 +92,8 @@ say "building the benchmark programs ($CC -O2) in $tmp"
 for p in bus-producer bus-consumer redis-bench echo; do
 	"$CC" -O2 -Wall -o "$tmp/$p" "$here/$p.c" || die "cannot build $p"
 done
-"$CC" -O2 -Wall -o "$tmp/store-floor" "$here/store-floor.c" -lsqlite3 ||
+"$CC" -O2 -Wall -I"$top/src/core" -o "$tmp/store-floor" "$here/store-floor.c" \
+	"$top/src/core/packtab.c" -lsqlite3 -lm ||
 	die "cannot build store-floor (libsqlite3-dev)"
 if [ -n "${DREAMOS:-}" ]; then
 	say "using DREAMOS=$DREAMOS"
@@ -363,7 +366,7 @@ awk -v fb="$FB" -v fd="$FD" -v d1="$D1" -v r1="$R1" -v b="$FLOOR_BATCH" 'BEGIN {
 	printf "store floor (SQLite alone, 1 thread, no protocol; %d messages per transaction):\n", b
 	printf "  %-38s %8.0f msgs/s", "one bare row per message:", fb
 	if (r1 + 0 > 0) printf " = %.2f x redis (1 client)", fb / r1
-	printf "\n  %-38s %8.0f msgs/s", "dreamos'"'"'s rows (message, delivery):", fd
+	printf "\n  %-38s %8.0f msgs/s", "dreamos'"'"'s writes (packed blocks):", fd
 	if (r1 + 0 > 0) printf " = %.2f x redis", fd / r1
 	printf "; dreamos reached %.2f x this\n", d1 / fd
 }'

@@ -9,17 +9,21 @@
  *       a new database DB with one table (id INTEGER PRIMARY KEY, body TEXT): one bare row
  *       per message, the least any SQLite-backed message store writes
  *   store-floor dreamos DB COUNT BATCH SIZE SYNC
- *       DB is a copy of a dreamos.db (its schema, indexes and all): its rows are deleted,
- *       then each message is one `messages` row and one `deliveries` row, with the same
- *       INSERT statements as src/core/bus.c (the delivery written once, already acked)
+ *       DB is a copy of a dreamos.db (its schema, indexes and all): its messages and
+ *       deliveries are deleted, then each transaction's messages are one block of
+ *       message_blocks, packed as src/core/store.c packs them (src/core/packtab.h), and
+ *       the consumer's acked-through mark moves once (in-order acks write no row)
  * SYNC is normal or full.  Prints "msgs=N secs=S msgs_per_s=R". */
 #define _POSIX_C_SOURCE 200809L
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "packtab.h"
 
 static double
 now(void)
@@ -88,15 +92,15 @@ main(int argc, char **argv)
 	exec(db, "PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY;"
 	         "PRAGMA journal_size_limit = 67108864");
 	sqlite3_stmt *m, *d = NULL;
+	char *blk = NULL;
+	size_t blen = 0, bcap = 0;
 	if (dreamos) {
-		exec(db, "DELETE FROM deliveries; DELETE FROM messages; PRAGMA "
-		         "wal_checkpoint(TRUNCATE)");
-		m = prepare(
-		    db, "INSERT INTO messages (id, ts_ms, sender, target, priority, mode, body, "
-		        "reply_to) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-		d = prepare(
-		    db, "INSERT INTO deliveries (attempt, recipient, msg_id, state, updated_ms) "
-		        "VALUES (?1, ?2, ?3, ?4, ?5)");
+		exec(db, "DELETE FROM deliveries; DELETE FROM message_blocks; DELETE FROM "
+		         "acks_through; PRAGMA wal_checkpoint(TRUNCATE)");
+		m = prepare(db, packtab_messages.insert);
+		d = prepare(db, "INSERT INTO acks_through (recipient, msg_id) VALUES (?1, ?2) ON "
+		                "CONFLICT (recipient) DO UPDATE SET msg_id = max(msg_id, "
+		                "excluded.msg_id)");
 	} else {
 		exec(db, "CREATE TABLE m (id INTEGER PRIMARY KEY, body TEXT NOT NULL)");
 		m = prepare(db, "INSERT INTO m (id, body) VALUES (?1, ?2)");
@@ -112,21 +116,30 @@ main(int argc, char **argv)
 		if (i % batch == 1 || batch == 1)
 			exec(db, "BEGIN IMMEDIATE");
 		if (dreamos) {
-			sqlite3_bind_int64(m, 1, ts + i / 1000);
-			sqlite3_bind_text(m, 2, "producer", -1, SQLITE_STATIC);
-			sqlite3_bind_text(m, 3, "consumer", -1, SQLITE_STATIC);
-			sqlite3_bind_int(m, 4, 1);
-			sqlite3_bind_text(m, 5, "NORMAL", -1, SQLITE_STATIC);
-			sqlite3_bind_text(m, 6, body, (int)size, SQLITE_STATIC);
-			sqlite3_bind_null(m, 7);
-			sqlite3_bind_int64(m, 8, i);
-			step(db, m);
-			sqlite3_bind_int(d, 1, 1);
-			sqlite3_bind_text(d, 2, "consumer", -1, SQLITE_STATIC);
-			sqlite3_bind_int64(d, 3, i);
-			sqlite3_bind_int(d, 4, 1);
-			sqlite3_bind_int64(d, 5, ts + i / 1000);
-			step(db, d);
+			struct packtab_val v[8] = {
+			    {.type = PACKTAB_INT, .i = i},
+			    {.type = PACKTAB_INT, .i = ts + i / 1000},
+			    {.type = PACKTAB_TEXT, .s = "producer", .len = 8},
+			    {.type = PACKTAB_TEXT, .s = "consumer", .len = 8},
+			    {.type = PACKTAB_INT, .i = 1},
+			    {.type = PACKTAB_TEXT, .s = "NORMAL", .len = 6},
+			    {.type = PACKTAB_TEXT, .s = body, .len = (size_t)size},
+			    {.type = PACKTAB_NULL},
+			};
+			if (i % batch == 1 || batch == 1) {
+				blen = 0;
+				packtab_begin(&blk, &blen, &bcap, 8);
+				sqlite3_bind_int64(m, 1, i);
+			}
+			packtab_add_row(&blk, &blen, &bcap, v, 8);
+			if (i % batch == 0 || i == count) {
+				sqlite3_bind_int64(m, 2, i);
+				sqlite3_bind_blob(m, 3, blk, (int)blen, SQLITE_STATIC);
+				step(db, m);
+				sqlite3_bind_text(d, 1, "consumer", -1, SQLITE_STATIC);
+				sqlite3_bind_int64(d, 2, i);
+				step(db, d);
+			}
 		} else {
 			sqlite3_bind_int64(m, 1, i);
 			sqlite3_bind_text(m, 2, body, (int)size, SQLITE_STATIC);
@@ -142,5 +155,6 @@ main(int argc, char **argv)
 		sqlite3_finalize(d);
 	sqlite3_close(db);
 	free(body);
+	free(blk);
 	return 0;
 }

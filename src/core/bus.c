@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ackmark.h"
+#include "packtab.h"
 #include "agent.h"
 #include "bus.h"
 #include "flatjson.h"
@@ -1354,14 +1355,13 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	 * unless by more than a minute, then the earlier time was wrong. */
 	if (now < b->last_ts && b->last_ts - now <= BUS_CLOCK_STEP_MS)
 		now = b->last_ts;
-	/* Queued: the loop goes on while the store thread writes it (no
-	 * reply_to: the last value is NULL, its argument unused). */
-	int rc = store_queue(st,
-	                     "INSERT INTO messages (id, ts_ms, sender, target, priority, "
-	                     "mode, body, reply_to) VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6, ?8)",
-	                     req->reply_to > 0 ? "ittitTii" : "ittitTin", now, req->from, req->to,
-	                     (int64_t)req->priority, proto_mode_name(req->mode), req->body, blen,
-	                     id, req->reply_to);
+	/* Queued: the loop goes on while the store thread packs it with the
+	 * rest of the commit's (packtab.h; no reply_to: the last value is
+	 * NULL, its argument unused). */
+	int rc =
+	    store_queue_packed(st, &packtab_messages, req->reply_to > 0 ? "iittitTi" : "iittitTn",
+	                       id, now, req->from, req->to, (int64_t)req->priority,
+	                       proto_mode_name(req->mode), req->body, blen, req->reply_to);
 	if (rc != 0) {
 		route_free(to, one);
 		*code = PERR_STORE;
@@ -1601,7 +1601,7 @@ bus_recover(struct bus *b, char **cause)
 	struct store *st = orch_store(b->orch);
 	/* (The reservation in kv is at or above every id ever given: no id
 	 * comes back, even one that retention deleted.) */
-	sqlite3_stmt *s = store_stmt(st, "SELECT coalesce(max(id), 0) FROM messages");
+	sqlite3_stmt *s = store_stmt(st, "SELECT coalesce(max(last_id), 0) FROM message_blocks");
 	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
 		b->st.last_id = sqlite3_column_int64(s, 0);
 	if (s != NULL)
@@ -1783,7 +1783,7 @@ int64_t
 bus_first_id_at(struct store *st, int64_t ts_ms)
 {
 	int64_t lo = 0, hi = 0;
-	sqlite3_stmt *s = store_stmt(st, "SELECT max(id) FROM messages");
+	sqlite3_stmt *s = store_stmt(st, "SELECT max(last_id) FROM message_blocks");
 	if (s == NULL)
 		return 0;
 	if (sqlite3_step(s) == SQLITE_ROW)
@@ -1814,17 +1814,22 @@ bus_prune(struct bus *b)
 		return;
 	struct store *st = orch_store(b->orch);
 	int64_t below = bus_first_id_at(st, time_wall_ms() - (int64_t)(keep * 1000.0));
-	/* Messages first: a direct message without a delivery row is pending,
-	 * so one goes only with its acked row, which goes after it. */
+	/* Messages first, a block of them at a time (packtab.h): one whose
+	 * messages are all older and none pending.  A direct message without
+	 * a delivery row is pending, so one goes only with its acked row,
+	 * which goes after it, and only once its block has gone. */
 	sqlite3_stmt *s = store_stmt(
-	    st,
-	    "DELETE FROM messages AS m WHERE m.id < ?1 AND NOT EXISTS (SELECT 1 FROM "
-	    "deliveries d WHERE d.msg_id = m.id AND d.state != 1) AND NOT " BUS_SQL_ROWLESS("m"));
+	    st, "DELETE FROM message_blocks AS b WHERE b.first_id < ?1 AND b.last_id < ?1 AND NOT "
+	        "EXISTS (SELECT 1 FROM messages m WHERE m.id >= b.first_id AND m.id <= b.last_id "
+	        "AND (EXISTS (SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.state != 1) "
+	        "OR " BUS_SQL_ROWLESS("m") "))");
 	if (s != NULL) {
 		sqlite3_bind_int64(s, 1, below);
 		store_step_write(st, s);
 	}
-	s = store_stmt(st, "DELETE FROM deliveries WHERE msg_id < ?1 AND state = 1");
+	s = store_stmt(st,
+	               "DELETE FROM deliveries AS d WHERE d.msg_id < ?1 AND d.state = 1 AND NOT "
+	               "EXISTS (SELECT 1 FROM messages m WHERE m.id = d.msg_id)");
 	if (s != NULL) {
 		sqlite3_bind_int64(s, 1, below);
 		store_step_write(st, s);

@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "checkpointer.h"
+#include "packtab.h"
 #include "store.h"
 #include "util.h"
 
@@ -53,6 +54,8 @@
 #define STORE_ADDR_SLOTS      256       /* direct-mapped, by the SQL text's address */
 #define STORE_MULTI_ROWS      16        /* queued INSERTs run as one statement of this many rows */
 #define STORE_MULTI_SLOTS     16        /* literals with a multi-row form kept (never evicted) */
+#define STORE_PACK_ROWS       4096      /* rows of a packed table per block, at most ... */
+#define STORE_PACK_BYTES      (1 << 20) /* ... and about this many bytes */
 #define STORE_BUSY_US         500       /* commits closer than this: under load */
 #define STORE_BATCH_MAX       20000     /* writes that make a commit wait no more */
 #define STORE_HANDOFF_MIN     256       /* queued writes store_progress hands off */
@@ -67,6 +70,8 @@ struct store_migration {
 	const char *sql;
 	int (*fn)(sqlite3 *db, char **errmsg);
 };
+
+static int store_pack_messages(sqlite3 *db, char **errmsg);
 
 /* The ordered schema migrations.  To change the schema, APPEND an entry (never
  * edit or reorder a released one): entry i runs in its own transaction on a
@@ -260,6 +265,17 @@ static const struct store_migration store_migrations[] = {
             "  recipient TEXT PRIMARY KEY,\n"
             "  msg_id INTEGER NOT NULL\n"
             ") WITHOUT ROWID;\n"},
+    /* 10 -> 11: messages are packed, a block of them per row
+     * (packtab.h): a row per message was most of the store thread's time
+     * per message.  `messages` becomes the virtual table that reads the
+     * blocks back as those rows; the rows of the old table move into
+     * blocks. */
+    {.sql = "CREATE TABLE message_blocks (\n"
+            "  first_id INTEGER PRIMARY KEY,\n"
+            "  last_id INTEGER NOT NULL,\n"
+            "  data BLOB NOT NULL\n"
+            ");\n",
+     .fn = store_pack_messages},
 };
 
 struct stmt_entry {
@@ -284,6 +300,7 @@ struct commit_hook {
  * buffer (offsets, as it grows). */
 struct store_rec {
 	const char *sql;
+	const struct packtab *pt; /* a row of this packed table (sql: its op), or NULL */
 	int n;
 	char type[STORE_REC_VALS]; /* 'i', 't' (text at iv, len bytes) or 'n' */
 	int64_t iv[STORE_REC_VALS];
@@ -367,6 +384,11 @@ struct store {
 	 * transaction: regrowing one from nothing at each was about 3% of the
 	 * loop's instructions under a message flood. */
 	struct store_recs spare;
+	/* The block of packed rows being built, and the newest key packed
+	 * (keys only grow: packtab.h).  The connection owner's. */
+	char *pack;
+	size_t pack_len, pack_cap;
+	int64_t pack_last;
 
 	/* The store thread and what the loop handed it.  mu guards work,
 	 * work_done and quit; the rest is the loop's.  While a job is in
@@ -870,8 +892,10 @@ store_after_commit(struct store *st, store_commit_fn fn, void *arg)
 
 /* ---- queued writes ------------------------------------------------------ */
 
-int
-store_queue(struct store *st, const char *sql, const char *types, ...)
+/* store_queue and store_queue_packed: a write of sql, or a row of pt. */
+static int
+store_queue_v(struct store *st, const char *sql, const struct packtab *pt, const char *types,
+              va_list ap)
 {
 	int fault = st->fault_fn ? st->fault_fn(st->fault_arg, sql) : 0;
 	if (fault != 0) {
@@ -896,9 +920,8 @@ store_queue(struct store *st, const char *sql, const char *types, ...)
 	}
 	struct store_rec *r = &q->v[q->n++];
 	r->sql = sql;
+	r->pt = pt;
 	r->n = 0;
-	va_list ap;
-	va_start(ap, types);
 	for (const char *t = types; *t != '\0'; t++) {
 		if (r->n == STORE_REC_VALS) {
 			fprintf(stderr, "store_queue: more than %d values: %s\n", STORE_REC_VALS,
@@ -931,11 +954,30 @@ store_queue(struct store *st, const char *sql, const char *types, ...)
 			abort(); /* a programming error */
 		}
 	}
-	va_end(ap);
 	st->stats.writes++;
 	st->txn_writes++;
 	store_schedule(st);
 	return 0;
+}
+
+int
+store_queue(struct store *st, const char *sql, const char *types, ...)
+{
+	va_list ap;
+	va_start(ap, types);
+	int rc = store_queue_v(st, sql, NULL, types, ap);
+	va_end(ap);
+	return rc;
+}
+
+int
+store_queue_packed(struct store *st, const struct packtab *pt, const char *types, ...)
+{
+	va_list ap;
+	va_start(ap, types);
+	int rc = store_queue_v(st, pt->op, pt, types, ap);
+	va_end(ap);
+	return rc;
 }
 
 void
@@ -997,6 +1039,145 @@ store_multi_sql(struct store *st, const char *sql, int nvals)
 	return ok ? st->multi[st->nmulti - 1].multi : NULL;
 }
 
+/* Packs the run of q's rows of one packed table that starts at q->v[i]
+ * into blocks of at most STORE_PACK_ROWS rows (about STORE_PACK_BYTES
+ * bytes) and inserts each: one row of the block table for them all.
+ * Returns how many records it took; *rc is SQLITE_DONE, or why one
+ * failed (*err). */
+static size_t
+store_pack_run(struct store *st, const struct store_recs *q, size_t i, int *rc, char **err)
+{
+	const struct packtab *pt = q->v[i].pt;
+	size_t j = i;
+	while (j < q->n && q->v[j].pt == pt) {
+		int64_t first = 0, last = 0;
+		st->pack_len = 0;
+		bool oom = packtab_begin(&st->pack, &st->pack_len, &st->pack_cap, pt->ncols) != 0;
+		for (size_t rows = 0; !oom && j < q->n && q->v[j].pt == pt &&
+		                      rows < STORE_PACK_ROWS && st->pack_len < STORE_PACK_BYTES;
+		     j++, rows++) {
+			const struct store_rec *r = &q->v[j];
+			struct packtab_val v[STORE_REC_VALS] = {0};
+			for (int k = 0; k < r->n; k++) {
+				if (r->type[k] == 'i') {
+					v[k].type = PACKTAB_INT;
+					v[k].i = r->iv[k];
+				} else if (r->type[k] == 't') {
+					v[k].type = PACKTAB_TEXT;
+					v[k].s = q->text + r->iv[k];
+					v[k].len = r->len[k];
+				}
+			}
+			/* Keys only grow (the blocks are found by them). */
+			if (r->n != pt->ncols || v[0].type != PACKTAB_INT ||
+			    v[0].i <= st->pack_last) {
+				*rc = SQLITE_CONSTRAINT;
+				*err =
+				    xasprintf("%s: write failed: key %lld after %lld, or not a row "
+				              "of %d values: %s",
+				              st->path, (long long)v[0].i, (long long)st->pack_last,
+				              pt->ncols, r->sql);
+				return j - i + 1;
+			}
+			st->pack_last = last = v[0].i;
+			if (rows == 0)
+				first = last;
+			oom =
+			    packtab_add_row(&st->pack, &st->pack_len, &st->pack_cap, v, r->n) != 0;
+		}
+		sqlite3_stmt *s = oom ? NULL : store_stmt_get(st, pt->insert, false);
+		if (s == NULL) {
+			*rc = oom ? SQLITE_NOMEM : SQLITE_ERROR;
+			*err =
+			    xasprintf("%s: write failed: %s: %s", st->path,
+			              oom ? "out of memory" : sqlite3_errmsg(st->db), pt->insert);
+			return j - i;
+		}
+		sqlite3_bind_int64(s, 1, first);
+		sqlite3_bind_int64(s, 2, last);
+		sqlite3_bind_blob(s, 3, st->pack, (int)st->pack_len, SQLITE_STATIC);
+		*rc = sqlite3_step(s);
+		if (*rc != SQLITE_DONE)
+			*err = xasprintf("%s: write failed: %s: %s", st->path,
+			                 sqlite3_errmsg(st->db), pt->insert);
+		sqlite3_reset(s);
+		if (*rc != SQLITE_DONE)
+			break;
+	}
+	/* (A block of a megabyte is not kept for the next.) */
+	if (st->pack_cap > 4 * STORE_PACK_BYTES) {
+		free(st->pack);
+		st->pack = NULL;
+		st->pack_cap = 0;
+	}
+	return j - i;
+}
+
+/* Migration 10 -> 11: moves the rows of the old messages table into
+ * blocks of message_blocks, then drops it (the virtual table of
+ * packtab.h takes its name). */
+static int
+store_pack_messages(sqlite3 *db, char **errmsg)
+{
+	const struct packtab *pt = &packtab_messages;
+	sqlite3_stmt *sel = NULL, *ins = NULL;
+	int rc = sqlite3_prepare_v2(db,
+	                            "SELECT id, ts_ms, sender, target, priority, mode, body, "
+	                            "reply_to FROM main.messages ORDER BY id",
+	                            -1, &sel, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, pt->insert, -1, &ins, NULL);
+	char *blk = NULL;
+	size_t len = 0, cap = 0, rows = 0;
+	int64_t first = 0, last = 0;
+	while (rc == SQLITE_OK) {
+		int step = sqlite3_step(sel);
+		if (step == SQLITE_ROW) {
+			struct packtab_val v[PACKTAB_COLS_MAX] = {0};
+			for (int k = 0; k < pt->ncols; k++) {
+				int t = sqlite3_column_type(sel, k);
+				if (t == SQLITE_INTEGER) {
+					v[k].type = PACKTAB_INT;
+					v[k].i = sqlite3_column_int64(sel, k);
+				} else if (t != SQLITE_NULL) {
+					v[k].type = PACKTAB_TEXT;
+					v[k].s = (const char *)sqlite3_column_text(sel, k);
+					v[k].len = (size_t)sqlite3_column_bytes(sel, k);
+				}
+			}
+			last = v[0].i;
+			if (rows++ == 0) {
+				first = last;
+				len = 0;
+				rc = packtab_begin(&blk, &len, &cap, pt->ncols) ? SQLITE_NOMEM : rc;
+			}
+			if (rc == SQLITE_OK && packtab_add_row(&blk, &len, &cap, v, pt->ncols) != 0)
+				rc = SQLITE_NOMEM;
+		} else if (step != SQLITE_DONE) {
+			rc = step;
+		}
+		if (rc == SQLITE_OK && rows > 0 &&
+		    (step != SQLITE_ROW || rows == STORE_PACK_ROWS || len >= STORE_PACK_BYTES)) {
+			sqlite3_bind_int64(ins, 1, first);
+			sqlite3_bind_int64(ins, 2, last);
+			sqlite3_bind_blob(ins, 3, blk, (int)len, SQLITE_STATIC);
+			rc = sqlite3_step(ins) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+			sqlite3_reset(ins);
+			rows = 0;
+		}
+		if (step != SQLITE_ROW)
+			break;
+	}
+	sqlite3_finalize(sel);
+	sqlite3_finalize(ins);
+	free(blk);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "DROP TABLE main.messages", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		*errmsg = xstrdup(sqlite3_errmsg(db));
+	return rc;
+}
+
 /* Binds record r's values from parameter first + 1 on. */
 static void
 store_rec_bind(sqlite3_stmt *s, const struct store_recs *q, const struct store_rec *r, int first)
@@ -1026,12 +1207,16 @@ store_recs_run(struct store *st, struct store_recs *q, char **err)
 	}
 	for (size_t i = 0, rows; i < q->n && rc == SQLITE_DONE; i += rows) {
 		struct store_rec *r = &q->v[i];
+		if (r->pt != NULL) {
+			rows = store_pack_run(st, q, i, &rc, err);
+			continue;
+		}
 		/* A run of STORE_MULTI_ROWS of one INSERT goes as one statement
 		 * (the same rows, in the same order; if one fails, the
 		 * transaction goes as it would have). */
 		rows = 1;
 		while (i + rows < q->n && rows < STORE_MULTI_ROWS && q->v[i + rows].sql == r->sql &&
-		       q->v[i + rows].n == r->n)
+		       q->v[i + rows].n == r->n && q->v[i + rows].pt == NULL)
 			rows++;
 		const char *multi =
 		    rows == STORE_MULTI_ROWS ? store_multi_sql(st, r->sql, r->n) : NULL;
@@ -1453,6 +1638,7 @@ store_do_close(struct store *st)
 	free(st->q.text);
 	free(st->spare.v);
 	free(st->spare.text);
+	free(st->pack);
 	if (st->loop == NULL) {
 		free(st);
 		return;
@@ -1628,6 +1814,12 @@ store_connect(struct store *st, char **cause)
 	}
 	sqlite3_extended_result_codes(st->db, 1);
 	sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+	rc = packtab_register(st->db);
+	if (rc != SQLITE_OK) {
+		*cause = xasprintf("%s: cannot register the packed tables: %s", st->path,
+		                   sqlite3_errstr(rc));
+		return -1;
+	}
 
 	/* The first read of the file: this is where a file that is not a
 	 * database shows up. */
@@ -1732,6 +1924,8 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, c
 		free(st);
 		return -1;
 	}
+	/* Packed keys go on from the newest stored. */
+	st->pack_last = store_query_int(st, "SELECT coalesce(max(last_id), 0) FROM message_blocks");
 	if (loop != NULL) {
 		uv_check_init(loop, &st->check);
 		uv_idle_init(loop, &st->idle);

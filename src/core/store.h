@@ -89,6 +89,12 @@ int store_exec(struct store *st, const char *sql, char **cause);
  * fails when it runs takes its whole transaction: every callback of it
  * gets -1, as when the COMMIT fails. */
 int store_queue(struct store *st, const char *sql, const char *types, ...);
+struct packtab;
+/* store_queue of a row of the packed table pt (packtab.h): its values in
+ * column order, the key first.  A run of them queued together is written
+ * as one block (a row of pt->blocks); a key not above every key packed
+ * before fails the write (as a duplicate primary key would). */
+int store_queue_packed(struct store *st, const struct packtab *pt, const char *types, ...);
 /* A commit point will come: for writes an owner defers to a
  * store_before_commit hook.  Touches no database (does not wait for the
  * store thread). */

@@ -18,7 +18,7 @@
 # The targets, one source each.  To add one: its source here, and any source
 # it needs beyond the core in FUZZ_EXTRA_SRCS.
 FUZZ_SRCS = tests/fuzz/fuzz-proto.c tests/fuzz/fuzz-cmd.c tests/fuzz/fuzz-config.c \
-	tests/fuzz/fuzz-http.c tests/fuzz/fuzz-ws.c
+	tests/fuzz/fuzz-http.c tests/fuzz/fuzz-ws.c tests/fuzz/fuzz-packtab.c
 FUZZ_EXTRA_SRCS =
 
 FUZZ_SECONDS = 60

@@ -642,9 +642,16 @@ ok "quit: exit 0, no agent process left"
 # its real attempt count and state, and come no earlier than its message.
 for db in "$T/rt/dreamos.db" "$T/rt3/dreamos.db"; do
 	"${PYTHON3:-python3}" - "$db" <<'PYEOF' || fail "the deliveries stored in $db are not what happened"
-import sqlite3, sys
-db = sqlite3.connect('file:%s?mode=ro' % sys.argv[1], uri=True)
-q = lambda sql: db.execute(sql).fetchone()[0]
+import os, subprocess, sys
+# Through the sqlite3 shell with dreamos's SQLite module: `messages` is a
+# virtual table over the message blocks (src/core/packtab.h).
+ext = os.path.join(os.environ["top_builddir"], ".libs", "dreamos_sqlite")
+def q(sql):
+    out = subprocess.run(["sqlite3", "-readonly", "-cmd", ".load " + ext, sys.argv[1], sql],
+                         capture_output=True, text=True)
+    if out.returncode != 0 or out.stderr:
+        sys.exit("sqlite3: %s: %s" % (sql, out.stderr.strip()))
+    return int(out.stdout.strip() or 0)
 acked = q("SELECT count(*) FROM deliveries WHERE state = 1")
 marks = q("SELECT count(*) FROM acks_through")
 # A direct message with no row at or below its target's mark is acked.

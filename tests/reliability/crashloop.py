@@ -364,7 +364,7 @@ agents:
         seq["messages"] = int(db.execute(
             "SELECT coalesce((SELECT value FROM kv WHERE ns = 'dreamos' AND key = 'message_ids'), 0)"
         ).fetchone()[0])
-        mmax = db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+        mmax = db.execute("SELECT coalesce(max(last_id), 0) FROM message_blocks").fetchone()[0]
         tmax = db.execute("SELECT coalesce(max(id), 0) FROM tasks").fetchone()[0]
         db.close()
         return ic, states, done, seq, mmax, tmax

@@ -9,6 +9,7 @@
 
 #include "checkpointer.h"
 #include "idlease.h"
+#include "packtab.h"
 #include "store.h"
 #include "util.h"
 
@@ -52,12 +53,14 @@ open_store(const char *path, uv_loop_t *loop, enum store_durability d)
 	return st;
 }
 
-/* Returns the integer sql yields through a second, independent connection. */
+/* Returns the integer sql yields through a second, independent connection
+ * (with the packed tables, as any program that loads them). */
 static int64_t
 peek_int(const char *path, const char *sql)
 {
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(packtab_register(db), SQLITE_OK);
 	sqlite3_stmt *stmt;
 	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
 	int64_t v = -1;
@@ -142,6 +145,10 @@ test_migrate_bus_keys(void **state)
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
 	const char *v6 =
 	    "DROP TABLE acks_through;\n"
+	    "DROP TABLE message_blocks;\n"
+	    "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL, "
+	    "sender TEXT NOT NULL, target TEXT NOT NULL, priority INTEGER NOT NULL, mode TEXT NOT "
+	    "NULL, body TEXT NOT NULL, reply_to INTEGER);\n"
 	    "DROP TABLE deliveries;\n"
 	    "CREATE TABLE deliveries (recipient TEXT NOT NULL, msg_id INTEGER NOT "
 	    "NULL, state INTEGER NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, "
@@ -204,7 +211,7 @@ test_migrate_message_ids(void **state)
 		assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
 		char *v7 = xasprintf(
 		    "DROP TABLE acks_through;\n"
-		    "DROP TABLE messages;\n"
+		    "DROP TABLE message_blocks;\n"
 		    "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER "
 		    "NOT "
 		    "NULL, sender TEXT NOT NULL, target TEXT NOT NULL, priority INTEGER NOT NULL, "
@@ -541,6 +548,7 @@ test_flush_without_loop(void **state)
 struct errlog {
 	int n;
 	char last[512];
+	char all[2048]; /* every message, one per line, while it fits */
 };
 
 static void
@@ -549,6 +557,8 @@ error_cb(void *arg, const char *msg)
 	struct errlog *e = arg;
 	e->n++;
 	snprintf(e->last, sizeof e->last, "%s", msg);
+	size_t n = strlen(e->all);
+	snprintf(e->all + n, sizeof e->all - n, "%s\n", msg);
 	assert_null(strchr(msg, '\n'));
 }
 
@@ -1029,7 +1039,7 @@ assert_both_committed(const struct order *o)
  * statement: every row arrives with its own values (placeholders out of
  * order, text, NULL, an interleaved other statement), in order, and a row
  * that fails inside such a run takes the whole transaction, as alone. */
-static const char MSG_INSERT[] = "INSERT INTO messages (id, ts_ms, sender, target, priority, "
+static const char MSG_INSERT[] = "INSERT INTO msgs (id, ts_ms, sender, target, priority, "
                                  "mode, body, reply_to) VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6, ?8)";
 
 static void
@@ -1038,6 +1048,16 @@ test_thread_multi_row(void **state)
 	struct fixture *f = *state;
 	uv_loop_t loop;
 	struct errlog e = {0};
+	store_close(open_store(f->path, NULL, STORE_NORMAL));
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	                              "CREATE TABLE msgs (id INTEGER PRIMARY KEY, ts_ms INTEGER, "
+	                              "sender TEXT, target TEXT, priority INTEGER, mode TEXT, "
+	                              "body TEXT, reply_to INTEGER)",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
 	struct store *st = open_threaded(f->path, &loop, &e);
 	for (int i = 1; i <= 45; i++) {
 		char body[32];
@@ -1052,10 +1072,10 @@ test_thread_multi_row(void **state)
 		                 0);
 	}
 	uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages"), 45);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM msgs"), 45);
 	/* Each row as queued: ts 1000 + id, target by parity, priority id % 4,
 	 * body "b<id>", reply_to id - 1 or NULL every third. */
-	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages WHERE ts_ms = 1000 + id "
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM msgs WHERE ts_ms = 1000 + id "
 	                                   "AND target = CASE id % 2 WHEN 1 THEN 't1' ELSE 't2' "
 	                                   "END AND priority = id % 4 AND body = '\"b' || id || "
 	                                   "'\"' AND sender = 's' AND mode = 'NORMAL' AND reply_to "
@@ -1072,7 +1092,7 @@ test_thread_multi_row(void **state)
 		                 0);
 	}
 	uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages WHERE id >= 100"), 0);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM msgs WHERE id >= 100"), 0);
 	assert_true(e.n > 0);
 	assert_non_null(strstr(e.last, "rolled back: constraint failed"));
 	close_threaded(st, &loop);
@@ -1286,6 +1306,154 @@ test_checkpointer(void **state)
  * transaction goes to the thread at once (not before: fewer stay for the
  * commit point); the writes queued after it form the next transaction,
  * which waits for it; the callbacks run on the loop only, in order. */
+/* Queues packed message id, with ts 1000 + id and body "b<id>" (or body
+ * of blen bytes), reply_to id - 1 for odd ids. */
+static int
+queue_msg(struct store *st, int64_t id, const char *body, size_t blen)
+{
+	char b[32];
+	if (body == NULL) {
+		snprintf(b, sizeof b, "b%lld", (long long)id);
+		body = b;
+		blen = strlen(b);
+	}
+	return store_queue_packed(st, &packtab_messages, id % 2 ? "iittitTi" : "iittitTn", id,
+	                          1000 + id, "s", "t", (int64_t)1, "NORMAL", body, blen, id - 1);
+}
+
+/* Packed rows: a run of them goes in blocks of STORE_PACK_ROWS rows (or
+ * of about STORE_PACK_BYTES), a write queued between them ends a block and
+ * lands between them, every row reads back as queued, and a key that does
+ * not grow fails its transaction, as a duplicate primary key did. */
+static void
+test_thread_packed(void **state)
+{
+	struct fixture *f = *state;
+	uv_loop_t loop;
+	struct errlog e = {0};
+	struct store *st = open_threaded(f->path, &loop, &e);
+	for (int64_t id = 1; id <= 10000; id++) {
+		if (id == 3000)
+			assert_int_equal(
+			    store_queue(st, KV_INSERT, "ttti", "q", "mid", "x", (int64_t)id), 0);
+		assert_int_equal(queue_msg(st, id, NULL, 0), 0);
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(e.n, 0);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages"), 10000);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages WHERE ts_ms = 1000 + id "
+	                                   "AND sender = 's' AND target = 't' AND priority = 1 AND "
+	                                   "mode = 'NORMAL' AND body = 'b' || id AND reply_to IS "
+	                                   "CASE WHEN id % 2 = 1 THEN id - 1 ELSE NULL END"),
+	                 10000);
+	/* 1-2999, then the kv row, then 3000-7095 (4096 rows) and the rest. */
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM message_blocks"), 3);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM message_blocks WHERE (first_id, "
+	                                   "last_id) IN (VALUES (1, 2999), (3000, 7095), (7096, "
+	                                   "10000))"),
+	                 3);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM kv WHERE key = 'mid'"), 1);
+
+	/* Big rows: a block ends once it holds about a megabyte. */
+	size_t big = 300000;
+	char *body = malloc(big);
+	memset(body, 'x', big);
+	for (int64_t id = 20001; id <= 20008; id++)
+		assert_int_equal(queue_msg(st, id, body, big), 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	free(body);
+	assert_int_equal(e.n, 0);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM message_blocks WHERE first_id > "
+	                                   "20000"),
+	                 2);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages WHERE id > 20000 AND "
+	                                   "length(body) = 300000"),
+	                 8);
+
+	/* A key below the last: the transaction goes, with the rows before
+	 * it; the next goes on from the last stored. */
+	assert_int_equal(queue_msg(st, 30000, NULL, 0), 0);
+	assert_int_equal(queue_msg(st, 30001, NULL, 0), 0);
+	assert_int_equal(queue_msg(st, 15, NULL, 0), 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_true(e.n > 0);
+	assert_non_null(strstr(e.all, "key 15 after 30001"));
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages WHERE id >= 30000"), 0);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages"), 10008);
+	assert_int_equal(queue_msg(st, 30002, NULL, 0), 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages WHERE id = 30002"), 1);
+
+	/* A fault on the packed table's writes fails them as any write. */
+	store_set_fault_hook(st, write_fault_hook, "INSERT INTO messages ");
+	assert_int_equal(queue_msg(st, 30003, NULL, 0), SQLITE_FULL);
+	store_set_fault_hook(st, NULL, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages WHERE id = 30003"), 0);
+	close_threaded(st, &loop);
+
+	/* Reopened, keys go on from the newest stored. */
+	memset(&e, 0, sizeof e);
+	st = open_threaded(f->path, &loop, &e);
+	assert_int_equal(queue_msg(st, 30002, NULL, 0), 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_non_null(strstr(e.all, "key 30002 after 30002"));
+	assert_int_equal(queue_msg(st, 30004, NULL, 0), 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(peek_int(f->path, "SELECT max(id) FROM messages"), 30004);
+	close_threaded(st, &loop);
+}
+
+/* Schema 11: the rows of the messages table move into blocks, exactly. */
+static void
+test_migrate_packed(void **state)
+{
+	struct fixture *f = *state;
+	store_close(open_store(f->path, NULL, STORE_NORMAL));
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	const char *v10 =
+	    "DROP TABLE message_blocks;\n"
+	    "CREATE TABLE messages (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, sender TEXT "
+	    "NOT NULL, target TEXT NOT NULL, priority INTEGER NOT NULL, mode TEXT NOT NULL, body "
+	    "TEXT NOT NULL, reply_to INTEGER);\n"
+	    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)\n"
+	    "INSERT INTO messages SELECT i * 3, 5000 + i, 'a' || i, CASE WHEN i % 2 THEN '*' ELSE "
+	    "'b' END, i % 4, 'SYNC', '{\"k\": \"caf\xc3\xa9 ' || i || '\"}', CASE WHEN i % 5 "
+	    "= 0 THEN NULL ELSE i END FROM n;\n"
+	    "CREATE TABLE expect AS SELECT * FROM messages;\n"
+	    "PRAGMA user_version = 10;\n";
+	assert_int_equal(sqlite3_exec(db, v10, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+
+	struct store *st = open_store(f->path, NULL, STORE_NORMAL);
+	assert_int_equal(store_schema_version(st), store_schema_latest());
+	assert_int_equal(query_int(st, "SELECT count(*) FROM messages"), 5000);
+	/* Every row as it was, in id order. */
+	assert_int_equal(query_int(st, "SELECT count(*) FROM (SELECT * FROM messages EXCEPT SELECT "
+	                               "* FROM expect)"),
+	                 0);
+	assert_int_equal(query_int(st, "SELECT count(*) FROM messages m JOIN expect e ON e.id = "
+	                               "m.id AND e.reply_to IS m.reply_to AND e.body = m.body"),
+	                 5000);
+	assert_int_equal(query_int(st, "SELECT count(*) FROM message_blocks"), 2);
+	assert_int_equal(
+	    query_int(st, "SELECT count(*) FROM sqlite_master WHERE name = 'messages'"), 0);
+	store_close(st);
+	/* New rows go on from the newest. */
+	uv_loop_t loop;
+	struct errlog e = {0};
+	st = open_threaded(f->path, &loop, &e);
+	assert_int_equal(queue_msg(st, 15000, NULL, 0), 0);
+	assert_int_equal(queue_msg(st, 15001, NULL, 0), 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_non_null(strstr(e.all, "key 15000 after 15000"));
+	assert_int_equal(queue_msg(st, 15001, NULL, 0), 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(peek_int(f->path, "SELECT count(*) FROM messages"), 5001);
+	close_threaded(st, &loop);
+}
+
 static void
 test_thread_progress(void **state)
 {
@@ -1457,6 +1625,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_close_without_loop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_commits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_multi_row, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_thread_packed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migrate_packed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_progress, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_write_failure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_thread_retry_delay, setup, teardown),
