@@ -1199,10 +1199,15 @@ bus_batch_committed(void *arg, int status)
 		b->batch = NULL;
 	struct pending *p = bt->head;
 	free(bt);
+	/* A batch's answers mostly go to one sender in a row: its agent is
+	 * looked up once per run (agents are freed only at exit). */
+	struct agent *sender = NULL;
 	for (struct pending *next; p != NULL; p = next) {
 		next = p->next;
-		struct agent *sender =
-		    p->sender ? agents_find(orch_agents(b->orch), p->sender) : NULL;
+		if (p->sender == NULL)
+			sender = NULL;
+		else if (sender == NULL || strcmp(p->sender, sender->name) != 0)
+			sender = agents_find(orch_agents(b->orch), p->sender);
 		if (status != 0) {
 			bus_unroute(b, p->msg);
 			if (sender != NULL)

@@ -1018,6 +1018,10 @@ proto_get(const struct proto_msg *m, const char *field)
 const char *
 proto_str_k(const struct proto_msg *m, struct proto_key field)
 {
+	if (m->nflat >= 0) { /* (the hot path: a flat line's span, directly) */
+		const struct flatjson_field *f = flat_field(m, field);
+		return f != NULL && f->kind == FLATJSON_STR ? f->str : NULL;
+	}
 	struct pval v;
 	return msg_field(m, field, &v) && v.t == T_STR ? v.s : NULL;
 }
@@ -1026,6 +1030,10 @@ proto_str_k(const struct proto_msg *m, struct proto_key field)
 json_int_t
 proto_int_k(const struct proto_msg *m, struct proto_key field, json_int_t dflt)
 {
+	if (m->nflat >= 0) {
+		const struct flatjson_field *f = flat_field(m, field);
+		return f != NULL && f->kind == FLATJSON_INT ? f->num : dflt;
+	}
 	struct pval v;
 	return msg_field(m, field, &v) && v.t == T_INT ? v.i : dflt;
 }
