@@ -651,6 +651,7 @@ store_unschedule(struct store *st)
 static void store_commit_handoff(struct store *st);
 static bool store_finish(struct store *st);
 static void store_hooks_run(struct store *st);
+static bool store_collect(struct store *st);
 
 /* The loop reached the commit point. */
 static void
@@ -1488,14 +1489,28 @@ store_thread_main(void *arg)
 static void
 store_async_cb(uv_async_t *h)
 {
-	struct store *st = h->data;
-	if (st->inflight != NULL) {
-		pthread_mutex_lock(&st->mu);
-		bool done = st->work_done;
-		pthread_mutex_unlock(&st->mu);
-		if (done)
-			store_wait(st);
-	}
+	store_collect(h->data);
+}
+
+/* Whether the job in flight is done (then store_wait will not block). */
+static bool
+store_job_done(struct store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	bool done = st->work_done;
+	pthread_mutex_unlock(&st->mu);
+	return done;
+}
+
+/* Reaps the job in flight if it is done, hands the next off if a commit
+ * point waited for it, and runs the callbacks: on the thread's signal, or
+ * sooner (store_progress).  Returns true if a callback closed the store
+ * (st is gone). */
+static bool
+store_collect(struct store *st)
+{
+	if (st->inflight != NULL && store_job_done(st))
+		store_wait(st);
 	if (st->inflight == NULL && st->want_commit && !st->closing) {
 		/* The commit point that waited (the wait was its batching)
 		 * goes first, so that the thread works while the loop runs the
@@ -1509,16 +1524,23 @@ store_async_cb(uv_async_t *h)
 			store_commit_handoff(st);
 	}
 	if (store_finish(st))
-		return;
+		return true;
 	if (st->inflight == NULL)
 		uv_unref((uv_handle_t *)&st->async);
+	return false;
 }
 
 void
 store_progress(struct store *st)
 {
-	if (st == NULL || !st->threaded || st->inflight != NULL || st->q.n < STORE_HANDOFF_MIN ||
-	    st->failing || st->closing || st->commit_interval_ms > 0)
+	if (st == NULL || !st->threaded || st->failing || st->closing || st->commit_interval_ms > 0)
+		return;
+	/* A job done while the loop read: its senders hear `sent` now, and
+	 * the next job starts, instead of at the loop's next poll (a read of
+	 * many lines takes a while, and a sender's window waits on it). */
+	if (st->inflight != NULL && st->busy == 0 && store_job_done(st) && store_collect(st))
+		return; /* (busy: input fed by a callback itself: they stay in order) */
+	if (st->inflight != NULL || st->q.n < STORE_HANDOFF_MIN || st->failing || st->closing)
 		return;
 	store_commit_handoff(st);
 }

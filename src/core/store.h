@@ -118,10 +118,12 @@ void store_before_commit_remove(struct store *st, store_hook_fn fn, void *arg);
 int store_flush(struct store *st, char **cause);
 /* True while a group transaction is open. */
 bool store_pending(const struct store *st);
-/* After a piece of agent input (a read, a WebSocket message): with the
- * store thread idle and enough writes queued, hands them to it now instead
- * of at the end of the loop turn, so that it commits them while the loop reads on (and their
- * senders hear `sent` sooner).  Runs no callback. */
+/* After a piece of agent input (a read, a WebSocket message): if the job
+ * in flight is done, reaps it and runs its after-commit callbacks now
+ * rather than at the loop's next poll (not from inside a callback); then,
+ * with the store thread idle and enough writes queued, hands them to it
+ * now instead of at the end of the loop turn, so that it commits them
+ * while the loop reads on (and their senders hear `sent` sooner). */
 void store_progress(struct store *st);
 
 /* Size of the database and its WAL in bytes. */
