@@ -1040,6 +1040,19 @@ store_multi_sql(struct store *st, const char *sql, int nvals)
 	return ok ? st->multi[st->nmulti - 1].multi : NULL;
 }
 
+/* Inserts a block of packed rows (keys first..last) with the block table's
+ * INSERT s; returns sqlite3_step's code. */
+static int
+store_pack_insert(sqlite3_stmt *s, int64_t first, int64_t last, const char *blk, size_t len)
+{
+	sqlite3_bind_int64(s, 1, first);
+	sqlite3_bind_int64(s, 2, last);
+	sqlite3_bind_blob(s, 3, blk, (int)len, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc;
+}
+
 /* Packs the run of q's rows of one packed table that starts at q->v[i]
  * into blocks of at most STORE_PACK_ROWS rows (about STORE_PACK_BYTES
  * bytes) and inserts each: one row of the block table for them all.
@@ -1094,16 +1107,12 @@ store_pack_run(struct store *st, const struct store_recs *q, size_t i, int *rc, 
 			              oom ? "out of memory" : sqlite3_errmsg(st->db), pt->insert);
 			return j - i;
 		}
-		sqlite3_bind_int64(s, 1, first);
-		sqlite3_bind_int64(s, 2, last);
-		sqlite3_bind_blob(s, 3, st->pack, (int)st->pack_len, SQLITE_STATIC);
-		*rc = sqlite3_step(s);
-		if (*rc != SQLITE_DONE)
+		*rc = store_pack_insert(s, first, last, st->pack, st->pack_len);
+		if (*rc != SQLITE_DONE) {
 			*err = xasprintf("%s: write failed: %s: %s", st->path,
 			                 sqlite3_errmsg(st->db), pt->insert);
-		sqlite3_reset(s);
-		if (*rc != SQLITE_DONE)
 			break;
+		}
 	}
 	/* (A block of a megabyte is not kept for the next.) */
 	if (st->pack_cap > 4 * STORE_PACK_BYTES) {
@@ -1159,11 +1168,9 @@ store_pack_messages(sqlite3 *db, char **errmsg)
 		}
 		if (rc == SQLITE_OK && rows > 0 &&
 		    (step != SQLITE_ROW || rows == STORE_PACK_ROWS || len >= STORE_PACK_BYTES)) {
-			sqlite3_bind_int64(ins, 1, first);
-			sqlite3_bind_int64(ins, 2, last);
-			sqlite3_bind_blob(ins, 3, blk, (int)len, SQLITE_STATIC);
-			rc = sqlite3_step(ins) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
-			sqlite3_reset(ins);
+			rc = store_pack_insert(ins, first, last, blk, len) == SQLITE_DONE
+			         ? SQLITE_OK
+			         : sqlite3_errcode(db);
 			rows = 0;
 		}
 		if (step != SQLITE_ROW)

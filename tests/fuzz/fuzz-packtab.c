@@ -53,8 +53,8 @@ rows_roundtrip(const uint8_t *p, const uint8_t *end)
 		char *out = NULL;
 		size_t len = 0, cap = 0;
 		FUZZ_CHECK(packtab_add_row(&out, &len, &cap, v, ncols) == 0);
-		FUZZ_CHECK(packtab_row((const uint8_t *)out, (const uint8_t *)out + len, ncols, w) ==
-		           len);
+		FUZZ_CHECK(
+		    packtab_row((const uint8_t *)out, (const uint8_t *)out + len, ncols, w) == len);
 		FUZZ_CHECK(same(v, w, ncols));
 		free(out);
 		p += n;
