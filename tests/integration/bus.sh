@@ -521,12 +521,74 @@ ht "[r['id'] for r in j] == [$D, $N2]" --limit 1000 ||
 	fail "second pruning: history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want [$D, $N2] (acked $W older than 5 s, $N2 younger, $D dead)"
 ok "retention 5s: acked $X and $F pruned at startup, dead $D and pending $W kept; once acked and old, $W too, younger $N2 not; ids go on ($N2)"
 
+quit_ok "rt2"
+
+# ---- retention drops whole blocks ---------------------------------------------
+# Messages are stored a commit's worth to a block (src/core/packtab.h), and
+# retention deletes whole blocks: an acked message committed together with a
+# pending one stays until that one is acked and old too.  A script agent
+# sends pairs, one to an agent that acks and one to an agent that does not,
+# each pair in two writes back to back (one read, one commit, mostly).
+RT="$T/rtb"
+: >"$T/bk.txt"
+for k in 1 2 3 4 5 6 7 8; do
+	printf '#sleep 0.2\n{"type":"send","to":"acker","body":"a%s","ref":"a%s"}\n' "$k" "$k"
+	printf '{"type":"send","to":"napper","body":"p%s","ref":"p%s"}\n' "$k" "$k"
+done >"$T/bk.txt"
+busb_yaml() { # NAPPER_ENV...: the config, napper's env extended
+	core_yaml
+	cat <<-EOF
+	bus:
+	  retention: 5s
+	  ack_timeout: 60s
+	agents:
+	  hello_timeout: 5s
+	  stop_grace: 2s
+	  list:
+	EOF
+	agentdef acker record
+	agentdef napper record "$@"
+	agentdef pairs script "BUS_SCRIPT: \"$T/bk.txt\""
+}
+busb_yaml 'BUS_NOACK: "1"' >"$T/busb.yaml"
+start_headless --config "$T/busb.yaml"
+wait_for 15 "the pairs sent" lt pairs "len([r for r in R if r.get('ev') == 'sent']) == 16"
+# The first pair that went into one block.
+BA="" BP=""
+for k in 1 2 3 4 5 6 7 8; do
+	a=$(lq pairs "[r['id'] for r in R if r.get('ref') == 'a$k'][0]")
+	p=$(lq pairs "[r['id'] for r in R if r.get('ref') == 'p$k'][0]")
+	if [ "$(sqlite3 -readonly "$RT/dreamos.db" "SELECT count(*) FROM message_blocks WHERE \
+		first_id <= min($a, $p) AND last_id >= max($a, $p)")" = 1 ]; then
+		BA=$a BP=$p
+		break
+	fi
+done
+[ -n "$BA" ] || fail "no pair of sends went into one block: $(sqlite3 -readonly "$RT/dreamos.db" \
+	'SELECT first_id, last_id FROM message_blocks')"
+wait_delivered "$BA" "acker:acked"
+quit_ok "rtb"
+sleep 5.2
+start_headless --config "$T/busb.yaml"
+ht "{$BA, $BP} <= set(r['id'] for r in j)" --limit 1000 ||
+	fail "retention dropped part of a block: history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want $BA and $BP in it"
+quit_ok "rtb 2"
+busb_yaml >"$T/busb2.yaml" # (napper acks now)
+start_headless --config "$T/busb2.yaml"
+wait_delivered "$BP" "napper:acked"
+quit_ok "rtb 3"
+sleep 5.2
+start_headless --config "$T/busb2.yaml"
+ht "not {$BA, $BP} & set(r['id'] for r in j)" --limit 1000 ||
+	fail "retention kept an old block with nothing pending: $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]")"
+quit_ok "rtb 4"
+ok "retention by block: acked $BA stays while $BP, committed with it, is pending; both go once $BP is acked and old"
+
 # ---- attempts survive a kill -9 of dreamos -------------------------------------
 # The attempt count is written once the delivery has been in flight 100 ms
 # without an ack; after a crash the message comes back with the next attempt,
 # so max_attempts holds even for a message that crashes the orchestrator.
 
-quit_ok "rt2"
 # shellcheck disable=SC2034
 RT="$T/rt3"
 {
