@@ -802,7 +802,7 @@ export BUS_PIDFILE
 flood_cleanup() {
 	_left=$(cat "$BUS_PIDFILE" 2>/dev/null)
 	cleanup
-	for p in $_left; do kill -KILL "$p" 2>/dev/null; done
+	for p in $_left; do is_ours "$p" busagent && kill -KILL "$p" 2>/dev/null; done
 }
 trap flood_cleanup EXIT
 cat >"$T/f.yaml" <<EOF
@@ -900,7 +900,7 @@ wait_exit "$PID" 15
 [ "$RC" = 0 ] || fail "quit exit status $RC"
 left=""
 while read -r p; do
-	kill -0 "$p" 2>/dev/null && left="$left $p"
+	is_ours "$p" busagent && left="$left $p"
 done <"$BUS_PIDFILE"
 [ -z "$left" ] || fail "agent processes left after quit:$left"
 ok "quit: exit 0, none of the $(wc -l <"$BUS_PIDFILE") agent processes (flood, slowr, other) left"

@@ -27,7 +27,7 @@ mkdir -p "$L"
 bus_cleanup() {
 	leftover=$(cat "$BUS_PIDFILE" 2>/dev/null)
 	cleanup
-	for p in $leftover; do kill -KILL "$p" 2>/dev/null; done
+	for p in $leftover; do is_ours "$p" busagent && kill -KILL "$p" 2>/dev/null; done
 }
 trap bus_cleanup EXIT
 
@@ -69,7 +69,7 @@ quit_ok() {
 # no_agent_left [WHAT]: no agent process this test caused is alive.
 no_agent_left() {
 	left=""
-	for p in $(cat "$BUS_PIDFILE"); do alive "$p" && left="$left $p"; done
+	for p in $(cat "$BUS_PIDFILE"); do alive "$p" && is_ours "$p" busagent && left="$left $p"; done
 	[ -z "$left" ] || fail "agent processes left after quit${1:+ ($1)}:$left"
 }
 # core_yaml: the start of a config for the core alone (no Bridge, no

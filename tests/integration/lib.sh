@@ -9,6 +9,17 @@ RT="$T/rt"
 PIDS=""
 export XDG_CONFIG_HOME="$T/xdg-config" DREAMOS_CONFIG="" DREAMOS_RUNTIME=""
 
+# is_ours PID WORD: process PID exists and its command line holds WORD.  A
+# pid an agent recorded long ago may be another program's by now: the suite
+# starts enough processes to wrap pid_max (32768 on the CI machine), and
+# bus.sh once counted a reused pid as a leftover agent and, cleaning up,
+# killed it: another test's Chromium.
+is_ours() {
+	kill -0 "$1" 2>/dev/null || return 1
+	[ -r "/proc/$1/cmdline" ] || return 0
+	tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q -F -- "$2"
+}
+
 cleanup() {
 	for p in $PIDS; do kill -TERM "$p" 2>/dev/null; done
 	for p in $PIDS; do
