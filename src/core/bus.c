@@ -1606,7 +1606,7 @@ bus_recover(struct bus *b, char **cause)
 	struct store *st = orch_store(b->orch);
 	/* (The reservation in kv is at or above every id ever given: no id
 	 * comes back, even one that retention deleted.) */
-	sqlite3_stmt *s = store_stmt(st, "SELECT coalesce(max(last_id), 0) FROM message_blocks");
+	sqlite3_stmt *s = store_stmt(st, packtab_messages.last_key);
 	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
 		b->st.last_id = sqlite3_column_int64(s, 0);
 	if (s != NULL)
@@ -1788,7 +1788,7 @@ int64_t
 bus_first_id_at(struct store *st, int64_t ts_ms)
 {
 	int64_t lo = 0, hi = 0;
-	sqlite3_stmt *s = store_stmt(st, "SELECT max(last_id) FROM message_blocks");
+	sqlite3_stmt *s = store_stmt(st, packtab_messages.last_key);
 	if (s == NULL)
 		return 0;
 	if (sqlite3_step(s) == SQLITE_ROW)

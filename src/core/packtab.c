@@ -23,6 +23,7 @@ const struct packtab packtab_messages = {
     .ncols = 8,
     .op = "INSERT INTO messages (id, ts_ms, sender, target, priority, mode, body, reply_to)",
     .insert = "INSERT INTO message_blocks (first_id, last_id, data) VALUES (?1, ?2, ?3)",
+    .last_key = "SELECT last_id FROM message_blocks ORDER BY first_id DESC LIMIT 1",
 };
 
 static const struct packtab *const packtabs[] = {&packtab_messages};

@@ -55,6 +55,10 @@ struct packtab {
 	int ncols;
 	const char *op;     /* what a queued row is, for fault hooks and errors */
 	const char *insert; /* a block's INSERT: ?1 first key, ?2 last key, ?3 the block */
+	/* The newest key stored (no row if none): the last key of the block
+	 * that starts last (keys grow, and first_id is the primary key, where
+	 * max(last_id) would read every block). */
+	const char *last_key;
 };
 
 /* The packed tables of the schema (store.c writes them). */

@@ -1953,8 +1953,9 @@ store_open(struct store **out, uv_loop_t *loop, const struct store_opts *opts, c
 		free(st);
 		return -1;
 	}
-	/* Packed keys go on from the newest stored. */
-	st->pack_last = store_query_int(st, "SELECT coalesce(max(last_id), 0) FROM message_blocks");
+	/* Packed keys go on from the newest stored (-1: none). */
+	int64_t last = store_query_int(st, packtab_messages.last_key);
+	st->pack_last = last > 0 ? last : 0;
 	if (loop != NULL) {
 		uv_check_init(loop, &st->check);
 		uv_idle_init(loop, &st->idle);
