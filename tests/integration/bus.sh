@@ -112,6 +112,9 @@ sendid() {
 	json_get 'j["id"]' <"$T/sendid.out"
 }
 
+# hist_ids: the ids in history (up to 1000), for failure messages.
+hist_ids() { ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"; }
+
 # deliv ID: the deliveries column of message ID in history.
 deliv() {
 	ctl history --json --limit 100000 | json_get "[r['deliveries'] for r in j if r['id'] == $1][0]"
@@ -507,7 +510,7 @@ grep -q "retention: 5s" "$T/bus2r.yaml" || fail "bus2r.yaml: $(cat "$T/bus2r.yam
 sleep 5.2
 start_headless --config "$T/bus2r.yaml"
 ht "[r['id'] for r in j] == [$D, $W]" --limit 1000 ||
-	fail "after retention, history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want [$D, $W]"
+	fail "after retention, history is $(hist_ids), want [$D, $W]"
 dead_is "[r['id'] for r in j] == [$D]" || fail "dead list after pruning: $(ctl dead list)"
 ctl verify >/dev/null || fail "verify after pruning: $(ctl verify)"
 wait_delivered "$W" "lazy:acked"
@@ -518,7 +521,7 @@ wait_delivered "$N2" "lazy:acked"
 quit_ok "rt2, retention 2"
 start_headless --config "$T/bus2r.yaml"
 ht "[r['id'] for r in j] == [$D, $N2]" --limit 1000 ||
-	fail "second pruning: history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want [$D, $N2] (acked $W older than 5 s, $N2 younger, $D dead)"
+	fail "second pruning: history is $(hist_ids), want [$D, $N2] (acked $W older than 5 s, $N2 younger, $D dead)"
 ok "retention 5s: acked $X and $F pruned at startup, dead $D and pending $W kept; once acked and old, $W too, younger $N2 not; ids go on ($N2)"
 
 quit_ok "rt2"
@@ -566,21 +569,24 @@ for k in 1 2 3 4 5 6 7 8; do
 done
 [ -n "$BA" ] || fail "no pair of sends went into one block: $(sqlite3 -readonly "$RT/dreamos.db" \
 	'SELECT first_id, last_id FROM message_blocks')"
+# past_retention WHAT CONFIG: quit, wait out bus.retention (5 s), start
+# again with CONFIG (retention prunes at startup).
+past_retention() {
+	quit_ok "$1"
+	sleep 5.2
+	start_headless --config "$2"
+}
 wait_delivered "$BA" "acker:acked"
-quit_ok "rtb"
-sleep 5.2
-start_headless --config "$T/busb.yaml"
+past_retention "rtb" "$T/busb.yaml"
 ht "{$BA, $BP} <= set(r['id'] for r in j)" --limit 1000 ||
-	fail "retention dropped part of a block: history is $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]"), want $BA and $BP in it"
+	fail "retention dropped part of a block: history is $(hist_ids), want $BA and $BP in it"
 quit_ok "rtb 2"
 busb_yaml >"$T/busb2.yaml" # (napper acks now)
 start_headless --config "$T/busb2.yaml"
 wait_delivered "$BP" "napper:acked"
-quit_ok "rtb 3"
-sleep 5.2
-start_headless --config "$T/busb2.yaml"
+past_retention "rtb 3" "$T/busb2.yaml"
 ht "not {$BA, $BP} & set(r['id'] for r in j)" --limit 1000 ||
-	fail "retention kept an old block with nothing pending: $(ctl history --json --limit 1000 | json_get "[r['id'] for r in j]")"
+	fail "retention kept an old block with nothing pending: $(hist_ids)"
 quit_ok "rtb 4"
 ok "retention by block: acked $BA stays while $BP, committed with it, is pending; both go once $BP is acked and old"
 
