@@ -473,6 +473,7 @@ pt_filter(sqlite3_vtab_cursor *cur, int num, const char *str, int argc, sqlite3_
 		/* From the block that holds lo (the last to start at or below
 		 * it) to the last that starts at or below hi. */
 		char *sql = sqlite3_mprintf(
+		    PACKTAB_SQL_MARK
 		    "SELECT data FROM \"%w\" WHERE first_id >= coalesce((SELECT max(first_id) FROM "
 		    "\"%w\" WHERE first_id <= ?1), ?1) AND first_id <= ?2 ORDER BY first_id %s",
 		    t->pt->blocks, t->pt->blocks, c->desc ? "DESC" : "ASC");
@@ -537,6 +538,15 @@ static sqlite3_module pt_module = {
     .xColumn = pt_column,
     .xRowid = pt_rowid,
 };
+
+/* True if stmt is one the virtual table prepared for itself (see
+ * PACKTAB_SQL_MARK). */
+bool
+packtab_owns(struct sqlite3_stmt *stmt)
+{
+	const char *sql = sqlite3_sql(stmt);
+	return sql != NULL && strncmp(sql, PACKTAB_SQL_MARK, strlen(PACKTAB_SQL_MARK)) == 0;
+}
 
 int
 packtab_register(struct sqlite3 *db)

@@ -28,6 +28,7 @@
 #ifndef DREAMOS_PACKTAB_H
 #define DREAMOS_PACKTAB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,8 +77,15 @@ size_t packtab_row(const unsigned char *p, const unsigned char *end, int ncols,
                    struct packtab_val *v);
 
 struct sqlite3;
+struct sqlite3_stmt;
 /* Makes every packed table readable on db (its module, eponymous).
  * Returns a SQLite code. */
 int packtab_register(struct sqlite3 *db);
+
+/* The table keeps a prepared statement or two of its own between queries
+ * (finalised when the connection closes); their SQL starts with this
+ * mark, and packtab_owns tells them from the caller's. */
+#define PACKTAB_SQL_MARK "/* packtab */ "
+bool packtab_owns(struct sqlite3_stmt *stmt);
 
 #endif

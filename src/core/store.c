@@ -1654,8 +1654,13 @@ store_do_close(struct store *st)
 		free(st->multi[i].multi);
 	st->nmulti = 0;
 	st->stmt_cap = st->nstmts = 0;
-	if (sqlite3_next_stmt(st->db, NULL) != NULL)
-		store_error(st, "%s: closed with statements not finalised", st->path);
+	for (sqlite3_stmt *s = sqlite3_next_stmt(st->db, NULL); s != NULL;
+	     s = sqlite3_next_stmt(st->db, s))
+		if (!packtab_owns(s)) { /* (those go with the connection) */
+			store_error(st, "%s: closed with statements not finalised: %s", st->path,
+			            sqlite3_sql(s));
+			break;
+		}
 	checkpointer_stop(st->ckpt);
 	st->ckpt = NULL;
 	sqlite3_close_v2(st->db);

@@ -5,6 +5,12 @@
 # and captain commands on stdin.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 
+# no_errors WHAT: the session that just ended logged no error (a clean
+# start and stop must not).
+no_errors() {
+	! grep " ERROR " "$T/headless.err" >"$T/errors.txt" || fail "$1: errors logged: $(cat "$T/errors.txt")"
+}
+
 "$DREAMOS" --version | grep -q '^dreamos [0-9]' || fail "--version"
 "$DREAMOS" --help | grep -q -- '--headless' || fail "--help"
 "$DREAMOS" --bogus >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad option must exit 2"
@@ -68,7 +74,8 @@ wait_exit "$PID"; rc=$RC
 [ ! -e "$RT/dreamos.sock" ] || fail "socket left behind"
 [ ! -e "$RT/dreamos.lock" ] || fail "lock left behind"
 grep -q "shutting down (SIGTERM)" "$T/headless.err" || fail "no shutdown log on stderr"
-ok "SIGTERM: exit 0, no socket, no lock"
+no_errors "SIGTERM"
+ok "SIGTERM: exit 0, no socket, no lock, no error logged"
 
 # kill -9 leaves a stale socket and lock file; the next start copes.
 start_headless
@@ -82,6 +89,7 @@ ctl quit | grep -q "shutting down" || fail "quit reply"
 wait_exit "$PID"; rc=$RC
 [ "$rc" = 0 ] || fail "quit exit status $rc"
 [ ! -e "$RT/dreamos.sock" ] || fail "socket left after quit"
+no_errors "quit"
 ok "ctl quit"
 
 # Captain commands on stdin when it is not a terminal.

@@ -1401,7 +1401,13 @@ test_thread_packed(void **state)
 	assert_int_equal(queue_msg(st, 30004, NULL, 0), 0);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	assert_int_equal(peek_int(f->path, "SELECT max(id) FROM messages"), 30004);
+	/* Read through the store's own connection (recovery and history do):
+	 * the table's statements go with it, and closing reports nothing. */
+	assert_int_equal(query_int(st, "SELECT count(*) FROM messages WHERE id >= 30002"), 2);
+	assert_int_equal(query_int(st, "SELECT id FROM messages ORDER BY id DESC LIMIT 1"), 30004);
 	close_threaded(st, &loop);
+	assert_int_equal(e.n, 2); /* (the key refused above, and its rollback) */
+	assert_null(strstr(e.all, "not finalised"));
 }
 
 /* Schema 11: the rows of the messages table move into blocks, exactly. */
