@@ -29,6 +29,14 @@
 #define BUS_LINE_KEEP (64 * 1024)
 
 /* One accepted message, shared by its deliveries. */
+/* SQL: whether stored message `x` (an id expression) is still in the store:
+ * the block that held it is there.  Retention deletes whole blocks
+ * (bus_prune), so that says it; asking `messages` for the id would read
+ * the whole block, up to a MiB, to find one key. */
+#define BUS_SQL_KEPT(x)                                                                            \
+	"EXISTS (SELECT 1 FROM message_blocks WHERE first_id = (SELECT max(first_id) FROM "        \
+	"message_blocks WHERE first_id <= " x ") AND last_id >= " x ")"
+
 struct bmsg {
 	int64_t id;
 	int refs;
@@ -89,6 +97,7 @@ struct dvec {
 
 struct inbox {
 	char *name;
+	struct agent *agent; /* the agent of that name, once seen (agents live until exit) */
 	struct dlist q[PRIO_N];
 	struct dlist inflight;
 	struct intmap byid; /* msg id -> delivery */
@@ -135,7 +144,13 @@ struct bus_listener {
 
 struct bus {
 	struct orch *orch;
-	struct strmap inboxes;          /* name -> inbox */
+	struct strmap inboxes; /* name -> inbox */
+	/* The last inbox a direct send went to, and the last agent that acked
+	 * with its inbox: a stream of messages names the same ones (inboxes
+	 * and agents live until exit). */
+	struct inbox *last_to;
+	struct agent *last_acker;
+	struct inbox *last_acker_ib;
 	struct strmap topics;           /* topic -> struct strmap * of subscriber names */
 	struct intmap msgs;             /* id -> bmsg, while any delivery is pending */
 	struct delivery *ghead, *gtail; /* in flight, by deadline */
@@ -363,6 +378,15 @@ bus_inbox(struct bus *b, const char *name, bool create)
 		strmap_set(&b->inboxes, name, ib);
 	}
 	return ib;
+}
+
+/* The agent ib is for, or NULL if there is none (yet). */
+static struct agent *
+inbox_agent(struct bus *b, struct inbox *ib)
+{
+	if (ib->agent == NULL)
+		ib->agent = agents_find(orch_agents(b->orch), ib->name);
+	return ib->agent;
 }
 
 static size_t
@@ -664,8 +688,7 @@ delivery_write(struct bus *b, struct delivery *d, enum delivery_state state, int
 		rc =
 		    store_queue(st,
 		                "INSERT INTO deliveries (attempt, recipient, msg_id, state, "
-		                "updated_ms) SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 "
-		                "FROM messages WHERE id = ?3)",
+		                "updated_ms) SELECT ?1, ?2, ?3, ?4, ?5 WHERE " BUS_SQL_KEPT("?3"),
 		                "itiii", attempt, d->inbox->name, d->msg->id, (int64_t)state, when);
 	else
 		rc =
@@ -762,7 +785,7 @@ bus_write_acked_row(void *arg, const struct ackmark_ent *e)
 	const struct acked_rows *ar = arg;
 	store_queue(ar->st,
 	            "INSERT INTO deliveries (attempt, recipient, msg_id, state, updated_ms) "
-	            "SELECT ?1, ?2, ?3, 1, ?4 WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?3)",
+	            "SELECT ?1, ?2, ?3, 1, ?4 WHERE " BUS_SQL_KEPT("?3"),
 	            "itii", (int64_t)e->attempt, ar->recipient, e->id, e->when);
 }
 
@@ -1046,7 +1069,7 @@ delivery_dead(struct bus *b, struct delivery *d)
 static void
 bus_dispatch(struct bus *b, struct inbox *ib)
 {
-	struct agent *a = agents_find(orch_agents(b->orch), ib->name);
+	struct agent *a = inbox_agent(b, ib);
 	if (a == NULL || (a->state != AGENT_READY && a->state != AGENT_BUSY))
 		return;
 	const struct config *cfg = orch_config(b->orch);
@@ -1306,13 +1329,16 @@ bus_route(struct bus *b, const char *from, const char *to, struct inbox *one[1],
 	} else if (strcmp(to, "captain") == 0) {
 		/* To the operator: stored and shown (history, the TUI), with no
 		 * delivery to wait for. */
+	} else if (b->last_to != NULL && strcmp(to, b->last_to->name) == 0) {
+		v[n++] = b->last_to;
 	} else {
-		if (agents_find(as, to) == NULL) {
+		struct inbox *ib = bus_inbox(b, to, false);
+		if ((ib != NULL ? inbox_agent(b, ib) : agents_find(as, to)) == NULL) {
 			*code = PERR_UNKNOWN_RECIPIENT;
 			*detail = xasprintf("no agent named '%s'", to);
 			return -1;
 		}
-		v[n++] = bus_inbox(b, to, true);
+		v[n++] = b->last_to = ib != NULL ? ib : bus_inbox(b, to, true);
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (inbox_queued(v[i]) >= BUS_MAX_INBOX) {
@@ -1477,7 +1503,14 @@ static void
 bus_on_ack(struct bus *b, struct agent *a, const struct proto_msg *m)
 {
 	int64_t id = proto_int(m, "id", 0);
-	struct inbox *ib = bus_inbox(b, a->name, false);
+	struct inbox *ib = b->last_acker_ib;
+	if (a != b->last_acker) {
+		ib = bus_inbox(b, a->name, false);
+		if (ib != NULL) {
+			b->last_acker = a;
+			b->last_acker_ib = ib;
+		}
+	}
 	struct delivery *d = ib ? intmap_get(&ib->byid, id) : NULL;
 	struct store *st = orch_store(b->orch);
 	if (d != NULL && d->attempt == 0) {
@@ -1832,9 +1865,8 @@ bus_prune(struct bus *b)
 		sqlite3_bind_int64(s, 1, below);
 		store_step_write(st, s);
 	}
-	s = store_stmt(st,
-	               "DELETE FROM deliveries AS d WHERE d.msg_id < ?1 AND d.state = 1 AND NOT "
-	               "EXISTS (SELECT 1 FROM messages m WHERE m.id = d.msg_id)");
+	s = store_stmt(st, "DELETE FROM deliveries AS d WHERE d.msg_id < ?1 AND d.state = 1 AND "
+	                   "NOT " BUS_SQL_KEPT("d.msg_id"));
 	if (s != NULL) {
 		sqlite3_bind_int64(s, 1, below);
 		store_step_write(st, s);
