@@ -1,10 +1,13 @@
 /* bus-consumer.c — the receiving side of bench/bus.sh: a CellPhone v1 agent (plain C, libc
  * only) that acks every message at once and measures what it receives.
  *
- * Usage: bus-consumer --count N --out FILE
+ * Usage: bus-consumer --count N --out FILE [--hold K]
  *   --count N   messages to wait for (the sum over all producers)
  *   --out FILE  where the result goes, written when N messages have arrived; OUT.ready is
  *               created once dreamos has answered `welcome`
+ *   --hold K    acks out of order: the ack of every message whose id is a multiple of K
+ *               waits for the next read, and goes out after that read's acks (as from a
+ *               consumer that is slow on one message in K); 0 (default): none held
  * The agent's name comes from DREAMOS_AGENT_NAME; BUS_CONSUMER_DUMP, if set, names a file
  * that gets every latency (us) in arrival order, for looking at where the outliers fall.
  *
@@ -75,7 +78,10 @@ out_flush(void)
 	olen = 0;
 }
 
-static long count;
+static long count, hold;
+/* Held acks (--hold): those of the last read, and those of this one. */
+static long long *held, *holding;
+static size_t nheld, nholding;
 static const char *out_path;
 static long received, dups, bad;
 static long long first_ns, last_ns, *lat;
@@ -128,6 +134,29 @@ write_result(void)
 }
 
 static void
+ack_add(long long id)
+{
+	char ack[64];
+	size_t n = ls_ack_line(ack, id);
+	ack[n++] = '\n';
+	out_add(ack, n);
+}
+
+/* After a read's acks: the acks held from the read before go out, and this
+ * read's held ones wait for the next. */
+static void
+acks_release(void)
+{
+	for (size_t i = 0; i < nheld; i++)
+		ack_add(held[i]);
+	long long *t = held;
+	held = holding;
+	holding = t;
+	nheld = nholding;
+	nholding = 0;
+}
+
+static void
 handle(const char *line, size_t len, long long t)
 {
 	struct ls_line l;
@@ -138,10 +167,11 @@ handle(const char *line, size_t len, long long t)
 		const struct ls_field *id = ls_get(&l, "id");
 		if (!id)
 			return;
-		char ack[64];
-		size_t n = ls_ack_line(ack, ls_int(id, 0));
-		ack[n++] = '\n';
-		out_add(ack, n);
+		long long mid = ls_int(id, 0);
+		if (hold > 0 && mid % hold == 0 && nholding < (size_t)count)
+			holding[nholding++] = mid;
+		else
+			ack_add(mid);
 		if (ls_int(ls_get(&l, "attempt"), 1) > 1) {
 			dups++;
 			return;
@@ -187,16 +217,20 @@ main(int argc, char **argv)
 			count = atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--out"))
 			out_path = argv[i + 1];
+		else if (!strcmp(argv[i], "--hold"))
+			hold = atol(argv[i + 1]);
 		else
-			die("usage: bus-consumer --count N --out FILE");
+			die("usage: bus-consumer --count N --out FILE [--hold K]");
 	}
-	if (count <= 0 || !out_path)
-		die("usage: bus-consumer --count N --out FILE");
+	if (count <= 0 || !out_path || hold < 0)
+		die("usage: bus-consumer --count N --out FILE [--hold K]");
 	const char *name = getenv("DREAMOS_AGENT_NAME");
 	if (!name || !*name)
 		name = "consumer";
 	signal(SIGPIPE, SIG_IGN);
-	if (!(lat = calloc((size_t)count, sizeof *lat)))
+	if (!(lat = calloc((size_t)count, sizeof *lat)) ||
+	    (hold > 0 && (!(held = calloc((size_t)count, sizeof *held)) ||
+	                  !(holding = calloc((size_t)count, sizeof *holding)))))
 		die("out of memory");
 	char hello[256];
 	int hn = snprintf(hello, sizeof hello,
@@ -228,6 +262,9 @@ main(int argc, char **argv)
 		}
 		len -= (size_t)(start - buf);
 		memmove(buf, start, len);
+		acks_release();
+		if (done) /* (nothing more to wait for) */
+			acks_release();
 		out_flush();
 	}
 	out_flush();

@@ -47,6 +47,9 @@
 #   BUS_LAT_SECS   latency runs: seconds (default 5)
 #   BUS_REPEAT     throughput runs per cell, the median is shown (default 3)
 #   BUS_DURABILITY store.durability for dreamos: normal (default) or strict
+#   BUS_HOLD       dreamos's consumer acks out of order: the ack of every message whose id
+#                  is a multiple of BUS_HOLD waits for its next read (bus-consumer --hold);
+#                  0 (default): every ack at once, in order
 #   BUS_TMP        scratch directory, kept (default: a new /tmp/dreamos-bus.XXXXXX, removed)
 # Needs: a C compiler, redis-server and redis-cli (apt-get install redis-server); without
 # them the Redis row says "n/a".
@@ -64,6 +67,7 @@ RATE=${BUS_RATE:-1000}
 LAT_SECS=${BUS_LAT_SECS:-5}
 REPEAT=${BUS_REPEAT:-3}
 DURABILITY=${BUS_DURABILITY:-normal}
+HOLD=${BUS_HOLD:-0}
 SIZE=256
 LAT_N=$(awk -v r="$RATE" -v s="$LAT_SECS" 'BEGIN { printf "%d", r * s }')
 
@@ -167,7 +171,7 @@ EOF
 		sleep 0.05
 	done
 	"$D" ctl --runtime "$RUN/rt" agent spawn consumer --cap bench -- \
-		"$tmp/bus-consumer" --count "$total" --out "$RUN/consumer" >/dev/null
+		"$tmp/bus-consumer" --count "$total" --hold "$HOLD" --out "$RUN/consumer" >/dev/null
 	wait_files 10 "$RUN/consumer.ready" || return 1
 	ready="" results=""
 	i=1
@@ -343,6 +347,7 @@ echo "Message bus: $SIZE-byte bodies, sender window $WINDOW, $CLIENTS clients = 
 echo "throughput = median of $REPEAT runs; latency = 1 sender at $RATE msgs/s for $LAT_SECS s."
 echo "Machine: $(nproc) CPU ${cpu:-?}, $(uname -sr); load average before the run: $load_start."
 echo "dreamos store.durability $DURABILITY.  Throughput cells: median [lowest..highest]."
+[ "$HOLD" = 0 ] || echo "dreamos's consumer holds the ack of every message whose id is a multiple of $HOLD for one read."
 echo
 awk -v d1="$D1" -v d8="$D8" -v r1="$R1" -v r8="$R8" -v e1="$E1" -v e8="$E8" \
 	-v d1s="$D1S" -v d8s="$D8S" -v r1s="$R1S" -v r8s="$R8S" -v e1s="$E1S" -v e8s="$E8S" \
