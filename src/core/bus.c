@@ -55,7 +55,20 @@ struct bmsg {
 	 * by bus_accept), or NULL; d0_used while a delivery is there. */
 	struct delivery *d0;
 	bool d0_used;
+	bool pooled; /* its allocation is BMSG_POOL_BYTES, from or for bus.pool */
 };
+
+/* Allocations of messages that fit in BMSG_POOL_BYTES (one with a 256-byte
+ * body takes about 580) are kept when freed, up to BMSG_POOL_MAX of them,
+ * for the next: thousands are in flight at a time, more than glibc's
+ * per-thread cache holds, so each message cost a trip through malloc and
+ * free (about 450 instructions with calloc's zeroing). */
+#define BMSG_POOL_BYTES 768
+#ifdef __SANITIZE_ADDRESS__
+#define BMSG_POOL_MAX 0 /* (each message freed, so ASan sees a use after it) */
+#else
+#define BMSG_POOL_MAX 4096
+#endif
 
 struct inbox;
 
@@ -151,6 +164,8 @@ struct bus {
 	struct inbox *last_to;
 	struct agent *last_acker;
 	struct inbox *last_acker_ib;
+	void **pool; /* freed message allocations (BMSG_POOL_BYTES each) */
+	size_t npool;
 	struct strmap topics;           /* topic -> struct strmap * of subscriber names */
 	struct intmap msgs;             /* id -> bmsg, while any delivery is pending */
 	struct delivery *ghead, *gtail; /* in flight, by deadline */
@@ -273,7 +288,12 @@ bmsg_unref(struct bus *b, struct bmsg *m)
 	void *v = intmap_del(&b->msgs, m->id);
 	if (v != NULL && v != m)
 		intmap_set(&b->msgs, m->id, v);
-	free(m);
+	if (m->pooled && b->npool < BMSG_POOL_MAX) {
+		if (b->pool == NULL)
+			b->pool = xcalloc(BMSG_POOL_MAX, sizeof *b->pool);
+		b->pool[b->npool++] = m;
+	} else
+		free(m);
 }
 
 static bool bus_target_direct(const char *to);
@@ -309,12 +329,20 @@ delivery_free(struct delivery *d)
  * come right after the struct (aligned as it is), at *extrap: a new
  * message's pending answer lives there, one allocation fewer per message. */
 static struct bmsg *
-bmsg_alloc(int64_t id, const char *from, const char *to, const char *body, size_t blen,
-           size_t extra, void **extrap)
+bmsg_alloc(struct bus *b, int64_t id, const char *from, const char *to, const char *body,
+           size_t blen, size_t extra, void **extrap)
 {
 	size_t flen = strlen(from) + 1, tlen = strlen(to) + 1;
 	extra = (extra + 7) & ~(size_t)7;
-	struct bmsg *m = xcalloc(1, sizeof *m + extra + flen + tlen + blen + 1);
+	size_t size = sizeof(struct bmsg) + extra + flen + tlen + blen + 1;
+	struct bmsg *m;
+	if (size > BMSG_POOL_BYTES) {
+		m = xcalloc(1, size);
+	} else {
+		m = b->npool > 0 ? b->pool[--b->npool] : xmalloc(BMSG_POOL_BYTES);
+		memset(m, 0, sizeof *m + extra); /* (the strings are copied over) */
+		m->pooled = true;
+	}
 	if (extrap != NULL)
 		*extrap = m + 1;
 	char *p = (char *)(m + 1) + extra;
@@ -332,19 +360,19 @@ bmsg_alloc(int64_t id, const char *from, const char *to, const char *body, size_
 }
 
 static struct bmsg *
-bmsg_new(int64_t id, const char *from, const char *to, const char *body, size_t blen)
+bmsg_new(struct bus *b, int64_t id, const char *from, const char *to, const char *body, size_t blen)
 {
-	return bmsg_alloc(id, from, to, body, blen, 0, NULL);
+	return bmsg_alloc(b, id, from, to, body, blen, 0, NULL);
 }
 
 /* A message from a row of messages whose columns col.. are ts_ms, sender,
  * target, priority, mode, body and reply_to (recovery, requeue); its
  * reference count is 0. */
 static struct bmsg *
-bmsg_from_row(sqlite3_stmt *s, int col, int64_t id)
+bmsg_from_row(struct bus *b, sqlite3_stmt *s, int col, int64_t id)
 {
 	const char *body = (const char *)sqlite3_column_text(s, col + 5);
-	struct bmsg *m = bmsg_new(id, (const char *)sqlite3_column_text(s, col + 1),
+	struct bmsg *m = bmsg_new(b, id, (const char *)sqlite3_column_text(s, col + 1),
 	                          (const char *)sqlite3_column_text(s, col + 2), body ? body : "",
 	                          body ? strlen(body) : 0);
 	m->refs = 0;
@@ -538,6 +566,9 @@ bus_free(struct bus *b)
 	}
 	free(b->batch);
 	intmap_free(&b->msgs);
+	for (size_t i = 0; i < b->npool; i++)
+		free(b->pool[i]);
+	free(b->pool);
 	free(b->listeners);
 	free(b->unsaved.v);
 	free(b->later.v);
@@ -1404,7 +1435,7 @@ bus_accept(struct bus *b, const struct bus_send_req *req, const char *sender, co
 	size_t slen = sender ? strlen(sender) + 1 : 0, rlen = ref ? strlen(ref) + 1 : 0;
 	size_t dlen = bus_target_direct(req->to) ? sizeof(struct delivery) : 0;
 	struct pending *p;
-	struct bmsg *m = bmsg_alloc(id, req->from, req->to, req->body, blen,
+	struct bmsg *m = bmsg_alloc(b, id, req->from, req->to, req->body, blen,
 	                            sizeof *p + dlen + slen + rlen, (void **)&p);
 	/* A direct message's one delivery goes right after its answer. */
 	_Static_assert(sizeof(struct pending) % _Alignof(struct delivery) == 0,
@@ -1684,7 +1715,7 @@ bus_recover(struct bus *b, char **cause)
 		int64_t id = sqlite3_column_int64(s, 2);
 		struct bmsg *m = intmap_get(&b->msgs, id);
 		if (m == NULL) {
-			m = bmsg_from_row(s, 3, id);
+			m = bmsg_from_row(b, s, 3, id);
 			intmap_set(&b->msgs, id, m);
 		}
 		struct inbox *ib = bus_inbox(b, (const char *)sqlite3_column_text(s, 0), true);
@@ -1774,7 +1805,7 @@ bus_dead_requeue(struct bus *b, int64_t id)
 	bool fresh = m == NULL;
 	while (sqlite3_step(s) == SQLITE_ROW) {
 		if (m == NULL)
-			m = bmsg_from_row(s, 1, id);
+			m = bmsg_from_row(b, s, 1, id);
 		names = xreallocarray(names, n + 1, sizeof *names);
 		names[n++] = xstrdup((const char *)sqlite3_column_text(s, 0));
 	}
