@@ -28,7 +28,6 @@
 /* The line and body buffers (bus_scratch) are kept up to this size. */
 #define BUS_LINE_KEEP (64 * 1024)
 
-/* One accepted message, shared by its deliveries. */
 /* SQL: whether stored message `x` (an id expression) is still in the store:
  * the block that held it is there.  Retention deletes whole blocks
  * (bus_prune), so that says it; asking `messages` for the id would read
@@ -37,6 +36,7 @@
 	"EXISTS (SELECT 1 FROM message_blocks WHERE first_id = (SELECT max(first_id) FROM "        \
 	"message_blocks WHERE first_id <= " x ") AND last_id >= " x ")"
 
+/* One accepted message, shared by its deliveries. */
 struct bmsg {
 	int64_t id;
 	int refs;
@@ -157,15 +157,7 @@ struct bus_listener {
 
 struct bus {
 	struct orch *orch;
-	struct strmap inboxes; /* name -> inbox */
-	/* The last inbox a direct send went to, and the last agent that acked
-	 * with its inbox: a stream of messages names the same ones (inboxes
-	 * and agents live until exit). */
-	struct inbox *last_to;
-	struct agent *last_acker;
-	struct inbox *last_acker_ib;
-	void **pool; /* freed message allocations (BMSG_POOL_BYTES each) */
-	size_t npool;
+	struct strmap inboxes;          /* name -> inbox */
 	struct strmap topics;           /* topic -> struct strmap * of subscriber names */
 	struct intmap msgs;             /* id -> bmsg, while any delivery is pending */
 	struct delivery *ghead, *gtail; /* in flight, by deadline */
@@ -213,6 +205,14 @@ struct bus {
 	 * its own. */
 	struct buf line, body;
 	bool body_busy; /* body holds the send bus_on_send is accepting */
+	/* The last inbox a direct send went to, and the last agent that acked
+	 * with its inbox: a stream of messages names the same ones (inboxes
+	 * and agents live until exit). */
+	struct inbox *last_to;
+	struct agent *last_acker;
+	struct inbox *last_acker_ib;
+	void **pool; /* freed message allocations (BMSG_POOL_BYTES each) */
+	size_t npool;
 };
 
 static void bus_write_unsaved(void *arg);
