@@ -63,12 +63,12 @@ struct bmsg {
  * for the next: thousands are in flight at a time, more than glibc's
  * per-thread cache holds, so each message cost a trip through malloc and
  * free (about 450 instructions with calloc's zeroing). */
-#define BMSG_POOL_BYTES 768
 #ifdef __SANITIZE_ADDRESS__
-#define BMSG_POOL_MAX 0 /* (each message freed, so ASan sees a use after it) */
+#define BMSG_POOL_BYTES 0 /* (none pooled: each freed, so ASan sees a use after it) */
 #else
-#define BMSG_POOL_MAX 4096
+#define BMSG_POOL_BYTES 768
 #endif
+#define BMSG_POOL_MAX 4096
 
 struct inbox;
 
