@@ -398,8 +398,10 @@ static void
 ws_link_close(struct agent *a)
 {
 	struct wsclient *c = a->link;
-	if (c && c->ws)
+	if (c && c->ws) {
+		ws_set_owed(c->ws, NULL);
 		ws_close(c->ws, 1000, "stopped by the orchestrator");
+	}
 }
 
 static const struct agent_link_ops ws_ops = {
@@ -659,6 +661,7 @@ ws_on_message(void *arg, struct ws_conn *ws, const char *data, size_t len)
 		return;
 	}
 	c->agent = a;
+	ws_set_owed(ws, &a->owed_bytes); /* (its messages in flight, its tasks) */
 	uv_timer_stop(c->timer);
 	auth_audit(orch_auth(b->o), c->who.name, "agent.connect", ws_peer(ws), true);
 	proto_msg_free(&m);

@@ -90,13 +90,14 @@ struct ws_conn {
 	ws_message_fn on_message;
 	ws_close_fn on_close;
 	void *arg;
-	struct wsframe rd; /* the receiving side */
-	struct buf in;     /* received and not read yet (reading was paused) */
-	bool reading;      /* the peer's frames are read: until its close or a broken rule */
-	bool paused;       /* ws_set_reading(false) */
-	bool done;         /* on_close called */
-	bool close_timer;  /* the CT_WS_CLOSE timer was started */
-	int our_code;      /* the close we started (ws_close, 1003, 1001), or 0 */
+	struct wsframe rd;  /* the receiving side */
+	struct buf in;      /* received and not read yet (reading was paused) */
+	bool reading;       /* the peer's frames are read: until its close or a broken rule */
+	bool paused;        /* ws_set_reading(false) */
+	const size_t *owed; /* ws_set_owed, or NULL */
+	bool done;          /* on_close called */
+	bool close_timer;   /* the CT_WS_CLOSE timer was started */
+	int our_code;       /* the close we started (ws_close, 1003, 1001), or 0 */
 	char *our_reason;
 	int peer_code; /* the peer's close (1005: without a code), or 0 */
 	char *peer_reason;
@@ -879,6 +880,17 @@ alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
+/* Output queued towards the peer that is not owed an answer
+ * (ws_set_owed). */
+static size_t
+conn_out_unowed(const struct http_conn *c)
+{
+	if (c->ws == NULL || c->ws->owed == NULL)
+		return c->wq_bytes;
+	size_t q = ws_queued(c->ws), owed = *c->ws->owed;
+	return q > owed ? q - owed : 0;
+}
+
 /* Starts or stops reading from the socket as the state asks: not while
  * too much input waits or too much output is queued, nor after EOF. */
 static void
@@ -891,7 +903,7 @@ conn_update_reading(struct http_conn *c)
 		want = !c->eof;
 	else if (c->closing || c->eof)
 		want = false;
-	else if (c->wq_bytes >= HTTP_WQ_HIGH)
+	else if (conn_out_unowed(c) >= HTTP_WQ_HIGH)
 		want = false;
 	else if (c->ws != NULL)
 		want = !c->ws->paused && c->ws->in.len < HTTP_IN_HIGH;
@@ -1639,6 +1651,15 @@ ws_set_reading(struct ws_conn *ws, bool on)
 	conn_update_reading(ws->conn);
 	if (on)
 		conn_kick(ws->conn);
+}
+
+void
+ws_set_owed(struct ws_conn *ws, const size_t *owed)
+{
+	if (ws == NULL)
+		return;
+	ws->owed = owed;
+	conn_update_reading(ws->conn);
 }
 
 const char *

@@ -113,6 +113,12 @@ size_t ws_queued(const struct ws_conn *ws);
 void ws_close(struct ws_conn *ws, int code, const char *reason);
 /* Stops or resumes reading from the peer (back-pressure). */
 void ws_set_reading(struct ws_conn *ws, bool on);
+/* Reading also stops while a MiB is queued towards the peer (it is not
+ * reading), not counting *owed bytes (NULL: none), which wait for its
+ * answer: a peer that must write its answers before it reads on would
+ * otherwise wait for us while we wait for it.  owed must outlive ws, or be
+ * set back to NULL. */
+void ws_set_owed(struct ws_conn *ws, const size_t *owed);
 const char *ws_peer(const struct ws_conn *ws);
 
 /* Fills l with the defaults that http_server_start uses for any zero field

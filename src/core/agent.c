@@ -462,6 +462,7 @@ agent_link_closed(struct agent *a, const struct agent_exit *ex)
 	if (was_connected)
 		orch_agent_gone(a->orch, a);
 	a->running_tasks = 0;
+	a->owed_bytes = 0; /* (its messages and tasks were given back just now) */
 
 	char desc[256];
 	if (ex->signal != 0)
@@ -1203,6 +1204,18 @@ agent_unthrottle(struct agent *a)
 	if (a->link_ops != NULL && a->link_ops->set_reading != NULL)
 		a->link_ops->set_reading(a, true);
 	orch_agent_unthrottled(a->orch, a);
+}
+
+void
+agent_owe(struct agent *a, size_t n)
+{
+	a->owed_bytes += n;
+}
+
+void
+agent_owed_done(struct agent *a, size_t n)
+{
+	a->owed_bytes -= n < a->owed_bytes ? n : a->owed_bytes;
 }
 
 void

@@ -128,6 +128,12 @@ struct agent {
 
 	/* Work and accounting (bus and tasks update these). */
 	int running_tasks;
+	/* Bytes of the lines sent to it that wait for its answer: messages in
+	 * flight, tasks assigned (agent_owe).  Its link stops reading it when
+	 * it does not read what is queued towards it, but not for these: an
+	 * agent that writes its acks before reading on (as one with blocking
+	 * writes does) would wait for us while we wait for it. */
+	size_t owed_bytes;
 	int64_t tokens_in, tokens_out;
 	double cost_usd;
 	uint64_t msgs_in, msgs_out;
@@ -184,6 +190,11 @@ bool agent_can_take_task(const struct agent *a);
  * meanwhile is noticed). */
 bool agent_throttle(struct agent *a, const char *by);
 void agent_unthrottle(struct agent *a);
+
+/* Counts n more (agent_owe) or fewer (agent_owed_done) bytes in
+ * a->owed_bytes. */
+void agent_owe(struct agent *a, size_t n);
+void agent_owed_done(struct agent *a, size_t n);
 
 /* Sends a protocol line to a connected agent; line is freed.  Returns 0 or
  * -1 if it is not connected. */

@@ -16,7 +16,8 @@
 extern char **environ;
 
 /* Reading from an agent stops while this much is queued towards it (it is
- * not reading its stdin), and resumes below the low mark. */
+ * not reading its stdin), and resumes below the low mark; lines that wait
+ * for its answer (agent.owed_bytes) do not count. */
 #define SPAWN_HIGH_WATER (1024 * 1024)
 #define SPAWN_LOW_WATER  (256 * 1024)
 /* After the process exits, how long to wait for the rest of its stdout. */
@@ -200,6 +201,8 @@ pl_update_reading(struct process_link *pl)
 	if (pl->out_eof || uv_is_closing((uv_handle_t *)&pl->out))
 		return;
 	size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&pl->in) + pl->pending.len;
+	size_t owed = pl->agent != NULL ? pl->agent->owed_bytes : 0;
+	q = q > owed ? q - owed : 0;
 	/* Once the child has exited, what it wrote is read whatever else
 	 * holds reading back (it is drained before the link ends). */
 	bool on = pl->exited ||

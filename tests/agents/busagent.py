@@ -19,6 +19,8 @@ BUS_MODE (or the first argument) says what it does:
                                exists; then ack all held messages (and later
                                ones at once)
               BUS_ACK_TWICE=1  acknowledge every message twice
+              BUS_DELAY=S      sleep S seconds before each message (a
+                               slow reader)
   produce   sends BUS_N messages (body {"seq": S, "pid": PID}) to BUS_TO, as
             fast as the protocol allows: up to BUS_INFLIGHT (default 256)
             sends waiting for their `sent`.  Records {"ev":"sent","ref","id",
@@ -159,6 +161,7 @@ def make_agent():
             self.hold = _flag("BUS_HOLD")
             self.release = ENV.get("BUS_RELEASE", "")
             self.twice = _flag("BUS_ACK_TWICE")
+            self.delay = float(ENV.get("BUS_DELAY", "0") or 0)
             self.held = []
 
         def on_welcome(self, info):
@@ -180,6 +183,8 @@ def make_agent():
                 self.held = []
 
         def on_message(self, msg):
+            if self.delay > 0:
+                time.sleep(self.delay)
             self.record(msg)
             if self.noack:
                 return Agent.LATER
