@@ -639,6 +639,9 @@ test_lifecycle(void **state)
 	assert_int_equal(w1->state, AGENT_BUSY);
 
 	assert_int_equal(c->n, 1);
+	/* Its line waits for the agent's answer: the link does not count it
+	 * as output the agent fails to read (agent.h). */
+	assert_int_equal(w1->owed_bytes, strlen(c->lines[0]));
 	json_t *j = cap_line(c, 0);
 	assert_string_equal(jtype(j), "task.assign");
 	json_t *task = json_object_get(j, "task");
@@ -674,6 +677,7 @@ test_lifecycle(void **state)
 	assert_null(json_object_get(j, "waiting"));
 	json_decref(j);
 	assert_int_equal(w1->running_tasks, 0);
+	assert_int_equal(w1->owed_bytes, 0);
 	assert_int_equal(w1->state, AGENT_READY);
 
 	/* Submit (queued, shown as from == to), then one event per edge; the
@@ -710,6 +714,7 @@ test_backoff_timing(void **state)
 		     (long long)id, attempt);
 		assert_string_equal(state_of(f, id), "failed");
 		assert_int_equal(w1->running_tasks, 0); /* the slot is free meanwhile */
+		assert_int_equal(w1->owed_bytes, 0);
 		json_t *j = show(f, id);
 		assert_true(json_real_value(json_object_get(j, "retry_in_s")) ==
 		            (double)delays[attempt - 1] / 1000.0);
@@ -800,9 +805,12 @@ test_timeout(void **state)
 	assert_int_equal(count_lines(c, "task.cancel", id), 1);
 	assert_string_equal(state_of(f, id), "failed");
 	assert_string_equal(str_field(f, id, "error"), "timed out after 5.0 s on w1");
-	/* The freed slot went to the other task at once. */
+	/* The freed slot went to the other task at once; only its line is
+	 * owed now. */
 	assert_string_equal(state_of(f, other), "assigned");
 	assert_int_equal(w1->running_tasks, 1);
+	assert_non_null(strstr(c->lines[c->n - 1], "\"type\":\"task.assign\""));
+	assert_int_equal(w1->owed_bytes, strlen(c->lines[c->n - 1]));
 	feed(f, w1, "{\"type\":\"task.done\",\"task\":%lld}", (long long)other);
 	advance(f, 999);
 	assert_string_equal(state_of(f, id), "failed");
@@ -821,6 +829,7 @@ test_timeout(void **state)
 	feed(f, w1, "{\"type\":\"task.done\",\"task\":%lld}", (long long)d);
 	assert_string_equal(last_error(c), PERR_NOT_YOUR_TASK);
 	assert_string_equal(state_of(f, d), "failed");
+	assert_int_equal(w1->owed_bytes, 0);
 }
 
 /* Cancel: a queued task; a running one (its agent gets task.cancel and the
