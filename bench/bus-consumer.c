@@ -16,8 +16,10 @@
  * clock).  Redeliveries (attempt > 1) are acked and not counted.
  *
  * Result (one line): received=N first_ns=T0 last_ns=T1 lat_p50_us=.. lat_p99_us=..
- * lat_max_us=..  (first/last: when the first and the N-th message were read).  After that the
- * agent keeps acking, answers ping, and stops on `stop` or EOF.
+ * lat_max_us=.. dups=.. bad=.. cpu_ns=C  (first/last: when the first and the N-th message were
+ * read; cpu_ns: this process's CPU time, CLOCK_PROCESS_CPUTIME_ID, from `welcome` to the
+ * N-th message read, before the latencies are sorted).  After that the agent keeps acking,
+ * answers ping, and stops on `stop` or EOF.
  *
  * Input is read(2) in big chunks, many lines per call; the acks of one chunk go out in one
  * write, as bench/tiny-agent.c does.  Each line is read in one pass (linescan.h). */
@@ -37,6 +39,16 @@ now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* This process's CPU time (user + system, all threads), in ns. */
+static long long
+cpu_ns(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
+		return 0;
 	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
@@ -85,6 +97,7 @@ static size_t nheld, nholding;
 static const char *out_path;
 static long received, dups, bad;
 static long long first_ns, last_ns, *lat;
+static long long cpu0_ns, cpu1_ns; /* CPU time at `welcome` and at the N-th message */
 static int done, stopping;
 
 static int
@@ -125,10 +138,10 @@ write_result(void)
 		die("cannot write the result");
 	fprintf(f,
 	        "received=%ld first_ns=%lld last_ns=%lld lat_p50_us=%.1f lat_p99_us=%.1f "
-	        "lat_max_us=%.1f dups=%ld bad=%ld\n",
+	        "lat_max_us=%.1f dups=%ld bad=%ld cpu_ns=%lld\n",
 	        received, first_ns, last_ns, pct_us(lat, received, 0.50),
 	        pct_us(lat, received, 0.99), received ? (double)lat[received - 1] / 1000.0 : 0.0,
-	        dups, bad);
+	        dups, bad, cpu1_ns - cpu0_ns);
 	fclose(f);
 	rename(tmp, out_path);
 }
@@ -189,10 +202,12 @@ handle(const char *line, size_t len, long long t)
 		lat[received++] = sent > 0 ? t - sent : 0;
 		last_ns = t;
 		if (received == count) {
+			cpu1_ns = cpu_ns(); /* before the dump and the sort */
 			done = 1;
 			write_result();
 		}
 	} else if (ls_is(type, "welcome")) {
+		cpu0_ns = cpu_ns();
 		char ready[4096];
 		snprintf(ready, sizeof ready, "%s.ready", out_path);
 		FILE *f = fopen(ready, "w");

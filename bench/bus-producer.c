@@ -21,8 +21,9 @@
  * so the `sent` answer gives the durability round trip (send written -> `sent` read).
  *
  * Result (one line): sent=N errors=E retries=B start_ns=T0 end_ns=T1 rate=R(msgs/s) sent_p50_us=..
- * sent_p99_us=..  where start is when the first send was written and end when the last `sent`
- * was read.  After that the agent stays connected (answering ping, stopping on stop or EOF).
+ * sent_p99_us=.. cpu_ns=C  where start is when the first send was written and end when the last
+ * `sent` was read; cpu_ns is this process's CPU time (CLOCK_PROCESS_CPUTIME_ID) from start to
+ * end.  After that the agent stays connected (answering ping, stopping on stop or EOF).
  *
  * I/O: stdin is read(2) in big chunks and stdout written non-blocking from one buffer, both
  * driven by poll(2), so the producer never blocks writing while dreamos waits for it to read
@@ -46,6 +47,16 @@ now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* This process's CPU time (user + system, all threads), in ns. */
+static long long
+cpu_ns(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
+		return 0;
 	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
@@ -326,7 +337,7 @@ main(int argc, char **argv)
 			wait_poll(1);
 	}
 
-	long long t0 = now_ns();
+	long long cpu0 = cpu_ns(), t0 = now_ns();
 	if (rate > 0) {
 		/* Latency mode: a fixed pace, one send every 1/rate s. */
 		double step = 1e9 / rate;
@@ -352,7 +363,7 @@ main(int argc, char **argv)
 			wait_poll(retry_wait(-1));
 		}
 	}
-	long long t1 = now_ns();
+	long long t1 = now_ns(), cpu1 = cpu_ns();
 	qsort(rtt, (size_t)nrtt, sizeof *rtt, cmp_ll);
 	char tmp[4096];
 	snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
@@ -361,9 +372,9 @@ main(int argc, char **argv)
 		die("cannot write the result");
 	fprintf(f,
 	        "sent=%ld errors=%ld retries=%ld start_ns=%lld end_ns=%lld rate=%.0f "
-	        "sent_p50_us=%.1f sent_p99_us=%.1f\n",
+	        "sent_p50_us=%.1f sent_p99_us=%.1f cpu_ns=%lld\n",
 	        nok, nerrors, nretries, t0, t1, (double)count * 1e9 / (double)(t1 - t0),
-	        pct_us(rtt, nrtt, 0.50), pct_us(rtt, nrtt, 0.99));
+	        pct_us(rtt, nrtt, 0.50), pct_us(rtt, nrtt, 0.99), cpu1 - cpu0);
 	fclose(f);
 	rename(tmp, out_path);
 	while (!stopping)

@@ -30,6 +30,22 @@
 # send time in the body; dreamos and Redis: one-way (sender -> the receiver reads it), echo:
 # the round trip (send -> echo read back).  Throughput: median of BUS_REPEAT runs.
 #
+# CPU per message (printed after the targets), for the throughput runs of dreamos and Redis:
+# CPU time over the run / messages, in us; each figure is the median of its own over the
+# BUS_REPEAT runs, so the parts need not add up to the total exactly.
+#   dreamos  its threads, from /proc/PID/task/*/schedstat (ns on CPU; exact, unlike the 10 ms
+#            ticks of /proc/PID/stat), sampled when the producers are released and as soon as
+#            the consumer's result file appears (polled every 20 ms; dreamos is idle by
+#            then): loop (the main thread), store (dreamos-store), ckpt (dreamos-ckpt), other
+#            (the rest); agents = the consumer's and the producers' own CPU over their
+#            measured intervals (cpu_ns= in their result lines, CLOCK_PROCESS_CPUTIME_ID).
+#   redis    redis-server's threads (schedstat, before and after each redis-bench run) and
+#            the clients (client_cpu_ns= of redis-bench: the subscriber's and the
+#            publishers' own CPU over their measured intervals).
+# "CPUs busy" = CPU us per message x msgs/s / 1e6 of a run: how many of the machine's CPUs
+# the system kept busy (in parentheses: the loop thread's, redis-server's share).  A figure
+# that cannot be read (no schedstat, say) is "n/a".
+#
 # Targets (from the issue): dreamos msgs/s >= Redis pub/sub msgs/s with the same number of
 # clients; dreamos p50 <= 3 x the echo round trip p50.  They are reported, not enforced: the
 # exit status is 0 when every measurement ran, 1 when one failed.
@@ -138,10 +154,46 @@ wait_files() {
 	done
 }
 
+# threads_cpu PID FILE: one line per thread of PID into FILE, "TID NAME NS": NS its time on
+# CPU, the first field of /proc/PID/task/TID/schedstat (ns, exact; /proc/PID/stat counts 10 ms
+# ticks), NAME its comm.  FILE is left empty when they cannot be read.
+threads_cpu() {
+	grep -sH '' "/proc/$1/task/"*/comm "/proc/$1/task/"*/schedstat 2>/dev/null |
+		awk -F: '{ n = split($1, p, "/"); t = p[n - 1]; v = substr($0, length($1) + 2)
+			if (p[n] == "comm") { gsub(/[ \t]/, "_", v); name[t] = v }
+			else if (split(v, f, " ") >= 1 && f[1] ~ /^[0-9]+$/) ns[t] = f[1] }
+			END { for (t in ns) print t, (t in name ? name[t] : "?"), ns[t] }' >"$2" || :
+}
+# cpu_delta PID BEFORE AFTER: the CPU time (ns) of PID's threads between two threads_cpu
+# samples: "LOOP STORE CKPT OTHER ALL", LOOP the main thread's (dreamos's loop, "dreamos"),
+# STORE and CKPT the threads named dreamos-store and dreamos-ckpt, OTHER the rest; "n/a n/a
+# n/a n/a n/a" when a sample is empty.  A thread started in between counts from 0; one that
+# ended in between is not counted (dreamos's threads live as long as it does).
+cpu_delta() {
+	awk -v pid="$1" 'FILENAME == ARGV[1] { b[$1] = $3; nb++; next }
+		{ d = $3 - (($1 in b) ? b[$1] : 0); na++
+		  k = $1 == pid ? "loop" : $2 == "dreamos-store" ? "store" : $2 == "dreamos-ckpt" ? "ckpt" : "other"
+		  s[k] += d; all += d }
+		END { if (!nb || !na) { print "n/a n/a n/a n/a n/a"; exit }
+		  printf "%.0f %.0f %.0f %.0f %.0f\n", s["loop"], s["store"], s["ckpt"], s["other"], all }' "$2" "$3"
+}
+# sum_field KEY FILE...: the sum of KEY=... over result files; n/a if one lacks it.
+sum_field() {
+	sf_key=$1
+	shift
+	for f in "$@"; do
+		v=$(kv "$f" "$sf_key")
+		echo "${v:-n/a}"
+	done | awk '$1 !~ /^[0-9]+$/ { bad = 1 } { s += $1 } END { if (bad || !NR) print "n/a"; else printf "%.0f\n", s }'
+}
+
 # ---- dreamos ----------------------------------------------------------------------------
 # dreamos_run TAG PRODUCERS COUNT_EACH RATE: one run on a fresh runtime; sets LINE to the
-# result line of the consumer plus t0 (first producer start) and the producers' `sent`
-# figures.  Runs in this shell (not in $(...)), so that DPID is known to cleanup.
+# result line of the consumer plus t0 (first producer start), the producers' `sent`
+# figures and, with RATE 0, the CPU time of the measured interval in ns: dreamos's threads
+# (cpu_loop/store/ckpt/other_ns, from the go to the consumer's result file) and the agents'
+# own (cpu_agents_ns: the consumer's cpu_ns plus the producers').  Runs in this shell (not in
+# $(...)), so that DPID is known to cleanup.
 dreamos_run() {
 	RUN=$tmp/$1
 	np=$2 each=$3 rate=$4
@@ -187,7 +239,26 @@ EOF
 	done
 	# shellcheck disable=SC2086
 	wait_files 10 $ready || return 1
-	: >"$RUN/go"
+	dcpu="n/a n/a n/a n/a n/a"
+	if [ "$rate" = 0 ]; then
+		threads_cpu "$DPID" "$RUN/cpu.0"
+		: >"$RUN/go"
+		# dreamos's CPU as soon as the consumer has read the last message.  A producer
+		# whose sends were refused ends without it: that is reported below.
+		wc=0
+		while [ ! -f "$RUN/consumer" ]; do
+			wc=$((wc + 1))
+			kill -0 "$DPID" 2>/dev/null || break
+			# shellcheck disable=SC2086
+			if [ $((wc % 25)) = 0 ] && grep -qs ' errors=[1-9]' $results; then break; fi
+			[ $wc -lt 15000 ] || break
+			sleep 0.02
+		done
+		threads_cpu "$DPID" "$RUN/cpu.1"
+		dcpu=$(cpu_delta "$DPID" "$RUN/cpu.0" "$RUN/cpu.1")
+	else
+		: >"$RUN/go"
+	fi
 	# shellcheck disable=SC2086
 	wait_files 300 $results || return 1
 	# shellcheck disable=SC2086
@@ -208,6 +279,11 @@ EOF
 	commits=$(sed -n 's/.*"commits": *\([0-9]*\).*/\1/p' "$RUN/status.json" | head -n 1)
 	LINE="$(cat "$RUN/consumer") t0=$t0 sent_p50_us=$(kv "$RUN/p1" sent_p50_us)"
 	LINE="$LINE sent_p99_us=$(kv "$RUN/p1" sent_p99_us) commits=${commits:-?} retries=$retries"
+	# shellcheck disable=SC2086
+	agents=$(sum_field cpu_ns "$RUN/consumer" $results)
+	# shellcheck disable=SC2086
+	set -- $dcpu
+	LINE="$LINE cpu_loop_ns=$1 cpu_store_ns=$2 cpu_ckpt_ns=$3 cpu_other_ns=$4 cpu_agents_ns=$agents"
 }
 # thr_of LINE TOTAL: msgs/s of a dreamos result line.
 thr_of() {
@@ -215,6 +291,36 @@ thr_of() {
 		END { printf "%.0f\n", n / ((v["last_ns"] - v["t0"]) / 1e9) }'
 }
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+# dcpu_row LINE TOTAL MSGS_PER_S: the CPU of a dreamos throughput run per message, in us:
+# "ALL LOOP STORE CKPT OTHER AGENTS BUSY LOOP_BUSY", BUSY = CPUs kept busy (ALL x msgs/s /
+# 1e6), LOOP_BUSY the loop thread's; n/a for what could not be read.
+dcpu_row() {
+	echo "$1" | tr ' ' '\n' | awk -F= -v n="$2" -v r="$3" '{ v[$1] = $2 }
+		function ok(k) { return (k in v) && v[k] ~ /^-?[0-9]+$/ }
+		function us(k) { return ok(k) ? sprintf("%.4f", v[k] / 1e3 / n) : "n/a" }
+		function busy(x) { return x == "n/a" || r !~ /^[0-9]+$/ ? "n/a" : sprintf("%.4f", x * r / 1e6) }
+		END {
+			all = "n/a"
+			if (ok("cpu_loop_ns") && ok("cpu_store_ns") && ok("cpu_ckpt_ns") && ok("cpu_other_ns") && ok("cpu_agents_ns"))
+				all = sprintf("%.4f", (v["cpu_loop_ns"] + v["cpu_store_ns"] + v["cpu_ckpt_ns"] + v["cpu_other_ns"] + v["cpu_agents_ns"]) / 1e3 / n)
+			print all, us("cpu_loop_ns"), us("cpu_store_ns"), us("cpu_ckpt_ns"), us("cpu_other_ns"), us("cpu_agents_ns"), busy(all), busy(us("cpu_loop_ns"))
+		}'
+}
+# rcpu_row OUT BEFORE AFTER: the same for a redis-bench throughput run (its output line OUT,
+# redis-server's threads_cpu samples around it): "ALL SERVER CLIENTS BUSY SERVER_BUSY".
+rcpu_row() {
+	srv=$(cpu_delta "$RPID" "$2" "$3" | cut -d' ' -f5)
+	echo "$1 server_ns=$srv" | tr ' ' '\n' | awk -F= '{ v[$1] = $2 }
+		function ok(k) { return (k in v) && v[k] ~ /^-?[0-9]+$/ }
+		function us(k) { return ok(k) ? sprintf("%.4f", v[k] / 1e3 / v["msgs"]) : "n/a" }
+		function busy(x) { return x == "n/a" ? "n/a" : sprintf("%.4f", x * v["msgs_per_s"] / 1e6) }
+		END {
+			all = ok("server_ns") && ok("client_cpu_ns") ? sprintf("%.4f", (v["server_ns"] + v["client_cpu_ns"]) / 1e3 / v["msgs"]) : "n/a"
+			print all, us("server_ns"), us("client_cpu_ns"), busy(all), busy(us("server_ns"))
+		}'
+}
+# col N FILE: the median of column N of FILE, leaving out n/a (n/a if none).
+col() { awk -v c="$1" '$c != "n/a" { print $c }' "$2" | median; }
 
 EACH8=$((MSGS / CLIENTS))
 DNOTE=""
@@ -224,11 +330,13 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')
 say "dreamos: throughput, 1 producer -> 1 consumer, $MSGS messages x $REPEAT"
 k=0
 : >"$tmp/d1"
+: >"$tmp/dc1"
 while [ $k -lt "$REPEAT" ]; do
 	k=$((k + 1))
 	dreamos_run d1-$k 1 "$MSGS" 0 || die "dreamos run failed"
 	line=$LINE
 	thr_of "$line" "$MSGS" >>"$tmp/d1"
+	dcpu_row "$line" "$MSGS" "$(tail -n 1 "$tmp/d1")" >>"$tmp/dc1"
 	say "  run $k: $(tail -n 1 "$tmp/d1") msgs/s ($(field "$line" commits) commits; sent p50 $(field "$line" sent_p50_us) us)"
 done
 D1=$(median <"$tmp/d1") D1S=$(spread <"$tmp/d1")
@@ -243,11 +351,13 @@ if [ -f "$RUN/rt/dreamos.db-wal" ]; then cp "$RUN/rt/dreamos.db-wal" "$tmp/floor
 say "dreamos: throughput, $CLIENTS producers -> 1 consumer, $((EACH8 * CLIENTS)) messages x $REPEAT"
 k=0
 : >"$tmp/d8"
+: >"$tmp/dc8"
 while [ $k -lt "$REPEAT" ]; do
 	k=$((k + 1))
 	dreamos_run d8-$k "$CLIENTS" "$EACH8" 0 || die "dreamos run failed"
 	line=$LINE
 	thr_of "$line" $((EACH8 * CLIENTS)) >>"$tmp/d8"
+	dcpu_row "$line" $((EACH8 * CLIENTS)) "$(tail -n 1 "$tmp/d8")" >>"$tmp/dc8"
 	say "  run $k: $(tail -n 1 "$tmp/d8") msgs/s ($(field "$line" commits) commits)"
 done
 D8=$(median <"$tmp/d8") D8S=$(spread <"$tmp/d8")
@@ -260,6 +370,8 @@ DNOTE="send -> sent (durable) p50 $(field "$line" sent_p50_us) us, p99 $(field "
 
 # ---- redis ----------------------------------------------------------------------------
 RLAT50=n/a RLAT99=n/a R1=n/a R8=n/a R1S=n/a R8S=n/a
+: >"$tmp/rc1"
+: >"$tmp/rc8"
 if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
 	port=$("$tmp/echo" free-port)
 	mkdir -p "$tmp/redis"
@@ -281,10 +393,16 @@ if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>
 	k=0
 	while [ $k -lt "$REPEAT" ]; do
 		k=$((k + 1))
+		threads_cpu "$RPID" "$tmp/redis/cpu.0"
 		out=$("$tmp/redis-bench" "$port" thr 1 "$PEER_MSGS" "$WINDOW" $SIZE) || die "redis-bench failed"
+		threads_cpu "$RPID" "$tmp/redis/cpu.1"
 		field "$out" msgs_per_s >>"$tmp/r1"
+		rcpu_row "$out" "$tmp/redis/cpu.0" "$tmp/redis/cpu.1" >>"$tmp/rc1"
+		threads_cpu "$RPID" "$tmp/redis/cpu.0"
 		out=$("$tmp/redis-bench" "$port" thr "$CLIENTS" $((PEER_MSGS / CLIENTS)) "$WINDOW" $SIZE) || die "redis-bench failed"
+		threads_cpu "$RPID" "$tmp/redis/cpu.1"
 		field "$out" msgs_per_s >>"$tmp/r8"
+		rcpu_row "$out" "$tmp/redis/cpu.0" "$tmp/redis/cpu.1" >>"$tmp/rc8"
 		say "  run $k: $(tail -n 1 "$tmp/r1") / $(tail -n 1 "$tmp/r8") msgs/s"
 	done
 	R1=$(median <"$tmp/r1") R1S=$(spread <"$tmp/r1")
@@ -367,6 +485,24 @@ awk -v d1="$D1" -v d8="$D8" -v r1="$R1" -v r8="$R8" -v e1="$E1" -v e8="$E8" \
 	printf "target: dreamos p50 <= 3 x echo p50:  %.1f x  %s\n", dl50 / el50, (dl50 + 0 <= 3 * el50) ? "met" : "NOT met"
 }'
 echo "dreamos $DNOTE (1 sender at $RATE msgs/s)."
+# pair N STEM: "1-client 8-client" medians of column N of $tmp/STEM1 and $tmp/STEM8.
+pair() { echo "$(col "$1" "$tmp/${2}1") $(col "$1" "$tmp/${2}8")"; }
+awk -v d="$(pair 1 dc)" -v dl="$(pair 2 dc)" -v ds="$(pair 3 dc)" -v dk="$(pair 4 dc)" \
+	-v dot="$(pair 5 dc)" -v da="$(pair 6 dc)" -v db="$(pair 7 dc)" -v dlb="$(pair 8 dc)" \
+	-v r="$(pair 1 rc)" -v rs="$(pair 2 rc)" -v rc="$(pair 3 rc)" -v rb="$(pair 4 rc)" \
+	-v rsb="$(pair 5 rc)" -v runs="$REPEAT" -v n="$CLIENTS" -v ncpu="$(nproc)" 'function f(x) {
+		return x ~ /^-?[0-9.]+$/ ? sprintf("%.2f", x) : "n/a"
+	}
+	function p(s, x) { split(s, x, " "); return f(x[1]) " / " f(x[2]) }
+	BEGIN {
+	printf "CPU per message, us (each figure the median of its %d throughput runs), 1 client / %d clients;\n", runs, n
+	printf "CPUs busy = CPU us per message x msgs/s / 1e6 (of the %d CPUs here):\n", ncpu
+	printf "  %-8s %s = %s CPUs busy\n", "dreamos", p(d), p(db)
+	printf "  %-8s loop %s (%s CPUs), store %s, ckpt %s, other %s;\n", "", p(dl), p(dlb), p(ds), p(dk), p(dot)
+	printf "  %-8s agents %s\n", "", p(da)
+	printf "  %-8s %s = %s CPUs busy\n", "redis", p(r), p(rb)
+	printf "  %-8s redis-server %s (%s CPUs); clients %s\n", "", p(rs), p(rsb), p(rc)
+}'
 awk -v fb="$FB" -v fd="$FD" -v d1="$D1" -v r1="$R1" -v b="$FLOOR_BATCH" 'BEGIN {
 	printf "store floor (SQLite alone, 1 thread, no protocol; %d messages per transaction):\n", b
 	printf "  %-38s %8.0f msgs/s", "one bare row per message:", fb

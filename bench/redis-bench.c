@@ -6,8 +6,11 @@
  *       one subscriber (this process) on channel "bench" and PUBLISHERS publisher processes;
  *       each publisher sends COUNT PUBLISH commands with a SIZE-byte payload, pipelined with
  *       at most WINDOW replies outstanding (as bus-producer waits for `sent`).  Prints
- *       "msgs=N secs=S msgs_per_s=R", counted at the subscriber: messages received over the
- *       time from the first publisher's start to the last message received.
+ *       "msgs=N secs=S msgs_per_s=R client_cpu_ns=C", counted at the subscriber: messages
+ *       received over the time from the first publisher's start to the last message
+ *       received; C is the CPU time (CLOCK_PROCESS_CPUTIME_ID) of the clients over their
+ *       measured intervals: the subscriber's from the go to the last message, plus each
+ *       publisher's from its start to its last reply (sent back through the result pipe).
  *   redis-bench PORT lat RATE COUNT SIZE
  *       one publisher sends a message every 1/RATE s whose payload starts with
  *       "t=<CLOCK_MONOTONIC ns>"; the subscriber takes the one-way latency of each.  Prints
@@ -35,6 +38,16 @@ now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* This process's CPU time (user + system), in ns. */
+static long long
+cpu_ns(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
+		return 0;
 	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
@@ -151,7 +164,7 @@ publisher(int port, long count, long window, long size, double rate, int ready_w
 	char c = 1;
 	if (write(ready_w, &c, 1) != 1 || read(go_r, &c, 1) != 0)
 		die("sync");
-	long long t0 = now_ns();
+	long long cpu0 = cpu_ns(), t0 = now_ns();
 	long sent = 0, replies = 0;
 	size_t batch_cap = (size_t)(window < 1000 ? window : 1000) * cn;
 	char *batch = malloc(batch_cap);
@@ -200,7 +213,8 @@ publisher(int port, long count, long window, long size, double rate, int ready_w
 			}
 		}
 	}
-	long long t[2] = {t0, now_ns()};
+	long long t[3] = {t0, now_ns(), 0};
+	t[2] = cpu_ns() - cpu0;
 	if (write(res_w, t, sizeof t) != sizeof t)
 		die("result");
 	exit(0);
@@ -286,6 +300,7 @@ main(int argc, char **argv)
 		if (read(ready[0], &c, 1) != 1)
 			die("a publisher failed to start");
 	close(go[1]); /* go */
+	long long sub_cpu0 = cpu_ns(), sub_cpu = 0;
 
 	long got = 0;
 	long long last_ns = 0;
@@ -313,16 +328,19 @@ main(int argc, char **argv)
 			off += used;
 		}
 		last_ns = t;
+		if (got == total)
+			sub_cpu = cpu_ns() - sub_cpu0;
 		memmove(buf, buf + off, len - off);
 		len -= off;
 	}
-	long long t0 = 0;
+	long long t0 = 0, client_cpu = sub_cpu;
 	for (long i = 0; i < pubs; i++) {
-		long long t[2];
+		long long t[3];
 		if (read(res[0], t, sizeof t) != sizeof t)
 			die("a publisher failed");
 		if (i == 0 || t[0] < t0)
 			t0 = t[0];
+		client_cpu += t[2];
 	}
 	while (wait(NULL) > 0 || errno == EINTR)
 		;
@@ -332,7 +350,8 @@ main(int argc, char **argv)
 		       pct_us(lat, total, 0.50), pct_us(lat, total, 0.99), pct_us(lat, total, 1.0));
 	} else {
 		double secs = (double)(last_ns - t0) / 1e9;
-		printf("msgs=%ld secs=%.3f msgs_per_s=%.0f\n", total, secs, (double)total / secs);
+		printf("msgs=%ld secs=%.3f msgs_per_s=%.0f client_cpu_ns=%lld\n", total, secs,
+		       (double)total / secs, client_cpu);
 	}
 	return 0;
 }
