@@ -31,6 +31,8 @@ BUS_MODE (or the first argument) says what it does:
             (so a crash in the middle of a run is resumed, not repeated).
             Records {"ev":"done","sent":N} at the end, then idles.
               BUS_PRIORITY     priority of the messages (default none)
+              BUS_PAD=N        add "pad": N x's to each body (bigger
+                               messages, the same count)
   script    sends the lines of the file BUS_SCRIPT as they are (one per
             line; a line that is not JSON is written raw), then records
             {"ev":"script_done"}.  A line "#sleep SECONDS" pauses, "#exit"
@@ -203,6 +205,7 @@ def make_agent():
             self.n = int(ENV.get("BUS_N", "1000"))
             self.window = max(1, int(ENV.get("BUS_INFLIGHT", "256")))
             self.priority = ENV.get("BUS_PRIORITY") or None
+            self.pad = "x" * int(ENV.get("BUS_PAD", "0") or 0)
             done = [r for r in _read_log(ENV.get("BUS_LOG", "")) if r.get("ev") == "sent"]
             seqs = [r["seq"] for r in done if isinstance(r.get("seq"), int)]
             self.next = max(seqs + [len(done) - 1]) + 1
@@ -225,7 +228,10 @@ def make_agent():
                     self.next += 1
                 else:
                     break
-                ref = self.send(self.to, {"seq": seq, "pid": PID}, priority=self.priority)
+                body = {"seq": seq, "pid": PID}
+                if self.pad:
+                    body["pad"] = self.pad
+                ref = self.send(self.to, body, priority=self.priority)
                 self.refs[ref] = seq
             if not self.refs and self.answered >= self.n and not self.finished:
                 self.finished = True

@@ -7,15 +7,18 @@
 # 1,000 connections beyond max_connections), a remote agent on the Python SDK
 # that gets a message and a task and acks them and gets a message again after
 # it reconnects, observers, rate limits, the audit chain catching an edited
-# and a deleted row, TLS with a self-signed certificate, and a remote agent
-# throttled by a slow recipient's full queue that is killed while held.
+# and a deleted row, TLS with a self-signed certificate, a remote agent
+# throttled by a slow recipient's full queue that is killed while held, and
+# a remote agent whose writes block that gets every message of a window of
+# 20,000 on one connection.
 #
 # Three dreamos runs on one runtime: (1) plain HTTP, most of the tests;
 # (2) after editing an audit row: audit verify, rate limits and the connection
 # flood (small security.rate_limit and bridge.max_connections); (3) after
 # deleting the newest audit row: audit verify again, then TLS.  Between (1)
-# and (2), one on a runtime of its own (small bus.high_water and
-# heartbeat_timeout): the throttled remote agent.
+# and (2), two on runtimes of their own: the throttled remote agent (small
+# bus.high_water and heartbeat_timeout), then the big window (bus.window
+# 20,000).
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 
 TOP=$(cd "${top_srcdir:-.}" && pwd)
@@ -904,6 +907,146 @@ while read -r p; do
 done <"$BUS_PIDFILE"
 [ -z "$left" ] || fail "agent processes left after quit:$left"
 ok "quit: exit 0, none of the $(wc -l <"$BUS_PIDFILE") agent processes (flood, slowr, other) left"
+RT="$T/rt"
+
+# =========================================================================
+# On a runtime of its own: a big window to a remote agent whose writes block
+# =========================================================================
+# The Bridge stops reading a WebSocket while a MiB waits to be written to it
+# (its peer is not reading), but not for the messages in flight to it: they
+# wait for its acks.  A remote agent that writes each ack with a blocking
+# write before it reads on would otherwise fill its socket with acks that are
+# not read, block in that write, stop reading, and leave the queue full: each
+# waiting for the other (before the fix: wide had 6,000 to 7,000 of the
+# messages when heartbeat_timeout marked it unhealthy, and it stayed so, its
+# close frame queued behind the rest).  wide is such an agent, on a raw socket
+# (wsclient.py): for each message it sleeps 0.1 ms (a slow reader), records
+# it and acks it with sendall() on a blocking socket, never reading while it
+# writes.  Its socket buffers are made small (a pipe's are 64 KiB) so that its
+# writes block soon, whatever the kernel's autotuning; it sends a heartbeat
+# after 1 s without input and exits when the connection ends.  prodw
+# (busagent.py produce, a child agent started once wide is there) sends it
+# 20,000 messages as fast as it can, with a window of 20,000; each carries
+# 1,000 bytes of padding (about 21 MB in all) so that more than a MiB stays
+# queued while wide's acks fill the buffers (40 bytes each: a few thousand of
+# them), however much the kernel holds of what is sent to it (up to
+# net.ipv4.tcp_wmem's 4 MiB).  Within 60 s every message must arrive once
+# (attempt 1) on wide's one connection and be acked; none may die.
+RT="$T/rtw"
+cat >"$T/w.yaml" <<EOF
+extensions:
+  load: []
+bus:
+  window: 20000
+  high_water: 100000
+  ack_timeout: 120s
+agents:
+  heartbeat_timeout: 10s
+  hello_timeout: 5s
+  stop_grace: 2s
+  list:
+    - name: prodw
+      command: $PY
+      args: [-u, $BUSAGENT, produce]
+      autostart: false
+      env: {BUS_LOG: "$T/prodw.log", BUS_TO: wide, BUS_N: "20000", BUS_INFLIGHT: "2000", BUS_PAD: "1000"}
+EOF
+start_bridge "$T/w.yaml"
+newkey wide agent
+: >"$T/wide.log"
+"$PY" - "$PORT" "$KEY" "$T/wide.log" <<'EOF' >"$T/wide.out" 2>"$T/wide.err" &
+import json, os, socket, sys, time, urllib.request
+from wsclient import WebSocket, Closed
+port, key, path = sys.argv[1:4]
+fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def log(**rec):  # one write(2) a record: what was written stays, however it ends
+    os.write(fd, (json.dumps(rec) + "\n").encode())
+req = urllib.request.Request("http://127.0.0.1:%s/v1/auth/token" % port, method="POST",
+                             headers={"Authorization": "Bearer " + key})
+tok = json.load(urllib.request.urlopen(req, timeout=10))["token"]
+ws = WebSocket.connect("ws://127.0.0.1:%s/v1/stream" % port,
+                       headers={"Authorization": "Bearer " + tok})
+# (Before anything but the handshake went through: the kernel doubles them.)
+ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+assert ws.sock.gettimeout() is None  # blocking: sendall() waits for room
+ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": "wide", "max_tasks": 0}))
+while True:
+    try:
+        m = json.loads(ws.recv_text(timeout=1.0))
+    except TimeoutError:
+        ws.send_text('{"type": "heartbeat"}')
+        continue
+    except (Closed, OSError) as e:
+        log(ev="closed", why=str(e))
+        break
+    if m["type"] == "welcome":
+        log(ev="welcome", session=m.get("session"))
+    elif m["type"] == "message":
+        time.sleep(0.0001)
+        # (as busagent.py records it, without the padding, for its verify)
+        log(ev="msg", id=m["id"], attempt=m.get("attempt"), body={"seq": m["body"]["seq"]})
+        try:
+            ws.send_text(json.dumps({"type": "ack", "id": m["id"]}))
+        except OSError as e:
+            log(ev="closed", why="ack: %s" % e)
+            break
+ws.shutdown()
+EOF
+WPID=$!
+PIDS="$PIDS $WPID"
+until_ok 10 state_is wide ready || fail "remote agent wide not ready: $(cat "$T/wide.err")"
+ctl agent restart prodw >/dev/null || fail "starting prodw"
+# wq PYEXPR: prints PYEXPR over R, the records of wide's log, and M, its
+# messages.
+wq() {
+	"$PY" - "$T/wide.log" "$1" <<-'EOF'
+	import json, sys
+	R = [json.loads(l) for l in open(sys.argv[1], "rb") if l.endswith(b"\n")]
+	M = [r for r in R if r["ev"] == "msg"]
+	print(eval(sys.argv[2]))
+	EOF
+}
+# Until wide has them all or its connection ended, 60 s at most (by the
+# clock: reading its log takes a while).
+T0=$(date +%s)
+until [ "$(wq "len(set(m['id'] for m in M)) == 20000 or R[-1]['ev'] == 'closed'" 2>/dev/null)" = True ] ||
+	[ $(($(date +%s) - T0)) -ge 60 ]; do
+	sleep 0.5
+done
+TOOK=$(($(date +%s) - T0))
+WHAT="$(wq "len(M)") messages ($(wq "len(set(m['id'] for m in M))") distinct) in $TOOK s"
+WINFO=$(ctl agent info wide --json | json_get "'state %s (%s), last_exit %s, session %s' % (j['state'], j['state_reason'], j['last_exit'], j['session'])")
+wq "[r for r in R if r['ev'] != 'msg']" >"$T/wide.ev"
+grep -q closed "$T/wide.ev" && fail "wide was disconnected after $WHAT: $(cat "$T/wide.ev"); wide: $WINFO"
+[ "$(wq "len(set(m['id'] for m in M))")" = 20000 ] ||
+	fail "wide did not get 20,000 messages within 60 s: $WHAT; wide: $WINFO"
+[ "$(wq "len(M) == 20000 and all(m['attempt'] == 1 for m in M)")" = True ] ||
+	fail "wide got messages more than once: $WHAT, attempts $(wq "sorted(set(m['attempt'] for m in M))")"
+wverify() { "$PY" "$BUSAGENT" verify "$T/prodw.log" "$T/wide.log"; }
+wverify >"$T/wverify.out" || fail "wide does not have every message prodw got sent for: $(cat "$T/wverify.out")"
+grep -q "^sent 20000," "$T/wverify.out" || fail "prodw: $(cat "$T/wverify.out")"
+until_ok 10 no_pending || fail "messages still pending: $(ctl status --json | json_get 'j["counts"]')"
+ctl dead list --json | jtest "j == []" || fail "dead messages: $(ctl dead list | head -n 5)"
+# One connection all along: one welcome, whose session dreamos still has.
+[ "$(wq "len([r for r in R if r['ev'] == 'welcome'])")" = 1 ] || fail "wide connected again: $(cat "$T/wide.ev")"
+WSESS=$(wq "[r['session'] for r in R if r['ev'] == 'welcome'][0]")
+ctl agent info wide --json | jtest "j['state'] == 'ready' and j['session'] == '$WSESS' and j['last_exit'] is None" ||
+	fail "wide after the run: $WINFO"
+ok "window 20,000 to a remote agent with blocking writes: all 20,000 (about 21 MB) arrived once (attempt 1) in $TOOK s on one connection and were acked, none died"
+
+ctl quit >/dev/null || fail "quit"
+wait_exit "$PID" 15
+[ "$RC" = 0 ] || fail "quit exit status $RC"
+wait_exit "$WPID" 5
+[ "$RC" = 0 ] || fail "wide exit status $RC: $(tail -n 5 "$T/wide.err")"
+grep -q closed "$T/wide.log" || fail "wide did not see its connection end"
+left=""
+while read -r p; do
+	is_ours "$p" busagent && left="$left $p"
+done <"$BUS_PIDFILE"
+[ -z "$left" ] || fail "agent processes left after quit:$left"
+ok "quit: exit 0; wide saw its connection end and exited 0; prodw is gone"
 RT="$T/rt"
 
 # =========================================================================
