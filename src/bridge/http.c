@@ -52,7 +52,7 @@
 #define HTTP_FLUSH_MS    10000         /* longest wait for a closing connection's output */
 #define HTTP_LINGER_MS   1000          /* then how long we read and discard */
 #define HTTP_LINGER_MAX  (256 * 1024)  /* and how much */
-#define WS_CLOSE_WAIT_MS 2000          /* wait for the peer's close frame */
+#define WS_CLOSE_WAIT_MS 2000          /* a close's end: the peer's close frame */
 #define WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum conn_timer {
@@ -61,7 +61,7 @@ enum conn_timer {
 	CT_REQUEST,  /* a request has begun and must end in time */
 	CT_FLUSH,    /* closing: output still being written */
 	CT_LINGER,   /* closing: reading and discarding before close */
-	CT_WS_CLOSE, /* our close frame is out, waiting for the peer's */
+	CT_WS_CLOSE, /* a close is on its way (ws_closing), waiting for the end */
 };
 
 enum header_state { HS_NONE, HS_FIELD, HS_VALUE };
@@ -1419,11 +1419,22 @@ ws_handle_event(struct ws_conn *ws, const struct wsframe_event *ev)
 	}
 }
 
+/* True once a close is on its way: ours (ws_close, 1003, 1001), or our
+ * answer to the peer's.  Its frame may wait behind data that the peer is
+ * not reading, so the 2 s for the end count from here, not from when it
+ * is sent: else a peer that stopped reading would hold the connection,
+ * and the messages in flight to its agent, for good. */
+static bool
+ws_closing(const struct ws_conn *ws)
+{
+	return ws->our_code != 0 || !ws->reading || wslay_event_get_close_sent(ws->ctx);
+}
+
 /* Reads the peer's frames (what waited in ws->in, else what http_conn_feed
  * handed over, in place) until the input is used up, reading is paused or
  * over; keeps what is left in ws->in; sends what is queued, and decides
  * whether the WebSocket is over (nothing more to read or send: finish and
- * close) or waiting for the peer's close frame (start the 2 s timer). */
+ * close) or closing (start the 2 s timer). */
 static void
 ws_process(struct ws_conn *ws)
 {
@@ -1478,7 +1489,7 @@ ws_process(struct ws_conn *ws)
 	if (!ws->reading && !wslay_event_want_write(ws->ctx)) {
 		ws_finish(ws, false);
 		conn_shutdown(c);
-	} else if (wslay_event_get_close_sent(ws->ctx) && !ws->close_timer) {
+	} else if (ws_closing(ws) && !ws->close_timer) {
 		ws->close_timer = true;
 		conn_timer(c, CT_WS_CLOSE, WS_CLOSE_WAIT_MS);
 	}
@@ -1501,7 +1512,7 @@ ws_flush(struct ws_conn *ws)
 		return;
 	}
 	if ((!ws->reading && !wslay_event_want_write(ws->ctx)) ||
-	    (wslay_event_get_close_sent(ws->ctx) && !ws->close_timer))
+	    (ws_closing(ws) && !ws->close_timer))
 		conn_kick(c);
 }
 

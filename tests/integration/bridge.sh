@@ -8,17 +8,17 @@
 # that gets a message and a task and acks them and gets a message again after
 # it reconnects, observers, rate limits, the audit chain catching an edited
 # and a deleted row, TLS with a self-signed certificate, a remote agent
-# throttled by a slow recipient's full queue that is killed while held, and
+# throttled by a slow recipient's full queue that is killed while held,
 # a remote agent whose writes block that gets every message of a window of
-# 20,000 on one connection.
+# 20,000 on one connection, and one that stops reading, which is let go.
 #
 # Three dreamos runs on one runtime: (1) plain HTTP, most of the tests;
 # (2) after editing an audit row: audit verify, rate limits and the connection
 # flood (small security.rate_limit and bridge.max_connections); (3) after
 # deleting the newest audit row: audit verify again, then TLS.  Between (1)
-# and (2), two on runtimes of their own: the throttled remote agent (small
-# bus.high_water and heartbeat_timeout), then the big window (bus.window
-# 20,000).
+# and (2), three on runtimes of their own: the throttled remote agent (small
+# bus.high_water and heartbeat_timeout), the big window (bus.window 20,000),
+# the agent that stops reading (small heartbeat_timeout).
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 
 TOP=$(cd "${top_srcdir:-.}" && pwd)
@@ -1047,6 +1047,93 @@ while read -r p; do
 done <"$BUS_PIDFILE"
 [ -z "$left" ] || fail "agent processes left after quit:$left"
 ok "quit: exit 0; wide saw its connection end and exited 0; prodw is gone"
+
+# =========================================================================
+# On a runtime of its own: a remote agent that stops reading is let go
+# =========================================================================
+# mute says hello and then reads nothing more, sends nothing (no
+# heartbeat).  prodm sends it 30 messages of 200 KB: more than the kernel's
+# buffers and the Bridge's MiB hold, so our close frame, when its heartbeat
+# timeout (2 s) ends it, waits behind them for good.  The 2 s for the close
+# to end count from when it is queued, not sent: mute must be dropped
+# (failed: unhealthy), so that the same agent can connect again and get its
+# 30 messages (before: unhealthy for good, the connection held open).
+RT="$T/rtm"
+cat >"$T/m.yaml" <<EOF
+extensions:
+  load: []
+agents:
+  heartbeat_timeout: 2s
+  hello_timeout: 5s
+  stop_grace: 2s
+  list:
+    - name: prodm
+      command: $PY
+      args: [-u, $BUSAGENT, produce]
+      autostart: false
+      env: {BUS_LOG: "$T/prodm.log", BUS_TO: mute, BUS_N: "30", BUS_PAD: "200000"}
+EOF
+start_bridge "$T/m.yaml"
+newkey mute agent
+"$PY" - "$PORT" "$KEY" <<'EOF' >"$T/mute.out" 2>"$T/mute.err" &
+import json, socket, sys, time, urllib.request
+from wsclient import WebSocket
+port, key = sys.argv[1:3]
+req = urllib.request.Request("http://127.0.0.1:%s/v1/auth/token" % port, method="POST",
+                             headers={"Authorization": "Bearer " + key})
+tok = json.load(urllib.request.urlopen(req, timeout=10))["token"]
+ws = WebSocket.connect("ws://127.0.0.1:%s/v1/stream" % port,
+                       headers={"Authorization": "Bearer " + tok})
+ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": "mute", "max_tasks": 0}))
+time.sleep(300)  # reads nothing more (the test kills it)
+EOF
+MPID=$!
+PIDS="$PIDS $MPID"
+until_ok 10 state_is mute ready || fail "remote agent mute not ready: $(cat "$T/mute.err")"
+ctl agent restart prodm >/dev/null || fail "starting prodm"
+prodm_done() { grep -q '"ev":"done"' "$T/prodm.log"; }
+until_ok 20 prodm_done || fail "prodm did not get its 30 messages sent: $(tail -n 3 "$T/prodm.log")"
+T0=$(date +%s)
+until_ok 15 state_is mute failed ||
+	fail "mute not dropped: $(ctl agent info mute --json | json_get "'%s (%s)' % (j['state'], j['state_reason'])")"
+TOOK=$(($(date +%s) - T0))
+ctl agent info mute --json | jtest "j['last_exit'] == 'unhealthy'" ||
+	fail "mute: $(ctl agent info mute --json)"
+# Back, reading this time: its 30 messages, each whole.
+"$PY" - "$PORT" "$KEY" "$T/mute2.log" <<'EOF' >"$T/mute2.out" 2>"$T/mute2.err" &
+import json, sys, urllib.request
+from wsclient import WebSocket
+port, key, path = sys.argv[1:4]
+req = urllib.request.Request("http://127.0.0.1:%s/v1/auth/token" % port, method="POST",
+                             headers={"Authorization": "Bearer " + key})
+tok = json.load(urllib.request.urlopen(req, timeout=10))["token"]
+ws = WebSocket.connect("ws://127.0.0.1:%s/v1/stream" % port,
+                       headers={"Authorization": "Bearer " + tok})
+ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": "mute", "max_tasks": 0}))
+got = set()
+while len(got) < 30:
+    m = json.loads(ws.recv_text(timeout=20))
+    if m["type"] == "error":
+        sys.exit("error: %s" % m)
+    if m["type"] == "message" and len(m["body"]["pad"]) == 200000:
+        got.add(m["id"])
+        ws.send_text(json.dumps({"type": "ack", "id": m["id"]}))
+with open(path, "w") as f:
+    f.write("%d\n" % len(got))
+ws.shutdown()
+EOF
+M2PID=$!
+PIDS="$PIDS $M2PID"
+wait_exit "$M2PID" 30
+[ "$RC" = 0 ] || fail "mute, back, did not get its messages: $(tail -n 3 "$T/mute2.err")"
+[ "$(cat "$T/mute2.log")" = 30 ] || fail "mute, back, got $(cat "$T/mute2.log") messages"
+until_ok 10 no_pending || fail "messages still pending: $(ctl status --json | json_get 'j["counts"]')"
+ok "a remote agent that stopped reading with 6 MB queued to it: dropped $TOOK s after its messages were sent (heartbeat timeout 2 s, then 2 s for its close); back, it got all 30"
+kill "$MPID" 2>/dev/null
+ctl quit >/dev/null || fail "quit"
+wait_exit "$PID" 15
+[ "$RC" = 0 ] || fail "quit exit status $RC"
 RT="$T/rt"
 
 # =========================================================================
