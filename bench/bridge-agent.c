@@ -38,15 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "linescan.h"
-
-static long long
-now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void
 die(const char *msg)

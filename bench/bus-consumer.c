@@ -32,25 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "linescan.h"
-
-static long long
-now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-/* This process's CPU time (user + system, all threads), in ns. */
-static long long
-cpu_ns(void)
-{
-	struct timespec ts;
-	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
-		return 0;
-	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void
 die(const char *msg)

@@ -30,15 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAXCONN 64
+#include "clock.h"
 
-static long long
-now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+#define MAXCONN 64
 
 static void
 die(const char *msg)

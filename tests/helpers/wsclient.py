@@ -18,6 +18,9 @@ complete message (fragments are joined; pings are answered, pongs kept);
 a close frame from the peer is answered and raises Closed(code, reason);
 the connection ending without one raises Closed(1006, ...).
 
+connect_agent(port, key) opens a remote agent's connection with an API key
+(swapped for a session token first).
+
 For attack tests, send_frame() writes any frame (any opcode, RSV bits, FIN,
 masked or not, a lying length) and send_raw() any bytes.
 
@@ -47,7 +50,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-__all__ = ["WebSocket", "HandshakeError", "Closed", "mask_bytes",
+__all__ = ["WebSocket", "HandshakeError", "Closed", "mask_bytes", "connect_agent",
            "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -383,6 +386,19 @@ class WebSocket(object):
                 self.recv(timeout=left)
             except Closed as e:
                 return e
+
+
+def connect_agent(port, key, timeout=10.0):
+    """Swaps an API key for a session token (POST /v1/auth/token) and opens
+    the Bridge's stream on 127.0.0.1:port with it: a remote agent's
+    connection, before its hello."""
+    import json
+    import urllib.request
+    req = urllib.request.Request("http://127.0.0.1:%s/v1/auth/token" % port, method="POST",
+                                 headers={"Authorization": "Bearer " + key})
+    tok = json.load(urllib.request.urlopen(req, timeout=timeout))["token"]
+    return WebSocket.connect("ws://127.0.0.1:%s/v1/stream" % port,
+                             headers={"Authorization": "Bearer " + tok}, timeout=timeout)
 
 
 def main(argv=None):

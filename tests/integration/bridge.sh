@@ -955,17 +955,13 @@ start_bridge "$T/w.yaml"
 newkey wide agent
 : >"$T/wide.log"
 "$PY" - "$PORT" "$KEY" "$T/wide.log" <<'EOF' >"$T/wide.out" 2>"$T/wide.err" &
-import json, os, socket, sys, time, urllib.request
-from wsclient import WebSocket, Closed
+import json, os, socket, sys, time
+from wsclient import Closed, connect_agent
 port, key, path = sys.argv[1:4]
 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 def log(**rec):  # one write(2) a record: what was written stays, however it ends
     os.write(fd, (json.dumps(rec) + "\n").encode())
-req = urllib.request.Request("http://127.0.0.1:%s/v1/auth/token" % port, method="POST",
-                             headers={"Authorization": "Bearer " + key})
-tok = json.load(urllib.request.urlopen(req, timeout=10))["token"]
-ws = WebSocket.connect("ws://127.0.0.1:%s/v1/stream" % port,
-                       headers={"Authorization": "Bearer " + tok})
+ws = connect_agent(port, key)
 # (Before anything but the handshake went through: the kernel doubles them.)
 ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
 ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
@@ -1076,14 +1072,10 @@ EOF
 start_bridge "$T/m.yaml"
 newkey mute agent
 "$PY" - "$PORT" "$KEY" <<'EOF' >"$T/mute.out" 2>"$T/mute.err" &
-import json, socket, sys, time, urllib.request
-from wsclient import WebSocket
+import json, socket, sys, time
+from wsclient import connect_agent
 port, key = sys.argv[1:3]
-req = urllib.request.Request("http://127.0.0.1:%s/v1/auth/token" % port, method="POST",
-                             headers={"Authorization": "Bearer " + key})
-tok = json.load(urllib.request.urlopen(req, timeout=10))["token"]
-ws = WebSocket.connect("ws://127.0.0.1:%s/v1/stream" % port,
-                       headers={"Authorization": "Bearer " + tok})
+ws = connect_agent(port, key)
 ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
 ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": "mute", "max_tasks": 0}))
 time.sleep(300)  # reads nothing more (the test kills it)
@@ -1102,14 +1094,10 @@ ctl agent info mute --json | jtest "j['last_exit'] == 'unhealthy'" ||
 	fail "mute: $(ctl agent info mute --json)"
 # Back, reading this time: its 30 messages, each whole.
 "$PY" - "$PORT" "$KEY" "$T/mute2.log" <<'EOF' >"$T/mute2.out" 2>"$T/mute2.err" &
-import json, sys, urllib.request
-from wsclient import WebSocket
+import json, sys
+from wsclient import connect_agent
 port, key, path = sys.argv[1:4]
-req = urllib.request.Request("http://127.0.0.1:%s/v1/auth/token" % port, method="POST",
-                             headers={"Authorization": "Bearer " + key})
-tok = json.load(urllib.request.urlopen(req, timeout=10))["token"]
-ws = WebSocket.connect("ws://127.0.0.1:%s/v1/stream" % port,
-                       headers={"Authorization": "Bearer " + tok})
+ws = connect_agent(port, key)
 ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": "mute", "max_tasks": 0}))
 got = set()
 while len(got) < 30:
