@@ -369,14 +369,14 @@ route_post_task(struct bridge *b, struct http_request *req, const struct auth_pr
 /* ---- WebSocket: remote agents and observers ---------------------------- */
 
 static int
-ws_link_send(struct agent *a, const char *line, size_t len)
+ws_link_send(struct agent *a, const char *line, size_t len, bool owed)
 {
 	struct wsclient *c = a->link;
 	if (c == NULL || c->ws == NULL)
 		return -1;
 	if (len > 0 && line[len - 1] == '\n')
 		len--;
-	return ws_send_text(c->ws, line, len);
+	return owed ? ws_send_text_owed(c->ws, line, len) : ws_send_text(c->ws, line, len);
 }
 
 static size_t
@@ -398,10 +398,8 @@ static void
 ws_link_close(struct agent *a)
 {
 	struct wsclient *c = a->link;
-	if (c && c->ws) {
-		ws_set_owed(c->ws, NULL);
+	if (c && c->ws)
 		ws_close(c->ws, 1000, "stopped by the orchestrator");
-	}
 }
 
 static const struct agent_link_ops ws_ops = {
@@ -661,7 +659,6 @@ ws_on_message(void *arg, struct ws_conn *ws, const char *data, size_t len)
 		return;
 	}
 	c->agent = a;
-	ws_set_owed(ws, &a->owed_bytes); /* (its messages in flight, its tasks) */
 	uv_timer_stop(c->timer);
 	auth_audit(orch_auth(b->o), c->who.name, "agent.connect", ws_peer(ws), true);
 	proto_msg_free(&m);

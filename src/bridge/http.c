@@ -44,6 +44,7 @@
 #include <wslay/wslay.h>
 
 #include "http.h"
+#include "outq.h"
 #include "util.h"
 #include "wsframe.h"
 
@@ -90,14 +91,14 @@ struct ws_conn {
 	ws_message_fn on_message;
 	ws_close_fn on_close;
 	void *arg;
-	struct wsframe rd;  /* the receiving side */
-	struct buf in;      /* received and not read yet (reading was paused) */
-	bool reading;       /* the peer's frames are read: until its close or a broken rule */
-	bool paused;        /* ws_set_reading(false) */
-	const size_t *owed; /* ws_set_owed, or NULL */
-	bool done;          /* on_close called */
-	bool close_timer;   /* the CT_WS_CLOSE timer was started */
-	int our_code;       /* the close we started (ws_close, 1003, 1001), or 0 */
+	struct wsframe rd; /* the receiving side */
+	struct buf in;     /* received and not read yet (reading was paused) */
+	bool reading;      /* the peer's frames are read: until its close or a broken rule */
+	bool paused;       /* ws_set_reading(false) */
+	struct outq outq;  /* the text frames queued, owed an answer or not */
+	bool done;         /* on_close called */
+	bool close_timer;  /* the CT_WS_CLOSE timer was started */
+	int our_code;      /* the close we started (ws_close, 1003, 1001), or 0 */
 	char *our_reason;
 	int peer_code; /* the peer's close (1005: without a code), or 0 */
 	char *peer_reason;
@@ -880,15 +881,16 @@ alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
-/* Output queued towards the peer that is not owed an answer
- * (ws_set_owed). */
+/* Output in the socket's write queue that is not owed an answer (a
+ * WebSocket's frames sent by ws_send_text_owed are: outq.h).  The write
+ * queue holds the oldest of what is queued; the rest waits in the cork
+ * and in wslay's queue. */
 static size_t
-conn_out_unowed(const struct http_conn *c)
+conn_out_unowed(struct http_conn *c)
 {
-	if (c->ws == NULL || c->ws->owed == NULL)
+	if (c->ws == NULL)
 		return c->wq_bytes;
-	size_t q = ws_queued(c->ws), owed = *c->ws->owed;
-	return q > owed ? q - owed : 0;
+	return outq_unowed_in(&c->ws->outq, ws_queued(c->ws), c->wq_bytes);
 }
 
 /* Starts or stops reading from the socket as the state asks: not while
@@ -938,6 +940,7 @@ conn_free(struct http_conn *c)
 	if (c->ws != NULL) {
 		wslay_event_context_free(c->ws->ctx);
 		wsframe_free(&c->ws->rd);
+		outq_free(&c->ws->outq);
 		buf_free(&c->ws->in);
 		free(c->ws->our_reason);
 		free(c->ws->peer_reason);
@@ -1574,25 +1577,30 @@ http_upgrade_websocket(struct http_request *req, ws_message_fn on_message, ws_cl
 	return ws;
 }
 
+/* The header's length of an unmasked frame of len bytes. */
+static size_t
+ws_frame_header_len(size_t len)
+{
+	return len < 126 ? 2 : len < 65536 ? 4 : 10;
+}
+
 /* Appends a final, unmasked text frame of data to c->cork. */
 static void
 ws_cork_text(struct http_conn *c, const char *data, size_t len)
 {
 	uint8_t h[10];
-	size_t hl = 2;
+	size_t hl = ws_frame_header_len(len);
 	h[0] = 0x80 | WSLAY_TEXT_FRAME;
-	if (len < 126) {
+	if (hl == 2) {
 		h[1] = (uint8_t)len;
-	} else if (len < 65536) {
+	} else if (hl == 4) {
 		h[1] = 126;
 		h[2] = (uint8_t)(len >> 8);
 		h[3] = (uint8_t)len;
-		hl = 4;
 	} else {
 		h[1] = 127;
 		for (int k = 0; k < 8; k++)
 			h[2 + k] = (uint8_t)((uint64_t)len >> (56 - 8 * k));
-		hl = 10;
 	}
 	buf_reserve(&c->cork, hl + len);
 	memcpy(c->cork.data + c->cork.len, h, hl);
@@ -1600,8 +1608,8 @@ ws_cork_text(struct http_conn *c, const char *data, size_t len)
 	c->cork.len += hl + len;
 }
 
-int
-ws_send_text(struct ws_conn *ws, const char *data, size_t len)
+static int
+ws_queue_text(struct ws_conn *ws, const char *data, size_t len, bool owed)
 {
 	if (ws == NULL || ws->done || ws->conn->closing || ws->our_code != 0)
 		return -1;
@@ -1620,11 +1628,24 @@ ws_send_text(struct ws_conn *ws, const char *data, size_t len)
 		if (wslay_event_queue_msg(ws->ctx, &m) != 0)
 			return -1;
 	}
+	outq_push(&ws->outq, ws_frame_header_len(len) + len, owed);
 	c->srv->stats.ws_messages_out++;
 	/* Sent when the connection is next processed (a 0 ms timer): the
 	 * messages of a turn go out together. */
 	conn_kick(ws->conn);
 	return 0;
+}
+
+int
+ws_send_text(struct ws_conn *ws, const char *data, size_t len)
+{
+	return ws_queue_text(ws, data, len, false);
+}
+
+int
+ws_send_text_owed(struct ws_conn *ws, const char *data, size_t len)
+{
+	return ws_queue_text(ws, data, len, true);
 }
 
 size_t
@@ -1662,15 +1683,6 @@ ws_set_reading(struct ws_conn *ws, bool on)
 	conn_update_reading(ws->conn);
 	if (on)
 		conn_kick(ws->conn);
-}
-
-void
-ws_set_owed(struct ws_conn *ws, const size_t *owed)
-{
-	if (ws == NULL)
-		return;
-	ws->owed = owed;
-	conn_update_reading(ws->conn);
 }
 
 const char *

@@ -105,20 +105,20 @@ typedef void (*ws_message_fn)(void *arg, struct ws_conn *ws, const char *data, s
 typedef void (*ws_close_fn)(void *arg, struct ws_conn *ws, int code, const char *reason);
 struct ws_conn *http_upgrade_websocket(struct http_request *req, ws_message_fn on_message,
                                        ws_close_fn on_close, void *arg);
-/* Queues a text message.  Returns 0, or -1 if the connection is closing. */
+/* Queues a text message.  Returns 0, or -1 if the connection is closing.
+ * Reading from the peer stops while a MiB is queued towards it (it is not
+ * reading), not counting the messages sent by ws_send_text_owed: they
+ * wait for its answer, and a peer that writes its answers before it
+ * reads on would otherwise wait for us while we wait for it (outq.h). */
 int ws_send_text(struct ws_conn *ws, const char *data, size_t len);
+int ws_send_text_owed(struct ws_conn *ws, const char *data, size_t len);
 /* Bytes queued and not yet written (for back-pressure). */
 size_t ws_queued(const struct ws_conn *ws);
 /* Starts the close handshake with code and reason. */
 void ws_close(struct ws_conn *ws, int code, const char *reason);
 /* Stops or resumes reading from the peer (back-pressure). */
 void ws_set_reading(struct ws_conn *ws, bool on);
-/* Reading also stops while a MiB is queued towards the peer (it is not
- * reading), not counting *owed bytes (NULL: none), which wait for its
- * answer: a peer that must write its answers before it reads on would
- * otherwise wait for us while we wait for it.  owed must outlive ws, or be
- * set back to NULL. */
-void ws_set_owed(struct ws_conn *ws, const size_t *owed);
+
 const char *ws_peer(const struct ws_conn *ws);
 
 /* Fills l with the defaults that http_server_start uses for any zero field

@@ -462,7 +462,6 @@ agent_link_closed(struct agent *a, const struct agent_exit *ex)
 	if (was_connected)
 		orch_agent_gone(a->orch, a);
 	a->running_tasks = 0;
-	a->owed_bytes = 0; /* (its messages and tasks were given back just now) */
 
 	char desc[256];
 	if (ex->signal != 0)
@@ -732,13 +731,25 @@ agent_send_line(struct agent *a, char *line)
 	return rc;
 }
 
-int
-agent_send_text(struct agent *a, const char *line, size_t len)
+static int
+agent_send(struct agent *a, const char *line, size_t len, bool owed)
 {
-	if (a->link_ops == NULL || a->link_ops->send(a, line, len) != 0)
+	if (a->link_ops == NULL || a->link_ops->send(a, line, len, owed) != 0)
 		return -1;
 	a->msgs_out++;
 	return 0;
+}
+
+int
+agent_send_text(struct agent *a, const char *line, size_t len)
+{
+	return agent_send(a, line, len, false);
+}
+
+int
+agent_send_owed(struct agent *a, const char *line, size_t len)
+{
+	return agent_send(a, line, len, true);
 }
 
 int
@@ -1204,18 +1215,6 @@ agent_unthrottle(struct agent *a)
 	if (a->link_ops != NULL && a->link_ops->set_reading != NULL)
 		a->link_ops->set_reading(a, true);
 	orch_agent_unthrottled(a->orch, a);
-}
-
-void
-agent_owe(struct agent *a, size_t n)
-{
-	a->owed_bytes += n;
-}
-
-void
-agent_owed_done(struct agent *a, size_t n)
-{
-	a->owed_bytes -= n < a->owed_bytes ? n : a->owed_bytes;
 }
 
 void

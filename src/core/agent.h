@@ -44,9 +44,11 @@ bool agent_state_connected(enum agent_state s);
 /* A transport to one agent. */
 struct agent_link_ops {
 	const char *kind; /* "process", "remote" */
-	/* Queues a protocol line (with its '\n') to the agent.  Returns 0, or
-	 * -1 if the link is gone. */
-	int (*send)(struct agent *a, const char *line, size_t len);
+	/* Queues a protocol line (with its '\n') to the agent.  owed: the line
+	 * waits for the agent's answer (a message, a task): the link does not
+	 * count it when it stops reading an agent that does not read (outq.h).
+	 * Returns 0, or -1 if the link is gone. */
+	int (*send)(struct agent *a, const char *line, size_t len, bool owed);
 	/* Bytes queued towards the agent and not yet written. */
 	size_t (*queued)(struct agent *a);
 	/* Stops or resumes reading from the agent (back-pressure). */
@@ -128,12 +130,6 @@ struct agent {
 
 	/* Work and accounting (bus and tasks update these). */
 	int running_tasks;
-	/* Bytes of the lines sent to it that wait for its answer: messages in
-	 * flight, tasks assigned (agent_owe).  Its link stops reading it when
-	 * it does not read what is queued towards it, but not for these: an
-	 * agent that writes its acks before reading on (as one with blocking
-	 * writes does) would wait for us while we wait for it. */
-	size_t owed_bytes;
 	int64_t tokens_in, tokens_out;
 	double cost_usd;
 	uint64_t msgs_in, msgs_out;
@@ -191,16 +187,14 @@ bool agent_can_take_task(const struct agent *a);
 bool agent_throttle(struct agent *a, const char *by);
 void agent_unthrottle(struct agent *a);
 
-/* Counts n more (agent_owe) or fewer (agent_owed_done) bytes in
- * a->owed_bytes. */
-void agent_owe(struct agent *a, size_t n);
-void agent_owed_done(struct agent *a, size_t n);
-
 /* Sends a protocol line to a connected agent; line is freed.  Returns 0 or
  * -1 if it is not connected. */
 int agent_send_line(struct agent *a, char *line);
 /* The same for a line of len bytes that stays the caller's. */
 int agent_send_text(struct agent *a, const char *line, size_t len);
+/* The same for a line that waits for the agent's answer: a message, a
+ * task (agent_link_ops.send's owed). */
+int agent_send_owed(struct agent *a, const char *line, size_t len);
 /* Sends a `command` message (pause, resume, stop, ping, ...). */
 int agent_send_command(struct agent *a, const char *name, json_t *args);
 /* Sends an `error` reply. */

@@ -92,7 +92,6 @@ struct delivery {
 	uint64_t mslot;   /* its entry in its inbox's ackmark (a direct one without a row), or 0 */
 	int64_t sent_ms;  /* monotonic ms of its last delivery */
 	int64_t deadline; /* monotonic ms, when in flight */
-	size_t owed;      /* bytes of its line in its agent's owed_bytes, when in flight */
 	struct delivery *prev, *next;   /* in a queue or the inbox's in-flight list */
 	struct delivery *gprev, *gnext; /* in the bus's in-flight list */
 };
@@ -615,9 +614,6 @@ delivery_unflight(struct bus *b, struct delivery *d)
 	global_remove(b, d);
 	d->inflight = false;
 	b->st.inflight--;
-	if (d->owed > 0 && d->inbox->agent != NULL)
-		agent_owed_done(d->inbox->agent, d->owed);
-	d->owed = 0;
 }
 
 /* Appends d to v; returns 1 + its slot. */
@@ -1152,14 +1148,7 @@ bus_dispatch(struct bus *b, struct inbox *ib)
 		}
 		struct buf *line = bus_scratch(&b->line);
 		delivery_line(d, line);
-		/* Owed before it is sent: the link weighs its queue as it takes
-		 * the line. */
-		d->owed = line->len;
-		agent_owe(a, d->owed);
-		if (agent_send_text(a, line->data, line->len) != 0) {
-			agent_owed_done(a, d->owed);
-			d->owed = 0;
-		}
+		agent_send_owed(a, line->data, line->len); /* (its ack is owed) */
 		b->st.delivered++;
 		bus_emit(b, BUS_EV_DELIVERED, "delivered", d->msg, ib->name, d->attempt);
 	}

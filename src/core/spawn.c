@@ -11,13 +11,14 @@
 #include "agent.h"
 #include "log.h"
 #include "orch.h"
+#include "outq.h"
 #include "spawn.h"
 
 extern char **environ;
 
 /* Reading from an agent stops while this much is queued towards it (it is
  * not reading its stdin), and resumes below the low mark; lines that wait
- * for its answer (agent.owed_bytes) do not count. */
+ * for its answer do not count (outq.h). */
 #define SPAWN_HIGH_WATER (1024 * 1024)
 #define SPAWN_LOW_WATER  (256 * 1024)
 /* After the process exits, how long to wait for the rest of its stdout. */
@@ -39,6 +40,7 @@ struct process_link {
 	bool burst;         /* a line went out this loop turn; the next wait */
 	struct buf pending; /* lines waiting for either to end */
 	struct buf spare;   /* a written pending buffer, kept for the next lines */
+	struct outq outq;   /* what is queued, owed an answer or not */
 	uv_prepare_t flush; /* the turn's end: ends the burst */
 	int64_t exit_status;
 	int term_signal;
@@ -70,6 +72,7 @@ pl_handle_closed(uv_handle_t *h)
 		proto_framer_free(&pl->errf);
 		buf_free(&pl->pending);
 		buf_free(&pl->spare);
+		outq_free(&pl->outq);
 		free(pl);
 	}
 }
@@ -200,9 +203,8 @@ pl_update_reading(struct process_link *pl)
 {
 	if (pl->out_eof || uv_is_closing((uv_handle_t *)&pl->out))
 		return;
-	size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&pl->in) + pl->pending.len;
-	size_t owed = pl->agent != NULL ? pl->agent->owed_bytes : 0;
-	q = q > owed ? q - owed : 0;
+	size_t q = outq_unowed(&pl->outq, uv_stream_get_write_queue_size((uv_stream_t *)&pl->in) +
+	                                      pl->pending.len);
 	/* Once the child has exited, what it wrote is read whatever else
 	 * holds reading back (it is drained before the link ends). */
 	bool on = pl->exited ||
@@ -277,11 +279,12 @@ pl_on_flush(uv_prepare_t *h)
 }
 
 static int
-pl_send(struct agent *a, const char *line, size_t len)
+pl_send(struct agent *a, const char *line, size_t len, bool owed)
 {
 	struct process_link *pl = a->proc;
 	if (pl == NULL || pl->exited || uv_is_closing((uv_handle_t *)&pl->in))
 		return -1;
+	outq_push(&pl->outq, len, owed); /* (what goes out at once is counted out) */
 	uv_stream_t *s = (uv_stream_t *)&pl->in;
 	size_t off = 0;
 	if (pl->writing || pl->burst) {

@@ -532,9 +532,8 @@ task_assign(struct tasks *tm, struct task *t, struct agent *a)
 	timer_set(tm, t, tm_now(tm) + (int64_t)(t->timeout_s * 1000.0));
 	task_set_state(tm, t, TASK_ASSIGNED, LVL_DEBUG, "to %s, attempt %d", a->name, t->attempt);
 	char *line = task_assign_line(t);
-	t->owed = strlen(line);
-	agent_owe(a, t->owed);
-	agent_send_line(a, line);
+	agent_send_owed(a, line, strlen(line)); /* (its task.done is owed) */
+	free(line);
 	agent_tasks_changed(a);
 }
 
@@ -545,9 +544,6 @@ task_release_agent(struct tasks *tm, struct task *t)
 	if (t->agent == NULL)
 		return;
 	struct agent *a = agents_find(orch_agents(tm->orch), t->agent);
-	if (a != NULL)
-		agent_owed_done(a, t->owed);
-	t->owed = 0;
 	if (a != NULL && a->running_tasks > 0) {
 		a->running_tasks--;
 		agent_tasks_changed(a);

@@ -44,7 +44,6 @@ struct task {
 	int attempt; /* assignments so far */
 	enum task_state state;
 	char *agent; /* assigned agent */
-	size_t owed; /* bytes of its task.assign in that agent's owed_bytes */
 	double progress;
 	char *note;
 	char *result; /* JSON text */

@@ -1207,8 +1207,9 @@ line_is_stop(const char *line, size_t len)
 /* The link: lines for the agent go through the job queue to on_line; a
  * `command stop` (or a close) stops the agent from the queue. */
 static int
-ext_link_send(struct agent *a, const char *line, size_t len)
+ext_link_send(struct agent *a, const char *line, size_t len, bool owed)
 {
+	(void)owed; /* (an extension's agent is never held for its queue) */
 	struct dreamos_agent *ag = a->link;
 	if (ag == NULL || ag->closing)
 		return -1;

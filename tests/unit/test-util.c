@@ -8,6 +8,7 @@
 
 #include "ackmark.h"
 #include "intmap.h"
+#include "outq.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -410,6 +411,53 @@ test_ackmark(void **state)
 	ackmark_free(&am);
 }
 
+/* outq: the bytes not owed an answer among what is still queued, as the
+ * queue (first in, first out) is written; runs of a kind are one entry. */
+static void
+test_outq(void **state)
+{
+	(void)state;
+	struct outq q;
+	outq_init(&q);
+	assert_int_equal(outq_unowed(&q, 0), 0);
+	/* 100 owed (a message), 30 not (a `sent`), 200 owed, 10 not. */
+	outq_push(&q, 100, true);
+	outq_push(&q, 30, false);
+	outq_push(&q, 200, true);
+	outq_push(&q, 10, false);
+	assert_int_equal(q.n, 4);
+	assert_int_equal(outq_unowed(&q, 340), 40);
+	assert_int_equal(outq_unowed_in(&q, 340, 130), 30);  /* the oldest 130 */
+	assert_int_equal(outq_unowed_in(&q, 340, 1000), 40); /* (more than queued) */
+	assert_int_equal(outq_unowed(&q, 250), 40);          /* 90 of the first written */
+	assert_int_equal(outq_unowed(&q, 220), 20);          /* into the `sent`: 10 left */
+	assert_int_equal(q.n, 3);
+	assert_int_equal(outq_unowed_in(&q, 220, 20), 10);
+	assert_int_equal(outq_unowed_in(&q, 220, 5), 5);
+	/* A message sent twice (redelivered while its first copy waits) is
+	 * owed twice; the queue's own size says what is left. */
+	outq_push(&q, 200, true);
+	assert_int_equal(outq_unowed(&q, 420), 20);
+	outq_push(&q, 5, false);
+	outq_push(&q, 7, false); /* joins the run before */
+	assert_int_equal(q.n, 5);
+	assert_int_equal(outq_unowed(&q, 432), 32);
+	assert_int_equal(outq_unowed(&q, 12), 12); /* all but the last run written */
+	assert_int_equal(q.n, 1);
+	assert_int_equal(outq_unowed(&q, 0), 0); /* all written: nothing left */
+	assert_int_equal(q.n, 0);
+	/* A queue larger than what was pushed (bytes the link wrote itself). */
+	outq_push(&q, 50, false);
+	assert_int_equal(outq_unowed(&q, 80), 50);
+	/* The ring grows, in order, past its first size. */
+	for (int i = 0; i < 100; i++)
+		outq_push(&q, 1, i % 2 == 0);
+	assert_int_equal(outq_unowed(&q, 150), 100);
+	assert_int_equal(outq_unowed(&q, 99), 50);
+	assert_int_equal(outq_unowed(&q, 1), 1);
+	outq_free(&q);
+}
+
 int
 main(void)
 {
@@ -418,7 +466,7 @@ main(void)
 	    cmocka_unit_test(test_utf8),       cmocka_unit_test(test_buf),
 	    cmocka_unit_test(test_format),     cmocka_unit_test(test_runtime_lock),
 	    cmocka_unit_test(test_time_batch), cmocka_unit_test(test_intmap),
-	    cmocka_unit_test(test_ackmark),
+	    cmocka_unit_test(test_ackmark),    cmocka_unit_test(test_outq),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
