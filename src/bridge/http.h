@@ -118,7 +118,6 @@ size_t ws_queued(const struct ws_conn *ws);
 void ws_close(struct ws_conn *ws, int code, const char *reason);
 /* Stops or resumes reading from the peer (back-pressure). */
 void ws_set_reading(struct ws_conn *ws, bool on);
-
 const char *ws_peer(const struct ws_conn *ws);
 
 /* Fills l with the defaults that http_server_start uses for any zero field
