@@ -294,6 +294,10 @@ pl_send(struct agent *a, const char *line, size_t len, bool owed)
 		 * a burst of deliveries, then cost two system calls, not one
 		 * per line. */
 		buf_add(&pl->pending, line, len);
+		/* A write that never completes (the agent reads nothing) would
+		 * not weigh the queue again: weigh it here once it is large. */
+		if (pl->reading && pl->pending.len >= SPAWN_HIGH_WATER)
+			pl_update_reading(pl);
 		return 0;
 	}
 	pl->burst = true;

@@ -1053,5 +1053,28 @@ dead_is "j == []" || fail "dead messages: $(ctl dead list | head -n 5)"
 [ "$(field sink9b restarts)" = 0 ] || fail "sink9b was restarted: $(ctl agent info sink9b)"
 lt sink9b "any(m['attempt'] > 1 for m in M)" || fail "no message was sent twice: the case was not tested"
 ok "the same with an ack timeout of 3 s: $(lq sink9b 'len(M)') receptions of the 20,000 (copies of messages not yet acked), the agent never stuck, none died"
+
+# The other side of that rule: what is not owed still counts.  flood9 says
+# hello and then writes `send` lines for good (yes(1)) and never reads: the
+# `sent` answers pile up towards it until a MiB waits, then it is not read
+# any more, so what dreamos takes from it stops growing (to a topic nobody
+# listens to: no recipient's queue holds it back).
+ctl agent spawn flood9 -- sh -c 'echo "{\"type\":\"hello\",\"proto\":1,\"name\":\"flood9\"}"; exec yes "{\"type\":\"send\",\"to\":\"#void\",\"body\":\"x\"}"' \
+	>"$T/spawn9.out" 2>&1 || fail "agent spawn flood9: $(cat "$T/spawn9.out")"
+accepted() { ctl status --json | json_get "j['counts']['messages']"; }
+A0=$(accepted)
+# Until nothing more is taken in a second (20 s at most).
+A1=$A0 A2=-1 i=0
+while [ "$A2" != "$A1" ] && [ $i -lt 20 ]; do
+	A1=$A2
+	sleep 1
+	A2=$(accepted)
+	i=$((i + 1))
+done
+[ "$A2" -gt "$A0" ] || fail "flood9's sends were not taken: $A0 then $A2"
+[ "$A2" = "$A1" ] && [ $((A2 - A0)) -lt 200000 ] ||
+	fail "flood9, which reads nothing, was read on: $A0, then $A1 and $A2 messages a second apart"
+ctl agent stop flood9 >/dev/null || fail "agent stop flood9"
+ok "an agent that writes for good and reads nothing is not read past a MiB of answers: $((A2 - A0)) of its sends taken, then none"
 quit_ok "rt9b"
 no_agent_left "rt4-rt9b"
