@@ -32,8 +32,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
+#ifdef __linux__
+#include <linux/sockios.h> /* SIOCOUTQ */
+#endif
 
 #include <http_parser.h>
 #include <openssl/err.h>
@@ -53,7 +57,9 @@
 #define HTTP_FLUSH_MS    10000         /* longest wait for a closing connection's output */
 #define HTTP_LINGER_MS   1000          /* then how long we read and discard */
 #define HTTP_LINGER_MAX  (256 * 1024)  /* and how much */
-#define WS_CLOSE_WAIT_MS 2000          /* a close's end: the peer's close frame */
+#define WS_CLOSE_WAIT_MS 2000          /* a close's end without progress (ws_close_drained) */
+#define WS_CLOSE_DRAIN   4096          /* progress: bytes read by the peer in that time */
+#define WS_CLOSE_MAX_MS  30000         /* a close's end, however slowly it drains */
 #define WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum conn_timer {
@@ -98,6 +104,8 @@ struct ws_conn {
 	struct outq outq;  /* the text frames queued, owed an answer or not */
 	bool done;         /* on_close called */
 	bool close_timer;  /* the CT_WS_CLOSE timer was started */
+	size_t close_left; /* ws_close_left when it was last (re)started */
+	uint64_t close_at; /* when it was first started (loop ms) */
 	int our_code;      /* the close we started (ws_close, 1003, 1001), or 0 */
 	char *our_reason;
 	int peer_code; /* the peer's close (1005: without a code), or 0 */
@@ -819,6 +827,8 @@ conn_send_error(struct http_conn *c, int status, const char *code, const char *m
 
 /* ---- timers and reading -------------------------------------------------- */
 
+static bool ws_close_drained(struct ws_conn *ws);
+
 /* Called when the connection's timer fires: the timeout of its mode. */
 static void
 conn_timer_cb(uv_timer_t *t)
@@ -841,6 +851,10 @@ conn_timer_cb(uv_timer_t *t)
 		conn_close_now(c);
 		break;
 	case CT_WS_CLOSE:
+		if (c->ws != NULL && ws_close_drained(c->ws)) {
+			conn_timer(c, CT_WS_CLOSE, WS_CLOSE_WAIT_MS);
+			break;
+		}
 		if (c->ws != NULL)
 			ws_finish(c->ws, false);
 		conn_close_now(c);
@@ -1433,6 +1447,52 @@ ws_closing(const struct ws_conn *ws)
 	return ws->our_code != 0 || !ws->reading || wslay_event_get_close_sent(ws->ctx);
 }
 
+/* What the peer of a closing WebSocket has still to read, to the byte:
+ * libuv's write queue counts down as a write goes out in parts (one of a
+ * MiB completes only once it is all out), and the kernel's send queue
+ * (SIOCOUTQ, where there is one) as the peer reads what the socket holds,
+ * which the kernel lets us refill only in big steps. */
+static size_t
+ws_close_left(const struct ws_conn *ws)
+{
+	const struct http_conn *c = ws->conn;
+	if (c->detached)
+		return ws_queued(ws);
+	size_t left = wslay_event_get_queued_msg_length(ws->ctx) + c->cork.len +
+	              uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+#ifdef SIOCOUTQ
+	uv_os_fd_t fd;
+	int n;
+	if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &n) == 0 &&
+	    n > 0)
+		left += (size_t)n;
+#endif
+	return left;
+}
+
+/* True if a close's wait goes on for WS_CLOSE_WAIT_MS more: the peer has
+ * read at least WS_CLOSE_DRAIN bytes of what is queued ahead of our close
+ * frame since the wait last started, or has just read the last of it (it
+ * gets the whole wait for its answer), and WS_CLOSE_MAX_MS have not gone
+ * by.  The wait is for a peer that stopped reading, not for one that
+ * reads slowly: that one gets what was queued ahead of the close, and the
+ * close's code (the rule of nginx's send_timeout, with a bound).
+ * (Messages that wslay still holds when it sends the close frame, which
+ * goes first, stay counted and are never sent: they are owed, and come
+ * again when the agent does.) */
+static bool
+ws_close_drained(struct ws_conn *ws)
+{
+	if (ws->done || ws->close_left == 0 ||
+	    uv_now(ws->conn->srv->loop) - ws->close_at >= WS_CLOSE_MAX_MS)
+		return false;
+	size_t left = ws_close_left(ws);
+	if (left != 0 && left + WS_CLOSE_DRAIN > ws->close_left)
+		return false;
+	ws->close_left = left;
+	return true;
+}
+
 /* Reads the peer's frames (what waited in ws->in, else what http_conn_feed
  * handed over, in place) until the input is used up, reading is paused or
  * over; keeps what is left in ws->in; sends what is queued, and decides
@@ -1494,6 +1554,8 @@ ws_process(struct ws_conn *ws)
 		conn_shutdown(c);
 	} else if (ws_closing(ws) && !ws->close_timer) {
 		ws->close_timer = true;
+		ws->close_left = ws_close_left(ws);
+		ws->close_at = c->detached ? 0 : uv_now(c->srv->loop);
 		conn_timer(c, CT_WS_CLOSE, WS_CLOSE_WAIT_MS);
 	}
 }

@@ -10,7 +10,8 @@
 # and a deleted row, TLS with a self-signed certificate, a remote agent
 # throttled by a slow recipient's full queue that is killed while held,
 # a remote agent whose writes block that gets every message of a window of
-# 20,000 on one connection, and one that stops reading, which is let go.
+# 20,000 on one connection, one that stops reading, which is let go, and
+# one that reads slowly, which gets all that was queued before its close.
 #
 # Three dreamos runs on one runtime: (1) plain HTTP, most of the tests;
 # (2) after editing an audit row: audit verify, rate limits and the connection
@@ -18,7 +19,8 @@
 # deleting the newest audit row: audit verify again, then TLS.  Between (1)
 # and (2), three on runtimes of their own: the throttled remote agent (small
 # bus.high_water and heartbeat_timeout), the big window (bus.window 20,000),
-# the agent that stops reading (small heartbeat_timeout).
+# the agent that stops reading (small heartbeat_timeout), the one that
+# reads slowly.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 
 TOP=$(cd "${top_srcdir:-.}" && pwd)
@@ -1119,6 +1121,97 @@ wait_exit "$M2PID" 30
 until_ok 10 no_pending || fail "messages still pending: $(ctl status --json | json_get 'j["counts"]')"
 ok "a remote agent that stopped reading with 6 MB queued to it: dropped $TOOK s after its messages were sent (heartbeat timeout 2 s, then 2 s for its close); back, it got all 30"
 kill "$MPID" 2>/dev/null
+ctl quit >/dev/null || fail "quit"
+wait_exit "$PID" 15
+[ "$RC" = 0 ] || fail "quit exit status $RC"
+
+# The other side of that rule: slow reads but reads (about 0.7 MB/s, 200
+# KB at a time), and is stopped with most of prods's 40 messages of 200 KB
+# queued to it: more than the kernel's buffers (up to 4 MiB) and 2 s of its
+# reading hold.  The 2 s start again while it reads what waits ahead of our
+# close frame (30 s at most): it must get what was written ahead of that
+# frame, each message whole, and then our close, 1000 (before: cut off 2 s
+# after the stop, with no close frame, 1006).  (The close goes ahead of the
+# messages not yet written: wslay sends control frames first.)  It acks
+# nothing: back, reading at full speed, it must get all 40.
+RT="$T/rts"
+cat >"$T/s.yaml" <<EOF
+extensions:
+  load: []
+agents:
+  heartbeat_timeout: 10s
+  hello_timeout: 5s
+  stop_grace: 2s
+  list:
+    - name: prods
+      command: $PY
+      args: [-u, $BUSAGENT, produce]
+      autostart: false
+      env: {BUS_LOG: "$T/prods.log", BUS_TO: slow, BUS_N: "40", BUS_PAD: "200000"}
+EOF
+start_bridge "$T/s.yaml"
+newkey slow agent
+: >"$T/slow.log"
+"$PY" - "$PORT" "$KEY" "$T/slow.log" <<'EOF' >"$T/slow.out" 2>"$T/slow.err" &
+import json, os, socket, sys, time
+from wsclient import Closed, connect_agent
+port, key, path = sys.argv[1:4]
+fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def log(**rec):
+    os.write(fd, (json.dumps(rec) + "\n").encode())
+ws = connect_agent(port, key)
+ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": "slow", "max_tasks": 0}))
+while True:
+    try:
+        m = json.loads(ws.recv_text(timeout=20))
+    except Closed as e:
+        log(ev="closed", code=e.code, reason=e.reason)
+        break
+    if m["type"] == "message":
+        log(ev="msg", id=m["id"], whole=len(m["body"]["pad"]) == 200000)
+        time.sleep(0.3)
+EOF
+SPID=$!
+PIDS="$PIDS $SPID"
+until_ok 10 state_is slow ready || fail "remote agent slow not ready: $(cat "$T/slow.err")"
+ctl agent restart prods >/dev/null || fail "starting prods"
+prods_done() { grep -q '"ev":"done"' "$T/prods.log"; }
+until_ok 20 prods_done || fail "prods did not get its 40 messages sent: $(tail -n 3 "$T/prods.log")"
+BEFORE=$(grep -c '"ev": "msg"' "$T/slow.log")
+[ "$BEFORE" -le 15 ] || fail "slow already had $BEFORE of the 40 messages when prods was done: no slow drain to test"
+T0=$(date +%s)
+ctl agent stop slow >/dev/null || fail "agent stop slow"
+wait_exit "$SPID" 40
+TOOK=$(($(date +%s) - T0))
+[ "$RC" = 0 ] || fail "slow exit status $RC: $(tail -n 3 "$T/slow.err")"
+GOT=$(grep -c '"ev": "msg"' "$T/slow.log")
+WHOLE=$(grep -c '"ev": "msg", "id": [0-9]*, "whole": true' "$T/slow.log")
+CLOSE=$(grep '"ev": "closed"' "$T/slow.log")
+[ "$WHOLE" = "$GOT" ] && [ "$GOT" -gt "$((BEFORE + 5))" ] && echo "$CLOSE" | grep -q '"code": 1000' ||
+	fail "slow, stopped with $((40 - BEFORE)) messages queued, got $GOT messages ($WHOLE whole) and then $CLOSE ($TOOK s)"
+"$PY" - "$PORT" "$KEY" "$T/slow2.log" <<'EOF' >"$T/slow2.out" 2>"$T/slow2.err" &
+import json, sys
+from wsclient import connect_agent
+port, key, path = sys.argv[1:4]
+ws = connect_agent(port, key)
+ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": "slow", "max_tasks": 0}))
+got = set()
+while len(got) < 40:
+    m = json.loads(ws.recv_text(timeout=20))
+    if m["type"] == "message" and len(m["body"]["pad"]) == 200000:
+        got.add(m["id"])
+        ws.send_text(json.dumps({"type": "ack", "id": m["id"]}))
+with open(path, "w") as f:
+    f.write("%d\n" % len(got))
+ws.shutdown()
+EOF
+S2PID=$!
+PIDS="$PIDS $S2PID"
+wait_exit "$S2PID" 30
+[ "$RC" = 0 ] && [ "$(cat "$T/slow2.log")" = 40 ] || fail "slow, back, did not get its 40 messages: $(tail -n 3 "$T/slow2.err")"
+until_ok 10 no_pending || fail "messages still pending: $(ctl status --json | json_get 'j["counts"]')"
+ok "a remote agent that reads slowly, stopped with $((40 - BEFORE)) messages of 200 KB queued to it: it read $((GOT - BEFORE)) more, each whole, and then our close, 1000, $TOOK s after the stop; back, it got all 40"
 ctl quit >/dev/null || fail "quit"
 wait_exit "$PID" 15
 [ "$RC" = 0 ] || fail "quit exit status $RC"
