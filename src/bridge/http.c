@@ -1458,8 +1458,10 @@ ws_close_left(const struct ws_conn *ws)
 	const struct http_conn *c = ws->conn;
 	if (c->detached)
 		return ws_queued(ws);
-	size_t left = wslay_event_get_queued_msg_length(ws->ctx) + c->cork.len +
-	              uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+	/* (What wslay holds once its close frame has gone is never sent.) */
+	size_t left =
+	    wslay_event_get_close_sent(ws->ctx) ? 0 : wslay_event_get_queued_msg_length(ws->ctx);
+	left += c->cork.len + uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
 #ifdef SIOCOUTQ
 	uv_os_fd_t fd;
 	int n;
@@ -1478,8 +1480,8 @@ ws_close_left(const struct ws_conn *ws)
  * reads slowly: that one gets what was queued ahead of the close, and the
  * close's code (the rule of nginx's send_timeout, with a bound).
  * (Messages that wslay still holds when it sends the close frame, which
- * goes first, stay counted and are never sent: they are owed, and come
- * again when the agent does.) */
+ * goes first, are never sent: they are owed, and come again when the
+ * agent does.) */
 static bool
 ws_close_drained(struct ws_conn *ws)
 {
