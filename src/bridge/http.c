@@ -1474,22 +1474,20 @@ ws_close_left(const struct ws_conn *ws)
 
 /* True if a close's wait goes on for WS_CLOSE_WAIT_MS more: the peer has
  * read at least WS_CLOSE_DRAIN bytes of what is queued ahead of our close
- * frame since the wait last started, or has just read the last of it (it
- * gets the whole wait for its answer), and WS_CLOSE_MAX_MS have not gone
- * by.  The wait is for a peer that stopped reading, not for one that
- * reads slowly: that one gets what was queued ahead of the close, and the
- * close's code (the rule of nginx's send_timeout, with a bound).
- * (Messages that wslay still holds when it sends the close frame, which
- * goes first, are never sent: they are owed, and come again when the
- * agent does.) */
+ * frame (and the frame) since the wait last started, and WS_CLOSE_MAX_MS
+ * have not gone by.  The wait is for a peer that stopped reading, not for
+ * one that reads slowly: that one gets what was queued ahead of the close,
+ * the close, and the time to answer it (the rule of nginx's send_timeout,
+ * with a bound).  (Messages that wslay still holds when it
+ * sends the close frame, which goes first, are never sent: they are owed,
+ * and come again when the agent does.) */
 static bool
 ws_close_drained(struct ws_conn *ws)
 {
-	if (ws->done || ws->close_left == 0 ||
-	    uv_now(ws->conn->srv->loop) - ws->close_at >= WS_CLOSE_MAX_MS)
+	if (ws->done || uv_now(ws->conn->srv->loop) - ws->close_at >= WS_CLOSE_MAX_MS)
 		return false;
 	size_t left = ws_close_left(ws);
-	if (left != 0 && left + WS_CLOSE_DRAIN > ws->close_left)
+	if (left + WS_CLOSE_DRAIN > ws->close_left)
 		return false;
 	ws->close_left = left;
 	return true;

@@ -936,8 +936,9 @@ RT="$T/rt"
 # net.ipv4.tcp_wmem's 4 MiB).  Within 90 s every message must arrive once
 # (attempt 1) on wide's one connection and be acked; none may die.
 #
-# wide_run SUFFIX ACK_TIMEOUT MAX_ATTEMPTS: that run, on runtime rtwSUFFIX;
-# with a SUFFIX, copies are allowed and at least one must have been sent.
+# wide_run SUFFIX ACK_TIMEOUT MAX_ATTEMPTS DELAY: that run, on runtime
+# rtwSUFFIX, wide sleeping DELAY seconds a message; with a SUFFIX, copies are
+# allowed and at least one must have been sent.
 wide_run() {
 W=$1
 RT="$T/rtw$W"
@@ -963,10 +964,10 @@ EOF
 start_bridge "$T/w$W.yaml"
 newkey wide agent
 : >"$T/wide$W.log"
-"$PY" - "$PORT" "$KEY" "$T/wide$W.log" <<'EOF' >"$T/wide$W.out" 2>"$T/wide$W.err" &
+"$PY" - "$PORT" "$KEY" "$T/wide$W.log" "$4" <<'EOF' >"$T/wide$W.out" 2>"$T/wide$W.err" &
 import json, os, socket, sys, time
 from wsclient import Closed, connect_agent
-port, key, path = sys.argv[1:4]
+port, key, path, delay = sys.argv[1:4] + [float(sys.argv[4])]
 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 def log(**rec):  # one write(2) a record: what was written stays, however it ends
     os.write(fd, (json.dumps(rec) + "\n").encode())
@@ -988,7 +989,7 @@ while True:
     if m["type"] == "welcome":
         log(ev="welcome", session=m.get("session"))
     elif m["type"] == "message":
-        time.sleep(0.0001)
+        time.sleep(delay)
         # (as busagent.py records it, without the padding, for its verify)
         log(ev="msg", id=m["id"], attempt=m.get("attempt"), body={"seq": m["body"]["seq"]})
         try:
@@ -1062,12 +1063,14 @@ done <"$BUS_PIDFILE"
 [ -z "$left" ] || fail "agent processes left after quit:$left"
 ok "quit: exit 0; wide saw its connection end and exited 0; prodw is gone${W:+ (ack timeout $2)}"
 }
-wide_run "" 120s 5
+wide_run "" 120s 5 0.0001
 # The same with an ack timeout of 3 s: copies of messages not yet acked are
 # queued again while the first ones still wait to be written; they are owed
 # too (outq.h), so the agent must not get stuck (dreamos-protocol(7),
 # Flooding).  Every message must arrive, on the one connection, none die.
-wide_run b 3s 1000
+# (wide sleeps 0.3 ms a message: 20,000 take 6 s at least, so that some
+# wait longer than the 3 s however fast the machine.)
+wide_run b 3s 1000 0.0003
 
 # =========================================================================
 # On a runtime of its own: a remote agent that stops reading is let go
