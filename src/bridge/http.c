@@ -1478,9 +1478,9 @@ ws_close_left(const struct ws_conn *ws)
  * have not gone by.  The wait is for a peer that stopped reading, not for
  * one that reads slowly: that one gets what was queued ahead of the close,
  * the close, and the time to answer it (the rule of nginx's send_timeout,
- * with a bound).  (Messages that wslay still holds when it
- * sends the close frame, which goes first, are never sent: they are owed,
- * and come again when the agent does.) */
+ * with a bound).  (Messages that wslay still holds when it sends the close
+ * frame, which goes first, are never sent: they are owed, and come again
+ * when the agent does.) */
 static bool
 ws_close_drained(struct ws_conn *ws)
 {
