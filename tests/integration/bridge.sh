@@ -1072,6 +1072,59 @@ wide_run "" 120s 5 0.0001
 # wait longer than the 3 s however fast the machine.)
 wide_run b 3s 1000 0.0003
 
+# big_yaml HEARTBEAT_TIMEOUT PRODUCER TO N: a config whose agent PRODUCER
+# (busagent.py produce, started by the test) sends TO N messages of 200 KB.
+big_yaml() {
+	cat <<-EOF
+	extensions:
+	  load: []
+	agents:
+	  heartbeat_timeout: $1
+	  hello_timeout: 5s
+	  stop_grace: 2s
+	  list:
+	    - name: $2
+	      command: $PY
+	      args: [-u, $BUSAGENT, produce]
+	      autostart: false
+	      env: {BUS_LOG: "$T/$2.log", BUS_TO: $3, BUS_N: "$4", BUS_PAD: "200000"}
+	EOF
+}
+
+# send_all NAME PRODUCER N: once the remote agent NAME is ready, starts
+# PRODUCER and waits until it has its N messages sent.
+send_all() {
+	until_ok 10 state_is "$1" ready || fail "remote agent $1 not ready: $(cat "$T/$1.err")"
+	ctl agent restart "$2" >/dev/null || fail "starting $2"
+	until_ok 20 grep -q '"ev":"done"' "$T/$2.log" ||
+		fail "$2 did not get its $3 messages sent: $(tail -n 3 "$T/$2.log")"
+}
+
+# back_again NAME N: NAME (its key in $KEY) connects again, reads at full
+# speed and acks until it has N distinct messages of 200 KB, each whole.
+back_again() {
+	"$PY" - "$PORT" "$KEY" "$1" "$2" <<-'EOF' >"$T/$1-back.out" 2>"$T/$1-back.err" &
+	import json, sys
+	from wsclient import connect_agent
+	port, key, name, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+	ws = connect_agent(port, key)
+	ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": name, "max_tasks": 0}))
+	got = set()
+	while len(got) < n:
+	    m = json.loads(ws.recv_text(timeout=20))
+	    if m["type"] == "error":
+	        sys.exit("error: %s" % m)
+	    if m["type"] == "message" and len(m["body"]["pad"]) == 200000:
+	        got.add(m["id"])
+	        ws.send_text(json.dumps({"type": "ack", "id": m["id"]}))
+	ws.shutdown()
+	EOF
+	_bpid=$!
+	PIDS="$PIDS $_bpid"
+	wait_exit "$_bpid" 30
+	[ "$RC" = 0 ] || fail "$1, back, did not get its $2 messages: $(tail -n 3 "$T/$1-back.err")"
+}
+
 # =========================================================================
 # On a runtime of its own: a remote agent that stops reading is let go
 # =========================================================================
@@ -1083,20 +1136,7 @@ wide_run b 3s 1000 0.0003
 # (failed: unhealthy), so that the same agent can connect again and get its
 # 30 messages (before: unhealthy for good, the connection held open).
 RT="$T/rtm"
-cat >"$T/m.yaml" <<EOF
-extensions:
-  load: []
-agents:
-  heartbeat_timeout: 2s
-  hello_timeout: 5s
-  stop_grace: 2s
-  list:
-    - name: prodm
-      command: $PY
-      args: [-u, $BUSAGENT, produce]
-      autostart: false
-      env: {BUS_LOG: "$T/prodm.log", BUS_TO: mute, BUS_N: "30", BUS_PAD: "200000"}
-EOF
+big_yaml 2s prodm mute 30 >"$T/m.yaml"
 start_bridge "$T/m.yaml"
 newkey mute agent
 "$PY" - "$PORT" "$KEY" <<'EOF' >"$T/mute.out" 2>"$T/mute.err" &
@@ -1110,10 +1150,7 @@ time.sleep(300)  # reads nothing more (the test kills it)
 EOF
 MPID=$!
 PIDS="$PIDS $MPID"
-until_ok 10 state_is mute ready || fail "remote agent mute not ready: $(cat "$T/mute.err")"
-ctl agent restart prodm >/dev/null || fail "starting prodm"
-prodm_done() { grep -q '"ev":"done"' "$T/prodm.log"; }
-until_ok 20 prodm_done || fail "prodm did not get its 30 messages sent: $(tail -n 3 "$T/prodm.log")"
+send_all mute prodm 30
 T0=$(date +%s)
 until_ok 15 state_is mute failed ||
 	fail "mute not dropped: $(ctl agent info mute --json | json_get "'%s (%s)' % (j['state'], j['state_reason'])")"
@@ -1121,29 +1158,7 @@ TOOK=$(($(date +%s) - T0))
 ctl agent info mute --json | jtest "j['last_exit'] == 'unhealthy'" ||
 	fail "mute: $(ctl agent info mute --json)"
 # Back, reading this time: its 30 messages, each whole.
-"$PY" - "$PORT" "$KEY" "$T/mute2.log" <<'EOF' >"$T/mute2.out" 2>"$T/mute2.err" &
-import json, sys
-from wsclient import connect_agent
-port, key, path = sys.argv[1:4]
-ws = connect_agent(port, key)
-ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": "mute", "max_tasks": 0}))
-got = set()
-while len(got) < 30:
-    m = json.loads(ws.recv_text(timeout=20))
-    if m["type"] == "error":
-        sys.exit("error: %s" % m)
-    if m["type"] == "message" and len(m["body"]["pad"]) == 200000:
-        got.add(m["id"])
-        ws.send_text(json.dumps({"type": "ack", "id": m["id"]}))
-with open(path, "w") as f:
-    f.write("%d\n" % len(got))
-ws.shutdown()
-EOF
-M2PID=$!
-PIDS="$PIDS $M2PID"
-wait_exit "$M2PID" 30
-[ "$RC" = 0 ] || fail "mute, back, did not get its messages: $(tail -n 3 "$T/mute2.err")"
-[ "$(cat "$T/mute2.log")" = 30 ] || fail "mute, back, got $(cat "$T/mute2.log") messages"
+back_again mute 30
 until_ok 10 no_pending || fail "messages still pending: $(ctl status --json | json_get 'j["counts"]')"
 ok "a remote agent that stopped reading with 6 MB queued to it: dropped $TOOK s after its messages were sent (heartbeat timeout 2 s, then 2 s for its close); back, it got all 30"
 kill "$MPID" 2>/dev/null
@@ -1161,20 +1176,7 @@ wait_exit "$PID" 15
 # messages not yet written: wslay sends control frames first.)  It acks
 # nothing: back, reading at full speed, it must get all 40.
 RT="$T/rts"
-cat >"$T/s.yaml" <<EOF
-extensions:
-  load: []
-agents:
-  heartbeat_timeout: 10s
-  hello_timeout: 5s
-  stop_grace: 2s
-  list:
-    - name: prods
-      command: $PY
-      args: [-u, $BUSAGENT, produce]
-      autostart: false
-      env: {BUS_LOG: "$T/prods.log", BUS_TO: slow, BUS_N: "40", BUS_PAD: "200000"}
-EOF
+big_yaml 10s prods slow 40 >"$T/s.yaml"
 start_bridge "$T/s.yaml"
 newkey slow agent
 : >"$T/slow.log"
@@ -1200,10 +1202,7 @@ while True:
 EOF
 SPID=$!
 PIDS="$PIDS $SPID"
-until_ok 10 state_is slow ready || fail "remote agent slow not ready: $(cat "$T/slow.err")"
-ctl agent restart prods >/dev/null || fail "starting prods"
-prods_done() { grep -q '"ev":"done"' "$T/prods.log"; }
-until_ok 20 prods_done || fail "prods did not get its 40 messages sent: $(tail -n 3 "$T/prods.log")"
+send_all slow prods 40
 BEFORE=$(grep -c '"ev": "msg"' "$T/slow.log")
 [ "$BEFORE" -le 15 ] || fail "slow already had $BEFORE of the 40 messages when prods was done: no slow drain to test"
 T0=$(date +%s)
@@ -1216,26 +1215,7 @@ WHOLE=$(grep -c '"ev": "msg", "id": [0-9]*, "whole": true' "$T/slow.log")
 CLOSE=$(grep '"ev": "closed"' "$T/slow.log")
 [ "$WHOLE" = "$GOT" ] && [ "$GOT" -gt "$((BEFORE + 5))" ] && echo "$CLOSE" | grep -q '"code": 1000' ||
 	fail "slow, stopped with $((40 - BEFORE)) messages queued, got $GOT messages ($WHOLE whole) and then $CLOSE ($TOOK s)"
-"$PY" - "$PORT" "$KEY" "$T/slow2.log" <<'EOF' >"$T/slow2.out" 2>"$T/slow2.err" &
-import json, sys
-from wsclient import connect_agent
-port, key, path = sys.argv[1:4]
-ws = connect_agent(port, key)
-ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": "slow", "max_tasks": 0}))
-got = set()
-while len(got) < 40:
-    m = json.loads(ws.recv_text(timeout=20))
-    if m["type"] == "message" and len(m["body"]["pad"]) == 200000:
-        got.add(m["id"])
-        ws.send_text(json.dumps({"type": "ack", "id": m["id"]}))
-with open(path, "w") as f:
-    f.write("%d\n" % len(got))
-ws.shutdown()
-EOF
-S2PID=$!
-PIDS="$PIDS $S2PID"
-wait_exit "$S2PID" 30
-[ "$RC" = 0 ] && [ "$(cat "$T/slow2.log")" = 40 ] || fail "slow, back, did not get its 40 messages: $(tail -n 3 "$T/slow2.err")"
+back_again slow 40
 until_ok 10 no_pending || fail "messages still pending: $(ctl status --json | json_get 'j["counts"]')"
 ok "a remote agent that reads slowly, stopped with $((40 - BEFORE)) messages of 200 KB queued to it: it read $((GOT - BEFORE)) more, each whole, and then our close, 1000, $TOOK s after the stop; back, it got all 40"
 ctl quit >/dev/null || fail "quit"
