@@ -1484,6 +1484,13 @@ ws_close_left(const struct ws_conn *ws)
 static bool
 ws_close_drained(struct ws_conn *ws)
 {
+	/* Only an orderly close (ours, 1000 or 1001, or the peer's) waits on:
+	 * after a broken rule, a revoked key or the peer's end of input,
+	 * nothing more is owed to it. */
+	bool orderly = ws->our_code == 1000 || ws->our_code == 1001 ||
+	               (ws->our_code == 0 && ws->peer_code != 0);
+	if (!orderly)
+		return false;
 	if (ws->done || uv_now(ws->conn->srv->loop) - ws->close_at >= WS_CLOSE_MAX_MS)
 		return false;
 	size_t left = ws_close_left(ws);

@@ -1100,6 +1100,35 @@ send_all() {
 		fail "$2 did not get its $3 messages sent: $(tail -n 3 "$T/$2.log")"
 }
 
+# slow_reader LOG: the remote agent slow (its key in $KEY) reads a message
+# every 0.3 s and acks none; what it gets, whole or not, and its close go
+# to LOG.  Sets SPID.
+slow_reader() {
+	: >"$1"
+	"$PY" - "$PORT" "$KEY" "$1" <<-'EOF' >"$1.out" 2>"$1.err" &
+	import json, os, socket, sys, time
+	from wsclient import Closed, connect_agent
+	port, key, path = sys.argv[1:4]
+	fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+	def log(**rec):
+	    os.write(fd, (json.dumps(rec) + "\n").encode())
+	ws = connect_agent(port, key)
+	ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+	ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": "slow", "max_tasks": 0}))
+	while True:
+	    try:
+	        m = json.loads(ws.recv_text(timeout=20))
+	    except Closed as e:
+	        log(ev="closed", code=e.code, reason=e.reason)
+	        break
+	    if m["type"] == "message":
+	        log(ev="msg", id=m["id"], whole=len(m["body"]["pad"]) == 200000)
+	        time.sleep(0.3)
+	EOF
+	SPID=$!
+	PIDS="$PIDS $SPID"
+}
+
 # back_again NAME N: NAME (its key in $KEY) connects again, reads at full
 # speed and acks until it has N distinct messages of 200 KB, each whole.
 back_again() {
@@ -1179,29 +1208,7 @@ RT="$T/rts"
 big_yaml 10s prods slow 40 >"$T/s.yaml"
 start_bridge "$T/s.yaml"
 newkey slow agent
-: >"$T/slow.log"
-"$PY" - "$PORT" "$KEY" "$T/slow.log" <<'EOF' >"$T/slow.out" 2>"$T/slow.err" &
-import json, os, socket, sys, time
-from wsclient import Closed, connect_agent
-port, key, path = sys.argv[1:4]
-fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-def log(**rec):
-    os.write(fd, (json.dumps(rec) + "\n").encode())
-ws = connect_agent(port, key)
-ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
-ws.send_text(json.dumps({"type": "hello", "proto": 1, "name": "slow", "max_tasks": 0}))
-while True:
-    try:
-        m = json.loads(ws.recv_text(timeout=20))
-    except Closed as e:
-        log(ev="closed", code=e.code, reason=e.reason)
-        break
-    if m["type"] == "message":
-        log(ev="msg", id=m["id"], whole=len(m["body"]["pad"]) == 200000)
-        time.sleep(0.3)
-EOF
-SPID=$!
-PIDS="$PIDS $SPID"
+slow_reader "$T/slow.log"
 send_all slow prods 40
 BEFORE=$(grep -c '"ev": "msg"' "$T/slow.log")
 [ "$BEFORE" -le 15 ] || fail "slow already had $BEFORE of the 40 messages when prods was done: no slow drain to test"
@@ -1209,7 +1216,7 @@ T0=$(date +%s)
 ctl agent stop slow >/dev/null || fail "agent stop slow"
 wait_exit "$SPID" 40
 TOOK=$(($(date +%s) - T0))
-[ "$RC" = 0 ] || fail "slow exit status $RC: $(tail -n 3 "$T/slow.err")"
+[ "$RC" = 0 ] || fail "slow exit status $RC: $(tail -n 3 "$T/slow.log.err")"
 GOT=$(grep -c '"ev": "msg"' "$T/slow.log")
 WHOLE=$(grep -c '"ev": "msg", "id": [0-9]*, "whole": true' "$T/slow.log")
 CLOSE=$(grep '"ev": "closed"' "$T/slow.log")
@@ -1218,6 +1225,22 @@ CLOSE=$(grep '"ev": "closed"' "$T/slow.log")
 back_again slow 40
 until_ok 10 no_pending || fail "messages still pending: $(ctl status --json | json_get 'j["counts"]')"
 ok "a remote agent that reads slowly, stopped with $((40 - BEFORE)) messages of 200 KB queued to it: it read $((GOT - BEFORE)) more, each whole, and then our close, 1000, $TOOK s after the stop; back, it got all 40"
+# Not so for a close that is owed nothing: slow's key revoked with prods's
+# next 40 messages (8 MB) queued to it, its connection ends 2 s after the
+# revocation, not once it has read what it can (about 10 s, as above; what
+# the socket already held still reaches it).
+slow_reader "$T/slow3.log"
+: >"$T/prods.log"
+send_all slow prods 40
+T0=$(date +%s)
+ctl apikey revoke "$KEYID" >/dev/null || fail "apikey revoke"
+slow_gone() { ! state_is slow ready; }
+until_ok 15 slow_gone ||
+	fail "slow's connection still open 15 s after its key was revoked: $(ctl agent info slow --json | json_get "j['state']")"
+TOOK=$(($(date +%s) - T0))
+[ "$TOOK" -le 5 ] || fail "slow's connection ended $TOOK s after its key was revoked, not 2"
+wait_exit "$SPID" 30
+ok "the same agent, its key revoked with 40 messages of 200 KB queued: its connection ended $TOOK s later ($(grep -c '"ev": "msg"' "$T/slow3.log") of them had reached it)"
 ctl quit >/dev/null || fail "quit"
 wait_exit "$PID" 15
 [ "$RC" = 0 ] || fail "quit exit status $RC"
