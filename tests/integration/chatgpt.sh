@@ -27,17 +27,7 @@ stub_count() { "$PY" -c "import json,urllib.request
 print(json.load(urllib.request.urlopen('http://127.0.0.1:$PORT/stub/count?tag=$1'))['hits'])"; }
 
 # The stand-in: exits when its stdin (a fifo held open by this shell) closes.
-mkfifo "$T/stub.in"
-"$PY" "${top_srcdir:-.}/tests/helpers/openai_stub.py" --key "$KEY" <"$T/stub.in" >"$T/stub.out" 2>"$T/stub.err" &
-STUB=$!
-PIDS="$PIDS $STUB"
-exec 9>"$T/stub.in"
-i=0
-until [ -s "$T/stub.out" ]; do
-	[ $i -lt 100 ] || fail "the stand-in did not start"
-	sleep 0.05
-	i=$((i + 1))
-done
+start_stub openai_stub.py --key "$KEY"
 PORT=$(head -n 1 "$T/stub.out")
 
 mkdir -p "$T/ext"

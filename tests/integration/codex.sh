@@ -18,16 +18,7 @@ KEY="sk-test-codex-$$-0123456789abcdef"
 stub_count() { "$PY" -c "import json,urllib.request
 print(json.load(urllib.request.urlopen('http://127.0.0.1:$PORT/stub/count?tag=$1'))['hits'])"; }
 
-mkfifo "$T/stub.in"
-"$PY" "${top_srcdir:-.}/tests/helpers/openai_stub.py" --key "$KEY" <"$T/stub.in" >"$T/stub.out" 2>"$T/stub.err" &
-PIDS="$PIDS $!"
-exec 9>"$T/stub.in"
-i=0
-until [ -s "$T/stub.out" ]; do
-	[ $i -lt 100 ] || fail "the stand-in did not start"
-	sleep 0.05
-	i=$((i + 1))
-done
+start_stub openai_stub.py --key "$KEY"
 PORT=$(head -n 1 "$T/stub.out")
 
 # A repository with a bug and a check that fails.
@@ -113,20 +104,12 @@ ok "--review: the verdict {valid, feedback, suggestions} is in the result"
 
 # ---- a task with capability code, done by a codex agent
 ctl agent spawn cx --type codex >/dev/null || fail "agent spawn --type codex"
-i=0
-until ctl agent list | grep -q 'cx.*ready'; do
-	[ $i -lt 100 ] || fail "cx not ready: $(ctl agent list)"
-	sleep 0.1
-	i=$((i + 1))
-done
+cx_ready() { ctl agent list | grep -q 'cx.*ready'; }
+wait_for 30 "cx to be ready" cx_ready
 PAYLOAD=$("$PY" -c 'import json,sys; print(json.dumps({"workspace": sys.argv[1], "check": "python3 check.py", "instruction": "fix the add function #codex-demo"}))' "$REPO")
 TASK=$(ctl task add "fix add" --cap code --payload "$PAYLOAD" --json | json_get 'j["id"]')
-i=0
-until ctl task show "$TASK" --json | jtest 'j["state"] in ("done", "failed", "dead")'; do
-	[ $i -lt 300 ] || fail "task $TASK not finished: $(ctl task show "$TASK" --json)"
-	sleep 0.1
-	i=$((i + 1))
-done
+task_ended() { ctl task show "$TASK" --json | jtest 'j["state"] in ("done", "failed", "dead")'; }
+wait_for 120 "task $TASK to end" task_ended
 ctl task show "$TASK" --json >"$T/task.json"
 jtest 'j["state"] == "done" and j["result"]["passed"] and j["result"]["attempts"] == 2 and "a + b" in j["result"]["diff"] and j["result"]["branch"].startswith("codex/")' <"$T/task.json" ||
 	fail "task: $(cat "$T/task.json")"

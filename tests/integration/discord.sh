@@ -46,17 +46,7 @@ sys.exit(0 if ($1) else 1)"
 say() { ctl send "$1" x --body "$2" >/dev/null || fail "send to $1"; }
 
 # ---- the stand-in: exits when its stdin (a fifo held open here) closes
-mkfifo "$T/stub.in"
-"$PY" "${top_srcdir:-.}/tests/helpers/discord_stub.py" <"$T/stub.in" >"$T/stub.out" 2>"$T/stub.err" &
-STUB=$!
-PIDS="$PIDS $STUB"
-exec 9>"$T/stub.in"
-i=0
-until [ -s "$T/stub.out" ]; do
-	[ $i -lt 100 ] || fail "the stand-in did not start"
-	sleep 0.05
-	i=$((i + 1))
-done
+start_stub discord_stub.py
 read -r HPORT CPORT <"$T/stub.out"
 URL1="http://127.0.0.1:$HPORT/api/webhooks/1234567890/$TOKEN1"
 URL2="http://127.0.0.1:$HPORT/api/webhooks/4567/$TOKEN2"

@@ -49,16 +49,32 @@ start_headless() {
 	wait_ready
 }
 
-# wait_ready: until `ctl status` answers (5 s at most).
+# wait_ready: until `ctl status` answers (30 s at most).
 wait_ready() {
 	i=0
-	while [ $i -lt 100 ]; do
+	while [ $i -lt 600 ]; do
 		if [ -S "$RT/dreamos.sock" ] && ctl status >/dev/null 2>&1; then return 0; fi
 		kill -0 "$PID" 2>/dev/null || fail "dreamos exited during startup"
 		sleep 0.05
 		i=$((i + 1))
 	done
 	fail "dreamos did not answer on $RT/dreamos.sock"
+}
+
+# start_stub SCRIPT [ARGS...]: starts the local stand-in
+# tests/helpers/SCRIPT (it exits when its stdin, the fifo held open on fd
+# 9, closes), sets STUB, and waits for the port(s) it prints first on
+# $T/stub.out (30 s at most: a loaded CI machine can take seconds).
+start_stub() {
+	ss_script=$1
+	shift
+	mkfifo "$T/stub.in"
+	"${PYTHON3:-python3}" "${top_srcdir:-.}/tests/helpers/$ss_script" "$@" \
+		<"$T/stub.in" >"$T/stub.out" 2>"$T/stub.err" &
+	STUB=$!
+	PIDS="$PIDS $STUB"
+	exec 9>"$T/stub.in"
+	wait_for 30 "the stand-in $ss_script to start" test -s "$T/stub.out"
 }
 
 # wait_exit PID [SECONDS]: waits for the process (a child of this shell) to

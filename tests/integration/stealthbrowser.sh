@@ -43,17 +43,7 @@ stub() { "$PY" -c "import urllib.request; print(urllib.request.urlopen('http://1
 now_ms() { "$PY" -c 'import time; print(int(time.time()*1000))'; }
 
 # ---- the web site: exits when its stdin (a fifo held by this shell) closes
-mkfifo "$T/stub.in"
-"$PY" "${top_srcdir:-.}/tests/helpers/web_stub.py" <"$T/stub.in" >"$T/stub.out" 2>"$T/stub.err" &
-STUB=$!
-PIDS="$PIDS $STUB"
-exec 9>"$T/stub.in"
-i=0
-until [ -s "$T/stub.out" ]; do
-	[ $i -lt 100 ] || fail "the web stand-in did not start"
-	sleep 0.05
-	i=$((i + 1))
-done
+start_stub web_stub.py
 PORT=$(head -n 1 "$T/stub.out")
 URL="http://127.0.0.1:$PORT"
 
