@@ -26,6 +26,15 @@
 /* How often old log rows are pruned from the store. */
 #define ORCH_HOUSEKEEPING_MS (3600 * 1000)
 
+/* The orchestrator's own handles, apart from it: orch_free may run before
+ * the loop has closed them (a test, a failed start), and they are freed
+ * when the last one has. */
+struct orch_handles {
+	uv_signal_t sig_int, sig_term, sig_hup;
+	uv_timer_t housekeeping;
+	int closed;
+};
+
 struct orch {
 	uv_loop_t *loop;
 	char *runtime;
@@ -50,9 +59,7 @@ struct orch {
 	char *log_path;
 	char *sock_path;
 
-	uv_signal_t sig_int, sig_term, sig_hup;
-	uv_timer_t housekeeping;
-	bool handles_started;
+	struct orch_handles *handles; /* NULL until started */
 
 	int64_t started_ms;      /* wall */
 	int64_t started_mono_ms; /* monotonic */
@@ -433,19 +440,19 @@ orch_new(struct orch **out, uv_loop_t *loop, const struct orch_opts *opts, char 
 	if (ctl_server_start(o, o->sock_path, &o->ctl, cause) != 0)
 		goto fail;
 
-	uv_signal_init(loop, &o->sig_int);
-	uv_signal_init(loop, &o->sig_term);
-	uv_signal_init(loop, &o->sig_hup);
-	o->sig_int.data = o->sig_term.data = o->sig_hup.data = o;
-	uv_signal_start(&o->sig_int, orch_on_signal, SIGINT);
-	uv_signal_start(&o->sig_term, orch_on_signal, SIGTERM);
-	uv_signal_start(&o->sig_hup, orch_on_signal, SIGHUP);
-	uv_timer_init(loop, &o->housekeeping);
-	o->housekeeping.data = o;
-	uv_timer_start(&o->housekeeping, orch_on_housekeeping, ORCH_HOUSEKEEPING_MS,
+	struct orch_handles *h = o->handles = xcalloc(1, sizeof *h);
+	uv_signal_init(loop, &h->sig_int);
+	uv_signal_init(loop, &h->sig_term);
+	uv_signal_init(loop, &h->sig_hup);
+	h->sig_int.data = h->sig_term.data = h->sig_hup.data = o;
+	uv_signal_start(&h->sig_int, orch_on_signal, SIGINT);
+	uv_signal_start(&h->sig_term, orch_on_signal, SIGTERM);
+	uv_signal_start(&h->sig_hup, orch_on_signal, SIGHUP);
+	uv_timer_init(loop, &h->housekeeping);
+	h->housekeeping.data = o;
+	uv_timer_start(&h->housekeeping, orch_on_housekeeping, ORCH_HOUSEKEEPING_MS,
 	               ORCH_HOUSEKEEPING_MS);
-	uv_unref((uv_handle_t *)&o->housekeeping);
-	o->handles_started = true;
+	uv_unref((uv_handle_t *)&h->housekeeping);
 
 	orch_prune(o);
 	bus_prune(o->bus);
@@ -460,6 +467,14 @@ fail:
 	free(o);
 	*out = NULL;
 	return -1;
+}
+
+static void
+orch_handle_closed(uv_handle_t *handle)
+{
+	struct orch_handles *h = handle->data;
+	if (++h->closed == 4)
+		free(h);
 }
 
 /* Runs the last steps of shutdown once every component has stopped. */
@@ -479,11 +494,14 @@ orch_finish(struct orch *o)
 	o->outbound = NULL;
 	bus_close(o->bus);
 	tasks_close(o->tasks);
-	if (o->handles_started) {
-		uv_close((uv_handle_t *)&o->sig_int, NULL);
-		uv_close((uv_handle_t *)&o->sig_term, NULL);
-		uv_close((uv_handle_t *)&o->sig_hup, NULL);
-		uv_close((uv_handle_t *)&o->housekeeping, NULL);
+	if (o->handles != NULL) {
+		struct orch_handles *h = o->handles;
+		o->handles = NULL;
+		h->sig_int.data = h->sig_term.data = h->sig_hup.data = h->housekeeping.data = h;
+		uv_close((uv_handle_t *)&h->sig_int, orch_handle_closed);
+		uv_close((uv_handle_t *)&h->sig_term, orch_handle_closed);
+		uv_close((uv_handle_t *)&h->sig_hup, orch_handle_closed);
+		uv_close((uv_handle_t *)&h->housekeeping, orch_handle_closed);
 	}
 	int64_t up = time_mono_ms() - o->started_mono_ms;
 	log_info(o->log, "orch", "stopped after %.1f s, %llu commands run", (double)up / 1000.0,
