@@ -9,28 +9,71 @@
 
 /* ---- help ------------------------------------------------------------- */
 
+/* The length of a help text's first sentence, without its period: it ends
+ * at a line break, at the end, or at a period followed by spaces and a
+ * capital.  So "bus.max_attempts", "document.body" and "(e.g. \"x\")" do
+ * not end it. */
+static size_t
+help_summary_len(const char *help)
+{
+	for (size_t i = 0;; i++) {
+		char c = help[i];
+		if (c == '\0' || c == '\n')
+			return i;
+		if (c != '.')
+			continue;
+		size_t k = i + 1;
+		while (help[k] == ' ')
+			k++;
+		char n = help[k];
+		if (n == '\0' || n == '\n' || (k > i + 1 && n >= 'A' && n <= 'Z'))
+			return i;
+	}
+}
+
+/* The commands whose names start with prefix ("" for all): name, usage,
+ * first sentence, owner. */
+static json_t *
+help_list(struct cmd_table *t, const char *prefix)
+{
+	json_t *list = json_array();
+	size_t pl = strlen(prefix);
+	for (size_t i = 0; i < cmd_table_count(t); i++) {
+		const struct cmd_entry *e = cmd_table_get(t, i);
+		if (strncmp(e->name, prefix, pl) != 0)
+			continue;
+		char *u = cmd_usage_line(e);
+		const char *help = e->help ? e->help : "";
+		json_t *summary = json_stringn(help, help_summary_len(help));
+		json_array_append_new(list, json_pack("{s:s,s:s,s:o,s:s}", "name", e->name, "usage",
+		                                      u, "summary", summary, "owner",
+		                                      cmd_table_owner(t, i)));
+		free(u);
+	}
+	return list;
+}
+
 static enum cmd_retval
 cmd_help_exec(struct cmd_ctx *ctx)
 {
 	struct cmd_table *t = orch_cmds(ctx->orch);
-	if (ctx->argc == 0) {
-		json_t *list = json_array();
-		for (size_t i = 0; i < cmd_table_count(t); i++) {
-			const struct cmd_entry *e = cmd_table_get(t, i);
-			char *u = cmd_usage_line(e);
-			const char *help = e->help ? e->help : "";
-			json_t *summary = json_stringn(help, strcspn(help, ".\n"));
-			json_array_append_new(list, json_pack("{s:s,s:s,s:o,s:s}", "name", e->name,
-			                                      "usage", u, "summary", summary,
-			                                      "owner", cmd_table_owner(t, i)));
-			free(u);
-		}
-		return cmd_result(ctx, json_pack("{s:o}", "commands", list));
-	}
+	if (ctx->argc == 0)
+		return cmd_result(ctx, json_pack("{s:o}", "commands", help_list(t, "")));
 	int consumed = 0;
 	char *cause = NULL;
 	const struct cmd_entry *e = cmd_find(t, ctx->argc, ctx->argv, &consumed, &cause);
 	if (e == NULL) {
+		/* "help dead": a group's commands ("dead list", "dead requeue"). */
+		struct buf prefix = {0};
+		for (int i = 0; i < ctx->argc; i++)
+			buf_addf(&prefix, "%s ", ctx->argv[i]);
+		json_t *list = help_list(t, buf_cstr(&prefix));
+		buf_free(&prefix);
+		if (json_array_size(list) > 0) {
+			free(cause);
+			return cmd_result(ctx, json_pack("{s:o}", "commands", list));
+		}
+		json_decref(list);
 		enum cmd_retval rv = cmd_usage_error(ctx, "help: %s", cause);
 		free(cause);
 		return rv;
@@ -288,7 +331,7 @@ const struct cmd_entry cmd_builtin_entries[] = {
         .name = "help",
         .usage = "[COMMAND]",
         .help = "Lists the captain commands, or shows the usage, options and description of "
-                "one command.",
+                "one command, or lists a group's commands (help dead).",
         .min_args = 0,
         .max_args = 2,
         .complete_args = "command",

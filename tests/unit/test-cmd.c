@@ -426,11 +426,25 @@ test_builtin_help(void **state)
 	assert_int_equal(o.status, CMD_OK);
 	assert_non_null(strstr(o.text, "status"));
 	assert_non_null(strstr(o.text, "log level [LEVEL]"));
+
+	/* A summary is the first sentence: a dotted setting or "e.g." inside
+	 * does not end it. */
+	assert_non_null(strstr(o.text, "not acked after bus.max_attempts\n"));
+	assert_non_null(strstr(o.text, "why it waits (e.g. \"no capable agent\")\n"));
+	assert_non_null(strstr(o.text, "redelivered after bus.ack_timeout\n"));
 	outcome_free(&o);
 
 	o = run(f, "help log level");
 	assert_int_equal(o.status, CMD_OK);
 	assert_non_null(strstr(o.text, "usage: log level [LEVEL]"));
+	outcome_free(&o);
+
+	/* A group: its commands, and only those. */
+	o = run(f, "help dead");
+	assert_int_equal(o.status, CMD_OK);
+	assert_non_null(strstr(o.text, "dead list [--limit N]"));
+	assert_non_null(strstr(o.text, "dead requeue ID"));
+	assert_null(strstr(o.text, "status"));
 	outcome_free(&o);
 
 	o = run(f, "help nosuch");
