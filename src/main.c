@@ -269,7 +269,7 @@ run_foreground(const struct orch_opts *opts, bool tui)
 	uv_loop_t loop;
 	struct orch *o;
 	char *cause = NULL;
-	struct run_state rs;
+	struct run_state rs = {0}; /* stdin_reader stays unused under the TUI */
 
 	uv_loop_init(&loop);
 	if (orch_new(&o, &loop, opts, &cause) != 0) {
