@@ -97,7 +97,7 @@ struct proc {
 	size_t len;
 	bool eof, exited, killed;
 	int status;
-	double deadline;
+	double deadline, timeout_s; /* timeout_s: for the report when killed */
 	uint64_t timer;
 	proc_done_fn done;
 };
@@ -196,6 +196,7 @@ proc_start(struct job *j, struct proc *p, const char *dir, const char *script,
 		close(p->in);
 		p->in = -1;
 	}
+	p->timeout_s = timeout_s;
 	p->deadline = timeout_s > 0 ? now_s() + timeout_s : 0;
 	p->done = done;
 	p->timer = host->timer_add(self, 10, 20, proc_tick, j);
@@ -256,7 +257,7 @@ proc_tick(struct dreamos_ext *ext, void *arg)
 	char *out = p->buf ? p->buf : strdup("");
 	p->buf = NULL;
 	if (p->killed) {
-		char *o2 = fmt("%s\n[killed: no end after %.0f s]", out, cfg.check_timeout_s);
+		char *o2 = fmt("%s\n[killed: no end after %.0f s]", out, p->timeout_s);
 		free(out);
 		out = o2;
 	}

@@ -51,7 +51,7 @@ extensions:
     api_key_env: CODEX_TEST_KEY
     model: stub-coder
     timeout_s: 10
-    check_timeout_s: 30
+    check_timeout_s: 5
 EOF2
 CODEX_TEST_KEY=$KEY
 export CODEX_TEST_KEY
@@ -128,6 +128,19 @@ ctl codex run --workspace "$REPO" --check 'false' --attempts 2 'fix the add func
 jtest 'j["status"] == "fail" and not j["passed"] and j["attempts"] == 2 and "still fails" in j["error"]' <"$T/never.json" ||
 	fail "never passes: $(cat "$T/never.json")"
 ok "a non-repository is refused; a check that never passes ends in fail after N attempts"
+
+# ---- a check that does not end is killed at check_timeout_s (with its children)
+ctl codex run --workspace "$REPO" --check 'sleep 987 & sleep 987' --attempts 1 'fix the add function #codex-demo' \
+	--json >"$T/hang.json" 2>"$T/hang.err" || fail "codex run (hanging check): $(cat "$T/hang.err")"
+jtest 'j["status"] == "fail" and "[killed: no end after 5 s]" in j["check_output"]' <"$T/hang.json" ||
+	fail "hanging check: $(cat "$T/hang.json")"
+i=0
+while pgrep -f 'sleep 987' >/dev/null; do
+	i=$((i + 1))
+	test $i -lt 20 || fail "the hanging check's processes are still running"
+	sleep 0.1
+done
+ok "a check that does not end is killed after check_timeout_s, its children too"
 
 # ---- codex clean: worktrees go, branches stay unless --branches
 ID1=$(json_get 'j["id"]' <"$T/run.json")
