@@ -3,7 +3,7 @@
  *
  *   ask [--model M] [--system TEXT] PROMPT...
  *       streams the answer (server-sent events) to the front end;
- *   chatgpt status|spawn|set|resume ...
+ *   chatgpt status|spawn|set|resume|forget ...
  *       settings, usage and the LLM agents;
  *   agent type "chatgpt": an in-process LLM agent that answers messages
  *       (reply to the sender, a bounded conversation per peer), performs
@@ -16,10 +16,12 @@
  * a reply or an error is scrubbed of it (redact()), and the body of a 401
  * (OpenAI echoes part of the key there) is never shown.
  *
- * Settings of an agent, first found wins: `chatgpt spawn/set` (stored in
- * the key-value store), extensions.chatgpt.agents.NAME, the extension's
- * defaults.  `agent spawn NAME --type chatgpt` passes no options to the
- * type (the ABI has no way), hence `chatgpt spawn` and `chatgpt set`. */
+ * Settings of an agent (model, system, budget_usd), key by key, first found
+ * wins: what `chatgpt spawn`, `chatgpt set` and `chatgpt resume
+ * --budget-usd` stored in the key-value store (`chatgpt forget` drops it),
+ * the options of `agent spawn NAME --type chatgpt --model M --system TEXT
+ * --budget-usd X` (host->agent_option), extensions.chatgpt.agents.NAME, the
+ * extension's defaults. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -273,7 +275,8 @@ spawn_options(const struct gagent *g)
 	return o;
 }
 
-/* Settings of agent name: kv agent.NAME, config agents.NAME, defaults. */
+/* Settings of agent name: kv agent.NAME, spawn options, config agents.NAME,
+ * defaults. */
 static void
 agent_settings(struct gagent *g)
 {
@@ -890,14 +893,16 @@ agent_message(struct gagent *g, json_t *m, const char *line)
 	r->kind = REQ_MESSAGE;
 	r->g = g;
 	/* {"text": T, "to": NAME}: the answer goes to NAME (the captain
-	 * introduces two agents to each other). */
+	 * introduces two agents to each other).  The conversation is the one
+	 * with the peer the answer goes to, both for the prompt and for
+	 * keeping the exchange. */
 	const char *to = json_is_object(body) ? jstr(body, "to") : NULL;
 	r->peer = strdup(to ? to : from);
 	r->msg_id = id;
 	r->prompt = text_of(body, keys);
 	r->model = strdup(g->model);
 	char *why = NULL;
-	if (req_start(r, g->system, conv_get(g, from)->msgs, &why) != 0) {
+	if (req_start(r, g->system, conv_get(g, r->peer)->msgs, &why) != 0) {
 		alog(g, "error", "message %lld: %s", (long long)id, why);
 		free(why);
 		req_free(r);
@@ -1238,28 +1243,32 @@ cmd_chatgpt(struct dreamos_ext *ext, struct dreamos_call *call, void *arg)
 			                         : "settings stored (used when it starts)");
 			return DREAMOS_CMD_OK;
 		}
+		/* The capabilities given, or without --cap those of its last
+		 * spawn (a spawn to change its model keeps them). */
 		size_t ncap = host->call_opt_count(call, "cap");
-		const char **caps = NULL;
-		if (ncap > 0) {
-			caps = calloc(ncap + 1, sizeof *caps);
+		json_t *l = spawned_list();
+		json_t *cl = json_object_get(l, name);
+		if (ncap > 0 || !json_is_array(cl)) {
+			cl = json_array();
 			for (size_t i = 0; i < ncap; i++)
-				caps[i] = host->call_opt_at(call, "cap", i);
+				json_array_append_new(
+				    cl, json_string(host->call_opt_at(call, "cap", i)));
+			json_object_set_new(l, name, cl);
 		}
+		size_t n = json_array_size(cl);
+		const char **caps = n > 0 ? calloc(n + 1, sizeof *caps) : NULL;
+		for (size_t i = 0; i < n; i++)
+			caps[i] = json_string_value(json_array_get(cl, i));
 		int rc = host->agent_create(self, TYPE_NAME, name, caps, -1);
+		free(caps);
 		if (rc != 0) {
-			free(caps);
+			json_decref(l);
 			return host->call_error(call, "chatgpt spawn: %s", host->last_error(self));
 		}
-		json_t *l = spawned_list();
-		json_t *cl = json_array();
-		for (size_t i = 0; i < ncap; i++)
-			json_array_append_new(cl, json_string(caps[i]));
-		json_object_set_new(l, name, cl);
 		char *s = json_dumps(l, JSON_COMPACT);
 		host->kv_set(self, "spawned", s);
 		free(s);
 		json_decref(l);
-		free(caps);
 		char msg[200];
 		snprintf(msg, sizeof msg, "chatgpt agent %s spawned", name);
 		host->call_reply(call, msg);
@@ -1429,7 +1438,7 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 	    .usage = "[status [NAME]|spawn NAME [--model M] [--system TEXT] [--cap C]... "
 	             "[--budget-usd X]|set NAME [...]|resume NAME [--budget-usd X]|forget NAME]",
 	    .help = "The ChatGPT bridge: settings and usage, LLM agents (spawn with settings, "
-	            "change them, resume one paused by its budget or the loop guard).",
+	            "change them, resume a paused one, forget one).",
 	    .max_args = 2,
 	    .opts = chatgpt_opts,
 	    .complete_fn = complete_chatgpt,

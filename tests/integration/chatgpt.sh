@@ -2,12 +2,14 @@
 # chatgpt.sh — the ChatGPT bridge extension against a local stand-in of the
 # OpenAI API (tests/helpers/openai_stub.py on 127.0.0.1, the real wire
 # format): `ask` streams; an LLM agent answers a message (with its
-# conversation) and completes a task; usage and cost show in `agent info`;
-# the budget pauses an agent (not killed) with a log line and an alert; the
-# loop guard pauses two agents replying to each other; 429 and 500 are
-# retried by the outbound manager, 500 for good and a cut-off stream are
-# errors, 401 fails the agent with "check the API key"; the API key never
-# shows in a log file, the store or `status --json`.
+# conversation; an answer sent on with "to" goes with, and is kept in, the
+# conversation with that agent) and completes a task; usage and cost show
+# in `agent info`; `chatgpt spawn` again without --cap keeps the
+# capabilities remembered; the budget pauses an agent (not killed) with a
+# log line and an alert; the loop guard pauses two agents replying to each
+# other; 429 and 500 are retried by the outbound manager, 500 for good and
+# a cut-off stream are errors, 401 fails the agent with "check the API key";
+# the API key never shows in a log file, the store or `status --json`.
 . "${top_srcdir:-.}/tests/integration/lib.sh"
 
 PY=${PYTHON3:-python3}
@@ -142,6 +144,34 @@ grep -q "\-\-model is an option of extension agent types" "$T/opt.out" || fail "
 ok "agent spawn --type chatgpt --model --system --budget-usd reach the agent; wrong options are refused"
 agent_is llm1 'j["tokens_in"] > 0 and j["spent_usd"] > 0' || fail "usage not in chatgpt status"
 ok "usage (tokens, cost) shows in agent info"
+
+# ---- chatgpt spawn again without --cap keeps the capabilities remembered
+ctl chatgpt spawn keeper --cap keepcap >/dev/null || fail "chatgpt spawn keeper --cap keepcap"
+wait_for 10 "keeper with its capability" info_is keeper '"keepcap" in j["capabilities"]'
+ctl chatgpt spawn keeper --model stub-model >"$T/respawn.out" 2>&1 ||
+	fail "chatgpt spawn of a running agent: $(cat "$T/respawn.out")"
+agent_is keeper 'j["model"] == "stub-model"' || fail "the new model was not taken"
+ctl ext reload chatgpt >"$T/reload.out" 2>&1 || fail "ext reload chatgpt: $(cat "$T/reload.out")"
+wait_for 10 "keeper back" agent_is keeper 'j["model"] == "stub-model"'
+info_is keeper '"keepcap" in j["capabilities"]' ||
+	fail "keeper lost its capability at the load after a spawn without --cap: $(ctl agent info keeper --json)"
+ok "chatgpt spawn again without --cap keeps the capabilities it remembered"
+
+# ---- {"to": OTHER}: the answer goes with the conversation with OTHER
+ctl chatgpt spawn intro >/dev/null || fail "chatgpt spawn intro"
+ctl agent spawn sink --type chatgpt >/dev/null || fail "agent spawn sink"
+wait_for 10 "intro and sink" agent_is sink 'j["state"] == "running"'
+ctl agent pause sink >/dev/null || fail "agent pause sink" # it does not answer
+ctl send intro "hello intro" >/dev/null || fail "send"
+wait_for 10 "intro's answer" agent_is intro 'j["requests"] == 1'
+ctl send intro x --body '{"text": "meet sink", "to": "sink"}' >/dev/null || fail "send"
+wait_for 10 "intro's answer to sink" agent_is intro 'j["requests"] == 2'
+ctl history sink --json --limit 10 >"$T/hsink.json" || fail "history sink"
+jtest '[m for m in j if m["from"] == "intro" and m["body"].get("text") == "echo: meet sink [history 0]"]' <"$T/hsink.json" ||
+	fail "the answer to sink was not made with the conversation with sink: $(cat "$T/hsink.json")"
+agent_is intro 'j["conversations"] == {"captain": 2, "sink": 2}' ||
+	fail "intro's conversations: $(ctl chatgpt status intro --json)"
+ok "an answer sent to another agent ({\"to\": OTHER}) is made with, and kept in, the conversation with it"
 
 # ---- budget: paused, not killed, with a log line and an alert
 ctl chatgpt spawn rich --budget-usd 0.5 >/dev/null || fail "chatgpt spawn --budget-usd"
