@@ -97,7 +97,8 @@ key_load(void)
 		}
 		if ((st.st_mode & 077) != 0) {
 			snprintf(key_problem, sizeof key_problem,
-			         "api_key_file %s has mode %04o: it must be 0600 (chmod 600 %s)",
+			         "api_key_file %s has mode %04o: group and others must have no "
+			         "access (chmod 600 %s)",
 			         cfg.key_file, (unsigned)(st.st_mode & 07777), cfg.key_file);
 			close(fd);
 			return;

@@ -230,3 +230,29 @@ LEAK=$(grep -rl -- "$KEY" "$RT" "$T"/*.json "$T"/*.txt "$T"/*.out "$T/headless.e
 [ -z "$LEAK" ] || fail "the API key leaked into: $LEAK"
 grep -q "Sanitizer\|runtime error" "$T/headless.err" && fail "sanitizer report"
 ok "the API key is in no log file, store file, status --json or output; clean shutdown"
+
+# ---- api_key_file: a symbolic link, or a file group or others can read, is refused
+RT=$T/rt-keyfile
+sed -e "s|api_key_env: CHATGPT_TEST_KEY|api_key_file: $T/kf|" -e 's|load: \[dreamscribe, chatgpt\]|load: []|' \
+	"$T/dreamos.yaml" >"$T/keyfile.yaml"
+grep -q "api_key_file: $T/kf" "$T/keyfile.yaml" || fail "keyfile.yaml: $(cat "$T/keyfile.yaml")"
+printf '%s\n' "$KEY" >"$T/kf.real"
+chmod 600 "$T/kf.real"
+ln -s "$T/kf.real" "$T/kf"
+start_headless --bridge-port 0 --config "$T/keyfile.yaml"
+ctl ext load chatgpt >"$T/kf1.out" 2>&1 && fail "a key file that is a symbolic link was accepted"
+grep -q "api_key_file $T/kf: Too many levels of symbolic links" "$T/kf1.out" || fail "symlink: $(cat "$T/kf1.out")"
+rm "$T/kf"
+cp "$T/kf.real" "$T/kf"
+chmod 644 "$T/kf"
+ctl ext load chatgpt >"$T/kf2.out" 2>&1 && fail "a key file with mode 0644 was accepted"
+grep -q "has mode 0644: group and others must have no access (chmod 600 $T/kf)" "$T/kf2.out" ||
+	fail "mode 0644: $(cat "$T/kf2.out")"
+chmod 400 "$T/kf"
+ctl ext load chatgpt >"$T/kf3.out" 2>&1 || fail "a key file with mode 0400 was refused: $(cat "$T/kf3.out")"
+ctl chatgpt status --json | jtest 'j["api_key_present"]' || fail "no key from the file: $(ctl chatgpt status --json)"
+grep -rl -- "$KEY" "$RT" "$T"/kf?.out "$T/headless.err" 2>/dev/null && fail "the key from the file leaked"
+ctl quit >/dev/null 2>&1
+wait_exit "$PID" 10
+[ "$RC" = 0 ] || fail "dreamos exited with $RC"
+ok "api_key_file: a symbolic link and mode 0644 are refused with the reason; 0400 is read, the key is not shown"
