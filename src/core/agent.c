@@ -736,7 +736,6 @@ agent_send(struct agent *a, const char *line, size_t len, bool owed)
 {
 	if (a->link_ops == NULL || a->link_ops->send(a, line, len, owed) != 0)
 		return -1;
-	a->msgs_out++;
 	return 0;
 }
 
@@ -1498,8 +1497,8 @@ agent_json(const struct agent *a, bool detail)
 	json_object_set_new(j, "last_exit",
 	                    a->last_exit_why ? json_string(a->last_exit_why) : json_null());
 	json_object_set_new(j, "load", json_real(a->load));
-	json_object_set_new(j, "messages_in", json_integer((json_int_t)a->msgs_in));
-	json_object_set_new(j, "messages_out", json_integer((json_int_t)a->msgs_out));
+	json_object_set_new(j, "messages_sent", json_integer((json_int_t)a->msgs_sent));
+	json_object_set_new(j, "messages_received", json_integer((json_int_t)a->msgs_received));
 	json_object_set_new(j, "heartbeat_timeout_s", json_real(a->cfg.heartbeat_timeout));
 	json_object_set_new(j, "state_reason",
 	                    a->state_why ? json_string(a->state_why) : json_null());

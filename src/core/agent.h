@@ -132,7 +132,8 @@ struct agent {
 	int running_tasks;
 	int64_t tokens_in, tokens_out;
 	double cost_usd;
-	uint64_t msgs_in, msgs_out;
+	uint64_t msgs_sent;     /* messages it sent that were stored */
+	uint64_t msgs_received; /* deliveries written to it (redeliveries too) */
 };
 
 /* The registry. */

@@ -1148,7 +1148,8 @@ bus_dispatch(struct bus *b, struct inbox *ib)
 		}
 		struct buf *line = bus_scratch(&b->line);
 		delivery_line(d, line);
-		agent_send_owed(a, line->data, line->len); /* (its ack is owed) */
+		if (agent_send_owed(a, line->data, line->len) == 0) /* (its ack is owed) */
+			a->msgs_received++;
 		b->st.delivered++;
 		bus_emit(b, BUS_EV_DELIVERED, "delivered", d->msg, ib->name, d->attempt);
 	}
@@ -1275,7 +1276,7 @@ bus_batch_committed(void *arg, int status)
 			p->msg->txn = 0;
 			b->st.accepted++;
 			if (sender != NULL) {
-				sender->msgs_in++;
+				sender->msgs_sent++;
 				struct buf *line = bus_scratch(&b->line);
 				proto_sent_add(line, p->ref, p->msg->id);
 				agent_send_text(sender, line->data, line->len);

@@ -376,6 +376,14 @@ ok "subscribe from an agent: #alerts reaches s1 only"
 lt rec "E == []" || fail "acking twice gave errors: $(lq rec E)"
 ok "acking a message twice is harmless"
 
+# agent info counts what the agent sent (stored) and what was delivered to it
+NS=$(lq s1 "len([r for r in R if r.get('ev') == 'sent'])")
+NR=$(lq s1 "len(M)")
+[ "$NS" -ge 5 ] && [ "$NR" -ge 1 ] || fail "s1 sent $NS, received $NR"
+agent_is s1 "j['messages_sent'] == $NS and j['messages_received'] == $NR" ||
+	fail "s1 sent $NS and received $NR: $(ctl agent info s1 --json)"
+ok "agent info: messages_sent $NS (stored, errors not counted), messages_received $NR"
+
 # ---- history filters -------------------------------------------------------
 
 H1=$(sendid other "hf quokka one")
