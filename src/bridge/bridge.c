@@ -1,5 +1,6 @@
 /* bridge.c — routes, authentication, roles, rate limits, metrics, remote
  * agents and observers (see bridge.h). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -806,8 +807,8 @@ route_token(struct bridge *b, struct http_request *req)
 	}
 	auth_audit(au, who.name, "auth.token", auth_role_name(who.role), true);
 	respond_json(req, 200,
-	             json_pack("{s:s,s:s,s:f,s:s,s:s}", "token", token, "token_type", "Bearer",
-	                       "expires_in", ttl, "role", auth_role_name(who.role), "name",
+	             json_pack("{s:s,s:s,s:I,s:s,s:s}", "token", token, "token_type", "Bearer",
+	                       "expires_in", (json_int_t)ceil(ttl), "role", auth_role_name(who.role), "name",
 	                       who.name));
 	free(token);
 }
