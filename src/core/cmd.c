@@ -750,26 +750,6 @@ cmd_ctx_free(struct cmd_ctx *ctx)
 	free(ctx);
 }
 
-/* Prints the detailed help of one entry into out. */
-static void
-cmd_help_text(const struct cmd_entry *e, struct buf *out)
-{
-	char *u = cmd_usage_line(e);
-	buf_addf(out, "usage: %s\n", u);
-	free(u);
-	if (e->help != NULL)
-		buf_addf(out, "\n%s\n", e->help);
-	bool any = false;
-	for (const struct cmd_opt *o = e->opts; o != NULL && o->name != NULL; o++) {
-		if (!any)
-			buf_adds(out, "\noptions:\n");
-		any = true;
-		buf_addf(out, "  --%s%s%s%s\n", o->name, o->arg ? " " : "", o->arg ? o->arg : "",
-		         o->kind == OPT_MULTI ? " (repeatable)" : "");
-	}
-	buf_adds(out, "  --json  print the result as one JSON document\n");
-}
-
 /* Renders the final text of ctx (text or JSON) and calls done. */
 static void
 cmd_ctx_complete(struct cmd_ctx *ctx)
@@ -850,6 +830,28 @@ argv_wants_json(int argc, char **argv)
 	return false;
 }
 
+/* `X --help` runs `help X` in X's place, so that both print the same (text
+ * or JSON) and X itself never runs. */
+static void
+cmd_run_help(struct cmd_ctx *ctx)
+{
+	long h = cmd_table_index(orch_cmds(ctx->orch), "help");
+	char *cause = NULL;
+	cmd_free_argv(ctx->argc, ctx->argv);
+	ctx->argc = 0;
+	ctx->argv = NULL;
+	if (h < 0 || cmd_split(ctx->entry->name, &ctx->argc, &ctx->argv, &cause) != 0) {
+		cmd_error(ctx, "%s: no help available", ctx->entry->name);
+		free(cause);
+		cmd_ctx_complete(ctx);
+		return;
+	}
+	json_object_clear(ctx->opts);
+	ctx->entry = cmd_table_get(orch_cmds(ctx->orch), (size_t)h);
+	ctx->status = ctx->entry->exec(ctx);
+	cmd_ctx_complete(ctx);
+}
+
 void
 cmd_run_argv(struct orch *orch, int argc, char **argv, enum cmd_client client,
              const char *client_name, enum cmd_role role, cmd_done_fn done, cmd_stream_fn stream,
@@ -873,13 +875,7 @@ cmd_run_argv(struct orch *orch, int argc, char **argv, enum cmd_client client,
 		return;
 	}
 	if (cmd_flag(ctx, "help")) {
-		struct buf b;
-		buf_init(&b);
-		cmd_help_text(ctx->entry, &b);
-		ctx->result = json_string(b.data);
-		buf_free(&b);
-		ctx->status = CMD_OK;
-		cmd_ctx_complete(ctx);
+		cmd_run_help(ctx);
 		return;
 	}
 	if (role < ctx->entry->role) {

@@ -453,6 +453,58 @@ test_builtin_help(void **state)
 	outcome_free(&o);
 }
 
+/* `X --help` prints exactly what `help X` prints, text and JSON, for every
+ * command (those whose arguments are all optional printed their own
+ * renderer's garbage), and never runs X. */
+static void
+test_help_flag(void **state)
+{
+	struct fixture *f = *state;
+	struct cmd_table *t = orch_cmds(f->orch);
+	for (size_t i = 0; i < cmd_table_count(t); i++) {
+		const char *name = cmd_table_get(t, i)->name;
+		for (int json = 0; json < 2; json++) {
+			char *flag = xasprintf("%s --help%s", name, json ? " --json" : "");
+			char *cmd = xasprintf("help %s%s", name, json ? " --json" : "");
+			struct outcome a = run(f, flag), b = run(f, cmd);
+			assert_int_equal(a.status, CMD_OK);
+			assert_int_equal(b.status, CMD_OK);
+			assert_string_equal(a.text, b.text);
+			outcome_free(&a);
+			outcome_free(&b);
+			free(flag);
+			free(cmd);
+		}
+	}
+
+	struct outcome o = run(f, "status --help");
+	assert_string_equal(o.text, "usage: status\n\nShows the instance: version, pid, uptime, "
+	                            "runtime directory, database size and state, counts of "
+	                            "agents, messages, tasks and log records, the Bridge "
+	                            "address.\n  --json  print the result as one JSON document\n");
+	outcome_free(&o);
+	o = run(f, "send --help");
+	assert_non_null(strstr(o.text, "usage: send NAME TEXT..."));
+	outcome_free(&o);
+	o = run(f, "task list --help");
+	assert_non_null(strstr(o.text, "usage: task list"));
+	outcome_free(&o);
+
+	/* Nothing ran: no task was added, no command counted or audited. */
+	o = run(f, "task add --help");
+	assert_non_null(strstr(o.text, "usage: task add TITLE..."));
+	outcome_free(&o);
+	o = run(f, "task add x --priority high --help");
+	assert_int_equal(o.status, CMD_OK);
+	outcome_free(&o);
+	o = run(f, "task list --json");
+	assert_string_equal(o.text, "[]\n");
+	outcome_free(&o);
+	o = run(f, "audit --json");
+	assert_null(strstr(o.text, "task add"));
+	outcome_free(&o);
+}
+
 static void
 test_builtin_logs(void **state)
 {
@@ -547,6 +599,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_options, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_builtin_status, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_builtin_help, setup_orch, teardown_orch),
+	    cmocka_unit_test_setup_teardown(test_help_flag, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_builtin_logs, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_role, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_error_clean_line, setup_orch, teardown_orch),
