@@ -884,6 +884,11 @@ agents_spawn(struct agents *as, const struct agent_cfg *cfg, bool from_config, c
 		*cause = xasprintf("agent '%s' has no command", cfg->name);
 		return NULL;
 	}
+	/* A program that cannot run would only be restarted until it fails,
+	 * and remembered: refuse it now, with the reason. */
+	if ((cfg->type == NULL || strcmp(cfg->type, "process") == 0) &&
+	    spawn_check_program(cfg, orch_runtime(as->orch), cause) != 0)
+		return NULL;
 	struct agent *a = agent_new(as, cfg, from_config);
 	agent_persist(a);
 	if (orch_quitting(as->orch))

@@ -2,10 +2,12 @@
  * back-pressure, stderr captured as log records, process-group signals, and
  * the end of a child (exit plus end of its output). */
 #include <errno.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -391,6 +393,56 @@ free_env(char **env)
 	for (size_t i = 0; env[i] != NULL; i++)
 		free(env[i]);
 	free(env);
+}
+
+/* 0 if path is an executable regular file, else why not (an errno). */
+static int
+program_error(const char *path)
+{
+	struct stat sb;
+	if (stat(path, &sb) != 0)
+		return errno;
+	if (S_ISDIR(sb.st_mode))
+		return EISDIR;
+	if (!S_ISREG(sb.st_mode))
+		return EACCES;
+	return access(path, X_OK) == 0 ? 0 : errno;
+}
+
+int
+spawn_check_program(const struct agent_cfg *cfg, const char *cwd, char **cause)
+{
+	const char *prog = cfg->command;
+	if (cfg->cwd != NULL)
+		cwd = cfg->cwd;
+	if (strchr(prog, '/') != NULL) {
+		char *path = prog[0] == '/' ? xstrdup(prog) : xasprintf("%s/%s", cwd, prog);
+		int err = program_error(path);
+		free(path);
+		if (err != 0)
+			*cause = xasprintf("cannot run '%s': %s", prog, strerror(err));
+		return err != 0 ? -1 : 0;
+	}
+	const char *search = getenv("PATH");
+	for (size_t i = 0; i < cfg->nenv; i++)
+		if (strncmp(cfg->env[i], "PATH=", 5) == 0)
+			search = cfg->env[i] + 5;
+	if (search == NULL)
+		search = "/usr/local/bin:/usr/bin:/bin";
+	for (const char *p = search;; p += strcspn(p, ":") + 1) {
+		size_t n = strcspn(p, ":");
+		/* An empty PATH entry is the working directory. */
+		char *path =
+		    n == 0 ? xasprintf("%s/%s", cwd, prog) : xasprintf("%.*s/%s", (int)n, p, prog);
+		int err = program_error(path);
+		free(path);
+		if (err == 0)
+			return 0;
+		if (p[n] == '\0')
+			break;
+	}
+	*cause = xasprintf("cannot run '%s': not found on the PATH", prog);
+	return -1;
 }
 
 int

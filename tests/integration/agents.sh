@@ -276,11 +276,28 @@ ok "restart never: exit 1 → failed, clean exit 0 → stopped, no restart"
 
 # ---- a program that does not exist ---------------------------------------
 
-ctl agent spawn ghost --restart never -- "$T/no-such-program" >"$T/ghost.out" 2>&1
+ctl agent spawn ghost --restart never -- "$T/no-such-program" >"$T/ghost.out" 2>&1 &&
+	fail "a program that does not exist was accepted"
+grep -q "agent spawn: cannot run '$T/no-such-program': No such file or directory" "$T/ghost.out" ||
+	fail "no-such-program: $(cat "$T/ghost.out")"
+ctl agent spawn ghost --restart never -- no-such-program-on-path >"$T/ghost2.out" 2>&1 &&
+	fail "a name not on the PATH was accepted"
+grep -q "cannot run 'no-such-program-on-path': not found on the PATH" "$T/ghost2.out" ||
+	fail "not on the PATH: $(cat "$T/ghost2.out")"
+ctl agent spawn ghost --restart never -- "$T" >"$T/ghost3.out" 2>&1 && fail "a directory was accepted"
+grep -q "Is a directory" "$T/ghost3.out" || fail "directory: $(cat "$T/ghost3.out")"
+ctl agent info ghost >/dev/null 2>&1 && fail "a refused spawn created the agent"
+# A program that goes away after the spawn: the start fails and says why.
+printf '#!/bin/sh\nexit 1\n' >"$T/vanishing"
+chmod +x "$T/vanishing"
+ctl agent spawn ghost --restart never -- "$T/vanishing" >/dev/null || fail "spawn ghost"
 wait_state ghost failed 5
-logs_have "cannot start" --level error --source ghost || fail "no 'cannot start' error: $(ctl logs --source ghost)"
-logs_have "no-such-program" --level error --source ghost || fail "the error names the program"
-ok "missing program: failed, error log '$(ctl logs --level error --source ghost | grep -o 'cannot start.*' | head -n 1)'"
+rm "$T/vanishing"
+ctl agent restart ghost >/dev/null 2>&1
+wait_for 5 "ghost's 'cannot start' error" logs_have "cannot start" --level error --source ghost
+logs_have "vanishing" --level error --source ghost || fail "the error names the program"
+agent_is ghost "j['state'] == 'failed'" || fail "ghost: $(ctl agent info ghost)"
+ok "missing program: agent spawn refuses it (a path, a name not on the PATH, a directory); one gone after the spawn fails with '$(ctl logs --level error --source ghost | grep -o 'cannot start.*' | head -n 1)'"
 
 # ---- agent stop: command stop, clean exit --------------------------------
 
