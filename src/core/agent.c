@@ -1450,6 +1450,16 @@ agent_describe(const struct agent *a, char *out, size_t len)
 	}
 }
 
+int64_t
+agent_heartbeat_age_ms(const struct agent *a)
+{
+	/* An in-process agent sends no heartbeats: its age would only grow. */
+	if (a->last_seen_ms <= 0 || !agent_state_connected(a->state) ||
+	    (a->link_ops != NULL && strcmp(a->link_ops->kind, "extension") == 0))
+		return -1;
+	return time_mono_ms() - a->last_seen_ms;
+}
+
 json_t *
 agent_json(const struct agent *a, bool detail)
 {
@@ -1464,10 +1474,9 @@ agent_json(const struct agent *a, bool detail)
 	                      a->pid > 0 ? json_integer(a->pid) : json_null(), "tasks",
 	                      a->running_tasks, "max_tasks", a->max_tasks, "restarts", a->restarts,
 	                      "capabilities", caps, "info", desc);
+	int64_t hb = agent_heartbeat_age_ms(a);
 	json_object_set_new(j, "heartbeat_age_s",
-	                    a->last_seen_ms > 0 && agent_state_connected(a->state)
-	                        ? json_real((double)(now - a->last_seen_ms) / 1000.0)
-	                        : json_null());
+	                    hb >= 0 ? json_real((double)hb / 1000.0) : json_null());
 	json_object_set_new(j, "next_restart_s",
 	                    a->state == AGENT_BACKOFF
 	                        ? json_real((double)(a->next_restart_ms - now) / 1000.0)

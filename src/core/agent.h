@@ -225,6 +225,9 @@ void agent_detach(struct agent *a, const char *why);
  * closed); for orch_free without an orderly shutdown. */
 void agents_abandon(struct agents *as);
 
+/* Milliseconds since the agent was last heard from, or -1 where that means
+ * nothing (not connected; an extension's in-process agent). */
+int64_t agent_heartbeat_age_ms(const struct agent *a);
 /* JSON views for agent list / agent info / status / the TUI. */
 json_t *agent_json(const struct agent *a, bool detail);
 /* "restart in 3.4 s, attempt 5", "up 2 m 5 s", "failed: 6 restarts in 60 s". */

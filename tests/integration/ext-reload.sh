@@ -47,7 +47,10 @@ start_headless --config "$T/dreamos.yaml"
 wait_for 10 "the counter extension" counter_is 'j["version"] == "1.0" and j["agents_up"] == 1'
 ctl ext list | grep -q 'counter  *1\.0' || fail "ext list does not show counter 1.0"
 ctl agent list | grep -q 'tally.*ready' || fail "tally is not ready"
-ok "counter 1.0 loaded at start, its agent tally ready"
+# An in-process agent sends no heartbeats: no age is shown for it.
+ctl agent info tally --json | jtest 'j["heartbeat_age_s"] is None and j["state"] == "ready"' ||
+	fail "tally's heartbeat age: $(ctl agent info tally --json)"
+ok "counter 1.0 loaded at start, its agent tally ready (no heartbeat age)"
 
 ctl counter bump 5 >/dev/null || fail "counter bump"
 
