@@ -15,6 +15,7 @@
 #include "build-config.h"
 #include "cmd.h"
 #include "ctl.h"
+#include "log.h"
 #include "orch.h"
 #include "runtime.h"
 #include "tui.h"
@@ -86,6 +87,12 @@ main_ctl(int argc, char **argv)
 		} else if (strcmp(argv[i], "--") == 0) {
 			i++;
 			break;
+		} else if (argv[i][0] == '-') {
+			/* Before the command, only ctl's own options. */
+			fprintf(stderr,
+			        "dreamos ctl: unknown option '%s' (try 'dreamos ctl --help')\n",
+			        argv[i]);
+			return CTL_EXIT_USAGE;
 		} else {
 			break;
 		}
@@ -349,9 +356,19 @@ main(int argc, char **argv)
 			opts.bridge_port = (int)port;
 			break;
 		}
-		case 'l':
+		case 'l': {
+			enum log_level level;
+			if (!log_level_parse(optarg, &level)) { /* a usage error: exit 2 */
+				fprintf(
+				    stderr,
+				    "dreamos: --log-level: unknown level '%s' (trace, debug, info, "
+				    "warn, error, fatal)\n",
+				    optarg);
+				return 2;
+			}
 			opts.log_level = optarg;
 			break;
+		}
 		case 'H':
 			headless = true;
 			break;

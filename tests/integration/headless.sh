@@ -14,7 +14,14 @@ no_errors() {
 "$DREAMOS" --version | grep -q '^dreamos [0-9]' || fail "--version"
 "$DREAMOS" --help | grep -q -- '--headless' || fail "--help"
 "$DREAMOS" --bogus >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad option must exit 2"
-ok "--help, --version, bad option"
+"$DREAMOS" --headless --runtime "$T/never" --log-level loud >/dev/null 2>"$T/level.err"
+[ $? -eq 2 ] || fail "a bad --log-level must exit 2"
+grep -q "unknown level 'loud'" "$T/level.err" || fail "--log-level: $(cat "$T/level.err")"
+[ -e "$T/never" ] && fail "a bad --log-level created the runtime directory"
+"$DREAMOS" ctl --runtime "$T/never" --bogus status >/dev/null 2>"$T/ctlopt.err"
+[ $? -eq 2 ] || fail "ctl with a bad option must exit 2"
+grep -q "dreamos ctl: unknown option '--bogus'" "$T/ctlopt.err" || fail "ctl --bogus: $(cat "$T/ctlopt.err")"
+ok "--help, --version, bad options (exit 2 before anything starts)"
 
 ctl status >/dev/null 2>"$T/noinst.err"; rc=$?
 [ $rc -eq 3 ] || fail "ctl without an instance must exit 3, got $rc"
