@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "config.h"
 #include "orch.h"
 
 struct cmd_slot {
@@ -742,6 +743,7 @@ static void
 cmd_ctx_free(struct cmd_ctx *ctx)
 {
 	cmd_free_argv(ctx->argc, ctx->argv);
+	free(ctx->line);
 	json_decref(ctx->opts);
 	json_decref(ctx->result);
 	free(ctx->error);
@@ -758,6 +760,8 @@ cmd_ctx_complete(struct cmd_ctx *ctx)
 	buf_init(&out);
 	if (ctx->error != NULL)
 		utf8_clean_line(ctx->error);
+	if (ctx->line != NULL)
+		orch_command_finished(ctx->orch, ctx);
 	if (ctx->status == CMD_OK) {
 		if (ctx->json) {
 			json_t *r = ctx->result ? json_incref(ctx->result) : json_object();
@@ -830,6 +834,89 @@ argv_wants_json(int argc, char **argv)
 	return false;
 }
 
+/* config_secret_name of the first len bytes of name. */
+static bool
+secret_name(const char *name, size_t len)
+{
+	char *s = xstrndup(name, len);
+	bool r = config_secret_name(s);
+	free(s);
+	return r;
+}
+
+/* The value of option opt as the audit shows it: "[redacted]" if the
+ * option is named like a secret (--api-key), KEY=[redacted] if the value's
+ * KEY is (--env API_TOKEN=...).  Caller frees. */
+static char *
+audit_value(const char *opt, size_t optlen, const char *val)
+{
+	size_t klen = strcspn(val, "=");
+	if (secret_name(opt, optlen))
+		return xstrdup("[redacted]");
+	if (val[klen] == '=' && secret_name(val, klen))
+		return xasprintf("%.*s=[redacted]", (int)klen, val);
+	return xstrdup(val);
+}
+
+/* Appends word w as cmd_split reads it back: quoted if it has to be. */
+static void
+add_word(struct buf *b, const char *w)
+{
+	if (*w != '\0' && strpbrk(w, " \t\n\r'\"\\") == NULL) {
+		buf_adds(b, w);
+	} else if (strchr(w, '\'') == NULL) {
+		buf_addf(b, "'%s'", w);
+	} else {
+		buf_adds(b, "\"");
+		for (const char *p = w; *p != '\0'; p++) {
+			if (*p == '"' || *p == '\\')
+				buf_adds(b, "\\");
+			buf_add(b, p, 1);
+		}
+		buf_adds(b, "\"");
+	}
+}
+
+/* The command line for the audit log: e's name and the words after it
+ * (parsed already), options included, secret values redacted. */
+static char *
+cmd_audit_line(const struct cmd_entry *e, int argc, char **argv)
+{
+	struct buf b;
+	bool only_pos = false;
+	buf_init(&b);
+	buf_adds(&b, e->name);
+	for (int i = 0; i < argc; i++) {
+		const char *w = argv[i];
+		char *word = NULL;
+		buf_adds(&b, " ");
+		if (only_pos || strncmp(w, "--", 2) != 0 || w[2] == '\0') {
+			only_pos = only_pos || strcmp(w, "--") == 0;
+			add_word(&b, w);
+			continue;
+		}
+		const char *name = w + 2;
+		size_t n = strcspn(name, "=");
+		if (name[n] == '=') {
+			char *v = audit_value(name, n, name + n + 1);
+			word = xasprintf("--%.*s=%s", (int)n, name, v);
+			free(v);
+			add_word(&b, word);
+			free(word);
+			continue;
+		}
+		add_word(&b, w);
+		const struct cmd_opt *o = cmd_find_opt(e, name);
+		if (o != NULL && o->kind != OPT_FLAG && i + 1 < argc) {
+			word = audit_value(name, n, argv[++i]);
+			buf_adds(&b, " ");
+			add_word(&b, word);
+			free(word);
+		}
+	}
+	return b.data;
+}
+
 /* `X --help` runs `help X` in X's place, so that both print the same (text
  * or JSON) and X itself never runs. */
 static void
@@ -885,6 +972,7 @@ cmd_run_argv(struct orch *orch, int argc, char **argv, enum cmd_client client,
 		cmd_ctx_complete(ctx);
 		return;
 	}
+	ctx->line = cmd_audit_line(ctx->entry, argc - consumed, argv + consumed);
 	orch_command_started(orch, ctx);
 	enum cmd_retval rv = ctx->entry->exec(ctx);
 	if (rv == CMD_WAIT)

@@ -103,7 +103,8 @@ struct cmd_ctx {
 	enum cmd_role role;
 	bool json; /* --json given */
 
-	int argc; /* positional arguments */
+	char *line; /* the command as given, secrets redacted; set if it ran */
+	int argc;   /* positional arguments */
 	char **argv;
 	json_t *opts; /* object: option name -> string, true, or array */
 

@@ -1473,11 +1473,10 @@ copy_table(const struct cfg_key *keys, void *dst, const void *src)
 	}
 }
 
-/* True if an extension setting's name suggests a secret. */
-static bool
-secret_name(const char *name)
+bool
+config_secret_name(const char *name)
 {
-	static const char *const words[] = {"key", "token", "secret", "webhook"};
+	static const char *const words[] = {"key", "token", "secret", "passw", "webhook"};
 	char *lower = xstrdup(name);
 	for (char *p = lower; *p != '\0'; p++)
 		*p = (char)tolower((unsigned char)*p);
@@ -1503,7 +1502,7 @@ redact(json_t *v)
 		return;
 	for (void *it = json_object_iter(v); it != NULL; it = json_object_iter_next(v, it)) {
 		json_t *val = json_object_iter_value(it);
-		if (secret_name(json_object_iter_key(it)) &&
+		if (config_secret_name(json_object_iter_key(it)) &&
 		    (json_is_string(val) || json_is_object(val) || json_is_array(val)))
 			json_object_iter_set_new(v, it, json_string("[redacted]"));
 		else

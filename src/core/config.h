@@ -164,6 +164,9 @@ void agent_cfg_init(struct agent_cfg *ac, const struct config *cfg);
 void agent_cfg_copy(struct agent_cfg *dst, const struct agent_cfg *src);
 void agent_cfg_clear(struct agent_cfg *ac);
 
+/* True if a name (a setting, an option, an environment variable) suggests
+ * a secret: it holds key, token, secret, passw or webhook, in any case. */
+bool config_secret_name(const char *name);
 /* The whole effective configuration as JSON (secrets excluded). */
 json_t *config_to_json(const struct config *cfg);
 

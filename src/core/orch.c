@@ -65,7 +65,8 @@ struct orch {
 	int64_t started_mono_ms; /* monotonic */
 	bool quitting;
 	bool finished;
-	bool quit_on_hup; /* a TUI runs: SIGHUP means its terminal is gone */
+	bool store_closing; /* no more audit rows: it may be in its last commit */
+	bool quit_on_hup;   /* a TUI runs: SIGHUP means its terminal is gone */
 	uint64_t commands_run;
 	void (*quit_cb)(void *);
 	void *quit_arg;
@@ -308,6 +309,7 @@ orch_release(struct orch *o)
 	o->exts = NULL;
 	if (o->store != NULL) {
 		logmgr_set_store(o->log, NULL);
+		o->store_closing = true;
 		store_close(o->store);
 		o->store = NULL;
 	}
@@ -513,6 +515,7 @@ orch_finish(struct orch *o)
 	}
 	logmgr_set_store(o->log, NULL);
 	logmgr_leave_loop(o->log);
+	o->store_closing = true;
 	store_close(o->store);
 	o->store = NULL;
 	runtime_unlock(&o->lock);
@@ -606,15 +609,20 @@ orch_command_started(struct orch *o, struct cmd_ctx *ctx)
 {
 	o->commands_run++;
 	log_debug(o->log, "captain", "%s runs '%s'", ctx->client_name, ctx->entry->name);
+}
+
+void
+orch_command_finished(struct orch *o, struct cmd_ctx *ctx)
+{
 	/* Commands that change something go to the audit log, from every
-	 * front end. */
-	if (o->auth != NULL && ctx->entry->role > ROLE_OBSERVER) {
-		char *args = cmd_args_join(ctx, 0);
-		char *detail = xasprintf("%s%s%s", ctx->entry->name, *args ? " " : "", args);
-		auth_audit(o->auth, ctx->client_name, "command", detail, true);
-		free(detail);
-		free(args);
-	}
+	 * front end, with their outcome as the user saw it; secrets the log
+	 * knows are redacted there too. */
+	if (o->auth == NULL || o->store == NULL || o->store_closing ||
+	    ctx->entry->role == ROLE_OBSERVER)
+		return;
+	char *detail = logmgr_redact(o->log, ctx->line);
+	auth_audit(o->auth, ctx->client_name, "command", detail, ctx->status == CMD_OK);
+	free(detail);
 }
 
 void

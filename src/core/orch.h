@@ -96,8 +96,10 @@ bool orch_agent_wants_link(struct orch *o, struct agent *a);
  * Bridge's /healthz).  Caller owns the result. */
 json_t *orch_status_json(struct orch *o);
 
-/* Hook from cmd.c: a command is about to run (logged, and audited later). */
+/* Hooks from cmd.c: a command is about to run (counted and logged), and
+ * one that ran has its outcome (audited). */
 void orch_command_started(struct orch *o, struct cmd_ctx *ctx);
+void orch_command_finished(struct orch *o, struct cmd_ctx *ctx);
 /* Dynamic completion for hints such as "agent" and "task". */
 void orch_complete(struct orch *o, const char *hint, const char *partial, cmd_complete_add_fn add,
                    void *arg);

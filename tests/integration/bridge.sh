@@ -331,9 +331,13 @@ json_get 'j["status"] == 0 and "rem1" in j["output"]' <"$T/body" | grep -q True 
 expect 200 POST /v1/commands "$TCAP" -H "$JSON" --data-binary '{"command": "log level info"}'
 expect 400 POST /v1/commands "$TCAP" -H "$JSON" --data-binary '{"command": "frobnicate"}'
 json_get '"error" in j' <"$T/body" | grep -q True || fail "a failed command carries error"
-ctl audit --json --limit 200 | json_get "[a['detail'] for a in j if a['actor'] == 'bridge:cap']" |
-	grep -q "log level info" || fail "the captain command from the Bridge is not audited"
-ok "POST /v1/commands: a captain command line, audited"
+expect 400 POST /v1/commands "$TCAP" -H "$JSON" --data-binary '{"command": "log level verbose --json"}'
+expect 409 POST /v1/commands "$TCAP" -H "$JSON" --data-binary '{"command": "apikey revoke 99999"}'
+ctl audit --json --limit 200 | json_get "[(a['detail'], a['ok']) for a in j if a['actor'] == 'bridge:cap' and a['action'] == 'command']" >"$T/audited"
+grep -qF "('log level info', True)" "$T/audited" || fail "the captain command from the Bridge is not audited: $(cat "$T/audited")"
+grep -qF "('log level verbose --json', False)" "$T/audited" || fail "a failed command audited as succeeded, or without its options: $(cat "$T/audited")"
+grep -qF "('apikey revoke 99999', False)" "$T/audited" || fail "a failed revoke audited as succeeded: $(cat "$T/audited")"
+ok "POST /v1/commands: a captain command line, audited with its options and its outcome"
 
 expect 400 GET /v1/stream "$TOBS"
 expect 404 GET /v1/nothing "$TOBS"
@@ -1241,6 +1245,10 @@ TOOK=$(($(date +%s) - T0))
 [ "$TOOK" -le 5 ] || fail "slow's connection ended $TOOK s after its key was revoked, not 2"
 wait_exit "$SPID" 30
 ok "the same agent, its key revoked with 40 messages of 200 KB queued: its connection ended $TOOK s later ($(grep -c '"ev": "msg"' "$T/slow3.log") of them had reached it)"
+ctl audit verify --json >"$T/verify.json" || fail "audit verify: $(cat "$T/verify.json")"
+json_get '"audit chain intact: %d rows verified" % j["rows"] == j["message"] and j["rows"] > 10' <"$T/verify.json" |
+	grep -q True || fail "audit verify --json: $(cat "$T/verify.json")"
+ok "audit verify --json: the chain intact, with its row count"
 ctl quit >/dev/null || fail "quit"
 wait_exit "$PID" 15
 [ "$RC" = 0 ] || fail "quit exit status $RC"

@@ -51,6 +51,13 @@ static const struct cmd_entry test_entries[] = {
     {.name = "sync", .max_args = 0, .exec = echo_exec},
 };
 
+static const struct cmd_opt login_opts[] = {
+    {"api-key", OPT_VALUE, "K", NULL},
+    {"env", OPT_MULTI, "K=V", NULL},
+    {"force", OPT_FLAG, NULL, NULL},
+    {NULL, 0, NULL, NULL},
+};
+
 /* Registered into a real orchestrator (whose table has the real "agent"). */
 static const struct cmd_entry robot_entries[] = {
     {.name = "robot info", .usage = "NAME", .min_args = 1, .max_args = 1, .exec = echo_exec},
@@ -59,6 +66,13 @@ static const struct cmd_entry robot_entries[] = {
      .min_args = 1,
      .max_args = -1,
      .opts = echo_opts,
+     .exec = echo_exec},
+    {.name = "robot login",
+     .usage = "NAME [--api-key K] [--env K=V]... [--force] [-- ARG...]",
+     .min_args = 1,
+     .max_args = -1,
+     .opts = login_opts,
+     .role = ROLE_OPERATOR,
      .exec = echo_exec},
 };
 
@@ -505,6 +519,112 @@ test_help_flag(void **state)
 	outcome_free(&o);
 }
 
+/* Runs line and the loop until an asynchronous command has finished. */
+static struct outcome
+run_async(struct fixture *f, const char *line)
+{
+	struct outcome o = {0};
+	cmd_run_line(f->orch, line, CLIENT_INTERNAL, "test", ROLE_CAPTAIN, capture_done, NULL, &o);
+	for (int i = 0; i < 5000 && o.calls == 0; i++) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		usleep(1000);
+	}
+	assert_int_equal(o.calls, 1);
+	return o;
+}
+
+/* The "command" rows of the audit log as "DETAIL yes|no" lines. */
+static char *
+audit_commands(struct fixture *f)
+{
+	struct outcome o = run(f, "audit --json --limit 1000");
+	json_t *rows = json_loads(o.text, 0, NULL);
+	assert_non_null(rows);
+	struct buf b;
+	buf_init(&b);
+	size_t i;
+	json_t *r;
+	json_array_foreach(rows, i, r)
+	{
+		if (strcmp(json_string_value(json_object_get(r, "action")), "command") == 0)
+			buf_addf(&b, "%s %s\n", json_string_value(json_object_get(r, "detail")),
+			         json_is_true(json_object_get(r, "ok")) ? "yes" : "no");
+	}
+	json_decref(rows);
+	outcome_free(&o);
+	return b.data ? b.data : xstrdup("");
+}
+
+/* A command is audited once its outcome is known, failed ones as failed,
+ * asynchronous ones when they finish, with every word the user gave
+ * (options too) but no secret; the chain stays intact. */
+static void
+test_audit(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const lines[] = {
+	    "log level verbose",
+	    "apikey create nonrole",
+	    "apikey revoke 999",
+	    "task add big job --priority ultra",
+	    "log level warn --json",
+	    "robot login r1 --api-key=abc --env API_TOKEN=xyz --env HOME=/h --force --api-key "
+	    "def -- --api-key literal",
+	    "robot login 'the sekrit-value-123 here' \"it's\"",
+	};
+	for (size_t i = 0; i < nitems(lines); i++) {
+		struct outcome o = run(f, lines[i]);
+		outcome_free(&o);
+	}
+	struct outcome o = run_async(f, "task add 'big job' --priority high --retries 2");
+	assert_int_equal(o.status, CMD_OK);
+	outcome_free(&o);
+	logmgr_add_secret(orch_log(f->orch), "sekrit-value-123");
+	o = run(f, "robot login 'the sekrit-value-123 here'");
+	outcome_free(&o);
+	o = run(f, "apikey create ops --role operator --json");
+	assert_int_equal(o.status, CMD_OK);
+	json_t *r = json_loads(o.text, 0, NULL);
+	char *key = xstrdup(json_string_value(json_object_get(r, "key")));
+	json_decref(r);
+	outcome_free(&o);
+
+	char *got = audit_commands(f);
+	assert_string_equal(
+	    got, "log level verbose no\n"
+	         "apikey create nonrole no\n"
+	         "apikey revoke 999 no\n"
+	         "task add big job --priority ultra no\n"
+	         "log level warn --json yes\n"
+	         "robot login r1 --api-key=[redacted] --env API_TOKEN=[redacted] --env HOME=/h "
+	         "--force --api-key [redacted] -- --api-key literal yes\n"
+	         "robot login 'the sekrit-value-123 here' \"it's\" yes\n"
+	         "task add 'big job' --priority high --retries 2 yes\n"
+	         "robot login 'the [redacted] here' yes\n"
+	         "apikey create ops --role operator --json yes\n");
+	free(got);
+	/* The key printed once is nowhere in the audit log. */
+	o = run(f, "audit --json --limit 1000");
+	assert_null(strstr(o.text, key));
+	outcome_free(&o);
+	free(key);
+
+	o = run(f, "audit verify --json");
+	assert_int_equal(o.status, CMD_OK);
+	r = json_loads(o.text, 0, NULL);
+	json_int_t rows = json_integer_value(json_object_get(r, "rows"));
+	assert_true(rows >= 13);
+	char want[64];
+	snprintf(want, sizeof want, "audit chain intact: %lld rows verified", (long long)rows);
+	assert_string_equal(json_string_value(json_object_get(r, "message")), want);
+	json_decref(r);
+	outcome_free(&o);
+	o = run(f, "audit verify");
+	assert_int_equal(o.status, CMD_OK);
+	assert_non_null(strstr(o.text, "rows verified\n"));
+	outcome_free(&o);
+}
+
 static void
 test_builtin_logs(void **state)
 {
@@ -600,6 +720,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_builtin_status, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_builtin_help, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_help_flag, setup_orch, teardown_orch),
+	    cmocka_unit_test_setup_teardown(test_audit, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_builtin_logs, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_role, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_error_clean_line, setup_orch, teardown_orch),
