@@ -295,6 +295,12 @@ static const struct cmd_opt send_opts[] = {
     {NULL, 0, NULL, NULL},
 };
 
+/* An order's mode is CAPTAIN and its body the order: only the priority. */
+static const struct cmd_opt captain_opts[] = {
+    {"priority", OPT_VALUE, "P", "priority"},
+    {NULL, 0, NULL, NULL},
+};
+
 static const struct cmd_opt history_opts[] = {
     {"limit", OPT_VALUE, "N", NULL},
     {"since", OPT_VALUE, "DURATION", NULL},
@@ -347,12 +353,12 @@ const struct cmd_entry cmd_bus_entries[] = {
     },
     {
         .name = "captain",
-        .usage = "NAME resume|verify|sync|repair|backup|restore|cleanup [TEXT...]",
+        .usage = "NAME resume|verify|sync|repair|backup|restore|cleanup [TEXT...] [--priority P]",
         .help = "Sends a CAPTAIN-mode order to an agent: a durable message whose body is "
                 "{\"command\": ORDER, \"text\": TEXT}.  'resume' also resumes a paused agent.",
         .min_args = 2,
         .max_args = -1,
-        .opts = send_opts,
+        .opts = captain_opts,
         .complete_args = "agent",
         .role = ROLE_CAPTAIN,
         .exec = cmd_captain_exec,

@@ -777,12 +777,13 @@ static const struct cmd_opt verify_opts[] = {
 const struct cmd_entry cmd_chaos_entries[] = {
     {
         .name = "chaos",
-        .usage = "kill|pause|resume|drop|store|status ...",
-        .help = "Chaos testing on the live system: 'chaos kill AGENT' (SIGKILL), 'chaos pause "
-                "AGENT DURATION' (SIGSTOP, then SIGCONT), 'chaos resume AGENT', 'chaos drop "
-                "AGENT RATE' (lose a share of its deliveries), 'chaos store full|ioerr|busy|off' "
-                "(failing commits), 'chaos status' (what is in force; also 'chaos' alone).  "
-                "'verify' checks the invariants afterwards.  See 'help chaos pause' and so on.",
+        .usage = "",
+        .help = "Shows the chaos in force, as 'chaos status' does.  Chaos testing on the live "
+                "system: 'chaos kill AGENT' (SIGKILL), 'chaos pause AGENT DURATION' (SIGSTOP, "
+                "then SIGCONT), 'chaos resume AGENT', 'chaos drop AGENT RATE' (lose a share of "
+                "its deliveries), 'chaos store full|ioerr|busy|off' (failing commits), 'chaos "
+                "status'.  'verify' checks the invariants afterwards.  See 'help chaos pause' and "
+                "so on.",
         .min_args = 0,
         .max_args = -1,
         .complete_args = "kill|pause|resume|drop|store|status",

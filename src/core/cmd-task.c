@@ -266,8 +266,8 @@ static const struct cmd_opt list_opts[] = {
 const struct cmd_entry cmd_task_entries[] = {
     {
         .name = "task add",
-        .usage = "TITLE... [--priority P] [--cap C] [--after ID]... [--timeout S] [--retries N] "
-                 "[--payload JSON]",
+        .usage = "TITLE... [--priority P] [--cap C] [--after ID]... [--timeout DURATION] "
+                 "[--retries N] [--payload JSON]",
         .help = "Queues a task.  It goes to the least-loaded ready agent that has the "
                 "capability (any agent that takes tasks when there is no --cap), highest "
                 "priority first; --after makes it wait until those tasks are done.",
@@ -280,7 +280,7 @@ const struct cmd_entry cmd_task_entries[] = {
     },
     {
         .name = "task list",
-        .usage = "[--state STATE] [--limit N]",
+        .usage = "[--state STATE|active] [--limit N]",
         .help = "Lists tasks (newest N, default 50, oldest first), optionally in one state, or "
                 "'active' for the unfinished ones.",
         .max_args = 0,

@@ -61,6 +61,40 @@ ctl logs --grep "log level changed" | grep -q "INFO  captain" || fail "logs show
 ctl logs --json --limit 5 | json_get 'len(j)' >/dev/null
 ok "log level and logs"
 
+# help and dreamos(1) agree: the usage of every core command, as help shows
+# it (each alternative of agent spawn), is in a tag of CAPTAIN COMMANDS.
+ctl help --json >"$T/help.json" || fail "help --json"
+"${PYTHON3:-python3}" - "$T/help.json" "${top_srcdir:-.}/man/dreamos.1" >"$T/man.out" <<'EOF' || fail "not in dreamos(1): $(cat "$T/man.out")"
+import json, re, sys
+help_list = json.load(open(sys.argv[1]))["commands"]
+lines = open(sys.argv[2]).read().split("\n")
+# The tag lines of the CAPTAIN COMMANDS section as plain text.
+tags, inside = [], False
+for i, l in enumerate(lines):
+    if l.startswith(".SH "):
+        inside = l.startswith(".SH CAPTAIN COMMANDS")
+    if inside and l == ".TP" and i + 1 < len(lines):
+        t = lines[i + 1]
+        m = re.match(r"\.(B|I|BR|BI|IB|RB|IR|RI) (.*)", t)
+        if m:
+            words = [a or b for a, b in re.findall(r'"([^"]*)"|(\S+)', m.group(2))]
+            t = (" " if len(m.group(1)) == 1 else "").join(words)
+        t = re.sub(r"\\f[BIRP]", "", t).replace("\\-", "-")
+        tags.append(re.sub(r"\s+", " ", t))
+bad = []
+for c in help_list:
+    if c["owner"] not in ("core", "ext"):
+        continue
+    usage = c["usage"][len(c["name"]):].strip()
+    for alt in usage.split(" | ") if usage else [""]:
+        want = (c["name"] + " " + alt).strip()
+        if not any(want in t for t in tags):
+            bad.append(want)
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+EOF
+ok "help and dreamos(1) show the same usage for every core command"
+
 # The log file holds JSON lines.
 head -n 3 "$RT/logs/dreamos.log" | while read -r line; do
 	echo "$line" | json_get 'j["level"]' >/dev/null

@@ -465,6 +465,30 @@ test_builtin_help(void **state)
 	assert_int_equal(o.status, CMD_USAGE);
 	assert_string_equal(o.error, "help: unknown command: nosuch (try 'help')");
 	outcome_free(&o);
+
+	/* chaos alone is the status, listed once as that, not a second time
+	 * as an umbrella of the chaos commands. */
+	o = run(f, "help");
+	assert_null(strstr(o.text, "chaos kill|"));
+	assert_non_null(strstr(o.text, "  chaos  "));
+	assert_non_null(strstr(o.text, "Shows the chaos in force, as 'chaos status' does\n"));
+	outcome_free(&o);
+
+	/* Every option a command takes is in its usage line (captain took
+	 * send's --mode and --body, which it ignores). */
+	struct cmd_table *t = orch_cmds(f->orch);
+	for (size_t i = 0; i < cmd_table_count(t); i++) {
+		const struct cmd_entry *e = cmd_table_get(t, i);
+		if (strcmp(cmd_table_owner(t, i), "test") == 0)
+			continue;
+		for (const struct cmd_opt *op = e->opts; op != NULL && op->name != NULL; op++) {
+			char *want = xasprintf("--%s", op->name);
+			if (strstr(e->usage, want) == NULL)
+				fail_msg("%s: --%s is not in its usage '%s'", e->name, op->name,
+				         e->usage);
+			free(want);
+		}
+	}
 }
 
 /* `X --help` prints exactly what `help X` prints, text and JSON, for every
