@@ -29,7 +29,7 @@ cmd_agent_list_exec(struct cmd_ctx *ctx)
 	const char *state = cmd_opt(ctx, "state");
 	enum agent_state want;
 	if (state != NULL && !agent_state_parse(state, &want))
-		return cmd_usage_error(ctx, "agent list: unknown state '%s'", state);
+		return cmd_opt_unknown(ctx, "state");
 	json_t *rows = json_array();
 	for (size_t i = 0; i < agents_count(as); i++) {
 		struct agent *a = agents_at(as, i);

@@ -46,11 +46,7 @@ cmd_bus_send_common(struct cmd_ctx *ctx, const char *to, int first, enum proto_m
 	}
 	if (m != NULL && !proto_mode_parse(m, &req.mode)) {
 		json_decref(body_override);
-		return cmd_usage_error(ctx,
-		                       "%s: unknown mode '%s' (NORMAL, TASK, SYSTEM, CAPTAIN, "
-		                       "SYNC, VERIFY, REPAIR, BACKUP, RESTORE, CLEANUP, "
-		                       "INTEGRATE)",
-		                       ctx->entry->name, m);
+		return cmd_opt_unknown(ctx, "mode");
 	}
 	json_t *body = body_override;
 	const char *bodyopt = cmd_opt(ctx, "body");
@@ -165,7 +161,7 @@ cmd_history_exec(struct cmd_ctx *ctx)
 	enum proto_mode mode;
 	const char *ms = cmd_opt(ctx, "mode");
 	if (ms != NULL && !proto_mode_parse(ms, &mode))
-		return cmd_usage_error(ctx, "history: unknown mode '%s'", ms);
+		return cmd_opt_unknown(ctx, "mode");
 	struct store *st = orch_store(ctx->orch);
 	bus_sync_rows(orch_bus(ctx->orch));
 	int64_t from_id = s != NULL ? bus_first_id_at(st, since) : 0;
@@ -211,6 +207,27 @@ cmd_history_exec(struct cmd_ctx *ctx)
 		              body ? body : json_null(), "deliveries", deliv ? deliv : ""));
 	}
 	sqlite3_reset(q);
+	/* A name that is no agent's (the captain's is not) and that no message
+	 * mentions, whatever the filters: say so, as send does.  A removed
+	 * agent still has its history. */
+	const char *name = cmd_arg(ctx, 0);
+	if (json_array_size(rows) == 0 && name != NULL && strcmp(name, "captain") != 0 &&
+	    agents_find(orch_agents(ctx->orch), name) == NULL) {
+		sqlite3_clear_bindings(q);
+		sqlite3_bind_text(q, 1, name, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(q, 2, 0);
+		sqlite3_bind_int64(q, 5, 1);
+		bool mentioned = sqlite3_step(q) == SQLITE_ROW;
+		sqlite3_reset(q);
+		if (!mentioned) {
+			json_decref(rows);
+			return cmd_error(
+			    ctx,
+			    "history: no agent named '%s' and no message from or to it "
+			    "(see 'agent list')",
+			    name);
+		}
+	}
 	return cmd_result(ctx, rows);
 }
 
@@ -369,7 +386,8 @@ const struct cmd_entry cmd_bus_entries[] = {
         .usage = "[NAME] [--limit N] [--since DURATION] [--grep TEXT] [--mode M]",
         .help = "Shows stored messages (newest N, default 20, oldest first): sent by, "
                 "addressed to or delivered to NAME, younger than DURATION, whose body contains "
-                "TEXT, of mode M; with each recipient's delivery state.",
+                "TEXT, of mode M; with each recipient's delivery state.  A NAME that is no "
+                "agent's and that no stored message mentions is an error.",
         .min_args = 0,
         .max_args = 1,
         .opts = history_opts,

@@ -55,11 +55,13 @@ cmd_task_add_exec(struct cmd_ctx *ctx)
 		return CMD_USAGE;
 	spec.max_retries = (int)retries;
 	const char *to = cmd_opt(ctx, "timeout");
-	if (to != NULL && (!parse_duration(to, &spec.timeout_s) || spec.timeout_s <= 0))
+	if (to != NULL && !parse_duration(to, &spec.timeout_s))
 		return cmd_usage_error(ctx,
-		                       "task add: --timeout expects a duration like 30s, got "
-		                       "'%s'",
+		                       "task add: --timeout expects a duration like 30s (at most "
+		                       "100 years), got '%s'",
 		                       to);
+	if (to != NULL && spec.timeout_s <= 0)
+		return cmd_usage_error(ctx, "task add: --timeout must be positive, got '%s'", to);
 	const char *payload = cmd_opt(ctx, "payload");
 	if (payload != NULL) {
 		json_error_t err;
@@ -129,10 +131,7 @@ cmd_task_list_exec(struct cmd_ctx *ctx)
 	const char *state = cmd_opt(ctx, "state");
 	enum task_state st;
 	if (state != NULL && strcmp(state, "active") != 0 && !task_state_parse(state, &st))
-		return cmd_usage_error(ctx,
-		                       "task list: unknown state '%s' (queued, blocked, "
-		                       "assigned, running, failed, done, dead, cancelled, active)",
-		                       state);
+		return cmd_opt_unknown(ctx, "state");
 	tasks_sync(orch_tasks(ctx->orch));
 	sqlite3_stmt *s = store_stmt(
 	    orch_store(ctx->orch),

@@ -1011,6 +1011,45 @@ cmd_run_line(struct orch *orch, const char *line, enum cmd_client client, const 
 
 /* ---- completion ------------------------------------------------------- */
 
+/* The "a|b|c" list of a completion hint, or NULL for a dynamic one. */
+static const char *
+hint_list(const char *hint)
+{
+	static const char *const named[][2] = {
+	    {"level", "trace|debug|info|warn|error|fatal"},
+	    {"priority", "low|normal|high|urgent"},
+	    {"pane", "agents|tasks|messages|logs"},
+	    {"mode", "NORMAL|TASK|SYSTEM|CAPTAIN|SYNC|VERIFY|REPAIR|BACKUP|RESTORE|CLEANUP|"
+	             "INTEGRATE"},
+	};
+	if (hint == NULL || strchr(hint, '|') != NULL)
+		return hint;
+	for (size_t i = 0; i < nitems(named); i++)
+		if (strcmp(hint, named[i][0]) == 0)
+			return named[i][1];
+	return NULL;
+}
+
+enum cmd_retval
+cmd_opt_unknown(struct cmd_ctx *ctx, const char *name)
+{
+	const struct cmd_opt *o = cmd_find_opt(ctx->entry, name);
+	const char *list = o != NULL ? hint_list(o->complete) : NULL;
+	struct buf b;
+	buf_init(&b);
+	buf_addf(&b, "%s: unknown %s '%s'", ctx->entry->name, name, cmd_opt(ctx, name));
+	for (const char *p = list; p != NULL && *p != '\0';) {
+		size_t n = strcspn(p, "|");
+		buf_addf(&b, "%s%.*s", p == list ? " (" : ", ", (int)n, p);
+		p += n + (p[n] == '|');
+	}
+	if (list != NULL)
+		buf_adds(&b, ")");
+	enum cmd_retval rv = cmd_usage_error(ctx, "%s", b.data);
+	buf_free(&b);
+	return rv;
+}
+
 /* Offers each "a|b|c" alternative of a literal hint that starts with partial. */
 static void
 complete_literal(const char *hint, const char *partial, cmd_complete_add_fn add, void *arg)
@@ -1030,18 +1069,8 @@ complete_hint(const struct cmd_table *t, struct orch *orch, const char *hint, co
 {
 	if (hint == NULL)
 		return;
-	if (strchr(hint, '|') != NULL) {
-		complete_literal(hint, partial, add, arg);
-	} else if (strcmp(hint, "level") == 0) {
-		complete_literal("trace|debug|info|warn|error|fatal", partial, add, arg);
-	} else if (strcmp(hint, "priority") == 0) {
-		complete_literal("low|normal|high|urgent", partial, add, arg);
-	} else if (strcmp(hint, "pane") == 0) {
-		complete_literal("agents|tasks|messages|logs", partial, add, arg);
-	} else if (strcmp(hint, "mode") == 0) {
-		complete_literal("NORMAL|TASK|SYSTEM|CAPTAIN|SYNC|VERIFY|REPAIR|BACKUP|RESTORE|"
-		                 "CLEANUP|INTEGRATE",
-		                 partial, add, arg);
+	if (hint_list(hint) != NULL) {
+		complete_literal(hint_list(hint), partial, add, arg);
 	} else if (strcmp(hint, "command") == 0) {
 		char last[64] = "";
 		for (size_t i = 0; i < t->n; i++) {

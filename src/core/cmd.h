@@ -145,6 +145,9 @@ const char *cmd_opt_at(const struct cmd_ctx *ctx, const char *name, size_t i);
 /* Parses an integer option; returns false (with ctx error set) if present
  * and malformed or outside [min, max]. *out is left alone when absent. */
 bool cmd_opt_int(struct cmd_ctx *ctx, const char *name, long min, long max, long *out);
+/* The usage error for a value option name does not accept: "CMD: unknown
+ * NAME 'VALUE' (a, b, c)", the values from the option's completion hint. */
+enum cmd_retval cmd_opt_unknown(struct cmd_ctx *ctx, const char *name);
 /* Sets the one-line error and returns CMD_ERROR (or CMD_USAGE for usage). */
 enum cmd_retval cmd_error(struct cmd_ctx *ctx, const char *fmt, ...) PRINTFLIKE(2, 3);
 enum cmd_retval cmd_usage_error(struct cmd_ctx *ctx, const char *fmt, ...) PRINTFLIKE(2, 3);

@@ -5,6 +5,7 @@
 
 #include <uv.h>
 
+#include "bus.h"
 #include "cmd.h"
 #include "orch.h"
 
@@ -650,6 +651,71 @@ test_audit(void **state)
 }
 
 static void
+sent(void *arg, int64_t id, int n, const char *code, const char *detail)
+{
+	*(int64_t *)arg = id;
+}
+
+/* Errors say what is wrong and what would do, the same way everywhere. */
+static void
+test_error_messages(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const cases[][2] = {
+	    {"agent list --state bogus", "agent list: unknown state 'bogus' (starting, ready, "
+	                                 "busy, paused, unhealthy, backoff, "
+	                                 "stopping, stopped, failed)"},
+	    {"task list --state bogus",
+	     "task list: unknown state 'bogus' (queued, blocked, assigned, running, failed, done, "
+	     "dead, cancelled, active)"},
+	    {"history --mode bogus",
+	     "history: unknown mode 'bogus' (NORMAL, TASK, SYSTEM, CAPTAIN, SYNC, VERIFY, REPAIR, "
+	     "BACKUP, RESTORE, CLEANUP, INTEGRATE)"},
+	    {"send x hi --mode bogus",
+	     "send: unknown mode 'bogus' (NORMAL, TASK, SYSTEM, CAPTAIN, SYNC, VERIFY, REPAIR, "
+	     "BACKUP, RESTORE, CLEANUP, INTEGRATE)"},
+	    {"task add --timeout 0 zero", "task add: --timeout must be positive, got '0'"},
+	    {"task add --timeout soon x",
+	     "task add: --timeout expects a duration like 30s (at most 100 years), got 'soon'"},
+	};
+	for (size_t i = 0; i < nitems(cases); i++) {
+		struct outcome o = run(f, cases[i][0]);
+		assert_int_equal(o.status, CMD_USAGE);
+		assert_string_equal(o.error, cases[i][1]);
+		outcome_free(&o);
+	}
+
+	/* history of a name: no such agent and nothing mentions it is an
+	 * error, as for send; the captain, or a name only messages mention
+	 * (an agent since removed), is history, empty or not. */
+	struct outcome o = run(f, "history nosuchagent");
+	assert_int_equal(o.status, CMD_ERROR);
+	assert_string_equal(o.error, "history: no agent named 'nosuchagent' and no message from "
+	                             "or to it (see 'agent list')");
+	outcome_free(&o);
+	o = run(f, "history captain");
+	assert_int_equal(o.status, CMD_OK);
+	assert_string_equal(o.text, "(no messages)\n");
+	outcome_free(&o);
+	int64_t id = 0;
+	struct bus_send_req req = {.from = "ghost", .to = "captain", .body = "\"boo\""};
+	bus_send(orch_bus(f->orch), &req, sent, &id);
+	for (int i = 0; i < 5000 && id == 0; i++) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		usleep(1000);
+	}
+	assert_true(id > 0);
+	o = run(f, "history ghost");
+	assert_int_equal(o.status, CMD_OK);
+	assert_non_null(strstr(o.text, "ghost -> captain"));
+	outcome_free(&o);
+	o = run(f, "history ghost --grep nothing-like-it");
+	assert_int_equal(o.status, CMD_OK);
+	assert_string_equal(o.text, "(no messages)\n");
+	outcome_free(&o);
+}
+
+static void
 test_builtin_logs(void **state)
 {
 	struct fixture *f = *state;
@@ -745,6 +811,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_builtin_help, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_help_flag, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_audit, setup_orch, teardown_orch),
+	    cmocka_unit_test_setup_teardown(test_error_messages, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_builtin_logs, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_role, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_error_clean_line, setup_orch, teardown_orch),
