@@ -10,6 +10,10 @@
 #include "config.h"
 #include "orch.h"
 
+/* Reals in results to 15 significant digits: 367.835, not the
+ * 367.83499999999998 that 17 give for the same double. */
+#define CMD_JSON_REAL JSON_REAL_PRECISION(15)
+
 struct cmd_slot {
 	const struct cmd_entry *entry;
 	char *owner;
@@ -592,7 +596,7 @@ render_scalar(const json_t *v, struct buf *out)
 		buf_adds(out, "-");
 		break;
 	default: {
-		char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+		char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | CMD_JSON_REAL);
 		buf_adds(out, s ? s : "?");
 		free(s);
 	}
@@ -765,7 +769,7 @@ cmd_ctx_complete(struct cmd_ctx *ctx)
 	if (ctx->status == CMD_OK) {
 		if (ctx->json) {
 			json_t *r = ctx->result ? json_incref(ctx->result) : json_object();
-			char *s = json_dumps(r, JSON_INDENT(2) | JSON_ENCODE_ANY);
+			char *s = json_dumps(r, JSON_INDENT(2) | JSON_ENCODE_ANY | CMD_JSON_REAL);
 			buf_addf(&out, "%s\n", s ? s : "null");
 			free(s);
 			json_decref(r);
@@ -784,7 +788,7 @@ cmd_ctx_complete(struct cmd_ctx *ctx)
 			/* A failed check may still carry its report (verify). */
 			if (ctx->result != NULL)
 				json_object_set(r, "result", ctx->result);
-			char *s = json_dumps(r, JSON_INDENT(2));
+			char *s = json_dumps(r, JSON_INDENT(2) | CMD_JSON_REAL);
 			buf_addf(&out, "%s\n", s);
 			free(s);
 			json_decref(r);

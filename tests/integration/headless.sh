@@ -37,7 +37,11 @@ ok "ctl status (text)"
 pid=$(ctl status --json | json_get 'j["pid"]')
 [ "$pid" = "$PID" ] || fail "status --json pid $pid != $PID"
 [ "$(ctl status --json | json_get 'j["db"]["state"]')" = ok ] || fail "db state"
-ok "ctl status --json parses"
+# Reals come out short (15 significant digits): 0.208721, not 0.20872099999999999.
+ctl status --json >"$T/st.json"
+grep -E '[0-9]\.[0-9]*(0000000|9999999)[0-9]' "$T/st.json" && fail "long reals in status --json"
+grep -q '"uptime_s": [0-9]' "$T/st.json" || fail "status --json: $(cat "$T/st.json")"
+ok "ctl status --json parses, reals short"
 
 [ "$(stat -c %a "$RT")" = 700 ] || fail "runtime dir mode $(stat -c %a "$RT")"
 [ "$(stat -c %a "$RT/dreamos.sock")" = 600 ] || fail "socket mode"

@@ -59,8 +59,18 @@ static const struct cmd_opt login_opts[] = {
     {NULL, 0, NULL, NULL},
 };
 
+/* A result with reals whose shortest form is short but whose 17-digit
+ * form is not (0.1 + 0.2, 367.835). */
+static enum cmd_retval
+gauge_exec(struct cmd_ctx *ctx)
+{
+	volatile double a = 0.1, b = 0.2;
+	return cmd_result(ctx, json_pack("{s:f,s:f}", "sum", a + b, "uptime_s", 367.835));
+}
+
 /* Registered into a real orchestrator (whose table has the real "agent"). */
 static const struct cmd_entry robot_entries[] = {
+    {.name = "robot gauge", .max_args = 0, .exec = gauge_exec},
     {.name = "robot info", .usage = "NAME", .min_args = 1, .max_args = 1, .exec = echo_exec},
     {.name = "robot spawn",
      .usage = "NAME [--cap C]... -- PROGRAM [ARG...]",
@@ -408,6 +418,23 @@ test_options(void **state)
 	o = run(f, "robot info --help");
 	assert_int_equal(o.status, CMD_OK);
 	assert_non_null(strstr(o.text, "usage: robot info NAME"));
+	outcome_free(&o);
+}
+
+/* Reals are shown to 15 significant digits, in --json and in text. */
+static void
+test_reals(void **state)
+{
+	struct fixture *f = *state;
+	struct outcome o = run(f, "robot gauge --json");
+	assert_int_equal(o.status, CMD_OK);
+	assert_non_null(strstr(o.text, "\"sum\": 0.3,"));
+	assert_non_null(strstr(o.text, "\"uptime_s\": 367.835\n"));
+	outcome_free(&o);
+	o = run(f, "robot gauge");
+	assert_int_equal(o.status, CMD_OK);
+	assert_null(strstr(o.text, "0000000"));
+	assert_non_null(strstr(o.text, "367.835"));
 	outcome_free(&o);
 }
 
@@ -807,6 +834,7 @@ main(void)
 	    cmocka_unit_test(test_complete),
 	    cmocka_unit_test(test_render),
 	    cmocka_unit_test_setup_teardown(test_options, setup_orch, teardown_orch),
+	    cmocka_unit_test_setup_teardown(test_reals, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_builtin_status, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_builtin_help, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_help_flag, setup_orch, teardown_orch),
