@@ -145,7 +145,7 @@ cmd_status_exec(struct cmd_ctx *ctx)
 static void
 cmd_status_print(struct cmd_ctx *ctx, const json_t *r, struct buf *out)
 {
-	char up[32], size[32];
+	char up[32], size[32], wal[32];
 	json_t *db = json_object_get(r, "db");
 	json_t *counts = json_object_get(r, "counts");
 	json_t *bridge = json_object_get(r, "bridge");
@@ -160,8 +160,11 @@ cmd_status_print(struct cmd_ctx *ctx, const json_t *r, struct buf *out)
 	buf_addf(out, "runtime   %s\n", json_string_value(json_object_get(r, "runtime")));
 	const char *cfg = json_string_value(json_object_get(r, "config"));
 	buf_addf(out, "config    %s\n", cfg ? cfg : "(built-in defaults)");
-	buf_addf(out, "database  %s, %s, schema v%lld, %s\n",
-	         json_string_value(json_object_get(db, "path")), size,
+	/* The WAL can be most of it (it is reused, not shrunk): say so. */
+	format_size((uint64_t)json_integer_value(json_object_get(db, "wal_bytes")), wal,
+	            sizeof wal);
+	buf_addf(out, "database  %s, %s (WAL %s), schema v%lld, %s\n",
+	         json_string_value(json_object_get(db, "path")), size, wal,
 	         (long long)json_integer_value(json_object_get(db, "schema")),
 	         json_string_value(json_object_get(db, "state")));
 	buf_addf(out, "agents    %lld up of %lld\n",

@@ -567,9 +567,11 @@ orch_status_json(struct orch *o)
 	if (o->store != NULL)
 		store_stats(o->store, &ss);
 	logmgr_stats(o->log, &ls);
+	int64_t wal_bytes = 0;
+	int64_t size_bytes = o->store ? store_size_bytes(o->store, &wal_bytes) : 0;
 	json_t *db =
-	    json_pack("{s:s,s:I,s:s,s:i,s:I,s:f,s:I,s:i}", "path", o->db_path, "size_bytes",
-	              (json_int_t)(o->store ? store_size_bytes(o->store) : 0), "state",
+	    json_pack("{s:s,s:I,s:I,s:s,s:i,s:I,s:f,s:I,s:i}", "path", o->db_path, "size_bytes",
+	              (json_int_t)size_bytes, "wal_bytes", (json_int_t)wal_bytes, "state",
 	              o->store ? store_state(o->store) : "closed", "schema",
 	              o->store ? store_schema_version(o->store) : 0, "commits",
 	              (json_int_t)ss.commits, "last_commit_ms", ss.last_commit_ms, "checkpoints",

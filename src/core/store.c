@@ -1713,8 +1713,9 @@ store_schema_version(struct store *st)
 }
 
 int64_t
-store_size_bytes(struct store *st)
+store_size_bytes(struct store *st, int64_t *wal_bytes)
 {
+	int64_t wal_size = 0;
 	store_sync(st);
 	int64_t pages = store_query_int(st, "PRAGMA page_count");
 	int64_t size = store_query_int(st, "PRAGMA page_size");
@@ -1723,10 +1724,12 @@ store_size_bytes(struct store *st)
 		char *wal = xasprintf("%s-wal", st->path);
 		struct stat sb;
 		if (stat(wal, &sb) == 0)
-			total += (int64_t)sb.st_size;
+			wal_size = (int64_t)sb.st_size;
 		free(wal);
 	}
-	return total;
+	if (wal_bytes != NULL)
+		*wal_bytes = wal_size;
+	return total + wal_size;
 }
 
 const char *

@@ -126,8 +126,9 @@ bool store_pending(const struct store *st);
  * while the loop reads on (and their senders hear `sent` sooner). */
 void store_progress(struct store *st);
 
-/* Size of the database and its WAL in bytes. */
-int64_t store_size_bytes(struct store *st);
+/* Size of the database and its WAL in bytes; *wal_bytes (if not NULL):
+ * the WAL's part. */
+int64_t store_size_bytes(struct store *st, int64_t *wal_bytes);
 /* "ok", or a short description of the last failure ("disk full"). */
 const char *store_state(const struct store *st);
 

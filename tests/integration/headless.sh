@@ -32,7 +32,12 @@ start_headless
 ctl status >"$T/status.txt" || fail "ctl status"
 grep -q "^runtime   $RT" "$T/status.txt" || fail "status text: $(cat "$T/status.txt")"
 grep -q "pid $PID" "$T/status.txt" || fail "status shows the pid"
-ok "ctl status (text)"
+grep -q "^database  $RT/dreamos.db, [0-9.]* [KM]*i*B (WAL [0-9.]* [KM]*i*B), schema v" "$T/status.txt" ||
+	fail "status: database line: $(grep database "$T/status.txt")"
+W=$(stat -c %s "$RT/dreamos.db-wal")
+ctl status --json | jtest "0 < j['db']['wal_bytes'] <= j['db']['size_bytes'] and abs(j['db']['wal_bytes'] - $W) < 1 << 20" ||
+	fail "status --json: wal_bytes against $W: $(ctl status --json | grep _bytes)"
+ok "ctl status (text): the database size and its WAL's part"
 
 pid=$(ctl status --json | json_get 'j["pid"]')
 [ "$pid" = "$PID" ] || fail "status --json pid $pid != $PID"
