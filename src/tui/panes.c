@@ -362,6 +362,7 @@ tui_state_free(struct tui *t)
 	free(t->popup_title);
 	free(t->popup_text);
 	free(t->msgline);
+	free(t->compl_line);
 	json_decref(t->status);
 }
 
@@ -381,10 +382,18 @@ tui_message(struct tui *t, bool error, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	free(t->msgline);
+	tui_message_clear(t);
 	t->msgline = xvasprintf(fmt, ap);
 	va_end(ap);
 	t->msgline_err = error;
+}
+
+void
+tui_message_clear(struct tui *t)
+{
+	free(t->msgline);
+	free(t->compl_line);
+	t->msgline = t->compl_line = NULL;
 	tui_touch(t);
 }
 
@@ -453,7 +462,7 @@ tui_show_help(struct tui *t)
 	buf_init(&b);
 	buf_adds(&b,
 	         "Keys\n"
-	         "  F1               this help (Esc closes it)\n"
+	         "  F1               this help (Esc closes it; keys typed right after Esc count)\n"
 	         "  F2 F3 F4 F5      focus agents, tasks, messages, logs (also Alt-1 .. Alt-4)\n"
 	         "  PgUp PgDn        scroll the focused pane (or this popup)\n"
 	         "  Home End         oldest / newest (End follows the tail again)\n"
@@ -462,6 +471,7 @@ tui_show_help(struct tui *t)
 	         "  Ctrl-L           redraw\n"
 	         "  Tab              complete commands, agents, tasks, options\n"
 	         "  Up Down          command history (kept across runs)\n"
+	         "  Ctrl-C           clear the line; on an empty line: quit\n"
 	         "  Ctrl-D           on an empty line: quit\n"
 	         "\nCommands\n");
 	struct cmd_table *ct = orch_cmds(t->o);

@@ -96,6 +96,7 @@ struct tui {
 	bool popup_streamed;
 	char *msgline;
 	bool msgline_err;
+	char *compl_line; /* the line when Tab listed the candidates shown */
 
 	struct ring logs, msgs;
 	struct trow *trows;
@@ -123,6 +124,7 @@ void tui_draw(struct tui *t);
 void tui_rate_tick(struct tui *t);
 void tui_pane_scroll(struct tui *t, int pane, int how);
 void tui_message(struct tui *t, bool error, const char *fmt, ...) PRINTFLIKE(3, 4);
+void tui_message_clear(struct tui *t);
 /* Adds text (may be several lines) to the logs pane only, as the captain's. */
 void tui_log_local(struct tui *t, int level, const char *text);
 void tui_popup_set(struct tui *t, const char *title, const char *text);

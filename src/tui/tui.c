@@ -318,6 +318,8 @@ tui_rl_display_matches(char **matches, int n, int maxlen)
 		buf_addf(&b, " %s", matches[i]);
 	tui_message(g_tui, false, "%s", b.data);
 	buf_free(&b);
+	/* They stay while the line goes on from there (see tui_on_input). */
+	g_tui->compl_line = xstrndup(rl_line_buffer, (size_t)(rl_point > 0 ? rl_point : 0));
 	tui_draw(g_tui);
 }
 
@@ -380,6 +382,8 @@ tui_rl_line(char *line)
 				append_history(1, t->history_path);
 		}
 		tui_popup_close(t);
+		/* The last command's result goes: this one's replaces it. */
+		tui_message_clear(t);
 		char *echo = xasprintf("%s%s", PROMPT, s);
 		tui_log_local(t, LVL_INFO, echo);
 		free(echo);
@@ -398,6 +402,38 @@ tui_feed_readline(int c)
 {
 	g_rl_char = c;
 	rl_callback_read_char();
+}
+
+/* Whether readline gives Esc c (Alt-c) a meaning of its own: M-b, M-f,
+ * M-d, M-DEL, or a prefix like Esc [ of the keys ncurses does not know. */
+static bool
+tui_rl_meta(int c)
+{
+	if (c <= 0 || c > 255 || c == 27)
+		return false;
+	char seq[3] = {27, (char)c, '\0'};
+	int type = ISFUNC;
+	rl_command_func_t *f = rl_function_of_keyseq(seq, NULL, &type);
+	if (f == rl_do_lowercase_version && c >= 'A' && c <= 'Z')
+		return tui_rl_meta(c - 'A' + 'a');
+	return f != NULL && (type != ISFUNC || f != rl_insert);
+}
+
+/* Ctrl-C: clears the line (or a search) like a shell; on an empty line it
+ * quits, as `quit` does. */
+static void
+tui_ctrl_c(struct tui *t)
+{
+	if (rl_end == 0 && !RL_ISSTATE(RL_STATE_ISEARCH | RL_STATE_NSEARCH | RL_STATE_NUMERICARG |
+	                               RL_STATE_MULTIKEY)) {
+		orch_request_quit(t->o, "Ctrl-C at the prompt");
+		return;
+	}
+	rl_free_line_state();
+	rl_callback_sigcleanup();
+	rl_replace_line("", 1);
+	rl_point = rl_mark = 0;
+	using_history(); /* Up starts from the newest command again */
 }
 
 static void
@@ -466,6 +502,9 @@ tui_key(struct tui *t, int c)
 	case KEY_MOUSE:
 		tui_mouse(t);
 		break;
+	case 3: /* Ctrl-C (raw mode: no SIGINT) */
+		tui_ctrl_c(t);
+		break;
 	case 12: /* Ctrl-L */
 		clearok(stdscr, TRUE);
 		break;
@@ -492,7 +531,7 @@ tui_key(struct tui *t, int c)
 	case KEY_ENTER:
 		tui_feed_readline('\n');
 		return;
-	case 27: { /* Esc, or Alt-key */
+	case 27: { /* Esc, or Alt-key: terminals send Alt-x as Esc x */
 		int n = getch();
 		if (n >= '1' && n <= '4') {
 			t->focus = n - '1';
@@ -500,12 +539,16 @@ tui_key(struct tui *t, int c)
 		} else if (n == 'z' || n == 'Z') {
 			t->zoom = !t->zoom;
 			tui_layout(t);
-		} else if (n == ERR) {
-			tui_popup_close(t);
-		} else {
+		} else if (tui_rl_meta(n)) {
 			tui_feed_readline(27);
 			tui_feed_readline(n);
 			return;
+		} else {
+			/* Esc alone closes the popup.  A key that came with it
+			 * but is no Alt-key was typed after Esc: it counts. */
+			tui_popup_close(t);
+			if (n != ERR)
+				tui_key(t, n);
 		}
 		break;
 	}
@@ -530,6 +573,11 @@ tui_on_input(uv_poll_t *h, int status, int events)
 	}
 	while (!t->stopped && (c = getch()) != ERR)
 		tui_key(t, c);
+	/* Tab's candidates stay while the line goes on from where they were
+	 * listed; once it is cleared or edited before that, they go. */
+	if (!t->stopped && t->compl_line != NULL &&
+	    strncmp(rl_line_buffer, t->compl_line, strlen(t->compl_line)) != 0)
+		tui_message_clear(t);
 	if (!t->stopped)
 		tui_draw_prompt(t), refresh();
 }

@@ -6,7 +6,7 @@
 # Tab completion, history), F1 help, F-key and Alt focus, zoom, filters, a
 # resize to 80x24, and `quit`: exit 0, the terminal restored (canonical
 # mode and echo on, alternate screen left) and no agent left running.
-# Also Ctrl-D on an empty prompt with NO_COLOR=1, and SIGTERM.
+# Also Ctrl-D on an empty prompt with NO_COLOR=1, Ctrl-C, and SIGTERM.
 # Skipped (77) without tmux.
 command -v tmux >/dev/null 2>&1 || { echo "SKIP: tmux not found"; exit 77; }
 . "${top_srcdir:-.}/tests/integration/lib.sh"
@@ -269,6 +269,21 @@ wait_screen '^[0-9:]{8} captain [^ ]+ greeter hi '
 wait_screen '^[0-9:]{8} greeter [^ ]+ captain ' 10
 ok "send greeter hi: shown in messages, greeter replies to captain"
 
+# A command's result replaces the last one's on the message line, also when
+# it opens a popup instead.
+type_line 'agent stop chatter'
+wait_screen 'agent stop  \(Esc closes'
+esc
+wait_screen '^chatter +stopped '
+type_line 'agent stop chatter'
+wait_screen "^agent stop: agent 'chatter' is not running"
+type_line 'agent restart chatter'
+wait_screen 'agent restart  \(Esc closes'
+wait_line 38 '^ *$'
+esc
+wait_screen '^chatter +(starting|ready) '
+ok "a result in a popup clears the last command's result from the message line"
+
 type_line 'frobnicate --now'
 wait_screen "^unknown command: frobnicate \(try 'help'\)"
 wait_screen 'ERROR >: unknown command: frobnicate'
@@ -292,9 +307,26 @@ keys Tab
 wait_screen '^captain> agent list *$'
 keys Enter
 wait_screen 'agent list  \(Esc closes'
+wait_screen_not '^candidates:'
 esc
 wait_screen_not 'agent list  \(Esc closes'
+# The candidates go once the line no longer goes on from where they were
+# listed.
+keys -l 'agent '
+keys Tab Tab
+wait_screen '^candidates: .* list .*spawn'
+keys C-u
+wait_screen_not '^candidates:'
 ok "Tab completes 'ag' to 'agent', lists and completes subcommands"
+
+# Ctrl-C clears the line, like a shell; Alt-b is still readline's.
+keys -l 'agent list'
+keys M-b
+keys -l 'x'
+wait_screen '^captain> agent xlist$'
+keys C-c
+wait_screen '^captain> *$'
+ok "Ctrl-C clears the prompt line; Alt-b moves back a word"
 
 keys F1
 wait_screen 'help  \(Esc closes'
@@ -303,6 +335,17 @@ wait_screen "${V}   F2 F3 F4 F5 +focus agents"
 esc
 wait_screen_not 'help  \(Esc closes'
 ok "F1 help popup with Keys; Esc closes it"
+
+# Esc and the keys typed right after it arrive together (within ncurses'
+# ESCDELAY): Esc closes the popup and the keys still count ('a' is no
+# Alt-key), so this runs 'agent list', not 'gent list'.
+keys F1
+wait_screen 'help  \(Esc closes'
+keys Escape 'agent list' Enter
+wait_screen 'agent list  \(Esc closes'
+esc
+wait_screen_not 'agent list  \(Esc closes'
+ok "keys typed right after Esc are not taken for Alt-keys"
 
 # Focus: the focused title is drawn on yellow (43), the others on cyan (46).
 wait_attr '43m.? F5 Logs'
@@ -386,6 +429,21 @@ keys C-d
 after_exit
 ok "NO_COLOR=1: no colours; Ctrl-D on an empty prompt exits 0, terminal restored"
 tm kill-session -t nocolor
+
+# ---- Ctrl-C ------------------------------------------------------------------
+
+start ctrlc "$T/rt4" -- --config "$T/noext.yaml"
+instance "$T/rt4"
+APIDS=""
+wait_line 40 '^captain> *$'
+keys -l 'status'
+wait_screen '^captain> status$'
+keys C-c
+wait_line 40 '^captain> *$'
+keys C-c
+after_exit
+ok "Ctrl-C: clears the line, then on the empty line quits: exit 0, terminal restored"
+tm kill-session -t ctrlc
 
 # ---- SIGTERM ---------------------------------------------------------------
 
