@@ -9,6 +9,7 @@
 #include "cmd.h"
 #include "ext.h"
 #include "orch.h"
+#include "proto.h"
 
 /* Finds the agent named by the first argument, or sets the error. */
 static struct agent *
@@ -122,6 +123,12 @@ cmd_agent_spawn_exec(struct cmd_ctx *ctx)
 
 	if (!cmd_opt_int(ctx, "max-tasks", 1, 1000, &max_tasks))
 		return CMD_USAGE;
+	if (!proto_valid_agent_name(cmd_arg(ctx, 0)))
+		return cmd_usage_error(
+		    ctx,
+		    "agent spawn: invalid agent name '%s' (letters, digits, '_', "
+		    "'.', '-'; at most 64)",
+		    cmd_arg(ctx, 0));
 	const char *restart = cmd_opt(ctx, "restart");
 	enum restart_policy policy = RESTART_ON_FAILURE;
 	if (restart != NULL && !restart_policy_parse(restart, &policy))

@@ -287,6 +287,9 @@ grep -q "cannot run 'no-such-program-on-path': not found on the PATH" "$T/ghost2
 ctl agent spawn ghost --restart never -- "$T" >"$T/ghost3.out" 2>&1 && fail "a directory was accepted"
 grep -q "Is a directory" "$T/ghost3.out" || fail "directory: $(cat "$T/ghost3.out")"
 ctl agent info ghost >/dev/null 2>&1 && fail "a refused spawn created the agent"
+ctl agent spawn 'bad/name' -- "$PYBIN" >"$T/badname.out" 2>&1
+[ $? -eq 2 ] || fail "an invalid agent name must be a usage error (exit 2)"
+grep -q "agent spawn: invalid agent name 'bad/name'" "$T/badname.out" || fail "bad name: $(cat "$T/badname.out")"
 # A program that goes away after the spawn: the start fails and says why.
 printf '#!/bin/sh\nexit 1\n' >"$T/vanishing"
 chmod +x "$T/vanishing"
@@ -297,7 +300,7 @@ ctl agent restart ghost >/dev/null 2>&1
 wait_for 5 "ghost's 'cannot start' error" logs_have "cannot start" --level error --source ghost
 logs_have "vanishing" --level error --source ghost || fail "the error names the program"
 agent_is ghost "j['state'] == 'failed'" || fail "ghost: $(ctl agent info ghost)"
-ok "missing program: agent spawn refuses it (a path, a name not on the PATH, a directory); one gone after the spawn fails with '$(ctl logs --level error --source ghost | grep -o 'cannot start.*' | head -n 1)'"
+ok "missing program: agent spawn refuses it (a path, a name not on the PATH, a directory; an invalid name: exit 2); one gone after the spawn fails with '$(ctl logs --level error --source ghost | grep -o 'cannot start.*' | head -n 1)'"
 
 # ---- agent stop: command stop, clean exit --------------------------------
 
