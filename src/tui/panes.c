@@ -361,6 +361,7 @@ tui_state_free(struct tui *t)
 		tui_filter_clear(&t->panes[i].filter);
 	free(t->popup_title);
 	free(t->popup_text);
+	free(t->popup_lines);
 	free(t->msgline);
 	free(t->compl_line);
 	json_decref(t->status);
@@ -397,11 +398,22 @@ tui_message_clear(struct tui *t)
 	tui_touch(t);
 }
 
+/* The text changed (or went): wrap it again when drawn. */
+static void
+popup_unwrap(struct tui *t)
+{
+	free(t->popup_lines);
+	t->popup_lines = NULL;
+	t->popup_nlines = 0;
+	t->popup_wrap = 0;
+}
+
 void
 tui_popup_set(struct tui *t, const char *title, const char *text)
 {
 	free(t->popup_title);
 	free(t->popup_text);
+	popup_unwrap(t);
 	t->popup_title = xstrdup(title);
 	t->popup_text = xstrdup(text);
 	t->popup_scroll = 0;
@@ -417,6 +429,7 @@ tui_popup_append(struct tui *t, const char *text)
 		char *s = xasprintf("%s%s", t->popup_text, text);
 		free(t->popup_text);
 		t->popup_text = s;
+		popup_unwrap(t);
 	}
 	t->popup_streamed = true;
 }
@@ -427,6 +440,7 @@ tui_popup_close(struct tui *t)
 	free(t->popup_title);
 	free(t->popup_text);
 	t->popup_title = t->popup_text = NULL;
+	popup_unwrap(t);
 	tui_touch(t);
 }
 
@@ -968,8 +982,86 @@ draw_msgline(struct tui *t)
 	move(y, 0);
 	clrtoeol();
 	if (t->msgline != NULL)
-		tui_put(y, 0, t->cols, t->msgline,
-		        t->msgline_err ? (int)(tui_attr(t, C_RED) | A_BOLD) : tui_attr(t, C_DIM));
+		tui_put_cut(t, y, 0, t->cols, t->msgline,
+		            t->msgline_err ? (int)(tui_attr(t, C_RED) | A_BOLD)
+		                           : tui_attr(t, C_DIM));
+}
+
+/* Where the continuation lines of a wrapped line start: under the text
+ * after its first gap of two spaces ("usage    what it does", "key   value")
+ * when that is in the left two thirds; else under the line's own text when
+ * that is a column far right (a description under a long usage), or two
+ * columns in from it. */
+static int
+hang_indent(const char *s, size_t n, int width)
+{
+	size_t lead = strspn(s, " ");
+	if (lead > n)
+		lead = n;
+	const char *gap = NULL;
+	for (size_t i = lead; i + 1 < n && gap == NULL; i++) {
+		if (s[i] == ' ' && s[i + 1] == ' ')
+			gap = s + i;
+	}
+	if (gap != NULL) {
+		size_t j = (size_t)(gap - s);
+		while (j < n && s[j] == ' ')
+			j++;
+		int col;
+		tui_fit(s, j, 1 << 30, &col);
+		if (j < n && col <= width * 2 / 3)
+			return col;
+	}
+	int indent = (int)lead > width / 3 ? (int)lead : (int)lead + 2;
+	return indent < width * 2 / 3 ? indent : width * 2 / 3;
+}
+
+static void
+popup_add_line(struct tui *t, size_t *cap, size_t off, size_t len, int indent)
+{
+	if (t->popup_nlines == *cap) {
+		*cap = *cap ? *cap * 2 : 64;
+		t->popup_lines = xreallocarray(t->popup_lines, *cap, sizeof *t->popup_lines);
+	}
+	t->popup_lines[t->popup_nlines++] = (struct wline){off, len, indent};
+}
+
+/* Wraps the popup's text at width columns: at the last space that fits, or
+ * inside a word only when it is longer than the line. */
+static void
+popup_wrap(struct tui *t, int width)
+{
+	popup_unwrap(t);
+	t->popup_wrap = width;
+	const char *text = t->popup_text;
+	size_t cap = 0, end = strlen(text);
+	for (size_t off = 0; off < end;) {
+		const char *s = text + off;
+		size_t n = strcspn(s, "\n"), i = 0;
+		int indent = 0;
+		do {
+			size_t fit = tui_fit(s + i, n - i, width - indent, NULL);
+			size_t len = fit, next = i + fit;
+			if (next < n) {
+				size_t k = fit, e;
+				while (k > 0 && s[i + k] != ' ')
+					k--;
+				for (e = k; e > 0 && s[i + e - 1] == ' '; e--)
+					;
+				if (e > 0)
+					len = e, next = i + k;
+				else if (fit == 0) /* not even one character fits */
+					len = 1, next = i + 1;
+				while (next < n && s[next] == ' ')
+					next++;
+			}
+			popup_add_line(t, &cap, off + i, len, indent);
+			if (i == 0)
+				indent = hang_indent(s, n, width);
+			i = next;
+		} while (i < n);
+		off += n + 1;
+	}
 }
 
 static void
@@ -977,20 +1069,20 @@ draw_popup(struct tui *t)
 {
 	if (t->popup_text == NULL)
 		return;
-	int h = t->rows - 6, w = t->cols - 6;
-	if (h < 3 || w < 10)
+	int maxh = t->rows - 6, w = t->cols - 6;
+	if (maxh < 3 || w < 10)
 		return;
-	int y0 = 2, x0 = 3;
-	/* Lines of the text. */
-	size_t nlines = 0;
-	for (const char *p = t->popup_text; *p; p++)
-		nlines += *p == '\n';
-	if (t->popup_text[0] && t->popup_text[strlen(t->popup_text) - 1] != '\n')
-		nlines++;
+	int y0 = 2, x0 = 3, tw = w - 4;
+	if (t->popup_wrap != tw)
+		popup_wrap(t, tw);
+	int nlines = (int)t->popup_nlines;
+	/* As high as the text, up to the screen. */
+	int h = nlines + 2 < maxh ? nlines + 2 : maxh;
+	if (h < 3)
+		h = 3;
 	int body = h - 2;
-	if (t->popup_scroll > (int)nlines - body)
-		t->popup_scroll = (int)nlines - body > 0 ? (int)nlines - body : 0;
-	int attr = A_NORMAL;
+	if (t->popup_scroll > nlines - body)
+		t->popup_scroll = nlines - body > 0 ? nlines - body : 0;
 	for (int r = 0; r < h; r++) {
 		move(y0 + r, x0);
 		hline(' ', w);
@@ -1006,22 +1098,21 @@ draw_popup(struct tui *t)
 	mvaddch(y0 + h - 1, x0 + w - 1, ACS_LRCORNER);
 	attroff(A_BOLD);
 	char *title = xasprintf(" %s  (Esc closes, PgUp/PgDn scroll) ", t->popup_title);
-	tui_put(y0, x0 + 2, w - 4, title, A_BOLD);
+	tui_put_cut(t, y0, x0 + 2, w - 4, title, A_BOLD);
 	free(title);
-	const char *p = t->popup_text;
-	int line = 0, row = 0;
-	while (*p && row < body) {
-		size_t n = strcspn(p, "\n");
-		if (line >= t->popup_scroll) {
-			char *l = xstrndup(p, n);
-			tui_put(y0 + 1 + row, x0 + 2, w - 4, l, attr);
-			free(l);
-			row++;
-		}
-		line++;
-		p += n;
-		if (*p == '\n')
-			p++;
+	for (int r = 0; r < body && t->popup_scroll + r < nlines; r++) {
+		const struct wline *l = &t->popup_lines[t->popup_scroll + r];
+		char *s = xstrndup(t->popup_text + l->off, l->len);
+		tui_put(y0 + 1 + r, x0 + 2 + l->indent, tw - l->indent, s, A_NORMAL);
+		free(s);
+	}
+	if (nlines > body) {
+		/* Where the view is, since not all of it shows. */
+		char pos[64];
+		snprintf(pos, sizeof pos, " %d-%d of %d ", t->popup_scroll + 1,
+		         t->popup_scroll + body, nlines);
+		int pw = (int)strlen(pos);
+		tui_put(y0 + h - 1, x0 + w - 2 - pw, pw, pos, A_BOLD);
 	}
 }
 

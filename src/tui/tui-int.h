@@ -65,6 +65,13 @@ struct trow {
 	char *title;
 };
 
+/* One screen line of the popup: bytes [off, off + len) of its text, drawn
+ * indent columns in (continuation lines of a wrapped line are indented). */
+struct wline {
+	size_t off, len;
+	int indent;
+};
+
 struct pane {
 	int y, x, h, w;
 	size_t scroll; /* lines scrolled up from the newest (logs, messages) or down
@@ -85,6 +92,7 @@ struct tui {
 	int rows, cols;
 	struct pane panes[PANE_N];
 	bool color;
+	const char *ellipsis; /* marks cut text: U+2026, or '~' outside UTF-8 */
 	char *stderr_path;
 	int saved_stderr;
 	char *history_path;
@@ -92,7 +100,10 @@ struct tui {
 	bool cmd_busy;
 
 	char *popup_title, *popup_text;
-	int popup_scroll;
+	int popup_scroll;          /* in screen lines */
+	struct wline *popup_lines; /* popup_text wrapped at popup_wrap columns */
+	size_t popup_nlines;
+	int popup_wrap;
 	bool popup_streamed;
 	char *msgline;
 	bool msgline_err;
@@ -110,7 +121,16 @@ struct tui {
 
 /* tui.c */
 int tui_attr(const struct tui *t, int pair);
+/* Draws s at (y, x) in at most cols display columns; returns the columns
+ * used.  Multibyte text is measured with wcwidth, control bytes become ' '. */
 int tui_put(int y, int x, int cols, const char *s, int attr);
+/* The same, but text cut short ends with t->ellipsis, so that it shows. */
+int tui_put_cut(const struct tui *t, int y, int x, int cols, const char *s, int attr);
+/* How many of the first n bytes of s fit in cols columns (whole
+ * characters); *width (if not NULL) gets their columns. */
+size_t tui_fit(const char *s, size_t n, int cols, int *width);
+/* The columns s takes. */
+int tui_width(const char *s);
 void tui_touch(struct tui *t);
 void tui_layout(struct tui *t);
 void tui_draw_prompt(struct tui *t);

@@ -2,6 +2,7 @@
  * keys and mouse, layout, redraw scheduling, and the command popup. */
 #include <errno.h>
 #include <fcntl.h>
+#include <langinfo.h>
 #include <locale.h>
 #include <signal.h>
 #include <stdio.h>
@@ -75,8 +76,55 @@ tui_attr(const struct tui *t, int pair)
 	return COLOR_PAIR(pair) | (pair == C_TITLE_FOCUS ? A_BOLD : 0);
 }
 
-/* Draws s at (y, x) in at most cols display columns; returns the columns
- * used.  Multibyte text is measured with wcwidth, control bytes become '?'. */
+/* Decodes the character at s (at most n bytes): returns its length and
+ * sets *wc to what is drawn for it and *w to its columns.  Control
+ * characters are drawn as a space, bytes that are no character as '?'. */
+static size_t
+tui_char(const char *s, size_t n, mbstate_t *st, wchar_t *wc, int *w)
+{
+	size_t len = mbrtowc(wc, s, n, st);
+	if (len == (size_t)-1 || len == (size_t)-2 || len == 0) {
+		memset(st, 0, sizeof *st);
+		*wc = L'?';
+		len = 1;
+	}
+	if (*wc < 32 || *wc == 127)
+		*wc = L' ';
+	*w = wcwidth(*wc);
+	if (*w < 0)
+		*w = 1, *wc = L'?';
+	return len;
+}
+
+size_t
+tui_fit(const char *s, size_t n, int cols, int *width)
+{
+	mbstate_t st;
+	memset(&st, 0, sizeof st);
+	size_t i = 0;
+	int used = 0;
+	while (i < n && s[i] != '\0') {
+		wchar_t wc;
+		int w;
+		size_t len = tui_char(s + i, n - i, &st, &wc, &w);
+		if (used + w > cols)
+			break;
+		used += w;
+		i += len;
+	}
+	if (width != NULL)
+		*width = used;
+	return i;
+}
+
+int
+tui_width(const char *s)
+{
+	int w;
+	tui_fit(s, strlen(s), 1 << 30, &w);
+	return w;
+}
+
 int
 tui_put(int y, int x, int cols, const char *s, int attr)
 {
@@ -84,30 +132,38 @@ tui_put(int y, int x, int cols, const char *s, int attr)
 		return 0;
 	mbstate_t st;
 	memset(&st, 0, sizeof st);
+	size_t n = strlen(s);
 	int used = 0;
 	attron(attr);
 	move(y, x);
-	while (*s && used < cols) {
+	while (*s) {
 		wchar_t wc;
-		size_t n = mbrtowc(&wc, s, MB_CUR_MAX, &st);
-		if (n == (size_t)-1 || n == (size_t)-2 || n == 0) {
-			memset(&st, 0, sizeof st);
-			wc = L'?';
-			n = 1;
-		}
-		if (wc < 32 || wc == 127)
-			wc = L' ';
-		int w = wcwidth(wc);
-		if (w < 0)
-			w = 1, wc = L'?';
+		int w;
+		size_t len = tui_char(s, n, &st, &wc, &w);
 		if (used + w > cols)
 			break;
 		addnwstr(&wc, 1);
 		used += w;
-		s += n;
+		s += len;
+		n -= len;
 	}
 	attroff(attr);
 	return used;
+}
+
+int
+tui_put_cut(const struct tui *t, int y, int x, int cols, const char *s, int attr)
+{
+	if (cols <= 0 || s == NULL)
+		return 0;
+	size_t n = strlen(s);
+	if (tui_fit(s, n, cols, NULL) == n)
+		return tui_put(y, x, cols, s, attr);
+	/* The last column shows that there is more. */
+	char *head = xstrndup(s, tui_fit(s, n, cols - 1, NULL));
+	int used = tui_put(y, x, cols - 1, head, attr);
+	free(head);
+	return used + tui_put(y, x + used, 1, t->ellipsis, attr);
 }
 
 /* ---- redraw scheduling ------------------------------------------------ */
@@ -341,19 +397,22 @@ tui_cmd_done(struct cmd_ctx *ctx, void *arg)
 	if (t->stopped)
 		return;
 	if (ctx->status != CMD_OK) {
-		tui_message(t, true, "%s", ctx->error ? ctx->error : "command failed");
-		tui_log_local(t, LVL_ERROR, ctx->error ? ctx->error : "command failed");
+		const char *err = ctx->error ? ctx->error : "command failed";
+		tui_message(t, true, "%s", err);
+		/* Too long for the message line: all of it in a popup too. */
+		if (tui_width(err) > t->cols)
+			tui_popup_set(t, ctx->entry ? ctx->entry->name : "error", err);
+		tui_log_local(t, LVL_ERROR, err);
 	} else if (ctx->text != NULL && *ctx->text != '\0') {
 		const char *nl = strchr(ctx->text, '\n');
 		bool one_line = nl == NULL || nl[1] == '\0';
-		if (one_line && !t->popup_streamed) {
-			char *line =
-			    xstrndup(ctx->text, nl ? (size_t)(nl - ctx->text) : strlen(ctx->text));
+		char *line = xstrndup(ctx->text, nl ? (size_t)(nl - ctx->text) : strlen(ctx->text));
+		if (one_line && !t->popup_streamed && tui_width(line) <= t->cols) {
 			tui_message(t, false, "%s", line);
-			free(line);
 		} else {
 			tui_popup_set(t, ctx->entry ? ctx->entry->name : "output", ctx->text);
 		}
+		free(line);
 		/* Kept in the logs pane too, so output is never lost. */
 		tui_log_local(t, LVL_INFO, ctx->text);
 	}
@@ -618,6 +677,7 @@ tui_start(struct orch *o, struct tui **out, char **cause)
 	setlocale(LC_ALL, "");
 	struct tui *t = xcalloc(1, sizeof *t);
 	t->o = o;
+	t->ellipsis = strcmp(nl_langinfo(CODESET), "UTF-8") == 0 ? "\xe2\x80\xa6" : "~";
 	t->focus = PANE_LOGS;
 	const struct config *cfg = orch_config(o);
 	tui_state_init(t, cfg->tui.max_lines);

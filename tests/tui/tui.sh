@@ -134,6 +134,21 @@ wait_line() {
 	fail "line $1 of the screen did not show /$2/ within ${3:-10} s: $(line "$1")"
 }
 
+# popup_words: the words of the popup on the screen ($T/screen.txt, 120
+# columns), one per line, its lines joined as they were wrapped.
+popup_words() {
+	"${PYTHON3:-python3}" -c '
+import sys
+rows = open(sys.argv[1], encoding="utf-8", errors="replace").read().split("\n")
+top = [i for i, r in enumerate(rows) if "(Esc closes" in r][0]
+for r in rows[top + 1:]:
+	if r[3:4] in ("m", "\u2514"):
+		break
+	for w in r[5:115].split():
+		print(w)
+' "$T/screen.txt"
+}
+
 keys() { tm send-keys -t "$S" "$@"; }
 # type_line TEXT: types TEXT at the prompt and presses Enter.
 type_line() {
@@ -280,9 +295,39 @@ wait_screen "^agent stop: agent 'chatter' is not running"
 type_line 'agent restart chatter'
 wait_screen 'agent restart  \(Esc closes'
 wait_line 38 '^ *$'
+# Three lines: a popup of five rows (from the third), not the whole screen.
+wait_line 7 '^.{3}(m|└)'
 esc
 wait_screen '^chatter +(starting|ready) '
-ok "a result in a popup clears the last command's result from the message line"
+ok "a result in a popup clears the last command's result from the message line; the popup is as high as its text"
+
+# Popups wrap long lines at spaces, to the popup's width: help agent spawn
+# has a usage of 226 columns and a paragraph; every word shows, in order.
+type_line 'help agent spawn'
+wait_screen 'help  \(Esc closes'
+wait_screen "${V} options: "
+popup_words >"$T/popup.words"
+"$DREAMOS" ctl --runtime "$T/rt" help agent spawn | tr -s ' \n' '\n\n' | grep . >"$T/help.words"
+cmp -s "$T/popup.words" "$T/help.words" ||
+	fail "help agent spawn: the popup is not the text wrapped: $(diff "$T/help.words" "$T/popup.words" | head -5)"
+grep -Eq "${V}   \[--option NAME=VALUE\]\.\.\. +${V}" "$T/screen.txt" || fail "help agent spawn: continuation lines not indented"
+esc
+# A popup taller than the screen says which lines show, and scrolls.
+keys F1
+wait_screen 'help  \(Esc closes'
+wait_screen ' 1-32 of [0-9]+ '
+keys NPage
+wait_screen ' 21-52 of [0-9]+ '
+esc
+# A one-line result too long for the message line opens a popup.
+long=$(printf '%0130d' 0)
+type_line "filter logs text=$long"
+wait_screen 'filter  \(Esc closes'
+wait_screen "${V} +text=0{100}"
+esc
+type_line 'filter logs clear'
+wait_screen '^logs: filter cleared'
+ok "popups wrap at spaces and scroll; a long one-line result opens a popup"
 
 type_line 'frobnicate --now'
 wait_screen "^unknown command: frobnicate \(try 'help'\)"
