@@ -606,33 +606,69 @@ prio_color(int p)
 	return p == PRIO_URGENT ? C_RED : p == PRIO_HIGH ? C_YELLOW : p == PRIO_LOW ? C_DIM : 0;
 }
 
-/* Draws a pane's title bar. */
+/* Draws a pane's title bar: the first of texts (the longest first) that
+ * fits with the pane's filter, else the last one cut; right (if not NULL:
+ * new lines, rows out of view) at the right end. */
 static void
-draw_title(struct tui *t, int pane, const char *text)
+draw_title(struct tui *t, int pane, const char *const *texts, size_t n, const char *right)
 {
 	struct pane *p = &t->panes[pane];
 	int attr = tui_attr(t, pane == t->focus ? C_TITLE_FOCUS : C_TITLE);
 	attron(attr);
 	mvhline(p->y, p->x, ' ', p->w);
 	attroff(attr);
-	char *s;
-	if (p->filter.active)
-		s = xasprintf(" F%d %s  [filter: %s]", pane + 2, text, p->filter.desc);
-	else
-		s = xasprintf(" F%d %s", pane + 2, text);
-	int used = tui_put(p->y, p->x, p->w, s, attr);
-	free(s);
-	if (p->unseen > 0) {
-		char nl[48];
-		snprintf(nl, sizeof nl, " %zu new lines (End) ", p->unseen);
-		int w = (int)strlen(nl);
-		if (used + w < p->w)
-			tui_put(p->y, p->x + p->w - w, w, nl,
-			        attr | (t->color ? COLOR_PAIR(C_TITLE_FOCUS) : A_BOLD));
+	int rw = right != NULL ? tui_width(right) : 0;
+	if (rw > p->w - 12)
+		rw = 0; /* the pane's name first */
+	int avail = p->w - rw;
+	char *s = NULL;
+	/* The last try: the shortest text and the filter without its label. */
+	for (size_t i = 0; i <= n; i++) {
+		free(s);
+		const char *text = texts[i < n ? i : n - 1];
+		if (!p->filter.active)
+			s = xasprintf(" F%d %s", pane + 2, text);
+		else if (i < n)
+			s = xasprintf(" F%d %s  [filter: %s]", pane + 2, text, p->filter.desc);
+		else
+			s = xasprintf(" F%d %s [%s]", pane + 2, text, p->filter.desc);
+		if (tui_width(s) <= avail)
+			break;
 	}
+	tui_put_cut(t, p->y, p->x, avail, s, attr);
+	free(s);
+	if (rw > 0)
+		tui_put(p->y, p->x + p->w - rw, rw, right,
+		        attr | (t->color ? COLOR_PAIR(C_TITLE_FOCUS) : A_BOLD));
 }
 
-/* Draws cells of a row in columns; widths <= 0 are skipped. */
+/* The title's mark for rows out of view in the agents and tasks panes;
+ * NULL when all show. */
+static char *
+more_mark(size_t above, size_t below)
+{
+	if (above > 0 && below > 0)
+		return xasprintf(" %zu above, +%zu more ", above, below);
+	if (above > 0)
+		return xasprintf(" %zu above ", above);
+	if (below > 0)
+		return xasprintf(" +%zu more ", below);
+	return NULL;
+}
+
+/* Clamps a top-down pane's scroll to its rows (End sets it far out), and
+ * returns the rows that show. */
+static size_t
+clamp_scroll(struct pane *p, size_t total)
+{
+	size_t rows = p->h > 2 ? (size_t)(p->h - 2) : 0;
+	if (p->scroll + rows > total)
+		p->scroll = total > rows ? total - rows : 0;
+	return total - p->scroll < rows ? total - p->scroll : rows;
+}
+
+/* Draws cells of a row in columns; widths <= 0 are skipped.  A cell cut
+ * short ends with an ellipsis. */
 struct col {
 	const char *text;
 	int width;
@@ -640,14 +676,14 @@ struct col {
 };
 
 static void
-draw_cols(int y, int x, int w, const struct col *c, size_t n)
+draw_cols(const struct tui *t, int y, int x, int w, const struct col *c, size_t n)
 {
 	int at = 0;
 	for (size_t i = 0; i < n && at < w; i++) {
 		if (c[i].width <= 0)
 			continue;
 		int cw = c[i].width > w - at ? w - at : c[i].width;
-		tui_put(y, x + at, cw, c[i].text ? c[i].text : "-", c[i].attr);
+		tui_put_cut(t, y, x + at, cw, c[i].text ? c[i].text : "-", c[i].attr);
 		at += cw + 1;
 	}
 }
@@ -666,27 +702,65 @@ agent_matches(const struct tui_filter *f, const struct agent *a)
 	return true;
 }
 
+/* INFO (uptime, the backoff countdown, why an agent failed) is what the
+ * agents pane is read for: the optional columns show only while it keeps
+ * at least this many columns (RST and TASKS, the most useful, at least
+ * INFO_NARROW). */
+#define INFO_MIN    30
+#define INFO_NARROW 16
+
 static void
 draw_agents(struct tui *t)
 {
 	struct pane *p = &t->panes[PANE_AGENTS];
 	struct agents *as = orch_agents(t->o);
+	size_t total = 0;
+	int longest = 0;
+	for (size_t i = 0; i < agents_count(as); i++) {
+		struct agent *a = agents_at(as, i);
+		if (!agent_matches(&p->filter, a))
+			continue;
+		total++;
+		int w = tui_width(a->name);
+		longest = w > longest ? w : longest;
+	}
+	size_t shown = clamp_scroll(p, total);
 	char title[96];
 	snprintf(title, sizeof title, "Agents  %zu/%zu up", agents_up(as), agents_count(as));
-	draw_title(t, PANE_AGENTS, title);
-	int wide = p->w >= 70;
-	struct col head[] = {
-	    {"NAME", 12, A_BOLD},
-	    {"STATE", 9, A_BOLD},
-	    {"PID", wide ? 7 : 0, A_BOLD},
-	    {"TASKS", 5, A_BOLD},
-	    {"RST", 3, A_BOLD},
-	    {"HB", wide ? 5 : 0, A_BOLD},
-	    {"TOKENS/COST", wide ? 14 : 0, A_BOLD},
-	    {"INFO", 40, A_BOLD},
+	char *more = more_mark(p->scroll, total - p->scroll - shown);
+	draw_title(t, PANE_AGENTS, (const char *[]){title, "Agents"}, 2, more);
+	free(more);
+	/* NAME (12 columns) and STATE; then the optional columns, the most
+	 * useful first, while INFO keeps its minimum; then NAME grows to the
+	 * longest name (up to 20) with what INFO has beyond INFO_MIN; INFO
+	 * takes the rest. */
+	int name_w = 12;
+	int fixed = name_w + 1 + 10, rst_w = 0, tasks_w = 0, hb_w = 0, tok_w = 0, pid_w = 0;
+	const struct {
+		int *w, width, info_min;
+	} opt[] = {
+	    {&rst_w, 3, INFO_NARROW}, {&tasks_w, 5, INFO_NARROW}, {&hb_w, 5, INFO_MIN},
+	    {&tok_w, 14, INFO_MIN},   {&pid_w, 7, INFO_MIN},
 	};
-	draw_cols(p->y + 1, p->x, p->w, head, nitems(head));
-	int row = p->y + 2, shown = 0;
+	for (size_t i = 0; i < nitems(opt); i++) {
+		if (p->w - fixed - opt[i].width - 1 >= opt[i].info_min) {
+			*opt[i].w = opt[i].width;
+			fixed += opt[i].width + 1;
+		}
+	}
+	int grow = (longest < 20 ? longest : 20) - name_w, spare = p->w - fixed - INFO_MIN;
+	if (grow > 0 && spare > 0) {
+		name_w += grow < spare ? grow : spare;
+		fixed += grow < spare ? grow : spare;
+	}
+	int info_w = p->w - fixed > 1 ? p->w - fixed : 1;
+	struct col head[] = {
+	    {"NAME", name_w, A_BOLD},       {"STATE", 9, A_BOLD},     {"PID", pid_w, A_BOLD},
+	    {"TASKS", tasks_w, A_BOLD},     {"RST", rst_w, A_BOLD},   {"HB", hb_w, A_BOLD},
+	    {"TOKENS/COST", tok_w, A_BOLD}, {"INFO", info_w, A_BOLD},
+	};
+	draw_cols(t, p->y + 1, p->x, p->w, head, nitems(head));
+	int row = p->y + 2;
 	size_t skip = p->scroll;
 	for (size_t i = 0; i < agents_count(as) && row < p->y + p->h; i++) {
 		struct agent *a = agents_at(as, i);
@@ -709,21 +783,20 @@ draw_agents(struct tui *t)
 		         a->cost_usd);
 		agent_describe(a, info, sizeof info);
 		struct col c[] = {
-		    {a->name, 12, 0},
+		    {a->name, name_w, 0},
 		    {agent_state_name(a->state), 9, tui_attr(t, state_color(a->state))},
-		    {a->pid > 0 ? pid : "-", wide ? 7 : 0, 0},
-		    {tasks, 5, 0},
-		    {rst, 3, a->restarts > 0 ? tui_attr(t, C_YELLOW) : 0},
-		    {hb, wide ? 5 : 0, 0},
-		    {tok, wide ? 14 : 0, 0},
-		    {info, 40, tui_attr(t, C_DIM)},
+		    {a->pid > 0 ? pid : "-", pid_w, 0},
+		    {tasks, tasks_w, 0},
+		    {rst, rst_w, a->restarts > 0 ? tui_attr(t, C_YELLOW) : 0},
+		    {hb, hb_w, 0},
+		    {tok, tok_w, 0},
+		    {info, info_w, tui_attr(t, C_DIM)},
 		};
-		draw_cols(row++, p->x, p->w, c, nitems(c));
-		shown++;
+		draw_cols(t, row++, p->x, p->w, c, nitems(c));
 	}
-	if (shown == 0 && agents_count(as) == 0)
-		tui_put(p->y + 2, p->x + 1, p->w - 1, "no agents: 'agent spawn NAME -- PROGRAM'",
-		        tui_attr(t, C_DIM));
+	if (agents_count(as) == 0)
+		tui_put_cut(t, p->y + 2, p->x + 1, p->w - 1,
+		            "no agents: 'agent spawn NAME -- PROGRAM'", tui_attr(t, C_DIM));
 }
 
 static bool
@@ -764,7 +837,7 @@ draw_trow(struct tui *t, struct pane *p, int row, const struct trow *r)
 	    {att, 5, 0},
 	    {r->title, 200, 0},
 	};
-	draw_cols(row, p->x, p->w, c, nitems(c));
+	draw_cols(t, row, p->x, p->w, c, nitems(c));
 }
 
 static void
@@ -773,12 +846,26 @@ draw_tasks(struct tui *t)
 	struct pane *p = &t->panes[PANE_TASKS];
 	struct task_counts tc;
 	tasks_counts(orch_tasks(t->o), &tc);
-	char title[160];
-	snprintf(title, sizeof title, "Tasks  queued %llu  running %llu  blocked %llu  dead %llu",
-	         (unsigned long long)tc.n[TASK_QUEUED],
-	         (unsigned long long)(tc.n[TASK_RUNNING] + tc.n[TASK_ASSIGNED]),
-	         (unsigned long long)tc.n[TASK_BLOCKED], (unsigned long long)tc.n[TASK_DEAD]);
-	draw_title(t, PANE_TASKS, title);
+	unsigned long long nq = tc.n[TASK_QUEUED], nr = tc.n[TASK_RUNNING] + tc.n[TASK_ASSIGNED],
+	                   nb = tc.n[TASK_BLOCKED], nd = tc.n[TASK_DEAD];
+	/* The counts, shorter as the pane narrows: blocked and dead go when
+	 * zero, then altogether. */
+	char full[160], some[160], least[96], bs[48] = "", ds[48] = "";
+	snprintf(full, sizeof full, "Tasks  queued %llu  running %llu  blocked %llu  dead %llu", nq,
+	         nr, nb, nd);
+	if (nb > 0)
+		snprintf(bs, sizeof bs, "  blocked %llu", nb);
+	if (nd > 0)
+		snprintf(ds, sizeof ds, "  dead %llu", nd);
+	snprintf(some, sizeof some, "Tasks  queued %llu  running %llu%s%s", nq, nr, bs, ds);
+	snprintf(least, sizeof least, "Tasks  queued %llu  running %llu", nq, nr);
+	size_t total = 0;
+	for (size_t i = 0; i < t->ntrows; i++)
+		total += trow_matches(&p->filter, &t->trows[i]);
+	size_t shown = clamp_scroll(p, total);
+	char *more = more_mark(p->scroll, total - p->scroll - shown);
+	draw_title(t, PANE_TASKS, (const char *[]){full, some, least, "Tasks"}, 4, more);
+	free(more);
 	struct col head[] = {
 	    {"ID", 5, A_BOLD},
 	    {"PRIO", 6, A_BOLD},
@@ -788,7 +875,7 @@ draw_tasks(struct tui *t)
 	    {"TRY", 5, A_BOLD},
 	    {"TITLE", 200, A_BOLD},
 	};
-	draw_cols(p->y + 1, p->x, p->w, head, nitems(head));
+	draw_cols(t, p->y + 1, p->x, p->w, head, nitems(head));
 	int row = p->y + 2;
 	size_t skip = p->scroll;
 	/* Unfinished tasks first (by priority, then id), then the newest
@@ -847,9 +934,12 @@ static void
 draw_messages(struct tui *t)
 {
 	struct pane *p = &t->panes[PANE_MESSAGES];
-	char title[64];
+	char title[64], *unseen = NULL;
 	snprintf(title, sizeof title, "Messages  %.0f/s", t->msg_rate);
-	draw_title(t, PANE_MESSAGES, title);
+	if (p->unseen > 0)
+		unseen = xasprintf(" %zu new lines (End) ", p->unseen);
+	draw_title(t, PANE_MESSAGES, (const char *[]){title, "Messages"}, 2, unseen);
+	free(unseen);
 	int rows = p->h - 1;
 	/* Collect the lines to show, newest at the bottom. */
 	struct tline **show = xcalloc((size_t)(rows > 0 ? rows : 1), sizeof *show);
@@ -872,20 +962,20 @@ draw_messages(struct tui *t)
 		fmt_clock(l->ts_ms, ts, sizeof ts);
 		int x = p->x;
 		int end = p->x + p->w;
-		x += tui_put(y, x, end - x, ts, tui_attr(t, C_DIM)) + 1;
-		x += tui_put(y, x, end - x, l->source, A_BOLD);
-		x += tui_put(y, x, end - x, " \xe2\x86\x92 ", 0);
-		x += tui_put(y, x, end - x, l->dest, A_BOLD) + 1;
+		x += tui_put_cut(t, y, x, end - x, ts, tui_attr(t, C_DIM)) + 1;
+		x += tui_put_cut(t, y, x, end - x, l->source, A_BOLD);
+		x += tui_put_cut(t, y, x, end - x, " \xe2\x86\x92 ", 0);
+		x += tui_put_cut(t, y, x, end - x, l->dest, A_BOLD) + 1;
 		if (l->prio != PRIO_NORMAL)
-			x += tui_put(y, x, end - x, proto_priority_name(l->prio),
-			             tui_attr(t, prio_color(l->prio))) +
+			x += tui_put_cut(t, y, x, end - x, proto_priority_name(l->prio),
+			                 tui_attr(t, prio_color(l->prio))) +
 			     1;
 		if (l->mode && strcmp(l->mode, "NORMAL") != 0)
-			x +=
-			    tui_put(y, x, end - x, l->mode,
-			            tui_attr(t, strcmp(l->mode, "DEAD") == 0 ? C_RED : C_MAGENTA)) +
-			    1;
-		tui_put(y, x, end - x, l->text, 0);
+			x += tui_put_cut(
+			         t, y, x, end - x, l->mode,
+			         tui_attr(t, strcmp(l->mode, "DEAD") == 0 ? C_RED : C_MAGENTA)) +
+			     1;
+		tui_put_cut(t, y, x, end - x, l->text, 0);
 	}
 	free(show);
 }
@@ -910,7 +1000,15 @@ static void
 draw_logs(struct tui *t)
 {
 	struct pane *p = &t->panes[PANE_LOGS];
-	draw_title(t, PANE_LOGS, p->scroll > 0 ? "Logs  (scrolled; End follows)" : "Logs");
+	char *unseen = p->unseen > 0 ? xasprintf(" %zu new lines (End) ", p->unseen) : NULL;
+	if (p->scroll > 0)
+		draw_title(
+		    t, PANE_LOGS,
+		    (const char *[]){"Logs  (scrolled; End follows)", "Logs  (scrolled)", "Logs"},
+		    3, unseen);
+	else
+		draw_title(t, PANE_LOGS, (const char *[]){"Logs"}, 1, unseen);
+	free(unseen);
 	int rows = p->h - 1;
 	struct tline **show = xcalloc((size_t)(rows > 0 ? rows : 1), sizeof *show);
 	int n = 0;
@@ -932,13 +1030,15 @@ draw_logs(struct tui *t)
 		char ts[16];
 		fmt_clock(l->ts_ms, ts, sizeof ts);
 		int x = p->x, end = p->x + p->w;
-		x += tui_put(y, x, end - x, ts, tui_attr(t, C_DIM)) + 1;
-		x += tui_put(y, x, end - x, lv[l->level >= 0 && l->level <= 5 ? l->level : 2],
-		             tui_attr(t, level_color(l->level))) +
-		     1;
-		x += tui_put(y, x, end - x, l->source, A_BOLD);
-		x += tui_put(y, x, end - x, ": ", 0);
-		tui_put(y, x, end - x, l->text, l->level >= LVL_ERROR ? tui_attr(t, C_RED) : 0);
+		x += tui_put_cut(t, y, x, end - x, ts, tui_attr(t, C_DIM)) + 1;
+		x +=
+		    tui_put_cut(t, y, x, end - x, lv[l->level >= 0 && l->level <= 5 ? l->level : 2],
+		                tui_attr(t, level_color(l->level))) +
+		    1;
+		x += tui_put_cut(t, y, x, end - x, l->source, A_BOLD);
+		x += tui_put_cut(t, y, x, end - x, ": ", 0);
+		tui_put_cut(t, y, x, end - x, l->text,
+		            l->level >= LVL_ERROR ? tui_attr(t, C_RED) : 0);
 	}
 	free(show);
 }
@@ -960,18 +1060,60 @@ draw_status(struct tui *t)
 	json_t *st = t->status;
 	json_t *db = json_object_get(st, "db");
 	json_t *br = json_object_get(st, "bridge");
-	char size[32], clock[16];
+	char size[32], clock[16], agents[48], rate[32], tasks[80], bridge[160], dbf[96],
+	    db_state[64];
 	format_size((uint64_t)json_integer_value(json_object_get(db, "size_bytes")), size,
 	            sizeof size);
 	fmt_clock(time_wall_ms(), clock, sizeof clock);
-	char *s = xasprintf(
-	    " agents %zu/%zu | %.0f msg/s | tasks %llu queued %llu running | "
-	    "bridge %s | db %s %s | %s ",
-	    agents_up(as), agents_count(as), t->msg_rate, (unsigned long long)tc.n[TASK_QUEUED],
-	    (unsigned long long)(tc.n[TASK_RUNNING] + tc.n[TASK_ASSIGNED]),
-	    json_is_object(br) ? json_string_value(json_object_get(br, "address")) : "off",
-	    json_string_value(json_object_get(db, "state")), size, clock);
-	tui_put(y, 0, t->cols, s, attr);
+	const char *state = json_string_value(json_object_get(db, "state"));
+	snprintf(agents, sizeof agents, "agents %zu/%zu", agents_up(as), agents_count(as));
+	snprintf(rate, sizeof rate, "%.0f msg/s", t->msg_rate);
+	snprintf(tasks, sizeof tasks, "tasks %llu queued %llu running",
+	         (unsigned long long)tc.n[TASK_QUEUED],
+	         (unsigned long long)(tc.n[TASK_RUNNING] + tc.n[TASK_ASSIGNED]));
+	snprintf(bridge, sizeof bridge, "bridge %s",
+	         json_is_object(br) ? json_string_value(json_object_get(br, "address")) : "off");
+	snprintf(dbf, sizeof dbf, "db %s %s", state ? state : "?", size);
+	snprintf(db_state, sizeof db_state, "db %s", state ? state : "?");
+	const char *field[] = {agents, rate, tasks, bridge, dbf, clock};
+	/* Too narrow: fields go, the least needed first (the Bridge address,
+	 * the rate, the database size, tasks, agents); the database state and
+	 * the clock stay. */
+	char *s = NULL;
+	for (int step = 0; step <= 6; step++) {
+		switch (step) {
+		case 1:
+			field[3] = json_is_object(br) ? "bridge on" : "bridge off";
+			break;
+		case 2:
+			field[3] = NULL;
+			break;
+		case 3:
+			field[1] = NULL;
+			break;
+		case 4:
+			field[4] = db_state;
+			break;
+		case 5:
+			field[2] = NULL;
+			break;
+		case 6:
+			field[0] = NULL;
+			break;
+		}
+		struct buf b;
+		buf_init(&b);
+		for (size_t i = 0; i < nitems(field); i++) {
+			if (field[i] != NULL)
+				buf_addf(&b, "%s%s", b.len > 0 ? " | " : " ", field[i]);
+		}
+		buf_adds(&b, " ");
+		free(s);
+		s = b.data;
+		if (tui_width(s) <= t->cols)
+			break;
+	}
+	tui_put_cut(t, y, 0, t->cols, s, attr);
 	free(s);
 }
 

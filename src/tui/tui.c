@@ -197,6 +197,14 @@ tui_on_clock(uv_timer_t *h)
 
 /* ---- layout ----------------------------------------------------------- */
 
+/* Sets a pane's place only: its scroll and filter stay (a resize or a
+ * focus change used to drop them). */
+static void
+pane_place(struct pane *p, int y, int x, int h, int w)
+{
+	p->y = y, p->x = x, p->h = h, p->w = w;
+}
+
 void
 tui_layout(struct tui *t)
 {
@@ -209,18 +217,17 @@ tui_layout(struct tui *t)
 	if (t->zoom) {
 		for (int i = 0; i < PANE_N; i++)
 			t->panes[i].h = 0;
-		struct pane *p = &t->panes[t->focus];
-		p->y = 0, p->x = 0, p->h = top, p->w = cols;
+		pane_place(&t->panes[t->focus], 0, 0, top, cols);
 		return;
 	}
 	int h1 = top / 2, h2 = top - h1;
 	int wl = cols / 2, wr = cols - wl - 1;
 	/* Logs want width: give the bottom-right pane more of it. */
 	int wl2 = cols * 2 / 5, wr2 = cols - wl2 - 1;
-	t->panes[PANE_AGENTS] = (struct pane){.y = 0, .x = 0, .h = h1, .w = wl};
-	t->panes[PANE_TASKS] = (struct pane){.y = 0, .x = wl + 1, .h = h1, .w = wr};
-	t->panes[PANE_MESSAGES] = (struct pane){.y = h1, .x = 0, .h = h2, .w = wl2};
-	t->panes[PANE_LOGS] = (struct pane){.y = h1, .x = wl2 + 1, .h = h2, .w = wr2};
+	pane_place(&t->panes[PANE_AGENTS], 0, 0, h1, wl);
+	pane_place(&t->panes[PANE_TASKS], 0, wl + 1, h1, wr);
+	pane_place(&t->panes[PANE_MESSAGES], h1, 0, h2, wl2);
+	pane_place(&t->panes[PANE_LOGS], h1, wl2 + 1, h2, wr2);
 }
 
 /* ---- the prompt (readline) -------------------------------------------- */
@@ -700,6 +707,10 @@ tui_start(struct orch *o, struct tui **out, char **cause)
 	noecho();
 	nonl();
 	keypad(stdscr, TRUE);
+	/* Home and End as tmux, screen and rxvt send them whatever TERM says
+	 * (they were Esc [ 1 ~ to readline, not scrolling). */
+	define_key("\033[1~", KEY_HOME);
+	define_key("\033[4~", KEY_END);
 	nodelay(stdscr, TRUE);
 	set_escdelay(25);
 	mousemask(BUTTON1_CLICKED | BUTTON1_PRESSED | BUTTON4_PRESSED

@@ -434,9 +434,46 @@ wait_line 1 "^ F2 Agents .*${V} F3 Tasks "
 wait_line 11 "^ F4 Messages .*${V} F5 Logs"
 wait_line 23 '^ agents [0-9]'
 wait_line 24 '^captain> *$'
+ok "resize to 80x24: layout redone"
+
+# At 80 columns the status bar drops its less needed fields, not the
+# database state and the clock; titles are cut whole, or with an ellipsis.
+wait_line 23 "^ agents [0-9]+/[0-9]+ .*\| db ok [^|]*\| [0-9]{2}:[0-9]{2}:[0-9]{2} *\$"
+wait_line 1 "${V} F3 Tasks  queued [0-9]+  running [0-9]+(  blocked [0-9]+)?(  dead [0-9]+)? *\$"
+type_line 'filter tasks state=done'
+wait_line 1 "${V} F3 Tasks .*\[(filter: )?state=done\] *\$"
+# ... and the filter stays when the focus moves (it used to go).
+keys F3
+wait_attr '43m.? F3 Tasks'
+wait_line 1 "${V} F3 Tasks .*\[(filter: )?state=done\] *\$"
+type_line 'filter tasks clear'
+wait_line 1 "${V} F3 Tasks  queued [0-9]+ "
+# The logs pane scrolled up counts the new lines at the right of its title.
+keys F5
+keys PPage
+wait_line 11 "${V} F5 Logs  \(scrolled.* [0-9]+ new lines \(End\) *\$"
+keys End
+wait_line 11 "${V} F5 Logs *\$"
+ok "80x24: status bar keeps db state and clock; pane titles fit; filters stay on focus change"
+
+# A pane with more rows than fit says so in its title, and End shows the
+# last rows (nag: wait_line uses n).
+tm resize-window -t "$S" -x 80 -y 16 || fail "tmux resize-window"
+nag=$("$DREAMOS" ctl --runtime "$T/rt" agent list --json | json_get 'len(j)')
+[ "$nag" -gt 4 ] || fail "only $nag agents"
+wait_line 1 "^ F2 Agents .* \+$((nag - 4)) more ${V}"
+keys F2 End
+wait_line 1 "^ F2 Agents .* $((nag - 4)) above ${V}"
+keys Home
+wait_line 1 "^ F2 Agents .* \+$((nag - 4)) more ${V}"
+tm resize-window -t "$S" -x 80 -y 24 || fail "tmux resize-window"
+wait_line 24 '^captain> *$'
+ok "a pane with more rows than fit: '+N more' and 'N above' in its title"
+# The last command before quit (the history is checked below).
 type_line 'status'
 wait_screen '^captain> *$'
-ok "resize to 80x24: layout redone, prompt still works"
+wait_screen 'status  \(Esc closes'
+ok "80x24: the prompt still works"
 
 # Agents restarted meanwhile (flaky crashes on purpose) count too.
 APIDS="$APIDS $(agent_pids "$T/rt")"
@@ -475,12 +512,23 @@ after_exit
 ok "NO_COLOR=1: no colours; Ctrl-D on an empty prompt exits 0, terminal restored"
 tm kill-session -t nocolor
 
-# ---- Ctrl-C ------------------------------------------------------------------
+# ---- 140 columns; Ctrl-C ----------------------------------------------------
 
 start ctrlc "$T/rt4" -- --config "$T/noext.yaml"
 instance "$T/rt4"
 APIDS=""
 wait_line 40 '^captain> *$'
+
+# (On its own runtime: a spawned agent is remembered.)  A cell cut short
+# ends with an ellipsis ('~' outside UTF-8); at 140 columns INFO has the
+# room for the backoff countdown.
+E='(…|~)'
+tm resize-window -t "$S" -x 140 -y 40 || fail "tmux resize-window"
+wait_line 1 "^ F2 Agents .{50,}${V} F3 Tasks "
+type_line 'agent spawn an-agent-with-a-long-name -- /bin/false'
+wait_screen "^an-agent-w[a-z-]*$E +backoff +.* restart in [0-9.]+ s, attempt [0-9]+ *${V}"
+ok "at 140 columns: a long agent name ends with an ellipsis, INFO shows the backoff countdown"
+
 keys -l 'status'
 wait_screen '^captain> status$'
 keys C-c
