@@ -19,6 +19,7 @@
 #include "agent.h"
 #include "bus.h"
 #include "cmd.h"
+#include "config.h"
 #include "orch.h"
 #include "task.h"
 #include "tui-int.h"
@@ -396,6 +397,23 @@ tui_cmd_stream(struct cmd_ctx *ctx, const char *text, void *arg)
 	tui_touch(t);
 }
 
+/* Whether a result holds a secret: a string named like one (key, token,
+ * password...) at its top level, not redacted. */
+static bool
+result_has_secret(const json_t *result)
+{
+	const char *name;
+	json_t *v;
+	json_object_foreach((json_t *)result, name, v)
+	{
+		const char *s = json_string_value(v);
+		if (s != NULL && *s != '\0' && strcmp(s, "[redacted]") != 0 &&
+		    config_secret_name(name))
+			return true;
+	}
+	return false;
+}
+
 static void
 tui_cmd_done(struct cmd_ctx *ctx, void *arg)
 {
@@ -420,8 +438,12 @@ tui_cmd_done(struct cmd_ctx *ctx, void *arg)
 			tui_popup_set(t, ctx->entry ? ctx->entry->name : "output", ctx->text);
 		}
 		free(line);
-		/* Kept in the logs pane too, so output is never lost. */
-		tui_log_local(t, LVL_INFO, ctx->text);
+		/* Kept in the logs pane too, so output is never lost; but a
+		 * secret shown once (apikey create's key) only in the popup. */
+		if (result_has_secret(ctx->result))
+			tui_log_local(t, LVL_INFO, "(output not kept here: it holds a secret)");
+		else
+			tui_log_local(t, LVL_INFO, ctx->text);
 	}
 	t->popup_streamed = false;
 	tui_touch(t);

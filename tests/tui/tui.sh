@@ -284,6 +284,20 @@ wait_screen '^[0-9:]{8} captain [^ ]+ greeter hi '
 wait_screen '^[0-9:]{8} greeter [^ ]+ captain ' 10
 ok "send greeter hi: shown in messages, greeter replies to captain"
 
+# apikey create shows the key once: in its popup, not kept in the logs pane
+# (nor in a file of the runtime: only its hash is stored).
+type_line 'apikey create tui-key --role observer'
+wait_screen 'apikey create  \(Esc closes'
+wait_screen "${V} key +[^ ]{20,} "
+key=$(sed -n 's/^.* key  *\([^ ]\{20,\}\) .*$/\1/p' "$T/screen.txt" | head -n 1)
+[ -n "$key" ] || fail "apikey create: no key in the popup"
+esc
+wait_screen 'INFO  >: captain> apikey create tui-key --role observer'
+wait_screen 'INFO  >: \(output not kept here: it holds a secret\)'
+screen | grep -qF -- "$key" && fail "apikey create: the key stays on the screen"
+grep -rlaF -- "$key" "$T/rt" >"$T/key.files" && fail "apikey create: the key is in $(cat "$T/key.files")"
+ok "apikey create: the key shows in the popup only, not in the logs pane or a file"
+
 # A command's result replaces the last one's on the message line, also when
 # it opens a popup instead.
 type_line 'agent stop chatter'
@@ -480,6 +494,8 @@ APIDS="$APIDS $(agent_pids "$T/rt")"
 type_line 'quit'
 after_exit 15
 ok "quit: exit 0, terminal restored, no agent left"
+# Everything written and flushed now: still no file holds the key.
+grep -rlaF -- "$key" "$T/rt" >"$T/key.files" && fail "apikey create: the key is in $(cat "$T/key.files")"
 tm kill-session -t main
 
 # ---- again on the same runtime: history; NO_COLOR; Ctrl-D ----------------
