@@ -642,6 +642,13 @@ draw_title(struct tui *t, int pane, const char *const *texts, size_t n, const ch
 		        attr | (t->color ? COLOR_PAIR(C_TITLE_FOCUS) : A_BOLD));
 }
 
+/* The title's mark for lines that arrived while the pane is scrolled up. */
+static char *
+new_lines_mark(size_t n)
+{
+	return xasprintf(" %zu new line%s (End) ", n, n == 1 ? "" : "s");
+}
+
 /* The title's mark for rows out of view in the agents and tasks panes;
  * NULL when all show. */
 static char *
@@ -774,9 +781,10 @@ draw_agents(struct tui *t)
 		snprintf(pid, sizeof pid, "%ld", (long)a->pid);
 		snprintf(tasks, sizeof tasks, "%d/%d", a->running_tasks, a->max_tasks);
 		snprintf(rst, sizeof rst, "%d", a->restarts);
-		if (agent_state_connected(a->state) && a->last_seen_ms > 0)
-			snprintf(hb, sizeof hb, "%.0fs",
-			         (double)(time_mono_ms() - a->last_seen_ms) / 1000.0);
+		/* None for an in-process agent: it sends no heartbeats. */
+		int64_t age = agent_heartbeat_age_ms(a);
+		if (age >= 0)
+			snprintf(hb, sizeof hb, "%.0fs", (double)age / 1000.0);
 		else
 			snprintf(hb, sizeof hb, "-");
 		snprintf(tok, sizeof tok, "%lld $%.2f", (long long)(a->tokens_in + a->tokens_out),
@@ -937,7 +945,7 @@ draw_messages(struct tui *t)
 	char title[64], *unseen = NULL;
 	snprintf(title, sizeof title, "Messages  %.0f/s", t->msg_rate);
 	if (p->unseen > 0)
-		unseen = xasprintf(" %zu new lines (End) ", p->unseen);
+		unseen = new_lines_mark(p->unseen);
 	draw_title(t, PANE_MESSAGES, (const char *[]){title, "Messages"}, 2, unseen);
 	free(unseen);
 	int rows = p->h - 1;
@@ -964,7 +972,7 @@ draw_messages(struct tui *t)
 		int end = p->x + p->w;
 		x += tui_put_cut(t, y, x, end - x, ts, tui_attr(t, C_DIM)) + 1;
 		x += tui_put_cut(t, y, x, end - x, l->source, A_BOLD);
-		x += tui_put_cut(t, y, x, end - x, " \xe2\x86\x92 ", 0);
+		x += tui_put_cut(t, y, x, end - x, t->arrow, 0);
 		x += tui_put_cut(t, y, x, end - x, l->dest, A_BOLD) + 1;
 		if (l->prio != PRIO_NORMAL)
 			x += tui_put_cut(t, y, x, end - x, proto_priority_name(l->prio),
@@ -1000,7 +1008,7 @@ static void
 draw_logs(struct tui *t)
 {
 	struct pane *p = &t->panes[PANE_LOGS];
-	char *unseen = p->unseen > 0 ? xasprintf(" %zu new lines (End) ", p->unseen) : NULL;
+	char *unseen = p->unseen > 0 ? new_lines_mark(p->unseen) : NULL;
 	if (p->scroll > 0)
 		draw_title(
 		    t, PANE_LOGS,

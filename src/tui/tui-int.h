@@ -93,6 +93,7 @@ struct tui {
 	struct pane panes[PANE_N];
 	bool color;
 	const char *ellipsis; /* marks cut text: U+2026, or '~' outside UTF-8 */
+	const char *arrow;    /* sender to recipient: " \u2192 ", or " -> " */
 	char *stderr_path;
 	int saved_stderr;
 	char *history_path;

@@ -706,7 +706,9 @@ tui_start(struct orch *o, struct tui **out, char **cause)
 	setlocale(LC_ALL, "");
 	struct tui *t = xcalloc(1, sizeof *t);
 	t->o = o;
-	t->ellipsis = strcmp(nl_langinfo(CODESET), "UTF-8") == 0 ? "\xe2\x80\xa6" : "~";
+	bool utf8 = strcmp(nl_langinfo(CODESET), "UTF-8") == 0;
+	t->ellipsis = utf8 ? "\xe2\x80\xa6" : "~";
+	t->arrow = utf8 ? " \xe2\x86\x92 " : " -> ";
 	t->focus = PANE_LOGS;
 	const struct config *cfg = orch_config(o);
 	tui_state_init(t, cfg->tui.max_lines);

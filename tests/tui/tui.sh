@@ -453,13 +453,13 @@ ok "resize to 80x24: layout redone"
 # At 80 columns the status bar drops its less needed fields, not the
 # database state and the clock; titles are cut whole, or with an ellipsis.
 wait_line 23 "^ agents [0-9]+/[0-9]+ .*\| db ok [^|]*\| [0-9]{2}:[0-9]{2}:[0-9]{2} *\$"
-wait_line 1 "${V} F3 Tasks  queued [0-9]+  running [0-9]+(  blocked [0-9]+)?(  dead [0-9]+)? *\$"
+wait_line 1 "${V} F3 Tasks  queued [0-9]+  running [0-9]+(  blocked [0-9]+)?(  dead [0-9]+)?( +\+[0-9]+ more)? *\$"
 type_line 'filter tasks state=done'
-wait_line 1 "${V} F3 Tasks .*\[(filter: )?state=done\] *\$"
+wait_line 1 "${V} F3 Tasks .*\[(filter: )?state=done\]( +\+[0-9]+ more)? *\$"
 # ... and the filter stays when the focus moves (it used to go).
 keys F3
 wait_attr '43m.? F3 Tasks'
-wait_line 1 "${V} F3 Tasks .*\[(filter: )?state=done\] *\$"
+wait_line 1 "${V} F3 Tasks .*\[(filter: )?state=done\]( +\+[0-9]+ more)? *\$"
 type_line 'filter tasks clear'
 wait_line 1 "${V} F3 Tasks  queued [0-9]+ "
 # The logs pane scrolled up counts the new lines at the right of its title.
