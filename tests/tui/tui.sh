@@ -72,8 +72,14 @@ start() {
 			exec sleep 30
 		EOF
 	} >"$w"
+	if [ -z "$SOCKPATH" ]; then
+		# A session that lasts until the end, so that the server does not
+		# exit when a test's session is killed: a new-session racing that
+		# exit failed with "server exited unexpectedly".
+		tm new-session -d -s keep "sleep 3600" || fail "tmux new-session"
+		SOCKPATH=$(tm display -p -t keep '#{socket_path}')
+	fi
 	tm new-session -d -s "$S" -x 120 -y 40 "sh '$w'" || fail "tmux new-session"
-	[ -n "$SOCKPATH" ] || SOCKPATH=$(tm display -p '#{socket_path}')
 }
 
 # screen [-e]: the visible screen of session $S (-e: with attributes).
