@@ -2,11 +2,13 @@
 # tui.sh — the TUI as a person sees it: dreamos --demo inside a private tmux
 # server (120x40), the screen read with capture-pane.  The four panes, the
 # demo agents ready, tasks moving, log lines and messages arriving; then
-# commands typed at the prompt (agent list, task add, send, a bad command,
-# Tab completion, history), F1 help, F-key and Alt focus, zoom, filters, a
-# resize to 80x24, and `quit`: exit 0, the terminal restored (canonical
-# mode and echo on, alternate screen left) and no agent left running.
-# Also Ctrl-D on an empty prompt with NO_COLOR=1, Ctrl-C, and SIGTERM.
+# commands typed at the prompt (agent list, task add, send, apikey create,
+# a bad command, Tab completion, history, Ctrl-C, Esc), the message line and
+# popups (wrapping, size, scrolling), F1 help, F-key and Alt focus, zoom,
+# filters, resizes to 80x24 and 80x16 (what is cut, dropped or out of view
+# says so), and `quit`: exit 0, the terminal restored (canonical mode and
+# echo on, alternate screen left) and no agent left running.  Also Ctrl-D
+# on an empty prompt with NO_COLOR=1, 140 columns and Ctrl-C, and SIGTERM.
 # Skipped (77) without tmux.
 command -v tmux >/dev/null 2>&1 || { echo "SKIP: tmux not found"; exit 77; }
 . "${top_srcdir:-.}/tests/integration/lib.sh"
@@ -347,7 +349,13 @@ wait_screen "${V} +text=0{100}"
 esc
 type_line 'filter logs clear'
 wait_screen '^logs: filter cleared'
-ok "popups wrap at spaces and scroll; a long one-line result opens a popup"
+# An error too long for the message line: there cut, whole in a popup.
+type_line "agent info $long"
+wait_screen 'agent info  \(Esc closes'
+wait_screen "^agent info: no agent named '0+(…|~)\$"
+wait_screen "${V} +0+' \(see 'agent list'\) +${V}"
+esc
+ok "popups wrap at spaces and scroll; a long one-line result or error opens a popup"
 
 type_line 'frobnicate --now'
 wait_screen "^unknown command: frobnicate \(try 'help'\)"
