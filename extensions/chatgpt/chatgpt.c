@@ -1409,7 +1409,7 @@ cfg_load(const char *config)
 }
 
 static int
-init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
+setup(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 {
 	host = h;
 	self = ext;
@@ -1501,6 +1501,16 @@ fini(struct dreamos_ext *ext)
 	secret_free(api_key);
 	api_key = NULL;
 	cfg_free();
+}
+
+/* The host does not call fini when init fails: undo what setup did. */
+static int
+init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
+{
+	if (setup(ext, h, config) == 0)
+		return 0;
+	fini(ext);
+	return -1;
 }
 
 DREAMOS_EXTENSION(.name = "chatgpt", .version = CHATGPT_VERSION,

@@ -1308,7 +1308,7 @@ cfg_load(const char *config)
 }
 
 static int
-init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
+setup(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 {
 	host = h;
 	self = ext;
@@ -1401,6 +1401,16 @@ fini(struct dreamos_ext *ext)
 	api_key = NULL;
 	free(cfg.base_url), free(cfg.key_env), free(cfg.model), free(cfg.work_dir);
 	memset(&cfg, 0, sizeof cfg);
+}
+
+/* The host does not call fini when init fails: undo what setup did. */
+static int
+init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
+{
+	if (setup(ext, h, config) == 0)
+		return 0;
+	fini(ext);
+	return -1;
 }
 
 DREAMOS_EXTENSION(.name = "codex", .version = CODEX_VERSION,

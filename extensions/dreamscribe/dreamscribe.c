@@ -1249,7 +1249,7 @@ static const struct dreamos_command commands[] = {
 };
 
 static int
-init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
+setup(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 {
 	host = h;
 	self = ext;
@@ -1311,6 +1311,16 @@ fini(struct dreamos_ext *ext)
 	db_path = NULL;
 	free(agent_name_cfg);
 	agent_name_cfg = NULL;
+}
+
+/* The host does not call fini when init fails: undo what setup did. */
+static int
+init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
+{
+	if (setup(ext, h, config) == 0)
+		return 0;
+	fini(ext);
+	return -1;
 }
 
 DREAMOS_EXTENSION(.name = "dreamscribe", .version = DS_VERSION,

@@ -2048,7 +2048,7 @@ cfg_load(const char *config)
 }
 
 static int
-init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
+setup(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 {
 	host = h;
 	self = ext;
@@ -2057,10 +2057,8 @@ init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
 		return -1;
 	}
 	memset(&br, 0, sizeof br);
-	if (cfg_load(config) != 0) {
-		cfg_free();
+	if (cfg_load(config) != 0)
 		return -1;
-	}
 	rng_state = cfg.seed ? cfg.seed : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 	br.cdp = cdp_new(cfg.max_message);
 	history = json_array();
@@ -2179,6 +2177,16 @@ fini(struct dreamos_ext *ext)
 	history = NULL;
 	kick_timer = 0;
 	cfg_free();
+}
+
+/* The host does not call fini when init fails: undo what setup did. */
+static int
+init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
+{
+	if (setup(ext, h, config) == 0)
+		return 0;
+	fini(ext);
+	return -1;
 }
 
 DREAMOS_EXTENSION(.name = "stealthbrowser", .version = SB_VERSION,

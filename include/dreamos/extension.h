@@ -141,7 +141,8 @@ struct dreamos_ext_info {
 	 * fini returns; config is the extension's settings (the value of
 	 * extensions.NAME in the configuration) as JSON text, "{}" if none.
 	 * Returns 0, or non-zero to refuse to load (say why with
-	 * host->set_error): whatever it registered is then swept. */
+	 * host->set_error): whatever it registered is then swept, but fini is
+	 * not called, so free what init allocated before returning. */
 	int (*init)(struct dreamos_ext *ext, const struct dreamos_host *host, const char *config);
 	/* Called before unloading (or before a reload hands over to the new
 	 * version), after the extension's agents were stopped.  May be NULL. */

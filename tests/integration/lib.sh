@@ -34,7 +34,11 @@ trap cleanup EXIT
 fail() {
 	echo "FAIL: $*" >&2
 	for f in "$T"/*.err; do
-		[ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }
+		[ -f "$f" ] || continue
+		echo "--- $f" >&2
+		# a sanitizer's report from its start (its end is only the summary)
+		n=$(grep -n -m 1 -E '^(==[0-9]+==ERROR|SUMMARY): |runtime error:' "$f" | cut -d: -f1)
+		if [ -n "$n" ]; then sed -n "$n,$((n + 40))p" "$f" >&2; else tail -n 30 "$f" >&2; fi
 	done
 	exit 1
 }
