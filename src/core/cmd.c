@@ -852,13 +852,17 @@ secret_name(const char *name, size_t len)
  * option is named like a secret (--api-key), KEY=[redacted] if the value's
  * KEY is (--env API_TOKEN=...).  Caller frees. */
 static char *
-audit_value(const char *opt, size_t optlen, const char *val)
+audit_value(const char *opt, size_t optlen, const char *val, bool *redacted)
 {
 	size_t klen = strcspn(val, "=");
-	if (secret_name(opt, optlen))
+	if (secret_name(opt, optlen)) {
+		*redacted = true;
 		return xstrdup("[redacted]");
-	if (val[klen] == '=' && secret_name(val, klen))
+	}
+	if (val[klen] == '=' && secret_name(val, klen)) {
+		*redacted = true;
 		return xasprintf("%.*s=[redacted]", (int)klen, val);
+	}
 	return xstrdup(val);
 }
 
@@ -882,9 +886,10 @@ add_word(struct buf *b, const char *w)
 }
 
 /* The command line for the audit log: e's name and the words after it
- * (parsed already), options included, secret values redacted. */
+ * (parsed already), options included, secret values redacted (*redacted
+ * set if one was). */
 static char *
-cmd_audit_line(const struct cmd_entry *e, int argc, char **argv)
+cmd_audit_line(const struct cmd_entry *e, int argc, char **argv, bool *redacted)
 {
 	struct buf b;
 	bool only_pos = false;
@@ -902,7 +907,7 @@ cmd_audit_line(const struct cmd_entry *e, int argc, char **argv)
 		const char *name = w + 2;
 		size_t n = strcspn(name, "=");
 		if (name[n] == '=') {
-			char *v = audit_value(name, n, name + n + 1);
+			char *v = audit_value(name, n, name + n + 1, redacted);
 			word = xasprintf("--%.*s=%s", (int)n, name, v);
 			free(v);
 			add_word(&b, word);
@@ -912,7 +917,7 @@ cmd_audit_line(const struct cmd_entry *e, int argc, char **argv)
 		add_word(&b, w);
 		const struct cmd_opt *o = cmd_find_opt(e, name);
 		if (o != NULL && o->kind != OPT_FLAG && i + 1 < argc) {
-			word = audit_value(name, n, argv[++i]);
+			word = audit_value(name, n, argv[++i], redacted);
 			buf_adds(&b, " ");
 			add_word(&b, word);
 			free(word);
@@ -976,7 +981,8 @@ cmd_run_argv(struct orch *orch, int argc, char **argv, enum cmd_client client,
 		cmd_ctx_complete(ctx);
 		return;
 	}
-	ctx->line = cmd_audit_line(ctx->entry, argc - consumed, argv + consumed);
+	bool redacted = false;
+	ctx->line = cmd_audit_line(ctx->entry, argc - consumed, argv + consumed, &redacted);
 	orch_command_started(orch, ctx);
 	enum cmd_retval rv = ctx->entry->exec(ctx);
 	if (rv == CMD_WAIT)
@@ -1011,6 +1017,31 @@ cmd_run_line(struct orch *orch, const char *line, enum cmd_client client, const 
 	}
 	cmd_run_argv(orch, argc, argv, client, client_name, role, done, stream, arg);
 	cmd_free_argv(argc, argv);
+}
+
+char *
+cmd_line_redacted(struct orch *orch, const char *line)
+{
+	int argc, consumed = 0;
+	char **argv;
+	char *cause = NULL, *r = NULL;
+	if (cmd_split(line, &argc, &argv, &cause) != 0) {
+		free(cause);
+		return NULL;
+	}
+	const struct cmd_entry *e =
+	    argc > 0 ? cmd_find(orch_cmds(orch), argc, argv, &consumed, &cause) : NULL;
+	free(cause);
+	if (e != NULL) {
+		bool redacted = false;
+		r = cmd_audit_line(e, argc - consumed, argv + consumed, &redacted);
+		if (!redacted) {
+			free(r);
+			r = NULL;
+		}
+	}
+	cmd_free_argv(argc, argv);
+	return r;
 }
 
 /* ---- completion ------------------------------------------------------- */

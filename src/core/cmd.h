@@ -129,6 +129,12 @@ void cmd_run_argv(struct orch *orch, int argc, char **argv, enum cmd_client clie
 void cmd_run_line(struct orch *orch, const char *line, enum cmd_client client,
                   const char *client_name, enum cmd_role role, cmd_done_fn done,
                   cmd_stream_fn stream, void *arg);
+
+/* line with the values of secret options redacted, as the audit log shows
+ * it ("--env API_TOKEN=[redacted]"), or NULL if it holds none (or is no
+ * command).  For what is kept of a typed line: the prompt's history file.
+ * Caller frees. */
+char *cmd_line_redacted(struct orch *orch, const char *line);
 /* Finishes an asynchronous command (one whose exec returned CMD_WAIT). */
 void cmd_ctx_finish(struct cmd_ctx *ctx, enum cmd_retval status);
 

@@ -464,15 +464,26 @@ tui_rl_line(char *line)
 	if (*s != '\0') {
 		HIST_ENTRY *last =
 		    history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
+		/* A secret typed in an option (--env API_TOKEN=...) is kept in
+		 * this session's history, for Up to fix a typo, but redacted in
+		 * the history file and the logs pane, as the audit log has it. */
+		char *redacted = cmd_line_redacted(t->o, s);
 		if (last == NULL || strcmp(last->line, line) != 0) {
-			add_history(line);
+			add_history(redacted ? redacted : line);
 			if (t->history_path != NULL)
 				append_history(1, t->history_path);
+			if (redacted != NULL) {
+				HIST_ENTRY *old =
+				    replace_history_entry(history_length - 1, line, NULL);
+				if (old != NULL)
+					free_history_entry(old);
+			}
 		}
 		tui_popup_close(t);
 		/* The last command's result goes: this one's replaces it. */
 		tui_message_clear(t);
-		char *echo = xasprintf("%s%s", PROMPT, s);
+		char *echo = xasprintf("%s%s", PROMPT, redacted ? redacted : s);
+		free(redacted);
 		tui_log_local(t, LVL_INFO, echo);
 		free(echo);
 		t->cmd_busy = true;

@@ -370,6 +370,18 @@ keys C-u
 wait_screen '^captain> *$'
 ok "Up recalls the last command"
 
+# A secret typed in an option: Up still has it (this session), the logs pane
+# and RUNTIME/history have it redacted (checked after quit).
+type_line 'agent spawn tok --env API_TOKEN=s3cr3t-tui-99 -- /nonexistent/prog'
+wait_screen "^agent spawn: .*/nonexistent/prog"
+wait_screen 'captain> agent spawn tok --env API_TOKEN=\[redacted\]'
+screen | grep -q 's3cr3t-tui-99' && fail "a typed secret stayed on screen"
+keys Up
+wait_screen '^captain> agent spawn tok --env API_TOKEN=s3cr3t-tui-99 -- /nonexistent/prog *$'
+keys C-u
+wait_screen '^captain> *$'
+ok "a typed secret: whole for Up, redacted in the logs pane"
+
 keys -l 'ag'
 keys Tab
 wait_screen '^captain> agent *$'
@@ -510,6 +522,9 @@ after_exit 15
 ok "quit: exit 0, terminal restored, no agent left"
 # Everything written and flushed now: still no file holds the key.
 grep -rlaF -- "$key" "$T/rt" >"$T/key.files" && fail "apikey create: the key is in $(cat "$T/key.files")"
+grep -rlaF -- s3cr3t-tui-99 "$T/rt" >"$T/key.files" && fail "a typed secret is in $(cat "$T/key.files")"
+grep -qF 'agent spawn tok --env API_TOKEN=[redacted] -- /nonexistent/prog' "$T/rt/history" ||
+	fail "RUNTIME/history: no redacted line"
 tm kill-session -t main
 
 # ---- again on the same runtime: history; NO_COLOR; Ctrl-D ----------------

@@ -677,6 +677,24 @@ test_audit(void **state)
 	outcome_free(&o);
 }
 
+/* What the prompt keeps of a typed line: the audit's redaction when the
+ * line holds a secret, else nothing (the line is kept as typed). */
+static void
+test_line_redacted(void **state)
+{
+	struct fixture *f = *state;
+	char *r = cmd_line_redacted(f->orch, "robot login r1 --env API_TOKEN=xyz --force");
+	assert_string_equal(r, "robot login r1 --env API_TOKEN=[redacted] --force");
+	free(r);
+	r = cmd_line_redacted(f->orch, "robot login r1 --api-key 'two words'");
+	assert_string_equal(r, "robot login r1 --api-key [redacted]");
+	free(r);
+	assert_null(cmd_line_redacted(f->orch, "robot login r1 --env HOME=/h  'as  typed'"));
+	assert_null(cmd_line_redacted(f->orch, "nosuchcommand --api-key abc"));
+	assert_null(cmd_line_redacted(f->orch, "robot login 'unterminated"));
+	assert_null(cmd_line_redacted(f->orch, ""));
+}
+
 static void
 sent(void *arg, int64_t id, int n, const char *code, const char *detail)
 {
@@ -839,6 +857,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_builtin_help, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_help_flag, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_audit, setup_orch, teardown_orch),
+	    cmocka_unit_test_setup_teardown(test_line_redacted, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_error_messages, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_builtin_logs, setup_orch, teardown_orch),
 	    cmocka_unit_test_setup_teardown(test_role, setup_orch, teardown_orch),
