@@ -1503,15 +1503,7 @@ fini(struct dreamos_ext *ext)
 	cfg_free();
 }
 
-/* The host does not call fini when init fails: undo what setup did. */
-static int
-init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
-{
-	if (setup(ext, h, config) == 0)
-		return 0;
-	fini(ext);
-	return -1;
-}
+HELPERS_INIT_UNDOING(setup, fini)
 
 DREAMOS_EXTENSION(.name = "chatgpt", .version = CHATGPT_VERSION,
                   .description = "ChatGPT bridge: ask, LLM agents, token and cost accounting",

@@ -1403,15 +1403,7 @@ fini(struct dreamos_ext *ext)
 	memset(&cfg, 0, sizeof cfg);
 }
 
-/* The host does not call fini when init fails: undo what setup did. */
-static int
-init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
-{
-	if (setup(ext, h, config) == 0)
-		return 0;
-	fini(ext);
-	return -1;
-}
+HELPERS_INIT_UNDOING(setup, fini)
 
 DREAMOS_EXTENSION(.name = "codex", .version = CODEX_VERSION,
                   .description = "Codex bridge: model-written diffs applied with git and "

@@ -257,4 +257,15 @@ chat_request(const char *base_url, const char *key, const char *body, double tim
 	return id;
 }
 
+/* Defines init as setup, and fini when setup fails: the host does not call
+ * fini when init fails, and setup may fail half-way.  After both. */
+#define HELPERS_INIT_UNDOING(setup, fini)                                                          \
+	static int init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config) \
+	{                                                                                          \
+		if (setup(ext, h, config) == 0)                                                    \
+			return 0;                                                                  \
+		fini(ext);                                                                         \
+		return -1;                                                                         \
+	}
+
 #endif

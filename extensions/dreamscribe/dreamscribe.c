@@ -1313,15 +1313,7 @@ fini(struct dreamos_ext *ext)
 	agent_name_cfg = NULL;
 }
 
-/* The host does not call fini when init fails: undo what setup did. */
-static int
-init(struct dreamos_ext *ext, const struct dreamos_host *h, const char *config)
-{
-	if (setup(ext, h, config) == 0)
-		return 0;
-	fini(ext);
-	return -1;
-}
+HELPERS_INIT_UNDOING(setup, fini)
 
 DREAMOS_EXTENSION(.name = "dreamscribe", .version = DS_VERSION,
                   .description = "Narrative memory: devlogs, notes and results, searchable",
