@@ -1019,6 +1019,45 @@ cmd_run_line(struct orch *orch, const char *line, enum cmd_client client, const 
 	cmd_free_argv(argc, argv);
 }
 
+/* line, which is no command (a typo in its name, a quote left open), with
+ * secrets redacted word by word as typed: the audit's rules, where any
+ * option named like a secret is taken to have a value.  NULL if none. */
+static char *
+raw_line_redacted(const char *line)
+{
+	struct buf b;
+	bool redacted = false, value_next = false;
+	buf_init(&b);
+	for (const char *p = line; *p != '\0';) {
+		size_t n = strspn(p, " \t");
+		buf_add(&b, p, n);
+		p += n;
+		n = strcspn(p, " \t");
+		char *w = xstrndup(p, n);
+		p += n;
+		const char *name = w + strspn(w, "-'\"");
+		size_t k = strcspn(name, "=");
+		if (value_next) {
+			buf_adds(&b, "[redacted]");
+			redacted = true;
+			value_next = false;
+		} else if (name[k] == '=' && name[k + 1] != '\0') {
+			char *v = audit_value(name, k, name + k + 1, &redacted);
+			buf_add(&b, w, (size_t)(name + k + 1 - w));
+			buf_adds(&b, v);
+			free(v);
+		} else {
+			buf_add(&b, w, n);
+			value_next =
+			    strncmp(w, "--", 2) == 0 && name[k] == '\0' && secret_name(name, k);
+		}
+		free(w);
+	}
+	if (!redacted)
+		buf_free(&b);
+	return redacted ? b.data : NULL;
+}
+
 char *
 cmd_line_redacted(struct orch *orch, const char *line)
 {
@@ -1027,7 +1066,7 @@ cmd_line_redacted(struct orch *orch, const char *line)
 	char *cause = NULL, *r = NULL;
 	if (cmd_split(line, &argc, &argv, &cause) != 0) {
 		free(cause);
-		return NULL;
+		return raw_line_redacted(line);
 	}
 	const struct cmd_entry *e =
 	    argc > 0 ? cmd_find(orch_cmds(orch), argc, argv, &consumed, &cause) : NULL;
@@ -1039,6 +1078,8 @@ cmd_line_redacted(struct orch *orch, const char *line)
 			free(r);
 			r = NULL;
 		}
+	} else {
+		r = raw_line_redacted(line);
 	}
 	cmd_free_argv(argc, argv);
 	return r;

@@ -131,8 +131,9 @@ void cmd_run_line(struct orch *orch, const char *line, enum cmd_client client,
                   cmd_stream_fn stream, void *arg);
 
 /* line with the values of secret options redacted, as the audit log shows
- * it ("--env API_TOKEN=[redacted]"), or NULL if it holds none (or is no
- * command).  For what is kept of a typed line: the prompt's history file.
+ * it ("--env API_TOKEN=[redacted]"), or NULL if it holds none.  A line that
+ * is no command (unknown, a quote left open) is redacted word by word as
+ * typed.  For what is kept of a typed line: the prompt's history file.
  * Caller frees. */
 char *cmd_line_redacted(struct orch *orch, const char *line);
 /* Finishes an asynchronous command (one whose exec returned CMD_WAIT). */

@@ -690,9 +690,30 @@ test_line_redacted(void **state)
 	assert_string_equal(r, "robot login r1 --api-key [redacted]");
 	free(r);
 	assert_null(cmd_line_redacted(f->orch, "robot login r1 --env HOME=/h  'as  typed'"));
-	assert_null(cmd_line_redacted(f->orch, "nosuchcommand --api-key abc"));
 	assert_null(cmd_line_redacted(f->orch, "robot login 'unterminated"));
+	assert_null(cmd_line_redacted(f->orch, "nosuchcommand --env HOME=/h --force x"));
 	assert_null(cmd_line_redacted(f->orch, ""));
+	/* No command: a typo in its name, a quote left open.  Word by word,
+	 * as typed; an option named like a secret is taken to have a value. */
+	static const char *const raw[][2] = {
+	    {"nosuchcommand --api-key abc", "nosuchcommand --api-key [redacted]"},
+	    {"robt login r1  --env API_TOKEN=xyz -- prog",
+	     "robt login r1  --env API_TOKEN=[redacted] -- prog"},
+	    {"robot login r1 --api-key 'sk-abc", "robot login r1 --api-key [redacted]"},
+	    {"robot login r1 --api-key=sk-abc 'x", "robot login r1 --api-key=[redacted] 'x"},
+	    {"robot login 'x --env=PASSWORD=hunter2", "robot login 'x --env=PASSWORD=[redacted]"},
+	    {"nosuchcommand --token", "nosuchcommand --token"},
+	};
+	for (size_t i = 0; i < nitems(raw); i++) {
+		r = cmd_line_redacted(f->orch, raw[i][0]);
+		if (strcmp(raw[i][0], raw[i][1]) == 0) {
+			assert_null(r);
+			continue;
+		}
+		assert_non_null(r);
+		assert_string_equal(r, raw[i][1]);
+		free(r);
+	}
 }
 
 static void
