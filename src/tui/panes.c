@@ -1086,29 +1086,22 @@ draw_status(struct tui *t)
 	const char *field[] = {agents, rate, tasks, bridge, dbf, clock};
 	/* Too narrow: fields go, the least needed first (the Bridge address,
 	 * the rate, the database size, tasks, agents); the database state and
-	 * the clock stay. */
+	 * the clock stay.  Step i sets field[drop[i].f] to drop[i].to. */
+	const struct {
+		int f;
+		const char *to;
+	} drop[] = {
+	    {3, json_is_object(br) ? "bridge on" : "bridge off"},
+	    {3, NULL},
+	    {1, NULL},
+	    {4, db_state},
+	    {2, NULL},
+	    {0, NULL},
+	};
 	char *s = NULL;
-	for (int step = 0; step <= 6; step++) {
-		switch (step) {
-		case 1:
-			field[3] = json_is_object(br) ? "bridge on" : "bridge off";
-			break;
-		case 2:
-			field[3] = NULL;
-			break;
-		case 3:
-			field[1] = NULL;
-			break;
-		case 4:
-			field[4] = db_state;
-			break;
-		case 5:
-			field[2] = NULL;
-			break;
-		case 6:
-			field[0] = NULL;
-			break;
-		}
+	for (size_t step = 0; step <= nitems(drop); step++) {
+		if (step > 0)
+			field[drop[step - 1].f] = drop[step - 1].to;
 		struct buf b;
 		buf_init(&b);
 		for (size_t i = 0; i < nitems(field); i++) {
