@@ -21,6 +21,10 @@ BUS_MODE (or the first argument) says what it does:
               BUS_ACK_TWICE=1  acknowledge every message twice
               BUS_DELAY=S      sleep S seconds before each message (a
                                slow reader)
+              BUS_STALL=S      sleep S seconds before the first message
+                               (more than bus.ack_timeout: the messages
+                               waiting for it are sent again, however fast
+                               the orchestrator is)
   produce   sends BUS_N messages (body {"seq": S, "pid": PID}) to BUS_TO, as
             fast as the protocol allows: up to BUS_INFLIGHT (default 256)
             sends waiting for their `sent`.  Records {"ev":"sent","ref","id",
@@ -164,6 +168,7 @@ def make_agent():
             self.release = ENV.get("BUS_RELEASE", "")
             self.twice = _flag("BUS_ACK_TWICE")
             self.delay = float(ENV.get("BUS_DELAY", "0") or 0)
+            self.stall = float(ENV.get("BUS_STALL", "0") or 0)
             self.held = []
 
         def on_welcome(self, info):
@@ -185,6 +190,9 @@ def make_agent():
                 self.held = []
 
         def on_message(self, msg):
+            if self.stall > 0:
+                time.sleep(self.stall)
+                self.stall = 0
             if self.delay > 0:
                 time.sleep(self.delay)
             self.record(msg)
