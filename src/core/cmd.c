@@ -1019,9 +1019,29 @@ cmd_run_line(struct orch *orch, const char *line, enum cmd_client client, const 
 	cmd_free_argv(argc, argv);
 }
 
+/* The length of the word at p, first split at n bytes on blanks, when a
+ * quote it opens is closed further on: the rest of a secret typed in quotes
+ * ('--api-key "two words"'), or the whole line's rest if it never closes. */
+static size_t
+quoted_word_len(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] != '\'' && p[i] != '"')
+			continue;
+		const char *close = strchr(p + i + 1, p[i]);
+		if (close == NULL)
+			return strlen(p);
+		i = (size_t)(close - p);
+		if (i >= n)
+			n = i + 1 + strcspn(close + 1, " \t");
+	}
+	return n;
+}
+
 /* line, which is no command (a typo in its name, a quote left open), with
  * secrets redacted word by word as typed: the audit's rules, where any
- * option named like a secret is taken to have a value.  NULL if none. */
+ * option named like a secret is taken to have a value.  A redacted value
+ * takes the words its quotes span with it.  NULL if none. */
 static char *
 raw_line_redacted(const char *line)
 {
@@ -1034,15 +1054,15 @@ raw_line_redacted(const char *line)
 		p += n;
 		n = strcspn(p, " \t");
 		char *w = xstrndup(p, n);
-		p += n;
 		const char *name = w + strspn(w, "-'\"");
 		size_t k = strcspn(name, "=");
+		bool word_redacted = false;
 		if (value_next) {
 			buf_adds(&b, "[redacted]");
-			redacted = true;
+			word_redacted = true;
 			value_next = false;
 		} else if (name[k] == '=' && name[k + 1] != '\0') {
-			char *v = audit_value(name, k, name + k + 1, &redacted);
+			char *v = audit_value(name, k, name + k + 1, &word_redacted);
 			buf_add(&b, w, (size_t)(name + k + 1 - w));
 			buf_adds(&b, v);
 			free(v);
@@ -1051,6 +1071,8 @@ raw_line_redacted(const char *line)
 			value_next =
 			    strncmp(w, "--", 2) == 0 && name[k] == '\0' && secret_name(name, k);
 		}
+		p += word_redacted ? quoted_word_len(p, n) : n;
+		redacted = redacted || word_redacted;
 		free(w);
 	}
 	if (!redacted)

@@ -703,6 +703,15 @@ test_line_redacted(void **state)
 	    {"robot login r1 --api-key=sk-abc 'x", "robot login r1 --api-key=[redacted] 'x"},
 	    {"robot login 'x --env=PASSWORD=hunter2", "robot login 'x --env=PASSWORD=[redacted]"},
 	    {"nosuchcommand --token", "nosuchcommand --token"},
+	    /* A quoted value takes its spaces with it, closed or not. */
+	    {"robt login r1 --api-key 'two words' --force",
+	     "robt login r1 --api-key [redacted] --force"},
+	    {"robt login r1 --api-key=\"two words\" x", "robt login r1 --api-key=[redacted] x"},
+	    {"robt login r1 --env \"API_TOKEN=two words\" x",
+	     "robt login r1 --env \"API_TOKEN=[redacted] x"},
+	    {"robot login r1 --api-key 'sk abc --force", "robot login r1 --api-key [redacted]"},
+	    {"robot login 'x --api-key \"a b\" y", "robot login 'x --api-key [redacted] y"},
+	    {"robt login --env HOME='/h x' y", "robt login --env HOME='/h x' y"},
 	};
 	for (size_t i = 0; i < nitems(raw); i++) {
 		r = cmd_line_redacted(f->orch, raw[i][0]);
