@@ -13,7 +13,8 @@
  *
  * Input: the first byte chooses what the rest is.
  *   bit 0   0: a command line (up to the first NUL, at most 4 KiB) run with
- *           cmd_run_line, then completed at its last word;
+ *           cmd_run_line, redacted as the TUI's history keeps it
+ *           (cmd_line_redacted), then completed at its last word;
  *           1: a JSON document given to the generic renderer and, if it is
  *           an array, to the table renderer with its first object's keys
  *   bit 1   --json is added to the line
@@ -177,6 +178,11 @@ run_line(const char *line)
 	struct outcome o = {0};
 	cmd_run_line(orch, line, CLIENT_INTERNAL, "fuzz", ROLE_CAPTAIN, done, NULL, &o);
 	FUZZ_CHECK(o.calls == 1);
+
+	/* what the TUI's history keeps of the line: NULL, or a redacted copy */
+	char *kept = cmd_line_redacted(orch, line);
+	FUZZ_CHECK(kept == NULL || strstr(kept, "[redacted]") != NULL);
+	free(kept);
 
 	int argc;
 	char **argv;
