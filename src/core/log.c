@@ -14,6 +14,7 @@
  * Warnings and worse are written at once, with what came before them. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,10 @@ struct logmgr {
 	size_t ring_next; /* the slot the next record goes to */
 
 	bool to_stderr;
+	int err_fd;           /* stderr, non-blocking where it can wait (-1: not yet) */
+	bool err_file;        /* stderr is a regular file: writes never wait */
+	bool err_midline;     /* a line was cut short there */
+	uint64_t err_dropped; /* lines not shown there since the last note */
 
 	char *path; /* file sink, or NULL */
 	int fd;
@@ -159,6 +164,7 @@ logmgr_new(const struct log_opts *opts)
 	lm->ring_cap = opts && opts->ring_size ? opts->ring_size : LOG_RING_DEFAULT;
 	lm->ring = xcalloc(lm->ring_cap, sizeof *lm->ring);
 	lm->fd = -1;
+	lm->err_fd = -1;
 	lm->next_sub_id = 1;
 	lm->iso_sec = -1;
 	log_scratch_init(&lm->scratch);
@@ -173,6 +179,8 @@ logmgr_free(struct logmgr *lm)
 	logmgr_flush(lm);
 	buf_free(&lm->out_file);
 	buf_free(&lm->out_err);
+	if (lm->err_fd > STDERR_FILENO)
+		close(lm->err_fd);
 	if (lm->prepare != NULL) /* the loop will not run again: let it go */
 		lm->prepare->data = NULL;
 	if (lm->fd != -1)
@@ -286,10 +294,98 @@ log_rotate(struct logmgr *lm)
 		lm->stats.file_errors++;
 }
 
+/* stderr for the sink.  A pipe, FIFO or terminal that nobody reads (a
+ * pager left open, a terminal stopped with ^S) must not stop the loop: it
+ * gets an open file description of its own, non-blocking, so that the
+ * shell's is left as it was.  A socket cannot be opened again; poll() before
+ * each write keeps it from waiting in most cases. */
+static void
+log_err_open(struct logmgr *lm)
+{
+	struct stat st;
+	lm->err_fd = STDERR_FILENO;
+	if (fstat(STDERR_FILENO, &st) != 0 || S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
+		lm->err_file = true;
+		return;
+	}
+	int fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd >= 0)
+		lm->err_fd = fd;
+}
+
 void
 logmgr_set_stderr(struct logmgr *lm, bool on)
 {
 	lm->to_stderr = on;
+	if (on && lm->err_fd == -1)
+		log_err_open(lm);
+}
+
+static uint64_t
+log_count_lines(const char *p, size_t len)
+{
+	uint64_t n = 0;
+	for (const char *e = p + len; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++)
+		n++;
+	return n;
+}
+
+/* Writes what it can of p without waiting; returns the bytes written. */
+static size_t
+log_err_try(struct logmgr *lm, const char *p, size_t len)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write(lm->err_fd, p + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		done += (size_t)n;
+	}
+	if (done > 0)
+		lm->err_midline = p[done - 1] != '\n';
+	return done;
+}
+
+/* Lines for stderr.  What it cannot take now is dropped and counted (every
+ * record is still in the file, the ring and the database); once it takes
+ * lines again, a note says how many were not shown. */
+static void
+log_err_write(struct logmgr *lm, const char *p, size_t len)
+{
+	if (lm->err_fd == -1)
+		log_err_open(lm);
+	struct pollfd pfd = {.fd = lm->err_fd, .events = POLLOUT};
+	if (!lm->err_file && (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT))) {
+		lm->err_dropped += log_count_lines(p, len);
+		lm->stats.stderr_dropped += log_count_lines(p, len);
+		return;
+	}
+	if (lm->err_dropped > 0 || lm->err_midline) {
+		char note[160] = "\n";
+		int n = lm->err_midline ? 1 : 0;
+		if (lm->err_dropped > 0)
+			n +=
+			    snprintf(note + n, sizeof note - (size_t)n,
+			             "dreamos: %llu log lines not shown here: stderr was not being "
+			             "read (`dreamos ctl logs` has them)\n",
+			             (unsigned long long)lm->err_dropped);
+		size_t w = log_err_try(lm, note, (size_t)n);
+		if (w < (size_t)n) {
+			lm->err_dropped += log_count_lines(p, len);
+			lm->stats.stderr_dropped += log_count_lines(p, len);
+			return;
+		}
+		lm->err_dropped = 0;
+	}
+	size_t w = log_err_try(lm, p, len);
+	if (w < len) {
+		/* a line cut short counts as not shown */
+		uint64_t lost = log_count_lines(p + w, len - w);
+		lm->err_dropped += lost;
+		lm->stats.stderr_dropped += lost;
+	}
 }
 
 void
@@ -573,7 +669,7 @@ void
 logmgr_flush(struct logmgr *lm)
 {
 	if (lm->out_err.len > 0) {
-		(void)log_write_all(STDERR_FILENO, lm->out_err.data, lm->out_err.len);
+		log_err_write(lm, lm->out_err.data, lm->out_err.len);
 		lm->out_err.len = 0;
 	}
 	if (lm->out_file.len > 0) {
@@ -588,7 +684,9 @@ static void
 log_out(struct logmgr *lm, int fd, struct buf *out, const struct buf *line, bool now)
 {
 	if (lm->prepare == NULL) {
-		if (log_write_all(fd, line->data, line->len) != 0 && fd == lm->fd)
+		if (fd == STDERR_FILENO)
+			log_err_write(lm, line->data, line->len);
+		else if (log_write_all(fd, line->data, line->len) != 0)
 			lm->stats.file_errors++;
 		return;
 	}

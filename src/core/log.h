@@ -124,6 +124,7 @@ struct log_stats {
 	uint64_t dropped_level; /* below the level */
 	uint64_t file_errors;   /* failed writes to the file sink */
 	uint64_t rotations;
+	uint64_t stderr_dropped; /* lines stderr could not take without waiting */
 };
 void logmgr_stats(const struct logmgr *lm, struct log_stats *out);
 

@@ -585,13 +585,15 @@ orch_status_json(struct orch *o)
 		json_object_set_new(tstates, task_state_name((enum task_state)i),
 		                    json_integer((json_int_t)tc.n[i]));
 	json_t *counts = json_pack(
-	    "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I}", "agents",
+	    "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I,s:I,s:I}", "agents",
 	    (json_int_t)agents_count(o->agents), "agents_up", (json_int_t)agents_up(o->agents),
 	    "messages", (json_int_t)bs.accepted, "messages_pending", (json_int_t)bs.pending,
 	    "messages_inflight", (json_int_t)bs.inflight, "messages_dead", (json_int_t)bs.dead,
 	    "last_message_id", (json_int_t)bs.last_id, "messages_throttled",
 	    (json_int_t)bs.throttled, "tasks", (json_int_t)tc.submitted, "last_task_id",
-	    (json_int_t)tc.last_id, "task_states", tstates, "log_records", (json_int_t)ls.emitted);
+	    (json_int_t)tc.last_id, "task_states", tstates, "log_records", (json_int_t)ls.emitted,
+	    "log_file_errors", (json_int_t)ls.file_errors, "log_stderr_dropped",
+	    (json_int_t)ls.stderr_dropped);
 	json_t *bridge = bridge_status_json(o->bridge);
 	json_t *st =
 	    json_pack("{s:s,s:I,s:s,s:f,s:s,s:s,s:s?,s:s,s:o,s:o,s:o,s:s,s:I}", "version",

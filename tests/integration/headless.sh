@@ -163,3 +163,33 @@ ctl status --json | json_get 'j["mode"]' | grep -q demo || fail "demo mode"
 kill -TERM "$PID"
 wait_exit "$PID"; [ "$RC" = 0 ] || fail "demo exit"
 ok "--demo"
+
+# stderr that nobody reads (a pager left open, a terminal stopped with ^S)
+# must not stop dreamos: lines it cannot take are counted, then noted.
+mkfifo "$T/err.fifo"
+sleep 300 <>"$T/err.fifo" &
+HOLD=$!
+PIDS="$PIDS $HOLD"
+"$DREAMOS" --headless --runtime "$RT" </dev/null >/dev/null 2>"$T/err.fifo" &
+PID=$!
+PIDS="$PIDS $PID"
+wait_ready
+ctl agent spawn noisy -- sh -c 'seq 1 50000 >&2; exec sleep 60' >/dev/null || fail "spawn noisy"
+# (a dreamos that waits on its stderr answers nothing: each ask is timed)
+tctl() { timeout 10 "$DREAMOS" ctl --runtime "$RT" "$@"; }
+dropped() { tctl status --json | jtest 'j["counts"]["log_stderr_dropped"] > 1000'; }
+wait_for 20 "stderr unread: lines counted as dropped" dropped
+tctl status >/dev/null || fail "stderr unread: dreamos stopped answering"
+last_line() { tctl logs --source noisy --grep 50000 | grep -q 'noisy.*50000'; }
+wait_for 20 "stderr unread: the agent's last line in the log" last_line
+cat "$T/err.fifo" >"$T/fifo.out" &
+CAT=$!
+PIDS="$PIDS $CAT"
+tctl agent stop noisy >/dev/null
+noted() { grep -q "log lines not shown here" "$T/fifo.out"; }
+wait_for 10 "a note of the lines not shown on stderr" noted
+kill -TERM "$PID"
+wait_exit "$PID"
+[ "$RC" = 0 ] || fail "stderr unread: SIGTERM exit status $RC"
+kill "$HOLD" "$CAT" 2>/dev/null
+ok "stderr that nobody reads: dreamos answers, drops and counts lines there, notes them later"
