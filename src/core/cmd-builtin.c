@@ -250,9 +250,12 @@ cmd_logs_print(struct cmd_ctx *ctx, const json_t *rows, struct buf *out)
 		char up[8] = "";
 		for (size_t k = 0; lvl && lvl[k] && k < sizeof up - 1; k++)
 			up[k] = (char)(lvl[k] >= 'a' && lvl[k] <= 'z' ? lvl[k] - 32 : lvl[k]);
-		buf_addf(out, "%s %-5s %s: %s", ts ? ts : "", up,
-		         json_string_value(json_object_get(r, "source")),
-		         json_string_value(json_object_get(r, "msg")));
+		const char *src = json_string_value(json_object_get(r, "source"));
+		const char *msg = json_string_value(json_object_get(r, "msg"));
+		buf_addf(out, "%s %-5s ", ts ? ts : "", up);
+		buf_add_visible(out, src ? src : "");
+		buf_adds(out, ": ");
+		buf_add_visible(out, msg ? msg : "");
 		json_t *fields = json_object_get(r, "fields");
 		if (json_object_size(fields) > 0) {
 			char *f = json_dumps(fields, JSON_COMPACT);

@@ -740,9 +740,9 @@ log_sink_stderr(const struct log_record *rec, const char *iso, struct buf *b)
 	buf_add(b, " ", 1);
 	buf_adds(b, log_level_tags[rec->level]);
 	buf_add(b, " ", 1);
-	buf_adds(b, rec->source);
+	buf_add_visible(b, rec->source);
 	buf_add(b, ": ", 2);
-	buf_adds(b, rec->msg);
+	buf_add_visible(b, rec->msg);
 	if (rec->fields != NULL) {
 		const char *key;
 		json_t *v;

@@ -190,6 +190,29 @@ buf_cstr(struct buf *b)
 }
 
 void
+buf_add_visible(struct buf *b, const char *s)
+{
+	while (*s != '\0') {
+		size_t n = 0;
+		while (s[n] != '\0' && (unsigned char)s[n] >= 0x20 && s[n] != 0x7f)
+			n++;
+		buf_add(b, s, n);
+		s += n;
+		if (*s == '\0')
+			break;
+		if (*s == '\n')
+			buf_adds(b, "\\n");
+		else if (*s == '\t')
+			buf_adds(b, "\\t");
+		else if (*s == '\r')
+			buf_adds(b, "\\r");
+		else
+			buf_addf(b, "\\x%02x", (unsigned)(unsigned char)*s);
+		s++;
+	}
+}
+
+void
 buf_add_json_str(struct buf *b, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";

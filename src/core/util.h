@@ -48,6 +48,10 @@ void buf_consume(struct buf *b, size_t n);
 const char *buf_cstr(struct buf *b);
 /* Appends s as a quoted JSON string (s must be valid UTF-8). */
 void buf_add_json_str(struct buf *b, const char *s);
+/* s for a terminal: control characters (a newline, ESC, ...) as escapes
+ * ("\n", "\x1b"), so that text from an agent cannot fake a line or move the
+ * cursor. */
+void buf_add_visible(struct buf *b, const char *s);
 /* buf_add for the hot paths that build a line piece by piece: inline, so
  * that a piece of known size is copied by a few moves (memcpy with a
  * constant size), not by a call to buf_add and one to memcpy. */

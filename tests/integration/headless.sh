@@ -193,3 +193,16 @@ wait_exit "$PID"
 [ "$RC" = 0 ] || fail "stderr unread: SIGTERM exit status $RC"
 kill "$HOLD" "$CAT" 2>/dev/null
 ok "stderr that nobody reads: dreamos answers, drops and counts lines there, notes them later"
+
+# An agent's stderr cannot fake a log line or drive the terminal: control
+# characters are shown as escapes on stderr and by `logs`.
+start_headless
+ctl agent spawn esc -- sh -c 'printf "fake\033[2J\033]0;t\007 end\n" >&2; exec sleep 60' >/dev/null || fail "spawn esc"
+esc_logged() { grep -q 'esc.*fake\\x1b\[2J\\x1b\]0;t\\x07 end' "$T/headless.err"; }
+wait_for 10 "the agent's line, escaped, on stderr" esc_logged
+ctl logs --source esc | grep -q 'fake\\x1b\[2J\\x1b\]0;t\\x07 end' || fail "logs: $(ctl logs --source esc)"
+LC_ALL=C grep -q "$(printf '\033')" "$T/headless.err" && fail "an ESC byte reached stderr"
+ctl logs --source esc | LC_ALL=C grep -q "$(printf '\033')" && fail "an ESC byte reached logs"
+kill -TERM "$PID"
+wait_exit "$PID"
+ok "control characters from an agent are shown as escapes (stderr, logs)"

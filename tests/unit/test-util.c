@@ -106,6 +106,23 @@ test_utf8(void **state)
 	}
 }
 
+/* Text from an agent shown on a terminal: no control character gets through. */
+static void
+test_buf_visible(void **state)
+{
+	(void)state;
+	struct buf b;
+	buf_init(&b);
+	buf_add_visible(&b, "ok\n2026 ERROR orch: fake\x1b[2J\x1b]0;t\x07\ttab\r\x7f caf\xc3\xa9");
+	assert_string_equal(
+	    buf_cstr(&b),
+	    "ok\\n2026 ERROR orch: fake\\x1b[2J\\x1b]0;t\\x07\\ttab\\r\\x7f caf\xc3\xa9");
+	b.len = 0;
+	buf_add_visible(&b, "");
+	assert_int_equal(b.len, 0);
+	buf_free(&b);
+}
+
 static void
 test_buf(void **state)
 {
@@ -462,11 +479,12 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_duration),   cmocka_unit_test(test_size),
-	    cmocka_unit_test(test_utf8),       cmocka_unit_test(test_buf),
-	    cmocka_unit_test(test_format),     cmocka_unit_test(test_runtime_lock),
-	    cmocka_unit_test(test_time_batch), cmocka_unit_test(test_intmap),
-	    cmocka_unit_test(test_ackmark),    cmocka_unit_test(test_outq),
+	    cmocka_unit_test(test_duration),     cmocka_unit_test(test_size),
+	    cmocka_unit_test(test_utf8),         cmocka_unit_test(test_buf),
+	    cmocka_unit_test(test_buf_visible),  cmocka_unit_test(test_format),
+	    cmocka_unit_test(test_runtime_lock), cmocka_unit_test(test_time_batch),
+	    cmocka_unit_test(test_intmap),       cmocka_unit_test(test_ackmark),
+	    cmocka_unit_test(test_outq),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
