@@ -10,6 +10,7 @@
  * Errors are values: the first problem found becomes
  * "FILE:LINE: KEY: what is wrong", KEY being the full dotted path
  * ("agents.list[2].restart"), and the whole load fails. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -1695,6 +1696,33 @@ syntax_error(struct cfg_ctx *c, const yaml_parser_t *p)
 		c->cause = xasprintf("%s:%zu: syntax error: %s", c->name, line, problem);
 }
 
+static bool
+is_loopback(const char *host)
+{
+	unsigned char a[16];
+	if (strcmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, a) == 1)
+		return a[0] == 127;
+	return inet_pton(AF_INET6, host, a) == 1 && memcmp(a, &in6addr_loopback, 16) == 0;
+}
+
+/* security.auth_type none makes whoever reaches the Bridge the captain,
+ * who can spawn programs: only on a loopback address. */
+static int
+check_open_bridge(struct cfg_ctx *c, yaml_node_t *root)
+{
+	const struct config *cfg = c->cfg;
+	if (strcmp(cfg->security.auth_type, "none") != 0 || !cfg->bridge.enabled ||
+	    is_loopback(cfg->bridge.host))
+		return 0;
+	yaml_node_t *at = map_get(c, map_get(c, root, "security"), "auth_type");
+	return cfg_error(c, at != NULL ? at : root, "security.auth_type",
+	                 "none lets anyone who reaches the Bridge act as the captain; it needs "
+	                 "a loopback bridge.host (127.0.0.1, ::1, localhost), not \"%.80s\"",
+	                 cfg->bridge.host);
+}
+
 /* Applies the root node of a document to c->cfg.  Returns 0 or -1. */
 static int
 apply_root(struct cfg_ctx *c, yaml_node_t *root)
@@ -1709,7 +1737,9 @@ apply_root(struct cfg_ctx *c, yaml_node_t *root)
 		free(got);
 		return -1;
 	}
-	return walk_map(c, root, top_keys, c->cfg, "", NULL);
+	if (walk_map(c, root, top_keys, c->cfg, "", NULL) != 0)
+		return -1;
+	return check_open_bridge(c, root);
 }
 
 /* Parses text over cfg's values.  Returns 0, or -1 with c->cause set. */

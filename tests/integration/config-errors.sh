@@ -28,6 +28,11 @@ bridge:
   port: 70000'
 expect_bad bad-level 2 logging.level 'logging:
   level: loud'
+expect_bad open-bridge 4 security.auth_type 'bridge:
+  host: 0.0.0.0
+security:
+  auth_type: none'
+grep -q 'needs a loopback bridge.host' "$T/open-bridge.err" || fail "open-bridge: $(cat "$T/open-bridge.err")"
 expect_bad bad-top 1 bridges 'bridges: {}'
 
 "$DREAMOS" --headless --runtime "$RT" --config "$T/missing.yaml" </dev/null >/dev/null 2>"$T/missing.err"

@@ -221,6 +221,32 @@ test_seed(void **state)
 }
 
 /* Every key set to something other than its default. */
+/* auth_type none is only for a Bridge on a loopback address. */
+static void
+test_open_bridge(void **state)
+{
+	(void)state;
+	const char *ok[] = {"127.0.0.1", "127.1.2.3", "::1", "localhost"};
+	for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+		char *y = xasprintf("bridge: {host: \"%s\"}\nsecurity: {auth_type: none}\n", ok[i]);
+		config_free(load_ok(y));
+		free(y);
+	}
+	config_free(
+	    load_ok("bridge: {host: 0.0.0.0, enabled: false}\nsecurity: {auth_type: none}\n"));
+	config_free(load_ok("bridge: {host: 0.0.0.0}\n"));
+	expect_error(
+	    "bridge:\n  host: 10.0.0.1\nsecurity:\n  auth_type: none\n",
+	    "t.yaml:4: security.auth_type: none lets anyone who reaches the Bridge act as "
+	    "the captain; it needs a loopback bridge.host (127.0.0.1, ::1, localhost), not "
+	    "\"10.0.0.1\"");
+	expect_error(
+	    "security: {auth_type: none}\nbridge: {host: \"::\"}\n",
+	    "t.yaml:1: security.auth_type: none lets anyone who reaches the Bridge act as "
+	    "the captain; it needs a loopback bridge.host (127.0.0.1, ::1, localhost), not "
+	    "\"::\"");
+}
+
 static void
 test_full(void **state)
 {
@@ -1166,6 +1192,7 @@ main(void)
 	    cmocka_unit_test(test_empty),
 	    cmocka_unit_test(test_seed),
 	    cmocka_unit_test(test_full),
+	    cmocka_unit_test(test_open_bridge),
 	    cmocka_unit_test(test_agents_sequence),
 	    cmocka_unit_test(test_agents_mapping),
 	    cmocka_unit_test(test_units),
