@@ -1723,6 +1723,28 @@ check_open_bridge(struct cfg_ctx *c, yaml_node_t *root)
 	                 cfg->bridge.host);
 }
 
+/* monitoring.log_level (the seeds' key) and logging.level name one level:
+ * either sets both; given both, they must agree, or one would be ignored. */
+static int
+check_two_levels(struct cfg_ctx *c, yaml_node_t *root)
+{
+	struct config *cfg = c->cfg;
+	yaml_node_t *ml = map_get(c, map_get(c, root, "monitoring"), "log_level");
+	bool level_given = map_get(c, map_get(c, root, "logging"), "level") != NULL;
+	if (!cfg->monitoring.log_level_set || ml == NULL) {
+		cfg->monitoring.log_level = cfg->logging.level;
+		return 0;
+	}
+	if (!level_given || cfg->monitoring.log_level == cfg->logging.level) {
+		cfg->logging.level = cfg->monitoring.log_level;
+		return 0;
+	}
+	return cfg_error(c, ml, "monitoring.log_level",
+	                 "%s, but logging.level is %s: give one of them (this one would win)",
+	                 log_level_name(cfg->monitoring.log_level),
+	                 log_level_name(cfg->logging.level));
+}
+
 /* Applies the root node of a document to c->cfg.  Returns 0 or -1. */
 static int
 apply_root(struct cfg_ctx *c, yaml_node_t *root)
@@ -1739,7 +1761,7 @@ apply_root(struct cfg_ctx *c, yaml_node_t *root)
 	}
 	if (walk_map(c, root, top_keys, c->cfg, "", NULL) != 0)
 		return -1;
-	return check_open_bridge(c, root);
+	return check_open_bridge(c, root) != 0 || check_two_levels(c, root) != 0 ? -1 : 0;
 }
 
 /* Parses text over cfg's values.  Returns 0, or -1 with c->cause set. */

@@ -247,6 +247,26 @@ test_open_bridge(void **state)
 	    "\"::\"");
 }
 
+/* monitoring.log_level overrides logging.level: both given, they must agree. */
+static void
+test_two_levels(void **state)
+{
+	(void)state;
+	struct config *cfg = load_ok("monitoring: {log_level: warn}\nlogging: {level: warn}\n");
+	assert_int_equal(cfg->logging.level, LVL_WARN);
+	config_free(cfg);
+	cfg = load_ok("monitoring: {log_level: debug}\nlogging: {file: x.log}\n");
+	assert_int_equal(cfg->logging.level, LVL_DEBUG);
+	config_free(cfg);
+	cfg = load_ok("logging: {level: error}\n");
+	assert_int_equal(cfg->monitoring.log_level, LVL_ERROR);
+	config_free(cfg);
+	expect_error(
+	    "monitoring:\n  log_level: info\nlogging:\n  level: debug\n",
+	    "t.yaml:2: monitoring.log_level: info, but logging.level is debug: give one of "
+	    "them (this one would win)");
+}
+
 static void
 test_full(void **state)
 {
@@ -305,7 +325,7 @@ test_full(void **state)
 	            "  file: /var/log/dreamos.log\n"
 	            "  max_size: 1G\n"
 	            "  keep: 0\n"
-	            "  level: DEBUG\n"
+	            "  level: WARN\n"
 	            "  ring: 100\n"
 	            "  retention: 1d\n"
 	            "store:\n"
@@ -388,7 +408,7 @@ test_full(void **state)
 	assert_string_equal(cfg->logging.file, "/var/log/dreamos.log");
 	assert_int_equal(cfg->logging.max_size, 1024ULL * 1024 * 1024);
 	assert_int_equal(cfg->logging.keep, 0);
-	assert_int_equal(cfg->logging.level, LVL_DEBUG);
+	assert_int_equal(cfg->logging.level, LVL_WARN);
 	assert_int_equal(cfg->logging.ring, 100);
 	assert_true(cfg->logging.retention == 86400);
 
@@ -1193,6 +1213,7 @@ main(void)
 	    cmocka_unit_test(test_seed),
 	    cmocka_unit_test(test_full),
 	    cmocka_unit_test(test_open_bridge),
+	    cmocka_unit_test(test_two_levels),
 	    cmocka_unit_test(test_agents_sequence),
 	    cmocka_unit_test(test_agents_mapping),
 	    cmocka_unit_test(test_units),
