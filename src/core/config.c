@@ -1088,6 +1088,10 @@ key_set(struct cfg_ctx *c, const struct cfg_key *k, yaml_node_t *v, void *base, 
 			return type_error(c, v, path, DUR_WHAT);
 		if (check_range(c, k, v, path, x, s) != 0)
 			return -1;
+		/* timers count milliseconds: less would be 0, which means off */
+		if (x > 0 && x < 0.001)
+			return cfg_error(c, v, path, "%s is less than 1ms (give 0 or at least 1ms)",
+			                 s);
 		*FIELD(base, k->off, double) = x;
 		return 0;
 	case K_SIZE: {

@@ -267,6 +267,21 @@ test_two_levels(void **state)
 	    "them (this one would win)");
 }
 
+/* Timers count milliseconds: a duration other than 0 is at least 1ms. */
+static void
+test_short_duration(void **state)
+{
+	(void)state;
+	expect_error(
+	    "agents: {hello_timeout: 0.0001}\n",
+	    "t.yaml:1: agents.hello_timeout: 0.0001 is less than 1ms (give 0 or at least 1ms)");
+	expect_error("bus:\n  ack_timeout: 0.5ms\n",
+	             "t.yaml:2: bus.ack_timeout: 0.5ms is less than 1ms (give 0 or at least 1ms)");
+	struct config *cfg = load_ok("bus: {ack_timeout: 1ms}\n");
+	assert_true(cfg->bus.ack_timeout == 0.001);
+	config_free(cfg);
+}
+
 static void
 test_full(void **state)
 {
@@ -1214,6 +1229,7 @@ main(void)
 	    cmocka_unit_test(test_full),
 	    cmocka_unit_test(test_open_bridge),
 	    cmocka_unit_test(test_two_levels),
+	    cmocka_unit_test(test_short_duration),
 	    cmocka_unit_test(test_agents_sequence),
 	    cmocka_unit_test(test_agents_mapping),
 	    cmocka_unit_test(test_units),
