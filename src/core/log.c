@@ -67,8 +67,10 @@ struct logmgr {
 	size_t ring_next; /* the slot the next record goes to */
 
 	bool to_stderr;
-	int err_fd;           /* stderr, non-blocking where it can wait (-1: not yet) */
-	bool err_file;        /* stderr is a regular file: writes never wait */
+	int err_fd;    /* stderr, non-blocking where it can wait (-1: not yet) */
+	bool err_file; /* stderr is a regular file: writes never wait */
+	dev_t err_dev; /* what fd 2 was when err_fd was opened */
+	ino_t err_ino;
 	bool err_midline;     /* a line was cut short there */
 	uint64_t err_dropped; /* lines not shown there since the last note */
 
@@ -298,16 +300,24 @@ log_rotate(struct logmgr *lm)
  * pager left open, a terminal stopped with ^S) must not stop the loop: it
  * gets an open file description of its own, non-blocking, so that the
  * shell's is left as it was.  A socket cannot be opened again; poll() before
- * each write keeps it from waiting in most cases. */
+ * each write keeps it from waiting in most cases.  Called before each
+ * write: fd 2 may have been pointed elsewhere since (the TUI does). */
 static void
 log_err_open(struct logmgr *lm)
 {
 	struct stat st;
-	lm->err_fd = STDERR_FILENO;
-	if (fstat(STDERR_FILENO, &st) != 0 || S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
-		lm->err_file = true;
+	if (fstat(STDERR_FILENO, &st) != 0)
+		memset(&st, 0, sizeof st);
+	if (lm->err_fd != -1 && st.st_dev == lm->err_dev && st.st_ino == lm->err_ino)
 		return;
-	}
+	if (lm->err_fd > STDERR_FILENO)
+		close(lm->err_fd);
+	lm->err_dev = st.st_dev;
+	lm->err_ino = st.st_ino;
+	lm->err_fd = STDERR_FILENO;
+	lm->err_file = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || st.st_mode == 0;
+	if (lm->err_file)
+		return;
 	int fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd >= 0)
 		lm->err_fd = fd;
@@ -317,8 +327,6 @@ void
 logmgr_set_stderr(struct logmgr *lm, bool on)
 {
 	lm->to_stderr = on;
-	if (on && lm->err_fd == -1)
-		log_err_open(lm);
 }
 
 static uint64_t
@@ -354,8 +362,7 @@ log_err_try(struct logmgr *lm, const char *p, size_t len)
 static void
 log_err_write(struct logmgr *lm, const char *p, size_t len)
 {
-	if (lm->err_fd == -1)
-		log_err_open(lm);
+	log_err_open(lm);
 	struct pollfd pfd = {.fd = lm->err_fd, .events = POLLOUT};
 	if (!lm->err_file && (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT))) {
 		lm->err_dropped += log_count_lines(p, len);
@@ -552,6 +559,15 @@ logmgr_redact(struct logmgr *lm, const char *s)
 /* True if a string value somewhere in j contains a secret. */
 
 static bool
+log_str_has_secret(const struct logmgr *lm, const char *s)
+{
+	for (size_t k = 0; k < lm->nsecrets; k++)
+		if (strstr(s, lm->secrets[k]) != NULL)
+			return true;
+	return false;
+}
+
+static bool
 log_json_has_secret(struct logmgr *lm, json_t *j)
 {
 	const char *key;
@@ -559,12 +575,10 @@ log_json_has_secret(struct logmgr *lm, json_t *j)
 	size_t i;
 	switch (json_typeof(j)) {
 	case JSON_STRING:
-		for (size_t k = 0; k < lm->nsecrets; k++)
-			if (strstr(json_string_value(j), lm->secrets[k]) != NULL)
-				return true;
-		return false;
+		return log_str_has_secret(lm, json_string_value(j));
 	case JSON_OBJECT:
-		json_object_foreach(j, key, v) if (log_json_has_secret(lm, v)) return true;
+		json_object_foreach(j, key, v) if (log_str_has_secret(lm, key) ||
+		                                   log_json_has_secret(lm, v)) return true;
 		return false;
 	case JSON_ARRAY:
 		json_array_foreach(j, i, v) if (log_json_has_secret(lm, v)) return true;
@@ -574,7 +588,7 @@ log_json_has_secret(struct logmgr *lm, json_t *j)
 	}
 }
 
-/* Redacts the string values in j (which the log manager owns). */
+/* Redacts the string values and the keys in j (which the log manager owns). */
 static void
 log_json_redact(struct logmgr *lm, json_t *j, struct log_scratch *sc)
 {
@@ -589,9 +603,28 @@ log_json_redact(struct logmgr *lm, json_t *j, struct log_scratch *sc)
 			json_string_set(j, r);
 		break;
 	}
-	case JSON_OBJECT:
-		json_object_foreach(j, key, v) log_json_redact(lm, v, sc);
+	case JSON_OBJECT: {
+		json_t *renamed = NULL; /* keys that hold a secret: renamed after the walk */
+		json_object_foreach(j, key, v)
+		{
+			log_json_redact(lm, v, sc);
+			if (log_str_has_secret(lm, key)) {
+				if (renamed == NULL)
+					renamed = json_array();
+				json_array_append_new(renamed, json_string(key));
+			}
+		}
+		json_t *k;
+		json_array_foreach(renamed, i, k)
+		{
+			const char *old = json_string_value(k);
+			json_t *val = json_incref(json_object_get(j, old));
+			json_object_del(j, old);
+			json_object_set_new(j, log_redact_str(lm, old, &sc->tmp, &sc->line), val);
+		}
+		json_decref(renamed);
 		break;
+	}
 	case JSON_ARRAY:
 		json_array_foreach(j, i, v) log_json_redact(lm, v, sc);
 		break;

@@ -493,8 +493,9 @@ test_redaction(void **state)
 	logmgr_subscribe(lm, sub_cb, &p);
 
 	/* The caller keeps a reference: its object must not be changed. */
-	json_t *fields = json_pack("{s:s, s:{s:[s,i]}, s:s}", "auth", "Bearer " SECRET, "nested",
-	                           "list", "x" SECRET "y" SECRET, 7, "short", "short");
+	json_t *fields = json_pack("{s:s, s:{s:[s,i], s:i}, s:s, s:s}", "auth", "Bearer " SECRET,
+	                           "nested", "list", "x" SECRET "y" SECRET, 7, "in-" SECRET, 1,
+	                           "short", "short", "key-" SECRET, "v"); /* keys too */
 	json_incref(fields);
 	struct capture c;
 	logmgr_set_stderr(lm, true);
@@ -517,6 +518,8 @@ test_redaction(void **state)
 	assert_null(strstr(rf, SECRET));
 	assert_non_null(strstr(rf, "x[redacted]y[redacted]"));
 	assert_non_null(strstr(rf, "\"short\":\"short\""));
+	assert_non_null(strstr(rf, "\"key-[redacted]\":\"v\""));
+	assert_non_null(strstr(rf, "\"in-[redacted]\":1"));
 
 	/* subscriber */
 	assert_string_equal(p.last_msg, want);
@@ -537,6 +540,7 @@ test_redaction(void **state)
 	sqlite3_reset(q);
 	/* the caller's object */
 	assert_string_equal(json_string_value(json_object_get(fields, "auth")), "Bearer " SECRET);
+	assert_string_equal(json_string_value(json_object_get(fields, "key-" SECRET)), "v");
 	json_decref(fields);
 
 	/* A secret added later applies from then on; no secret, no change. */
